@@ -1,0 +1,70 @@
+//! A safe reader for Python pickles and joblib files, as scikit-learn models are saved.
+//!
+//! It rebuilds data (numbers, strings, containers, numpy arrays, dtypes and scalars) and inert
+//! instances of the classes on an [`AllowList`]. It never executes code: REDUCE and NEWOBJ on an
+//! allowed global are interpreted by a fixed set of constructors, and any other global is refused
+//! at the opcode that names it, before anything is built from it.
+//!
+//! ```
+//! use fleetscore_pickle::{load, AllowList, Limits};
+//! // pickle.dumps({'a': [1, 2.5]}, protocol=2)
+//! let bytes = b"\x80\x02}q\x00X\x01\x00\x00\x00aq\x01]q\x02(K\x01G@\x04\x00\x00\x00\x00\x00\x00es.";
+//! let file = load(bytes, &AllowList::new(), &Limits::default()).unwrap();
+//! let list = file.pickle.dict_get(file.pickle.root(), "a").unwrap();
+//! assert_eq!(file.pickle.as_seq(list).unwrap().len(), 2);
+//! ```
+#![warn(missing_docs)]
+
+mod container;
+mod error;
+mod globals;
+mod numpy;
+mod unpickler;
+mod value;
+
+pub use container::{Compression, decompress, detect};
+pub use error::{Error, Result};
+pub use globals::AllowList;
+pub use numpy::{ArrayData, DType, DTypeKind, Field, NdArray};
+pub use unpickler::{Limits, unpickle};
+pub use value::{Global, Node, NodeId, Object, Pickle, Value};
+
+/// A loaded file: its object graph and how it was stored.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The object graph.
+    pub pickle: Pickle,
+    /// The compression around the pickle stream.
+    pub compression: Compression,
+    /// Whether the stream carried joblib's inline arrays (written by `joblib.dump`).
+    pub joblib: bool,
+}
+
+impl Loaded {
+    /// A human-readable description of the format, e.g. `joblib (zlib), pickle protocol 4`.
+    pub fn format(&self) -> String {
+        let outer = match (self.joblib, self.compression) {
+            (true, Compression::None) => "joblib".to_string(),
+            (true, c) => format!("joblib ({})", c.name()),
+            (false, Compression::None) => "pickle".to_string(),
+            (false, c) => format!("pickle ({})", c.name()),
+        };
+        format!("{outer}, protocol {}", self.pickle.protocol)
+    }
+}
+
+/// Loads a pickle or joblib file's bytes: detects and undoes compression, then unpickles.
+pub fn load(bytes: &[u8], allow: &AllowList, limits: &Limits) -> Result<Loaded> {
+    let compression = detect(bytes)?;
+    let (pickle, joblib) = if compression == Compression::None {
+        unpickler::unpickle_detect_joblib(bytes, allow, limits)?
+    } else {
+        let data = decompress(bytes, compression, limits.max_decompressed_bytes)?;
+        unpickler::unpickle_detect_joblib(&data, allow, limits)?
+    };
+    Ok(Loaded {
+        pickle,
+        compression,
+        joblib,
+    })
+}

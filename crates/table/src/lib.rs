@@ -1,0 +1,106 @@
+//! Tables in and out: CSV and Parquet files read and written as streams of Arrow record batches,
+//! and the numeric feature matrix a model scores, taken from named columns.
+//!
+//! CSV columns are read as text and written back as they were read, so a CSV round trip keeps
+//! every input value to the character. Parquet keeps its column types.
+#![warn(missing_docs)]
+
+mod csv_io;
+mod error;
+mod features;
+mod parquet_io;
+
+use std::path::Path;
+
+pub use arrow_array::RecordBatch;
+pub use arrow_schema::SchemaRef;
+pub use error::{Error, Result};
+pub use features::{append_columns, feature_matrix, filter_equals};
+
+/// A table file format, chosen by file extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Comma-separated values with a header line.
+    Csv,
+    /// Apache Parquet.
+    Parquet,
+}
+
+impl Format {
+    /// The format a path's extension names (`.csv`, `.parquet`, `.pq`).
+    pub fn from_path(path: &Path) -> Result<Format> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("csv") => Ok(Format::Csv),
+            Some("parquet") | Some("pq") => Ok(Format::Parquet),
+            _ => Err(Error::UnknownFormat(path.display().to_string())),
+        }
+    }
+}
+
+/// A stream of record batches from a file.
+pub trait BatchReader: Iterator<Item = Result<RecordBatch>> {
+    /// The columns every batch has.
+    fn schema(&self) -> SchemaRef;
+    /// The file line (CSV, 1-based, header = 1) or row number (Parquet, 0-based) of the next
+    /// batch's first row, for error messages.
+    fn next_position(&self) -> RowPosition;
+}
+
+/// Where a batch starts in its file, so errors can point at a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowPosition {
+    /// 1-based line of a CSV file (the header is line 1).
+    Line(u64),
+    /// 0-based row of a Parquet file.
+    Row(u64),
+}
+
+impl RowPosition {
+    /// The position `offset` rows further on.
+    pub fn advance(self, offset: usize) -> RowPosition {
+        match self {
+            RowPosition::Line(l) => RowPosition::Line(l + offset as u64),
+            RowPosition::Row(r) => RowPosition::Row(r + offset as u64),
+        }
+    }
+}
+
+impl std::fmt::Display for RowPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RowPosition::Line(l) => write!(f, "line {l}"),
+            RowPosition::Row(r) => write!(f, "row {r}"),
+        }
+    }
+}
+
+/// A sink for record batches.
+pub trait BatchWriter {
+    /// Appends a batch.
+    fn write(&mut self, batch: &RecordBatch) -> Result<()>;
+    /// Flushes and closes the file (a Parquet file is only valid after this).
+    fn finish(self: Box<Self>) -> Result<()>;
+}
+
+/// Opens a table file, in batches of up to `batch_rows` rows.
+pub fn open(path: &Path, batch_rows: usize) -> Result<Box<dyn BatchReader>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    Ok(match Format::from_path(path)? {
+        Format::Csv => Box::new(csv_io::CsvReader::new(file, path, batch_rows)?),
+        Format::Parquet => Box::new(parquet_io::ParquetReader::new(file, path, batch_rows)?),
+    })
+}
+
+/// Creates a table file for batches of `schema`.
+pub fn create(path: &Path, schema: SchemaRef) -> Result<Box<dyn BatchWriter>> {
+    let format = Format::from_path(path)?;
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    Ok(match format {
+        Format::Csv => Box::new(csv_io::CsvWriter::new(file, path, &schema)?),
+        Format::Parquet => Box::new(parquet_io::ParquetWriter::new(file, path, schema)?),
+    })
+}
