@@ -50,7 +50,12 @@ impl Model {
         let mut transforms = Vec::new();
         let mut detector = None;
         let mut steps = Vec::new();
+        // A Pipeline's feature names are its first step's.
+        let mut feature_names = None;
         collect_steps(&root, root.class, 0, &mut |name, obj| {
+            if steps.is_empty() {
+                feature_names = obj.feature_names();
+            }
             if detector.is_some() {
                 return Err(Error::Unsupported(format!(
                     "step `{name}` ({}) comes after the anomaly detector; only the last step may score",
@@ -122,7 +127,7 @@ impl Model {
             format: loaded.format(),
             estimator,
             n_features,
-            feature_names: root.feature_names(),
+            feature_names,
             sklearn_version,
             steps,
         };
