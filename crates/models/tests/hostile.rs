@@ -37,7 +37,10 @@ fn hostile_pickles_are_refused_without_side_effects() {
 fn non_estimator_pickles_are_refused_clearly() {
     // pickle.dumps({'a': 1}, protocol=2)
     let err = Model::from_bytes(b"\x80\x02}q\x00X\x01\x00\x00\x00aq\x01K\x01s.").unwrap_err();
-    assert_eq!(err.to_string(), "unsupported model: expected an estimator, found dict");
+    assert_eq!(
+        err.to_string(),
+        "unsupported model: expected an estimator, found dict"
+    );
 }
 
 #[test]

@@ -11,10 +11,7 @@ use crate::{close, data};
 fn reference_fleet_scores_exactly_like_scikit_learn() {
     let expected = std::fs::read_to_string(data("reference/expected.csv")).unwrap();
     let mut lines = expected.lines();
-    assert_eq!(
-        lines.next(),
-        Some("TS,Device,Tag,Value,score,prediction")
-    );
+    assert_eq!(lines.next(), Some("TS,Device,Tag,Value,score,prediction"));
     let mut models: HashMap<(String, String), Model> = HashMap::new();
     let (mut rows, mut outliers) = (0, 0);
     let mut errors = Vec::new();
@@ -24,10 +21,12 @@ fn reference_fleet_scores_exactly_like_scikit_learn() {
         let value: f64 = f[3].parse().unwrap();
         let want_score: f64 = f[4].parse().unwrap();
         let want_pred: i8 = f[5].parse().unwrap();
-        let model = models.entry((device.clone(), tag.clone())).or_insert_with(|| {
-            let path = data(&format!("reference/models/model_{device}_{tag}"));
-            Model::from_bytes(&std::fs::read(path).unwrap()).unwrap()
-        });
+        let model = models
+            .entry((device.clone(), tag.clone()))
+            .or_insert_with(|| {
+                let path = data(&format!("reference/models/model_{device}_{tag}"));
+                Model::from_bytes(&std::fs::read(path).unwrap()).unwrap()
+            });
         let (mut score, mut pred) = ([0.0], [0i8]);
         model.score(&[value], &mut score, &mut pred).unwrap();
         if !close(score[0], want_score) || pred[0] != want_pred {

@@ -53,7 +53,9 @@ fn check_file(dir: &str, file: &str) -> Vec<String> {
     let rows = x.len() / n_features;
     let mut decision = vec![0.0; rows];
     let mut predicted = vec![0i8; rows];
-    model.score(&x, &mut decision, &mut predicted).expect("score");
+    model
+        .score(&x, &mut decision, &mut predicted)
+        .expect("score");
     let want_dec = floats(&golden["decision_function"]);
     let want_pred: Vec<i8> = golden["predict"]
         .as_array()
@@ -104,7 +106,11 @@ fn check_dir(dir: &str) {
         .keys()
         .cloned()
         .collect();
-    assert!(files.len() >= 160, "{dir}: only {} model files", files.len());
+    assert!(
+        files.len() >= 160,
+        "{dir}: only {} model files",
+        files.len()
+    );
     let errors: Vec<String> = files.iter().flat_map(|f| check_file(dir, f)).collect();
     assert!(
         errors.is_empty(),
@@ -129,8 +135,8 @@ fn formats_are_reported() {
     let m = Model::from_bytes(&std::fs::read(data("sklearn-current/iforest.z.joblib")).unwrap())
         .unwrap();
     assert_eq!(m.info().format, "joblib (zlib), protocol 4");
-    let m = Model::from_bytes(&std::fs::read(data("sklearn-current/iforest.p5.pkl")).unwrap())
-        .unwrap();
+    let m =
+        Model::from_bytes(&std::fs::read(data("sklearn-current/iforest.p5.pkl")).unwrap()).unwrap();
     assert_eq!(m.info().format, "pickle, protocol 5");
     assert_eq!(m.info().estimator, "IsolationForest");
     assert_eq!(m.info().sklearn_version.as_deref(), Some("1.9.1"));
@@ -141,8 +147,13 @@ fn wrong_feature_count_is_a_clear_error() {
     let m = Model::from_bytes(&std::fs::read(data("sklearn-current/ocsvm_linear.p4.pkl")).unwrap())
         .unwrap();
     let mut out = vec![0.0; 2];
-    let err = m.decision_function(&[1.0, 2.0, 3.0, 4.0], &mut out).unwrap_err();
-    assert_eq!(err.to_string(), "the model expects 3 features, the input has 2");
+    let err = m
+        .decision_function(&[1.0, 2.0, 3.0, 4.0], &mut out)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the model expects 3 features, the input has 2"
+    );
 }
 
 #[test]
@@ -158,11 +169,13 @@ fn non_finite_input_names_row_and_feature() {
 
 #[test]
 fn parallel_scoring_equals_serial() {
-    let m = Model::from_bytes(&std::fs::read(data("sklearn-current/iforest.p4.pkl")).unwrap())
-        .unwrap();
+    let m =
+        Model::from_bytes(&std::fs::read(data("sklearn-current/iforest.p4.pkl")).unwrap()).unwrap();
     let d = m.n_features();
     let rows = 10_000;
-    let x: Vec<f64> = (0..rows * d).map(|i| ((i * 7919) % 1000) as f64 / 100.0 - 5.0).collect();
+    let x: Vec<f64> = (0..rows * d)
+        .map(|i| ((i * 7919) % 1000) as f64 / 100.0 - 5.0)
+        .collect();
     let (mut a, mut b) = (vec![0.0; rows], vec![0.0; rows]);
     let (mut pa, mut pb) = (vec![0i8; rows], vec![0i8; rows]);
     m.score(&x, &mut a, &mut pa).unwrap();

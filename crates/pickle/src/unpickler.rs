@@ -733,7 +733,9 @@ impl<'a> Machine<'a> {
                             match self.pk.as_seq(item) {
                                 Some([k, v]) => out.push((*k, *v)),
                                 _ => {
-                                    return Err(self.malformed("dict() of items that are not pairs"));
+                                    return Err(
+                                        self.malformed("dict() of items that are not pairs")
+                                    );
                                 }
                             }
                         }

@@ -23,25 +23,29 @@ pub(crate) fn average_path_length(n: f64) -> f64 {
     }
 }
 
-/// A flattened tree node. Leaves have `left == LEAF` and carry their path-length contribution.
+/// A flattened tree node. A leaf points to itself on both sides, so that every row can take the
+/// same number of steps down a tree without branching on whether it has arrived.
 #[derive(Debug, Clone, Copy)]
 struct Node {
     feature: u32,
     left: u32,
     right: u32,
-    /// Split threshold, or the leaf's contribution.
-    value: f64,
+    threshold: f64,
 }
 
-const LEAF: u32 = u32::MAX;
+/// Rows walked down a tree together: independent walks hide each other's memory latency.
+const BLOCK: usize = 32;
 
 /// A fitted IsolationForest.
 #[derive(Debug, Clone)]
 pub struct IsolationForest {
     n_features: usize,
-    /// All trees' nodes, each tree's root at `roots[t]`; features already mapped to input columns.
+    /// All trees' nodes; features already mapped to input columns.
     nodes: Vec<Node>,
-    roots: Vec<u32>,
+    /// Per node: a leaf's path-length contribution `depth + c(n) − 1` (unused for splits).
+    leaf_value: Vec<f64>,
+    /// Per tree: its root node and its depth in edges (the steps a walk takes to any leaf).
+    trees: Vec<(u32, u32)>,
     /// `n_trees · c(max_samples_)`.
     denominator: f64,
     offset: f64,
@@ -83,21 +87,24 @@ impl IsolationForest {
         let offset = obj.f64("offset_")?;
 
         let mut nodes = Vec::new();
-        let mut roots = Vec::with_capacity(estimators.len());
+        let mut leaf_value = Vec::new();
+        let mut trees = Vec::with_capacity(estimators.len());
         for (t, (&est, &feats)) in estimators.iter().zip(features).enumerate() {
             let feats = obj.vec_i64_of("estimators_features_", feats)?;
             // scikit-learn indexes X by the tree's feature subset only when it subsampled
             // features; with all features the tree sees X as it is.
             let subsample = max_features.map_or(feats.len() != n_features, |m| m != n_features);
             let tree = obj.child(est)?;
-            roots.push(nodes.len() as u32);
-            read_tree(
+            let root = nodes.len() as u32;
+            let depth = read_tree(
                 &tree,
                 t,
                 subsample.then_some(feats.as_slice()),
                 n_features,
                 &mut nodes,
+                &mut leaf_value,
             )?;
+            trees.push((root, depth));
         }
         let denominator = estimators.len() as f64 * average_path_length(max_samples);
         let info = StepInfo::of(obj)
@@ -107,29 +114,37 @@ impl IsolationForest {
         Ok(IsolationForest {
             n_features,
             nodes,
-            roots,
+            leaf_value,
+            trees,
             denominator,
             offset,
             info,
         })
     }
 
-    fn path_length_sum(&self, row: &[f64]) -> f64 {
-        let mut depths = 0.0;
-        for &root in &self.roots {
-            let mut i = root as usize;
-            loop {
-                let n = self.nodes[i];
-                if n.left == LEAF {
-                    depths += n.value;
-                    break;
+    /// Adds each row's path-length contributions, tree by tree in order, into `depths`.
+    /// `xf` holds the block's rows already cast to f32 (as scikit-learn casts them), row-major.
+    fn path_lengths(&self, xf: &[f64], depths: &mut [f64]) {
+        let d = self.n_features;
+        let n = depths.len();
+        let mut at = [0u32; BLOCK];
+        for &(root, depth) in &self.trees {
+            at[..n].fill(root);
+            for _ in 0..depth {
+                for r in 0..n {
+                    let node = self.nodes[at[r] as usize];
+                    let v = xf[r * d + node.feature as usize];
+                    at[r] = if v <= node.threshold {
+                        node.left
+                    } else {
+                        node.right
+                    };
                 }
-                // scikit-learn casts X to float32 for its trees.
-                let v = f64::from(row[n.feature as usize] as f32);
-                i = if v <= n.value { n.left } else { n.right } as usize;
+            }
+            for r in 0..n {
+                depths[r] += self.leaf_value[at[r] as usize];
             }
         }
-        depths
     }
 }
 
@@ -140,7 +155,8 @@ fn read_tree(
     features: Option<&[i64]>,
     n_features: usize,
     out: &mut Vec<Node>,
-) -> Result<()> {
+    leaf_value: &mut Vec<f64>,
+) -> Result<u32> {
     let tree_value = est.require("tree_")?;
     let tree = est.child(tree_value)?;
     let nodes_value = tree.require("nodes")?;
@@ -168,17 +184,22 @@ fn read_tree(
     let base = out.len();
     let mut depth = vec![0u32; count];
     depth[0] = 1;
+    let mut max_depth = 1;
     for i in 0..count {
         let is_leaf = left[i] == -1;
         let node = if is_leaf {
             let d = f64::from(depth[i]);
+            max_depth = max_depth.max(depth[i]);
+            leaf_value.push(d + average_path_length(samples[i]) - 1.0);
+            let me = (base + i) as u32;
             Node {
                 feature: 0,
-                left: LEAF,
-                right: LEAF,
-                value: d + average_path_length(samples[i]) - 1.0,
+                left: me,
+                right: me,
+                threshold: 0.0,
             }
         } else {
+            leaf_value.push(0.0);
             let (l, r) = (left[i], right[i]);
             let child_ok = |c: i64| c > i as i64 && (c as usize) < count;
             if !child_ok(l) || !child_ok(r) {
@@ -205,12 +226,13 @@ fn read_tree(
                 feature: column as u32,
                 left: (base + l as usize) as u32,
                 right: (base + r as usize) as u32,
-                value: threshold[i],
+                threshold: threshold[i],
             }
         };
         out.push(node);
     }
-    Ok(())
+    // Steps from the root to the deepest leaf.
+    Ok(max_depth - 1)
 }
 
 impl Detector for IsolationForest {
@@ -226,14 +248,23 @@ impl Detector for IsolationForest {
     }
 
     fn score_samples(&self, x: &[f64], out: &mut [f64]) {
-        for (row, o) in x.chunks_exact(self.n_features).zip(out.iter_mut()) {
-            let depths = self.path_length_sum(row);
-            let ratio = if self.denominator != 0.0 {
-                depths / self.denominator
-            } else {
-                1.0
-            };
-            *o = -(2.0f64.powf(-ratio));
+        let d = self.n_features;
+        let mut xf = vec![0.0; BLOCK * d];
+        for (rows, o) in x.chunks(BLOCK * d).zip(out.chunks_mut(BLOCK)) {
+            // scikit-learn casts X to float32 for its trees.
+            for (f, v) in xf.iter_mut().zip(rows) {
+                *f = f64::from(*v as f32);
+            }
+            o.fill(0.0);
+            self.path_lengths(&xf, o);
+            for v in o.iter_mut() {
+                let ratio = if self.denominator != 0.0 {
+                    *v / self.denominator
+                } else {
+                    1.0
+                };
+                *v = -(2.0f64.powf(-ratio));
+            }
         }
     }
 
