@@ -26,8 +26,8 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
 }
 
 /// Fills `out` with the named columns as a row-major f64 matrix (`rows × columns.len()`).
-/// Text columns are parsed; a missing or unparsable value is an error naming its line or row
-/// (`start` is where the batch begins in its file).
+/// Text columns are parsed; a missing, unparsable or non-finite value is an error naming its
+/// line or row (`start` is where the batch begins in its file).
 pub fn feature_matrix(
     batch: &RecordBatch,
     columns: &[String],
@@ -54,6 +54,9 @@ pub fn feature_matrix(
                 let v: f64 = s
                     .parse()
                     .map_err(|_| bad(i, format!("{s:?} is not a number")))?;
+                if !v.is_finite() {
+                    return Err(bad(i, format!("{s:?} is not a finite number")));
+                }
                 out[i * d + j] = v;
             }
             continue;
@@ -70,7 +73,11 @@ pub fn feature_matrix(
             if values.is_null(i) {
                 return Err(bad(i, "missing value".into()));
             }
-            out[i * d + j] = values.value(i);
+            let v = values.value(i);
+            if !v.is_finite() {
+                return Err(bad(i, format!("{v} is not a finite number")));
+            }
+            out[i * d + j] = v;
         }
     }
     Ok(())

@@ -1,0 +1,391 @@
+//! The `fleetscore models` command line, run as a user runs it: real files in, real files out,
+//! exit codes and one-line errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use fleetscore_table::RowPosition;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fleetscore"))
+}
+
+fn models_data(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/tests/data")
+        .join(path)
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fleetscore-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run fleetscore")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `(TS, Device, Tag, Value) -> (score, prediction)` from scikit-learn's goldens.
+fn reference_expected() -> Vec<Vec<String>> {
+    std::fs::read_to_string(models_data("reference/expected.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
+}
+
+fn score_reference_model(out: &Path) -> Output {
+    run(&[
+        "models",
+        "score",
+        models_data("reference/models/model_2_3").to_str().unwrap(),
+        "--input",
+        models_data("reference/sensor_data.csv").to_str().unwrap(),
+        "--features",
+        "Value",
+        "--where",
+        "Device=2",
+        "--where",
+        "Tag=3",
+        "--output",
+        out.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn scoring_a_reference_model_writes_scikit_learns_predictions() {
+    let dir = tempdir("reference");
+    let out = dir.join("model_2_3.csv");
+    let o = score_reference_model(&out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("scored"), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("TS,Device,Tag,Value,score,anomaly"));
+    let got: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let want: Vec<Vec<String>> = reference_expected()
+        .into_iter()
+        .filter(|r| r[1] == "2" && r[2] == "3")
+        .collect();
+    assert_eq!(got.len(), want.len());
+    assert!(got.len() > 1000);
+    for (g, w) in got.iter().zip(&want) {
+        // Input columns pass through to the character.
+        assert_eq!(g[..4], [w[0].as_str(), &w[1], &w[2], &w[3]]);
+        let (gs, ws): (f64, f64) = (g[4].parse().unwrap(), w[4].parse().unwrap());
+        assert!(
+            gs == ws || (gs - ws).abs() <= 1e-9 * ws.abs(),
+            "{gs} vs {ws}"
+        );
+        let anomaly = if w[5] == "-1" { "1" } else { "0" };
+        assert_eq!(g[5], anomaly);
+    }
+}
+
+#[test]
+fn csv_to_parquet_and_back_keeps_rows_and_scores() {
+    let dir = tempdir("parquet");
+    let csv = dir.join("a.csv");
+    let parquet = dir.join("a.parquet");
+    assert!(score_reference_model(&csv).status.success());
+    assert!(score_reference_model(&parquet).status.success());
+    // Read the Parquet back with the table crate's reader and compare with the CSV.
+    let mut reader = fleetscore_table::open(&parquet, 100_000).unwrap();
+    let schema = reader.schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["TS", "Device", "Tag", "Value", "score", "anomaly"]);
+    let batch = reader.next().unwrap().unwrap();
+    let mut scores = Vec::new();
+    fleetscore_table::feature_matrix(
+        &batch,
+        &["score".to_string(), "anomaly".to_string()],
+        RowPosition::Row(0),
+        &mut scores,
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), batch.num_rows());
+    for (i, row) in rows.iter().enumerate() {
+        let f: Vec<&str> = row.split(',').collect();
+        assert_eq!(f[4].parse::<f64>().unwrap(), scores[2 * i]);
+        assert_eq!(f[5].parse::<f64>().unwrap(), scores[2 * i + 1]);
+    }
+    // Parquet in: re-scoring the output would repeat its score and anomaly columns.
+    let again = dir.join("b.csv");
+    let o = run(&[
+        "models",
+        "score",
+        models_data("reference/models/model_2_3").to_str().unwrap(),
+        "-i",
+        parquet.to_str().unwrap(),
+        "-f",
+        "Value",
+        "-o",
+        again.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("already has a column `score`"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!again.exists());
+}
+
+#[test]
+fn parquet_output_reads_back_in_pyarrow_and_pandas() {
+    // Runs where the test script provides a Python with pyarrow and pandas (CI does).
+    let Ok(python) = std::env::var("FLEETSCORE_TEST_PYTHON") else {
+        eprintln!("FLEETSCORE_TEST_PYTHON not set: pyarrow read-back not checked");
+        return;
+    };
+    let dir = tempdir("pyarrow");
+    let parquet = dir.join("out.parquet");
+    assert!(score_reference_model(&parquet).status.success());
+    let script = r#"
+import sys, pyarrow.parquet as pq, pandas as pd
+t = pq.read_table(sys.argv[1])
+assert t.column_names == ["TS", "Device", "Tag", "Value", "score", "anomaly"], t.column_names
+assert str(t.schema.field("score").type) == "double"
+df = pd.read_parquet(sys.argv[1])
+exp = pd.read_csv(sys.argv[2])
+exp = exp[(exp.Device == 2) & (exp.Tag == 3)].reset_index(drop=True)
+assert len(df) == len(exp), (len(df), len(exp))
+rel = ((df.score - exp.score).abs() / exp.score.abs()).max()
+assert rel <= 1e-9, rel
+assert ((df.anomaly == 1) == (exp.prediction == -1)).all()
+print("ok", len(df))
+"#;
+    let o = Command::new(python)
+        .args([
+            "-c",
+            script,
+            parquet.to_str().unwrap(),
+            models_data("reference/expected.csv").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+}
+
+#[test]
+fn feature_names_stored_in_the_model_are_the_default_columns() {
+    let dir = tempdir("names");
+    let golden: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(models_data("sklearn-current/scaler_ocsvm_rbf.json")).unwrap(),
+    )
+    .unwrap();
+    let mut csv = String::from("id,temp,pressure,vibration\n");
+    for (i, row) in golden["X"].as_array().unwrap().iter().enumerate() {
+        let v: Vec<String> = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap().to_string())
+            .collect();
+        csv.push_str(&format!("{i},{}\n", v.join(",")));
+    }
+    let input = dir.join("in.csv");
+    std::fs::write(&input, csv).unwrap();
+    let out = dir.join("out.csv");
+    let o = run(&[
+        "models",
+        "score",
+        models_data("sklearn-current/scaler_ocsvm_rbf.lz4.joblib")
+            .to_str()
+            .unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want: Vec<f64> = golden["decision_function"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let text = std::fs::read_to_string(&out).unwrap();
+    let got: Vec<f64> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(4).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-9 * w.abs(), "{g} vs {w}");
+    }
+}
+
+#[test]
+fn inspect_json_has_the_contract_fields() {
+    let o = run(&[
+        "models",
+        "inspect",
+        models_data("sklearn-legacy/iforest_contam.xz.joblib")
+            .to_str()
+            .unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["format"], "joblib (xz), protocol 4");
+    assert_eq!(v["estimator"], "IsolationForest");
+    assert_eq!(v["n_features"], 4);
+    assert_eq!(v["sklearn_version"], "1.1.3");
+    assert_eq!(v["steps"][0]["params"]["n_estimators"], 20);
+    let o = run(&[
+        "models",
+        "inspect",
+        models_data("reference/models/model_3_5").to_str().unwrap(),
+    ]);
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.contains("estimator:    Pipeline(StandardScaler, OneClassSVM)"),
+        "{text}"
+    );
+    assert!(text.contains("scikit-learn: 0.19.2"), "{text}");
+}
+
+#[test]
+fn hostile_model_is_refused_with_one_line_and_no_output() {
+    let dir = tempdir("hostile");
+    let out = dir.join("out.csv");
+    let marker = Path::new("/tmp/fleetscore-hostile-nested_in_pipeline_p4");
+    let _ = std::fs::remove_file(marker);
+    let hostile = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../pickle/tests/data/hostile/nested_in_pipeline_p4.pkl");
+    let o = run(&[
+        "models",
+        "score",
+        hostile.to_str().unwrap(),
+        "--input",
+        models_data("reference/sensor_data.csv").to_str().unwrap(),
+        "--features",
+        "Value",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: cannot load model "), "{err}");
+    assert!(
+        err.contains("refused global `posix.system` at byte"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    assert!(!marker.exists());
+}
+
+#[test]
+fn bad_input_is_reported_with_its_line_and_column() {
+    let dir = tempdir("badinput");
+    let input = dir.join("in.csv");
+    std::fs::write(&input, "TS,Value\n1,10.5\n2,11.0\n3,oops\n").unwrap();
+    let model = models_data("reference/models/model_1_1");
+    let o = run(&[
+        "models",
+        "score",
+        model.to_str().unwrap(),
+        "-i",
+        input.to_str().unwrap(),
+        "-f",
+        "Value",
+        "-o",
+        dir.join("o.csv").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("line 4, column `Value`: \"oops\" is not a number"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dir.join("o.csv").exists());
+
+    let o = run(&[
+        "models",
+        "score",
+        model.to_str().unwrap(),
+        "-i",
+        input.to_str().unwrap(),
+        "-f",
+        "Reading",
+        "-o",
+        dir.join("o.csv").to_str().unwrap(),
+    ]);
+    assert!(
+        stderr(&o).contains("no column `Reading` (the table has: TS, Value)"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = run(&[
+        "models",
+        "score",
+        model.to_str().unwrap(),
+        "-i",
+        input.to_str().unwrap(),
+        "-f",
+        "TS,Value",
+        "-o",
+        dir.join("o.csv").to_str().unwrap(),
+    ]);
+    assert!(
+        stderr(&o).contains("the model expects 1 features, --features names 2 (TS,Value)"),
+        "{}",
+        stderr(&o)
+    );
+
+    std::fs::write(&input, "TS,Value\n1,10.5\n2,inf\n").unwrap();
+    let o = run(&[
+        "models",
+        "score",
+        model.to_str().unwrap(),
+        "-i",
+        input.to_str().unwrap(),
+        "-f",
+        "Value",
+        "-o",
+        dir.join("o.csv").to_str().unwrap(),
+    ]);
+    assert!(
+        stderr(&o).contains("line 3, column `Value`: \"inf\" is not a finite number"),
+        "{}",
+        stderr(&o)
+    );
+
+    let broken = dir.join("broken.parquet");
+    std::fs::write(&broken, b"PAR1 this is not parquet").unwrap();
+    let o = run(&[
+        "models",
+        "score",
+        model.to_str().unwrap(),
+        "-i",
+        broken.to_str().unwrap(),
+        "-f",
+        "Value",
+        "-o",
+        dir.join("o.csv").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("not a readable Parquet file"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -1,0 +1,170 @@
+//! The pickle reader against streams written by CPython's own `pickle` module (hex below, made
+//! with `pickle.dumps(..., protocol=N)`), and fuzzed with arbitrary bytes.
+
+use fleetscore_pickle::{AllowList, Limits, Node, Pickle, Value, load, unpickle};
+use proptest::prelude::*;
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn read(bytes: &[u8]) -> Pickle {
+    unpickle(bytes, &AllowList::new(), &Limits::default()).unwrap()
+}
+
+#[test]
+fn protocol_4_scalars_strings_and_shared_references() {
+    // x = [1, 2]; pickle.dumps({"a": x, "b": [x, x], "t": (1, -2, 2**40, -2**70, 1.5, True,
+    // None, "é", b"\x00\xff")}, protocol=4)
+    let pk = read(&hex(
+        "80049553000000000000007d94288c0161945d94284b014b02658c0162945d942868026802658c017494284b014afeffffff8a060000000000018a090000000000000000c0473ff8000000000000884e8c02c3a994430200ff947494752e",
+    ));
+    assert_eq!(pk.protocol, 4);
+    let root = pk.root();
+    let a = pk.dict_get(root, "a").unwrap();
+    let b = pk.as_seq(pk.dict_get(root, "b").unwrap()).unwrap();
+    assert_eq!(b, [a, a], "memoized list must stay one object");
+    let t = pk.as_seq(pk.dict_get(root, "t").unwrap()).unwrap();
+    assert_eq!(t[0], Value::Int(1));
+    assert_eq!(t[1], Value::Int(-2));
+    assert_eq!(t[2], Value::Int(1 << 40));
+    assert!(matches!(pk.get(t[3]), Some(Node::BigInt(_))));
+    assert_eq!(t[4], Value::Float(1.5));
+    assert_eq!(t[5], Value::Bool(true));
+    assert_eq!(t[6], Value::None);
+    assert_eq!(pk.as_str(t[7]), Some("é"));
+    assert_eq!(pk.as_bytes(t[8]), Some(&[0u8, 255][..]));
+}
+
+#[test]
+fn protocol_5_bytearray_sets_and_frames() {
+    // pickle.dumps({"buf": bytearray(b"abc"), "s": {1, 2}, "f": frozenset([3])}, protocol=5)
+    let pk = read(&hex(
+        "8005952d000000000000007d94288c0362756694960300000000000000616263948c0173948f94284b014b02908c016694284b039194752e",
+    ));
+    let root = pk.root();
+    assert_eq!(
+        pk.as_bytes(pk.dict_get(root, "buf").unwrap()),
+        Some(&b"abc"[..])
+    );
+    match pk.get(pk.dict_get(root, "s").unwrap()) {
+        Some(Node::Set(items)) => assert_eq!(items, &[Value::Int(1), Value::Int(2)]),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        pk.get(pk.dict_get(root, "f").unwrap()),
+        Some(Node::Set(_))
+    ));
+}
+
+#[test]
+fn protocol_0_text_opcodes() {
+    // pickle.dumps({"x": [1, 2.5, "s", None, True, 12345678901234]}, protocol=0)
+    let pk = read(&hex(
+        "286470300a56780a70310a286c70320a49310a6146322e350a6156730a70330a614e614930310a614c31323334353637383930313233344c0a61732e",
+    ));
+    let x = pk.as_seq(pk.dict_get(pk.root(), "x").unwrap()).unwrap();
+    assert_eq!(x[0], Value::Int(1));
+    assert_eq!(x[1], Value::Float(2.5));
+    assert_eq!(pk.as_str(x[2]), Some("s"));
+    assert_eq!(x[3], Value::None);
+    assert_eq!(x[4], Value::Bool(true));
+    assert_eq!(x[5], Value::Int(12_345_678_901_234));
+}
+
+#[test]
+fn every_truncation_of_a_valid_stream_is_an_error() {
+    let bytes = hex(
+        "80049553000000000000007d94288c0161945d94284b014b02658c0162945d942868026802658c017494284b014afeffffff8a060000000000018a090000000000000000c0473ff8000000000000884e8c02c3a994430200ff947494752e",
+    );
+    for n in 0..bytes.len() {
+        let err = load(&bytes[..n], &AllowList::new(), &Limits::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("byte") || msg.contains("truncated"),
+            "{n}: {msg}"
+        );
+    }
+}
+
+#[test]
+fn object_limit_stops_a_stream_that_builds_too_much() {
+    // EMPTY_LIST repeated: each one a new object.
+    let mut bytes = vec![0x80, 0x04];
+    bytes.extend(std::iter::repeat_n(b']', 1000));
+    bytes.push(b'.');
+    let limits = Limits {
+        max_nodes: 100,
+        ..Limits::default()
+    };
+    let err = unpickle(&bytes, &AllowList::new(), &limits).unwrap_err();
+    assert!(err.to_string().contains("more than 100 objects"), "{err}");
+}
+
+#[test]
+fn deep_nesting_does_not_overflow_the_stack() {
+    // 200,000 nested lists: [[[[...]]]] built with EMPTY_LIST and APPEND. The arena keeps
+    // dropping and reading iterative.
+    let n = 200_000;
+    let mut bytes = vec![0x80, 0x04];
+    bytes.extend(std::iter::repeat_n(b']', n));
+    bytes.extend(std::iter::repeat_n(b'a', n - 1));
+    bytes.push(b'.');
+    let pk = read(&bytes);
+    assert_eq!(pk.len(), n);
+}
+
+#[test]
+fn a_corrupt_length_never_allocates_it() {
+    // BINBYTES8 claiming 2^62 bytes.
+    let mut bytes = vec![0x80, 0x04, 0x8e];
+    bytes.extend((1u64 << 62).to_le_bytes());
+    let err = read_err(&bytes);
+    assert!(err.contains("truncated pickle: bytes at byte 2"), "{err}");
+}
+
+fn read_err(bytes: &[u8]) -> String {
+    unpickle(bytes, &AllowList::new(), &Limits::default())
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn unknown_opcode_and_stack_errors_name_the_offset() {
+    assert_eq!(
+        read_err(b"\x80\x04\xff"),
+        "corrupt pickle: unknown opcode 0xff at byte 2"
+    );
+    assert_eq!(
+        read_err(b"\x80\x04a"),
+        "corrupt pickle at byte 2: stack is empty"
+    );
+    assert!(
+        read_err(b"\x80\x04K\x01K\x02a.")
+            .contains("expected a container on the stack, found int 1")
+    );
+    assert!(read_err(b"\x80\x04\x97").contains("out-of-band buffers"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(512),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = load(&bytes, &AllowList::new(), &Limits::default());
+    }
+
+    #[test]
+    fn opcode_soup_never_panics(ops in prop::collection::vec(
+        prop::sample::select(b"()]}.0125acdehjlpqrstuNKJMGXBC\x80\x85\x86\x87\x88\x89\x8a\x8c\x8e\x8f\x90\x91\x93\x94\x95\x96R\x81b".to_vec()),
+        0..256,
+    )) {
+        let _ = load(&ops, &AllowList::new(), &Limits::default());
+    }
+}
