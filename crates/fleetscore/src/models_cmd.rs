@@ -191,6 +191,10 @@ fn score(args: ScoreArgs) -> Result<ExitCode> {
             );
         }
     }
+    if let Some(parent) = args.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
     let tmp = temp_path(&args.output);
     let mut writer = None;
     let progress = Progress::new();
