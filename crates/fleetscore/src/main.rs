@@ -1,5 +1,6 @@
 //! The `fleetscore` command line: parses arguments and hands each subcommand to its module.
 
+mod fleet_cmd;
 mod models_cmd;
 
 use std::process::ExitCode;
@@ -10,6 +11,8 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "fleetscore", version, about, long_about = None)]
 struct Cli {
+    #[command(flatten)]
+    store: fleet_cmd::StoreArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -19,14 +22,58 @@ enum Command {
     /// Load, inspect and score scikit-learn models (pickle and joblib files).
     Models {
         #[command(subcommand)]
-        command: models_cmd::ModelsCommand,
+        command: ModelsCommand,
     },
+    /// Readings in the store.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+    /// Score every model against its readings in a window, on all cores.
+    Run(fleet_cmd::RunArgs),
+    /// Past and current runs.
+    Runs {
+        #[command(subcommand)]
+        command: fleet_cmd::RunsCommand,
+    },
+    /// A run's predictions.
+    Predictions {
+        #[command(subcommand)]
+        command: fleet_cmd::PredictionsCommand,
+    },
+}
+
+/// `fleetscore models ...`: files on disk, and the registry in the store.
+#[derive(Debug, Subcommand)]
+enum ModelsCommand {
+    #[command(flatten)]
+    File(models_cmd::ModelsCommand),
+    #[command(flatten)]
+    Registry(fleet_cmd::RegistryCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DataCommand {
+    /// Import CSV or Parquet readings (time, device, tag, value) into the store, partitioned
+    /// by hour and device bucket.
+    Import(fleet_cmd::DataImportArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Models { command } => models_cmd::run(command),
+        Command::Models {
+            command: ModelsCommand::File(command),
+        } => models_cmd::run(command),
+        Command::Models {
+            command: ModelsCommand::Registry(command),
+        } => fleet_cmd::registry(&cli.store, command),
+        Command::Data {
+            command: DataCommand::Import(args),
+        } => fleet_cmd::data_import(&cli.store, args),
+        Command::Run(args) => fleet_cmd::run(&cli.store, args),
+        Command::Runs { command } => fleet_cmd::runs(&cli.store, command),
+        Command::Predictions { command } => fleet_cmd::predictions(&cli.store, command),
     };
     match result {
         Ok(code) => code,

@@ -105,3 +105,30 @@ impl BatchWriter for ParquetWriter {
             .map_err(|e| parquet_error(&self.path, e))
     }
 }
+
+/// Encodes batches as one Parquet file in memory (for object stores).
+pub fn to_parquet_bytes(schema: SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut buf = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props))
+        .map_err(|e| parquet_error("(in memory)", e))?;
+    for b in batches {
+        w.write(b).map_err(|e| parquet_error("(in memory)", e))?;
+    }
+    w.close().map_err(|e| parquet_error("(in memory)", e))?;
+    Ok(buf)
+}
+
+/// Decodes a Parquet file held in memory; `name` is used in error messages.
+pub fn from_parquet_bytes(name: &str, bytes: bytes::Bytes) -> Result<Vec<RecordBatch>> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| parquet_error(name, format!("not a readable Parquet file: {e}")))?
+        .with_batch_size(65_536)
+        .build()
+        .map_err(|e| parquet_error(name, e))?;
+    reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| parquet_error(name, format!("corrupt data: {e}")))
+}

@@ -1,0 +1,537 @@
+//! The fleet commands: `models import|list|show`, `data import`, `run`, `runs list|show`,
+//! `predictions export`. They share a store (`--store`) and a coordinator database (`--db`).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use fleetscore_jobs::coordinator::Coordinator;
+use fleetscore_jobs::coordinator::sqlite::SqliteCoordinator;
+use fleetscore_jobs::readings::{self, Columns};
+use fleetscore_jobs::registry::{self, Imported};
+use fleetscore_jobs::run::{self, RunOptions};
+use fleetscore_jobs::{coordinator::TaskState, export};
+use fleetscore_store::Store;
+
+/// Where fleet data lives.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// The store: a local folder, or a URL (`az://container/prefix`, `s3://bucket/prefix`,
+    /// `file:///dir`).
+    #[arg(
+        long,
+        env = "FLEETSCORE_STORE",
+        default_value = "fleetscore-data",
+        global = true
+    )]
+    pub store: String,
+    /// The coordinator database (SQLite). Default: `coordinator.sqlite` in a local store's
+    /// folder, else `./fleetscore.sqlite`.
+    #[arg(long, env = "FLEETSCORE_DB", global = true)]
+    pub db: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn open(&self) -> Result<Store> {
+        Store::open(&self.store).with_context(|| format!("cannot open store {}", self.store))
+    }
+
+    fn coordinator(&self) -> Result<SqliteCoordinator> {
+        let path = match &self.db {
+            Some(p) => p.clone(),
+            None if !self.store.contains("://") => {
+                Path::new(&self.store).join("coordinator.sqlite")
+            }
+            None => PathBuf::from("fleetscore.sqlite"),
+        };
+        SqliteCoordinator::open(&path)
+            .with_context(|| format!("cannot open coordinator database {}", path.display()))
+    }
+}
+
+/// `fleetscore models import|list|show`: the model registry.
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Validate model files with the safe loader and store them under (device, tag) with a
+    /// content-hash version.
+    Import {
+        /// A model file, or a folder of them.
+        path: PathBuf,
+        /// File-name pattern that gives device and tag, e.g. `model_{device}_{tag}`.
+        #[arg(long, default_value = "model_{device}_{tag}")]
+        pattern: String,
+        /// Device (for a single file, instead of --pattern).
+        #[arg(long, requires = "tag")]
+        device: Option<String>,
+        /// Tag (for a single file, instead of --pattern).
+        #[arg(long, requires = "device")]
+        tag: Option<String>,
+    },
+    /// List the current model of every (device, tag).
+    List {
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one model's versions: `models show DEVICE/TAG`.
+    Show {
+        /// `DEVICE/TAG`.
+        key: String,
+    },
+}
+
+/// `fleetscore data import`.
+#[derive(Debug, Args)]
+pub struct DataImportArgs {
+    /// CSV or Parquet readings in the long shape: time, device, tag, value.
+    pub file: PathBuf,
+    /// Time column (RFC 3339, `YYYY-MM-DD HH:MM:SS[.fff]` as UTC, or epoch milliseconds).
+    #[arg(long, default_value = "TS")]
+    pub time_column: String,
+    /// Device column.
+    #[arg(long, default_value = "Device")]
+    pub device_column: String,
+    /// Tag column.
+    #[arg(long, default_value = "Tag")]
+    pub tag_column: String,
+    /// Value column.
+    #[arg(long, default_value = "Value")]
+    pub value_column: String,
+}
+
+/// `fleetscore run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Window start (inclusive): RFC 3339, `YYYY-MM-DD HH:MM:SS` (UTC) or epoch ms.
+    #[arg(long)]
+    pub from: String,
+    /// Window end (exclusive).
+    #[arg(long)]
+    pub to: String,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Most models per shard task.
+    #[arg(long, default_value_t = 1_000)]
+    pub max_models_per_task: usize,
+    /// Attempts before a task is failed for good.
+    #[arg(long, default_value_t = 3)]
+    pub max_attempts: u32,
+    /// Run id (default: derived from the window, so re-running a window replaces its output).
+    #[arg(long)]
+    pub run_id: Option<String>,
+}
+
+/// `fleetscore runs ...`.
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List runs, newest first.
+    List,
+    /// Show a run's record and its tasks.
+    Show {
+        /// Run id.
+        id: String,
+        /// Print the run record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    /// One CSV per model in the reference's shape (TS,Device,Tag,Val,Prediction).
+    Csv,
+    /// One Parquet file with every prediction column.
+    Parquet,
+}
+
+/// `fleetscore predictions export`.
+#[derive(Debug, Subcommand)]
+pub enum PredictionsCommand {
+    /// Write a run's predictions to a folder.
+    Export {
+        /// Run id.
+        #[arg(long)]
+        run: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "csv")]
+        format: ExportFormat,
+        /// Output folder.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+}
+
+fn parse_time(s: &str, what: &str) -> Result<i64> {
+    readings::parse_time(s).with_context(|| {
+        format!("--{what} {s:?} is not a time (use RFC 3339, `YYYY-MM-DD HH:MM:SS` or epoch ms)")
+    })
+}
+
+pub fn registry(args: &StoreArgs, command: RegistryCommand) -> Result<ExitCode> {
+    let store = args.open()?;
+    match command {
+        RegistryCommand::Import {
+            path,
+            pattern,
+            device,
+            tag,
+        } => {
+            let files: Vec<(PathBuf, String, String)> = if let (Some(d), Some(t)) = (device, tag) {
+                if path.is_dir() {
+                    bail!(
+                        "--device/--tag name one file; {} is a folder",
+                        path.display()
+                    );
+                }
+                vec![(path.clone(), d, t)]
+            } else {
+                let mut out = Vec::new();
+                let entries: Vec<PathBuf> = if path.is_dir() {
+                    let mut v: Vec<PathBuf> = std::fs::read_dir(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.is_file())
+                        .collect();
+                    v.sort();
+                    v
+                } else {
+                    vec![path.clone()]
+                };
+                for p in entries {
+                    let name = p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    match registry::match_pattern(&pattern, &name) {
+                        Some((d, t)) => out.push((p, d, t)),
+                        None => eprintln!(
+                            "skipped {}: the name does not match {pattern:?}",
+                            p.display()
+                        ),
+                    }
+                }
+                out
+            };
+            if files.is_empty() {
+                bail!("no model files matching {pattern:?} in {}", path.display());
+            }
+            let (mut new, mut same, mut failed) = (0, 0, 0);
+            for (p, d, t) in files {
+                let result = std::fs::read(&p)
+                    .with_context(|| format!("cannot read {}", p.display()))
+                    .and_then(|bytes| {
+                        registry::import(&store, &d, &t, &bytes, &p.display().to_string())
+                            .with_context(|| format!("{}", p.display()))
+                    });
+                match result {
+                    Ok((meta, outcome)) => {
+                        let what = match outcome {
+                            Imported::New => {
+                                new += 1;
+                                "imported"
+                            }
+                            Imported::Restored => {
+                                new += 1;
+                                "restored"
+                            }
+                            Imported::Unchanged => {
+                                same += 1;
+                                "unchanged"
+                            }
+                        };
+                        println!(
+                            "{what:9} {d}/{t} {} {} ({} features)",
+                            meta.version, meta.estimator, meta.n_features
+                        );
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("error: {e:#}");
+                    }
+                }
+            }
+            eprintln!("{new} imported, {same} unchanged, {failed} refused");
+            Ok(if failed > 0 {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        RegistryCommand::List { json } => {
+            let mut out = std::io::stdout().lock();
+            for m in registry::list(&store)? {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(&m)?)?;
+                } else {
+                    writeln!(
+                        out,
+                        "{}/{}\t{}\t{}\t{} features\tscikit-learn {}",
+                        m.device,
+                        m.tag,
+                        m.version,
+                        m.estimator,
+                        m.n_features,
+                        m.sklearn_version.as_deref().unwrap_or("?")
+                    )?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RegistryCommand::Show { key } => {
+            let Some((device, tag)) = key.split_once('/') else {
+                bail!("expected DEVICE/TAG, got {key:?}");
+            };
+            let current = registry::current(&store, device, tag)?
+                .with_context(|| format!("no model for device {device:?} tag {tag:?}"))?;
+            let versions = registry::versions(&store, device, tag)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", serde_json::to_string_pretty(&current)?)?;
+            writeln!(out, "versions (oldest first):")?;
+            for v in versions {
+                let mark = if v.version == current.version {
+                    "*"
+                } else {
+                    " "
+                };
+                writeln!(
+                    out,
+                    "{mark} {} imported {} from {}",
+                    v.version, v.imported_at, v.source
+                )?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub fn data_import(args: &StoreArgs, a: DataImportArgs) -> Result<ExitCode> {
+    let store = args.open()?;
+    let columns = Columns {
+        time: a.time_column,
+        device: a.device_column,
+        tag: a.tag_column,
+        value: a.value_column,
+    };
+    let s = readings::import(&store, &a.file, &columns)
+        .with_context(|| format!("cannot import {}", a.file.display()))?;
+    let span = s
+        .span
+        .map(|(lo, hi)| {
+            format!(
+                " from {} to {}",
+                readings::format_time(lo),
+                readings::format_time(hi)
+            )
+        })
+        .unwrap_or_default();
+    eprintln!(
+        "imported {} readings of {} sensors{span} into {} hour(s): {} file(s) written, {} already present",
+        s.rows,
+        s.sensors,
+        s.hours.len(),
+        s.files_written,
+        s.files_present
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A one-line progress display on a terminal.
+fn progress_printer() -> impl FnMut(&[TaskState]) {
+    let tty = std::io::stderr().is_terminal();
+    move |tasks: &[TaskState]| {
+        if !tty {
+            return;
+        }
+        let done = tasks
+            .iter()
+            .filter(|t| t.status == "done" || t.status == "failed")
+            .count();
+        let rows: u64 = tasks
+            .iter()
+            .filter_map(|t| t.result.as_ref())
+            .map(|r| r.rows)
+            .sum();
+        let width = 30;
+        let filled = if tasks.is_empty() {
+            0
+        } else {
+            done * width / tasks.len()
+        };
+        eprint!(
+            "\r\x1b[2K[{}{}] {done}/{} tasks, {rows} rows",
+            "#".repeat(filled),
+            ".".repeat(width - filled),
+            tasks.len()
+        );
+        if done == tasks.len() {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}
+
+pub fn run(args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
+    let store = args.open()?;
+    let coordinator = args.coordinator()?;
+    let from = parse_time(&a.from, "from")?;
+    let to = parse_time(&a.to, "to")?;
+    let mut options = RunOptions {
+        max_models_per_task: a.max_models_per_task.max(1),
+        max_attempts: a.max_attempts.max(1),
+        ..RunOptions::default()
+    };
+    if let Some(w) = a.workers {
+        options.workers = w.max(1);
+    }
+    let record = run::run(
+        &store,
+        &coordinator,
+        from,
+        to,
+        a.run_id,
+        &options,
+        &mut progress_printer(),
+    )?;
+    println!(
+        "run {}: {} — {} models scored, {} without data, {} failed; {} rows, {} anomalies; {} tasks ({} failed) in {:.2}s ({:.0} rows/s)",
+        record.run_id,
+        record.status,
+        record.models_scored,
+        record.models_without_data,
+        record.models_failed,
+        record.rows,
+        record.anomalies,
+        record.tasks,
+        record.tasks_failed,
+        record.execute_seconds,
+        record.rows_per_second
+    );
+    for f in &record.failures {
+        eprintln!(
+            "failed: model {}/{} {}: {}",
+            f.device, f.tag, f.version, f.reason
+        );
+    }
+    for f in &record.task_failures {
+        eprintln!(
+            "failed: task {} after {} attempts: {}",
+            f.shard, f.attempts, f.error
+        );
+    }
+    // Exit 2: the run completed, but something in it failed (see the record).
+    Ok(if record.has_failures() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn runs(args: &StoreArgs, command: RunsCommand) -> Result<ExitCode> {
+    let store = args.open()?;
+    let coordinator = args.coordinator()?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        RunsCommand::List => {
+            for r in coordinator.runs()? {
+                writeln!(
+                    out,
+                    "{}\t{}\t{}/{} tasks done{}",
+                    r.spec.id,
+                    r.status,
+                    r.tasks.done,
+                    r.tasks.total,
+                    if r.tasks.failed > 0 {
+                        format!(", {} failed", r.tasks.failed)
+                    } else {
+                        String::new()
+                    }
+                )?;
+            }
+        }
+        RunsCommand::Show { id, json } => {
+            let record = run::record(&store, &id)?;
+            let state = coordinator.run(&id)?;
+            if record.is_none() && state.is_none() {
+                bail!("no run {id:?}");
+            }
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&record)?)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            if let Some(r) = &record {
+                writeln!(out, "run {} [{}]", r.run_id, r.status)?;
+                writeln!(out, "window      {} .. {}", r.from, r.to)?;
+                writeln!(
+                    out,
+                    "ran         {} .. {} (plan {:.2}s, execute {:.2}s)",
+                    r.started_at, r.finished_at, r.plan_seconds, r.execute_seconds
+                )?;
+                writeln!(
+                    out,
+                    "models      {} scored, {} without data, {} failed (of {})",
+                    r.models_scored, r.models_without_data, r.models_failed, r.models
+                )?;
+                writeln!(
+                    out,
+                    "rows        {} ({} anomalies, {:.0} rows/s)",
+                    r.rows, r.anomalies, r.rows_per_second
+                )?;
+                for f in &r.failures {
+                    writeln!(
+                        out,
+                        "failed      model {}/{} {}: {}",
+                        f.device, f.tag, f.version, f.reason
+                    )?;
+                }
+            } else if let Some(s) = &state {
+                writeln!(out, "run {} [{}] (no record yet)", s.spec.id, s.status)?;
+            }
+            writeln!(out, "tasks:")?;
+            writeln!(
+                out,
+                "  shard  status   attempts  worker                models  rows      seconds"
+            )?;
+            for t in coordinator.tasks(&id)? {
+                let rows = t.result.as_ref().map_or(0, |r| r.rows);
+                let secs = match (t.started_ms, t.finished_ms) {
+                    (Some(a), Some(b)) => format!("{:.3}", (b - a) as f64 / 1000.0),
+                    _ => "-".into(),
+                };
+                writeln!(
+                    out,
+                    "  {:<6} {:<8} {:<9} {:<21} {:<7} {:<9} {secs}{}",
+                    t.shard,
+                    t.status,
+                    t.attempts,
+                    t.worker.as_deref().unwrap_or("-"),
+                    t.models,
+                    rows,
+                    t.error.map(|e| format!("  error: {e}")).unwrap_or_default()
+                )?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn predictions(args: &StoreArgs, command: PredictionsCommand) -> Result<ExitCode> {
+    let store = args.open()?;
+    match command {
+        PredictionsCommand::Export {
+            run,
+            format,
+            output,
+        } => {
+            let format = match format {
+                ExportFormat::Csv => export::Format::Csv,
+                ExportFormat::Parquet => export::Format::Parquet,
+            };
+            let files = export::export(&store, &run, format, &output)?;
+            eprintln!("wrote {} file(s) to {}", files.len(), output.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

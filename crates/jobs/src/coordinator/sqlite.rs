@@ -1,0 +1,400 @@
+//! The embedded coordinator: one SQLite database file. Claims are single `UPDATE ... RETURNING`
+//! statements inside `BEGIN IMMEDIATE`, so concurrent workers (threads or processes on one
+//! machine) never claim the same attempt.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::{Claim, Coordinator, RunSpec, RunState, TaskCounts, TaskResult, TaskSpec, TaskState};
+use crate::error::{Error, Result, RetryHint};
+
+/// A coordinator in a SQLite file.
+pub struct SqliteCoordinator {
+    /// One connection, shared by the process's workers; SQLite serialises writers anyway, and
+    /// each operation is one short transaction.
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    from_ms INTEGER NOT NULL,
+    to_ms INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    finished_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    shard INTEGER NOT NULL,
+    spec TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    worker TEXT,
+    lease_until_ms INTEGER,
+    started_ms INTEGER,
+    finished_ms INTEGER,
+    error TEXT,
+    result TEXT,
+    PRIMARY KEY (run_id, shard)
+);
+CREATE INDEX IF NOT EXISTS tasks_claimable ON tasks (run_id, status, lease_until_ms);
+";
+
+impl SqliteCoordinator {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<SqliteCoordinator> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Invalid(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteCoordinator {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn)
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("serializable")
+}
+
+fn parse<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| Error::Corrupt {
+        what: what.to_string(),
+        message: e.to_string(),
+    })
+}
+
+impl Coordinator for SqliteCoordinator {
+    fn create_run(&self, run: &RunSpec, tasks: &[TaskSpec], now_ms: i64) -> Result<()> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM tasks WHERE run_id = ?1", params![run.id])?;
+            tx.execute(
+                "INSERT INTO runs (id, from_ms, to_ms, status, created_ms) VALUES (?1, ?2, ?3, 'running', ?4)
+                 ON CONFLICT (id) DO UPDATE SET from_ms = ?2, to_ms = ?3, status = 'running', created_ms = ?4, finished_ms = NULL",
+                params![run.id, run.from_ms, run.to_ms, now_ms],
+            )?;
+            {
+                let mut insert = tx.prepare(
+                    "INSERT INTO tasks (run_id, shard, spec, status) VALUES (?1, ?2, ?3, 'pending')",
+                )?;
+                for t in tasks {
+                    insert.execute(params![run.id, t.shard, json(t)])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn claim(
+        &self,
+        run_id: &str,
+        worker: &str,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<Claim>> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let row: Option<(String, u32)> = tx
+                .query_row(
+                    "UPDATE tasks SET status = 'running', attempts = attempts + 1, worker = ?2,
+                         lease_until_ms = ?3 + ?4, started_ms = ?3, error = NULL
+                     WHERE rowid = (
+                         SELECT rowid FROM tasks
+                         WHERE run_id = ?1
+                           AND (status = 'pending' OR (status = 'running' AND lease_until_ms < ?3))
+                         ORDER BY shard LIMIT 1)
+                     RETURNING spec, attempts",
+                    params![run_id, worker, now_ms, lease_ms],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            tx.commit()?;
+            row.map(|(spec, attempt)| {
+                Ok(Claim {
+                    run_id: run_id.to_string(),
+                    task: parse("task spec", &spec)?,
+                    attempt,
+                    worker: worker.to_string(),
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn heartbeat(&self, claim: &Claim, lease_ms: i64, now_ms: i64) -> Result<bool> {
+        self.with(|conn| {
+            let n = conn.execute(
+                "UPDATE tasks SET lease_until_ms = ?4 + ?5
+                 WHERE run_id = ?1 AND shard = ?2 AND attempts = ?3 AND status = 'running'",
+                params![
+                    claim.run_id,
+                    claim.task.shard,
+                    claim.attempt,
+                    now_ms,
+                    lease_ms
+                ],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    fn complete(&self, claim: &Claim, result: &TaskResult, now_ms: i64) -> Result<bool> {
+        self.with(|conn| {
+            let n = conn.execute(
+                "UPDATE tasks SET status = 'done', finished_ms = ?4, result = ?5, lease_until_ms = NULL
+                 WHERE run_id = ?1 AND shard = ?2 AND attempts = ?3 AND status = 'running'",
+                params![claim.run_id, claim.task.shard, claim.attempt, now_ms, json(result)],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    fn fail(
+        &self,
+        claim: &Claim,
+        error: &str,
+        hint: RetryHint,
+        max_attempts: u32,
+        now_ms: i64,
+    ) -> Result<()> {
+        self.with(|conn| {
+            let status = if hint == RetryHint::Retry && claim.attempt < max_attempts {
+                "pending"
+            } else {
+                "failed"
+            };
+            conn.execute(
+                "UPDATE tasks SET status = ?4, error = ?5, finished_ms = ?6, lease_until_ms = NULL
+                 WHERE run_id = ?1 AND shard = ?2 AND attempts = ?3 AND status = 'running'",
+                params![
+                    claim.run_id,
+                    claim.task.shard,
+                    claim.attempt,
+                    status,
+                    error,
+                    now_ms
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn run(&self, run_id: &str) -> Result<Option<RunState>> {
+        self.with(|conn| run_state(conn, run_id))
+    }
+
+    fn tasks(&self, run_id: &str) -> Result<Vec<TaskState>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT shard, status, attempts, worker, spec, error, result, started_ms, finished_ms
+                 FROM tasks WHERE run_id = ?1 ORDER BY shard",
+            )?;
+            let rows = stmt.query_map(params![run_id], |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<i64>>(7)?,
+                    r.get::<_, Option<i64>>(8)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (shard, status, attempts, worker, spec, error, result, started_ms, finished_ms) = row?;
+                let spec: TaskSpec = parse("task spec", &spec)?;
+                out.push(TaskState {
+                    shard,
+                    status,
+                    attempts,
+                    worker,
+                    models: spec.models.len(),
+                    error,
+                    result: result.map(|r| parse::<TaskResult>("task result", &r)).transpose()?,
+                    started_ms,
+                    finished_ms,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn finish_run(&self, run_id: &str, status: &str, now_ms: i64) -> Result<()> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE runs SET status = ?2, finished_ms = ?3 WHERE id = ?1",
+                params![run_id, status, now_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn runs(&self) -> Result<Vec<RunState>> {
+        self.with(|conn| {
+            let ids: Vec<String> = conn
+                .prepare("SELECT id FROM runs ORDER BY created_ms DESC, id DESC")?
+                .query_map([], |r| r.get(0))?
+                .collect::<std::result::Result<_, _>>()?;
+            let mut out = Vec::new();
+            for id in ids {
+                if let Some(s) = run_state(conn, &id)? {
+                    out.push(s);
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+fn run_state(conn: &Connection, run_id: &str) -> Result<Option<RunState>> {
+    let run = conn
+        .query_row(
+            "SELECT from_ms, to_ms, status, created_ms, finished_ms FROM runs WHERE id = ?1",
+            params![run_id],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((from_ms, to_ms, status, created_ms, finished_ms)) = run else {
+        return Ok(None);
+    };
+    let mut tasks = TaskCounts::default();
+    let mut stmt =
+        conn.prepare("SELECT status, COUNT(*) FROM tasks WHERE run_id = ?1 GROUP BY status")?;
+    for row in stmt.query_map(params![run_id], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?))
+    })? {
+        let (s, n) = row?;
+        tasks.total += n;
+        match s.as_str() {
+            "pending" => tasks.pending = n,
+            "running" => tasks.running = n,
+            "done" => tasks.done = n,
+            _ => tasks.failed += n,
+        }
+    }
+    Ok(Some(RunState {
+        spec: RunSpec {
+            id: run_id.to_string(),
+            from_ms,
+            to_ms,
+        },
+        status,
+        created_ms,
+        finished_ms,
+        tasks,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::ModelRef;
+
+    fn coordinator() -> SqliteCoordinator {
+        let path = std::env::temp_dir().join(format!(
+            "fleetscore-coord-{}-{:?}.sqlite",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        SqliteCoordinator::open(&path).unwrap()
+    }
+
+    fn plan(c: &SqliteCoordinator, n: u32) -> RunSpec {
+        let run = RunSpec {
+            id: "r1".into(),
+            from_ms: 0,
+            to_ms: 3_600_000,
+        };
+        let tasks: Vec<TaskSpec> = (0..n)
+            .map(|shard| TaskSpec {
+                shard,
+                buckets: vec![shard],
+                models: vec![ModelRef {
+                    device: format!("d{shard}"),
+                    tag: "t".into(),
+                    version: "v".into(),
+                }],
+            })
+            .collect();
+        c.create_run(&run, &tasks, 0).unwrap();
+        run
+    }
+
+    #[test]
+    fn each_task_is_claimed_once_until_its_lease_expires() {
+        let c = coordinator();
+        plan(&c, 2);
+        let a = c.claim("r1", "w1", 1_000, 10).unwrap().unwrap();
+        let b = c.claim("r1", "w2", 1_000, 10).unwrap().unwrap();
+        assert_ne!(a.task.shard, b.task.shard);
+        assert!(c.claim("r1", "w3", 1_000, 20).unwrap().is_none());
+        // w1 goes silent; after its lease another worker takes the task over.
+        let a2 = c.claim("r1", "w3", 1_000, 2_000).unwrap().unwrap();
+        assert_eq!(a2.task.shard, a.task.shard);
+        assert_eq!(a2.attempt, 2);
+        // The stale attempt can neither heartbeat nor complete.
+        assert!(!c.heartbeat(&a, 1_000, 2_001).unwrap());
+        assert!(!c.complete(&a, &TaskResult::default(), 2_001).unwrap());
+        assert!(c.complete(&a2, &TaskResult::default(), 2_002).unwrap());
+        assert!(c.complete(&b, &TaskResult::default(), 2_003).unwrap());
+        let state = c.run("r1").unwrap().unwrap();
+        assert_eq!(state.tasks.done, 2);
+        let tasks = c.tasks("r1").unwrap();
+        assert_eq!(
+            tasks[usize::try_from(a.task.shard).unwrap()]
+                .worker
+                .as_deref(),
+            Some("w3")
+        );
+    }
+
+    #[test]
+    fn retries_follow_the_hint_and_the_attempt_limit() {
+        let c = coordinator();
+        plan(&c, 1);
+        for attempt in 1..=3 {
+            let claim = c.claim("r1", "w", 1_000, 0).unwrap().unwrap();
+            assert_eq!(claim.attempt, attempt);
+            c.fail(&claim, "store unreachable", RetryHint::Retry, 3, 1)
+                .unwrap();
+        }
+        assert!(c.claim("r1", "w", 1_000, 5).unwrap().is_none());
+        let t = &c.tasks("r1").unwrap()[0];
+        assert_eq!((t.status.as_str(), t.attempts), ("failed", 3));
+        assert_eq!(t.error.as_deref(), Some("store unreachable"));
+
+        plan(&c, 1);
+        let claim = c.claim("r1", "w", 1_000, 0).unwrap().unwrap();
+        c.fail(&claim, "corrupt", RetryHint::DoNotRetry, 3, 1)
+            .unwrap();
+        assert_eq!(c.tasks("r1").unwrap()[0].status, "failed");
+    }
+}

@@ -1,0 +1,378 @@
+//! Readings in the store: imported from CSV or Parquet in the long shape (time, device, tag,
+//! value), partitioned by hour and device bucket, and read back a slice at a time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use arrow_array::{
+    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::{DateTime, Utc};
+
+use fleetscore_store::{Store, layout};
+use fleetscore_table::RowPosition;
+
+use crate::error::{Error, Result};
+
+/// Names of the input columns that hold each part of a reading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Columns {
+    /// Event time: text (RFC 3339, or `YYYY-MM-DD HH:MM:SS[.fff]` taken as UTC), epoch
+    /// milliseconds, or a timestamp column.
+    pub time: String,
+    /// Device id.
+    pub device: String,
+    /// Sensor tag.
+    pub tag: String,
+    /// The value.
+    pub value: String,
+}
+
+impl Default for Columns {
+    /// The reference fleet's names.
+    fn default() -> Columns {
+        Columns {
+            time: "TS".into(),
+            device: "Device".into(),
+            tag: "Tag".into(),
+            value: "Value".into(),
+        }
+    }
+}
+
+/// What an import wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportSummary {
+    /// Readings imported.
+    pub rows: u64,
+    /// Parquet files written (files already present with the same content are not rewritten).
+    pub files_written: usize,
+    /// Files that were already in the store.
+    pub files_present: usize,
+    /// Hours covered (`YYYY-MM-DDTHH`).
+    pub hours: BTreeSet<String>,
+    /// Distinct (device, tag) pairs.
+    pub sensors: usize,
+    /// Earliest and latest event time, in epoch milliseconds.
+    pub span: Option<(i64, i64)>,
+}
+
+/// The schema of stored readings.
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("device", DataType::Utf8, false),
+        Field::new("tag", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, false),
+    ]))
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// The hour key (`YYYY-MM-DDTHH`) of an epoch-millisecond time.
+pub fn hour_key(ms: i64) -> String {
+    let hour = ms.div_euclid(HOUR_MS) * HOUR_MS;
+    DateTime::<Utc>::from_timestamp_millis(hour)
+        .map(|t| t.format("%Y-%m-%dT%H").to_string())
+        .unwrap_or_else(|| "out-of-range".into())
+}
+
+/// Hour keys of every hour that overlaps `[from, to)`.
+pub fn hours_between(from_ms: i64, to_ms: i64) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut h = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
+    while h < to_ms {
+        out.push(hour_key(h));
+        h += HOUR_MS;
+    }
+    out
+}
+
+/// Parses a time as users write it: RFC 3339, `YYYY-MM-DD HH:MM:SS[.fff]` (UTC), or epoch
+/// milliseconds.
+pub fn parse_time(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<i64>() {
+        return Some(ms);
+    }
+    arrow_cast::parse::string_to_timestamp_nanos(s)
+        .ok()
+        .map(|ns| ns.div_euclid(1_000_000))
+}
+
+/// Formats epoch milliseconds as the reference does: `YYYY-MM-DD HH:MM:SS.fff`.
+pub fn format_time(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn text_of(batch: &RecordBatch, name: &str) -> Result<Vec<String>> {
+    let array = batch
+        .column_by_name(name)
+        .ok_or_else(|| Error::Invalid(format!("no column `{name}` in the input")))?;
+    let cast = arrow_cast::cast(array, &DataType::Utf8)
+        .map_err(|e| Error::Invalid(format!("column `{name}`: {e}")))?;
+    let strings = cast
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("cast to Utf8");
+    Ok((0..strings.len())
+        .map(|i| {
+            if strings.is_null(i) {
+                String::new()
+            } else {
+                strings.value(i).to_string()
+            }
+        })
+        .collect())
+}
+
+fn times_of(batch: &RecordBatch, name: &str, start: RowPosition) -> Result<Vec<i64>> {
+    let array = batch
+        .column_by_name(name)
+        .ok_or_else(|| Error::Invalid(format!("no column `{name}` in the input")))?;
+    let bad =
+        |i: usize, m: String| Error::Invalid(format!("{}, column `{name}`: {m}", start.advance(i)));
+    match array.data_type() {
+        DataType::Utf8 => {
+            let s = array.as_any().downcast_ref::<StringArray>().expect("Utf8");
+            (0..s.len())
+                .map(|i| {
+                    if s.is_null(i) {
+                        return Err(bad(i, "missing time".into()));
+                    }
+                    parse_time(s.value(i))
+                        .ok_or_else(|| bad(i, format!("{:?} is not a time", s.value(i))))
+                })
+                .collect()
+        }
+        DataType::Int64 | DataType::Int32 | DataType::UInt32 | DataType::UInt64 => {
+            let c = arrow_cast::cast(array, &DataType::Int64).map_err(|e| bad(0, e.to_string()))?;
+            let v = c.as_any().downcast_ref::<Int64Array>().expect("Int64");
+            (0..v.len())
+                .map(|i| {
+                    if v.is_null(i) {
+                        Err(bad(i, "missing time".into()))
+                    } else {
+                        Ok(v.value(i))
+                    }
+                })
+                .collect()
+        }
+        DataType::Timestamp(_, _) => {
+            let c = arrow_cast::cast(array, &DataType::Timestamp(TimeUnit::Millisecond, None))
+                .map_err(|e| bad(0, e.to_string()))?;
+            let v = c
+                .as_any()
+                .downcast_ref::<TimestampMillisecondArray>()
+                .expect("ms");
+            (0..v.len())
+                .map(|i| {
+                    if v.is_null(i) {
+                        Err(bad(i, "missing time".into()))
+                    } else {
+                        Ok(v.value(i))
+                    }
+                })
+                .collect()
+        }
+        other => Err(bad(0, format!("type {other} is not a time"))),
+    }
+}
+
+/// One reading.
+type Row = (i64, String, String, f64);
+
+/// Imports a CSV or Parquet file of readings into the store.
+pub fn import(store: &Store, path: &std::path::Path, columns: &Columns) -> Result<ImportSummary> {
+    let mut reader = fleetscore_table::open(path, 65_536)?;
+    let mut groups: BTreeMap<(i64, u32), Vec<Row>> = BTreeMap::new();
+    let mut summary = ImportSummary::default();
+    let mut sensors = BTreeSet::new();
+    let mut values = Vec::new();
+    loop {
+        let start = reader.next_position();
+        let Some(batch) = reader.next() else { break };
+        let batch = batch?;
+        let ts = times_of(&batch, &columns.time, start)?;
+        let devices = text_of(&batch, &columns.device)?;
+        let tags = text_of(&batch, &columns.tag)?;
+        fleetscore_table::feature_matrix(
+            &batch,
+            std::slice::from_ref(&columns.value),
+            start,
+            &mut values,
+        )?;
+        for (i, (((t, d), g), v)) in ts
+            .into_iter()
+            .zip(devices)
+            .zip(tags)
+            .zip(values.iter())
+            .enumerate()
+        {
+            if d.is_empty() || g.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "{}: empty device or tag",
+                    start.advance(i)
+                )));
+            }
+            summary.span = Some(match summary.span {
+                None => (t, t),
+                Some((lo, hi)) => (lo.min(t), hi.max(t)),
+            });
+            let key = (t.div_euclid(HOUR_MS), layout::bucket(&d));
+            sensors.insert((d.clone(), g.clone()));
+            groups.entry(key).or_default().push((t, d, g, *v));
+            summary.rows += 1;
+        }
+    }
+    summary.sensors = sensors.len();
+    for ((hour, bucket), mut rows) in groups {
+        rows.sort_by(|a, b| (&a.1, &a.2, a.0).cmp(&(&b.1, &b.2, b.0)));
+        let batch = RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(
+                    TimestampMillisecondArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+                        .with_timezone("UTC"),
+                ) as ArrayRef,
+                Arc::new(StringArray::from_iter_values(
+                    rows.iter().map(|r| r.1.as_str()),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    rows.iter().map(|r| r.2.as_str()),
+                )),
+                Arc::new(Float64Array::from(
+                    rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+        let bytes = fleetscore_table::to_parquet_bytes(schema(), &[batch])?;
+        let hour_key = hour_key(hour * HOUR_MS);
+        // Named by content: importing the same readings again writes nothing new.
+        let name = crate::registry::version_of(&bytes);
+        let key = format!("{}/{name}.parquet", layout::readings_dir(&hour_key, bucket));
+        if store.put_if_absent(&key, bytes)? {
+            summary.files_written += 1;
+        } else {
+            summary.files_present += 1;
+        }
+        summary.hours.insert(hour_key);
+    }
+    Ok(summary)
+}
+
+/// Readings of one sensor, in time order: (epoch ms, value).
+pub type Series = Vec<(i64, f64)>;
+
+/// Reads the readings of `buckets` in `[from, to)` for the sensors `wanted` accepts, grouped by
+/// (device, tag). Each file is read once.
+pub fn read_slice(
+    store: &Store,
+    buckets: &[u32],
+    from_ms: i64,
+    to_ms: i64,
+    wanted: &dyn Fn(&str, &str) -> bool,
+) -> Result<BTreeMap<(String, String), Series>> {
+    let mut out: BTreeMap<(String, String), Series> = BTreeMap::new();
+    for hour in hours_between(from_ms, to_ms) {
+        for &bucket in buckets {
+            for entry in store.list(&layout::readings_dir(&hour, bucket))? {
+                let bytes = store.get(&entry.key)?;
+                for batch in fleetscore_table::from_parquet_bytes(&entry.key, bytes)? {
+                    add_batch(&entry.key, &batch, from_ms, to_ms, wanted, &mut out)?;
+                }
+            }
+        }
+    }
+    for series in out.values_mut() {
+        // Several imports may cover one hour: keep time order.
+        series.sort_by_key(|r| r.0);
+    }
+    Ok(out)
+}
+
+fn add_batch(
+    key: &str,
+    batch: &RecordBatch,
+    from_ms: i64,
+    to_ms: i64,
+    wanted: &dyn Fn(&str, &str) -> bool,
+    out: &mut BTreeMap<(String, String), Series>,
+) -> Result<()> {
+    let corrupt = |m: &str| Error::Corrupt {
+        what: key.to_string(),
+        message: m.to_string(),
+    };
+    let col = |i: usize| {
+        batch
+            .columns()
+            .get(i)
+            .ok_or_else(|| corrupt("missing columns"))
+    };
+    let ts = col(0)?
+        .as_any()
+        .downcast_ref::<TimestampMillisecondArray>()
+        .ok_or_else(|| corrupt("ts is not a millisecond timestamp"))?;
+    let device = col(1)?
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| corrupt("device is not text"))?;
+    let tag = col(2)?
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| corrupt("tag is not text"))?;
+    let value = col(3)?
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .ok_or_else(|| corrupt("value is not f64"))?;
+    let mut last: Option<(String, String, bool)> = None;
+    for i in 0..batch.num_rows() {
+        let t = ts.value(i);
+        if t < from_ms || t >= to_ms {
+            continue;
+        }
+        let (d, g) = (device.value(i), tag.value(i));
+        // Rows are sorted by sensor: decide once per run of the same sensor.
+        let keep = match &last {
+            Some((ld, lg, k)) if ld == d && lg == g => *k,
+            _ => {
+                let k = wanted(d, g);
+                last = Some((d.to_string(), g.to_string(), k));
+                k
+            }
+        };
+        if keep {
+            out.entry((d.to_string(), g.to_string()))
+                .or_default()
+                .push((t, value.value(i)));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_in_the_forms_users_write() {
+        let want = 1_535_497_205_000; // 2018-08-28T23:00:05Z
+        assert_eq!(parse_time("2018-08-28 23:00:05.000"), Some(want));
+        assert_eq!(parse_time("2018-08-28T23:00:05Z"), Some(want));
+        assert_eq!(parse_time("2018-08-29T01:00:05+02:00"), Some(want));
+        assert_eq!(parse_time("1535497205000"), Some(want));
+        assert_eq!(parse_time("yesterday"), None);
+        assert_eq!(hour_key(want), "2018-08-28T23");
+        assert_eq!(format_time(want), "2018-08-28 23:00:05.000");
+        assert_eq!(hours_between(want, want + 1), vec!["2018-08-28T23"]);
+        assert_eq!(hours_between(want - 5_000, want + 3_600_000).len(), 2);
+    }
+}

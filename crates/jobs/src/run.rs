@@ -1,0 +1,630 @@
+//! A fleet run: plan shard tasks for a window, execute them on worker threads through the
+//! coordinator, and write the run record.
+//!
+//! Each task reads its device buckets' readings for the window once, scores every model of those
+//! devices, and writes its predictions and log under names derived from the run and shard, so a
+//! retried or re-run task replaces its output and never duplicates it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{
+    ArrayRef, Float64Array, Int8Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::{Deserialize, Serialize};
+
+use fleetscore_models::Model;
+use fleetscore_store::{Store, layout};
+
+use crate::coordinator::{
+    Claim, Coordinator, ModelFailure, ModelRef, RunSpec, TaskResult, TaskSpec, TaskState,
+};
+use crate::error::{Error, Result, RetryHint};
+use crate::readings::{self, format_time, hours_between};
+use crate::registry;
+
+/// How a run executes.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Worker threads.
+    pub workers: usize,
+    /// Most models in one task (more tasks than workers keeps every core busy to the end).
+    pub max_models_per_task: usize,
+    /// How long a claim lasts without a heartbeat.
+    pub lease: Duration,
+    /// Attempts before a task is failed for good.
+    pub max_attempts: u32,
+    /// Name prefix of this process's workers (the worker id is `{prefix}-{n}`).
+    pub worker_prefix: String,
+}
+
+impl Default for RunOptions {
+    fn default() -> RunOptions {
+        RunOptions {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_models_per_task: 1_000,
+            lease: Duration::from_secs(60),
+            max_attempts: 3,
+            worker_prefix: format!(
+                "{}-{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into()),
+                std::process::id()
+            ),
+        }
+    }
+}
+
+/// Epoch milliseconds now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A run id derived from its window, so running the same window again replaces its outputs.
+pub fn run_id_for(from_ms: i64, to_ms: i64) -> String {
+    let f = |ms: i64| {
+        chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+            .map(|t| t.format("%Y%m%dT%H%M%SZ").to_string())
+            .unwrap_or_else(|| ms.to_string())
+    };
+    format!("{}_{}", f(from_ms), f(to_ms))
+}
+
+/// A plan: the tasks, and the models that have no readings in the window (not scheduled).
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Shard tasks.
+    pub tasks: Vec<TaskSpec>,
+    /// Models whose devices have no readings in the window.
+    pub models_without_data: Vec<ModelRef>,
+}
+
+/// Plans a window: the current version of every model, grouped by device bucket, the buckets
+/// with readings in the window split over tasks of at most `max_models_per_task` models (and at
+/// least `min_tasks` tasks when there are enough buckets).
+pub fn plan(
+    store: &Store,
+    from_ms: i64,
+    to_ms: i64,
+    min_tasks: usize,
+    max_models_per_task: usize,
+) -> Result<Plan> {
+    let mut by_bucket: BTreeMap<u32, Vec<ModelRef>> = BTreeMap::new();
+    for meta in registry::list(store)? {
+        by_bucket
+            .entry(layout::bucket(&meta.device))
+            .or_default()
+            .push(ModelRef {
+                device: meta.device,
+                tag: meta.tag,
+                version: meta.version,
+            });
+    }
+    // Which buckets have readings in the window: one listing per hour.
+    let mut with_data = BTreeSet::new();
+    for hour in hours_between(from_ms, to_ms) {
+        for entry in store.list(&layout::readings_hour(&hour))? {
+            if let Some((_, b)) = layout::parse_readings_key(&entry.key) {
+                with_data.insert(b);
+            }
+        }
+    }
+    let mut models_without_data = Vec::new();
+    let mut buckets: Vec<(u32, Vec<ModelRef>)> = Vec::new();
+    for (b, models) in by_bucket {
+        if with_data.contains(&b) {
+            buckets.push((b, models));
+        } else {
+            models_without_data.extend(models);
+        }
+    }
+    let total: usize = buckets.iter().map(|(_, m)| m.len()).sum();
+    let want = total
+        .div_ceil(max_models_per_task.max(1))
+        .max(min_tasks)
+        .min(buckets.len())
+        .max(1);
+    // Largest buckets first, each to the task with the fewest models so far.
+    buckets.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
+    let mut groups: Vec<(Vec<u32>, Vec<ModelRef>)> = vec![(Vec::new(), Vec::new()); want];
+    for (b, models) in buckets {
+        let g = groups
+            .iter_mut()
+            .min_by_key(|g| g.1.len())
+            .expect("at least one group");
+        g.0.push(b);
+        g.1.extend(models);
+    }
+    let mut groups: Vec<_> = groups.into_iter().filter(|g| !g.0.is_empty()).collect();
+    for g in &mut groups {
+        g.0.sort_unstable();
+        g.1.sort_by(|a, b| (&a.device, &a.tag).cmp(&(&b.device, &b.tag)));
+    }
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
+    let tasks = groups
+        .into_iter()
+        .enumerate()
+        .map(|(i, (buckets, models))| TaskSpec {
+            shard: i as u32,
+            buckets,
+            models,
+        })
+        .collect();
+    Ok(Plan {
+        tasks,
+        models_without_data,
+    })
+}
+
+/// The schema of prediction tables.
+pub fn predictions_schema() -> SchemaRef {
+    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    Arc::new(Schema::new(vec![
+        Field::new("device", DataType::Utf8, false),
+        Field::new("tag", DataType::Utf8, false),
+        Field::new("ts", ts.clone(), false),
+        Field::new("window_start", ts.clone(), false),
+        Field::new("window_end", ts, false),
+        Field::new("value", DataType::Float64, false),
+        Field::new("score", DataType::Float64, false),
+        Field::new("anomaly", DataType::Int8, false),
+        Field::new("model_version", DataType::Utf8, false),
+        Field::new("run_id", DataType::Utf8, false),
+    ]))
+}
+
+/// Predictions of one task, column by column.
+#[derive(Default)]
+struct Columns {
+    device: Vec<String>,
+    tag: Vec<String>,
+    ts: Vec<i64>,
+    value: Vec<f64>,
+    score: Vec<f64>,
+    anomaly: Vec<i8>,
+    version: Vec<String>,
+}
+
+impl Columns {
+    fn batch(self, spec: &RunSpec) -> Result<RecordBatch> {
+        let n = self.ts.len();
+        let tz = |v: Vec<i64>| {
+            Arc::new(TimestampMillisecondArray::from(v).with_timezone("UTC")) as ArrayRef
+        };
+        RecordBatch::try_new(
+            predictions_schema(),
+            vec![
+                Arc::new(StringArray::from(self.device)),
+                Arc::new(StringArray::from(self.tag)),
+                tz(self.ts),
+                tz(vec![spec.from_ms; n]),
+                tz(vec![spec.to_ms; n]),
+                Arc::new(Float64Array::from(self.value)),
+                Arc::new(Float64Array::from(self.score)),
+                Arc::new(Int8Array::from(self.anomaly)),
+                Arc::new(StringArray::from(self.version)),
+                Arc::new(StringArray::from(vec![spec.id.as_str(); n])),
+            ],
+        )
+        .map_err(|e| Error::Invalid(e.to_string()))
+    }
+}
+
+/// Executes one task: reads its slice, scores its models, writes predictions and log.
+pub fn execute_task(
+    store: &Store,
+    spec: &RunSpec,
+    task: &TaskSpec,
+    worker: &str,
+) -> Result<TaskResult> {
+    let started = Instant::now();
+    let mut log = String::new();
+    let mut line = |s: String| {
+        log.push_str(&format!(
+            "{} {s}\n",
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ));
+    };
+    line(format!(
+        "run {} shard {} worker {worker}: {} models, buckets {:?}",
+        spec.id,
+        task.shard,
+        task.models.len(),
+        task.buckets
+    ));
+    let wanted: BTreeSet<(&str, &str)> = task
+        .models
+        .iter()
+        .map(|m| (m.device.as_str(), m.tag.as_str()))
+        .collect();
+    let slice = readings::read_slice(store, &task.buckets, spec.from_ms, spec.to_ms, &|d, t| {
+        wanted.contains(&(d, t))
+    })?;
+    let mut result = TaskResult {
+        read_seconds: started.elapsed().as_secs_f64(),
+        ..TaskResult::default()
+    };
+    line(format!(
+        "read {} rows of {} sensors in {:.3}s",
+        slice.values().map(Vec::len).sum::<usize>(),
+        slice.len(),
+        result.read_seconds
+    ));
+    let score_started = Instant::now();
+    let mut cols = Columns::default();
+    let mut decision = Vec::new();
+    let mut predicted = Vec::new();
+    let mut x = Vec::new();
+    for m in &task.models {
+        let Some(series) = slice.get(&(m.device.clone(), m.tag.clone())) else {
+            result.models_without_data += 1;
+            continue;
+        };
+        let scored =
+            registry::model_bytes(store, &m.device, &m.tag, &m.version).and_then(|bytes| {
+                let model = Model::from_bytes(&bytes)?;
+                // Raw readings give one feature, the value.
+                if model.n_features() != 1 {
+                    return Err(Error::Invalid(format!(
+                        "the model expects {} features; raw readings give 1 (value)",
+                        model.n_features()
+                    )));
+                }
+                x.clear();
+                x.extend(series.iter().map(|r| r.1));
+                decision.resize(x.len(), 0.0);
+                predicted.resize(x.len(), 0i8);
+                model.score(&x, &mut decision, &mut predicted)?;
+                Ok(())
+            });
+        if let Err(e) = scored {
+            // A store failure is the task's problem (retry); anything else is this model's.
+            if matches!(e, Error::Store(_)) && e.retry() == RetryHint::Retry {
+                return Err(e);
+            }
+            line(format!(
+                "model {}/{} {}: FAILED: {e}",
+                m.device, m.tag, m.version
+            ));
+            result.failures.push(ModelFailure {
+                device: m.device.clone(),
+                tag: m.tag.clone(),
+                version: m.version.clone(),
+                reason: e.to_string(),
+            });
+            continue;
+        }
+        let anomalies = predicted.iter().filter(|&&p| p == -1).count();
+        line(format!(
+            "model {}/{} {}: {} rows, {anomalies} anomalies",
+            m.device,
+            m.tag,
+            m.version,
+            series.len()
+        ));
+        result.models_scored += 1;
+        result.rows += series.len() as u64;
+        result.anomalies += anomalies as u64;
+        for (i, (t, v)) in series.iter().enumerate() {
+            cols.device.push(m.device.clone());
+            cols.tag.push(m.tag.clone());
+            cols.ts.push(*t);
+            cols.value.push(*v);
+            cols.score.push(decision[i]);
+            cols.anomaly.push(i8::from(predicted[i] == -1));
+            cols.version.push(m.version.clone());
+        }
+    }
+    result.score_seconds = score_started.elapsed().as_secs_f64();
+    let write_started = Instant::now();
+    let batch = cols.batch(spec)?;
+    let bytes = fleetscore_table::to_parquet_bytes(predictions_schema(), &[batch])?;
+    store.put(&layout::predictions(&spec.id, task.shard), bytes)?;
+    result.write_seconds = write_started.elapsed().as_secs_f64();
+    line(format!(
+        "done: {} models scored, {} without data, {} failed; {} rows, {} anomalies; read {:.3}s, score {:.3}s, write {:.3}s",
+        result.models_scored,
+        result.models_without_data,
+        result.failures.len(),
+        result.rows,
+        result.anomalies,
+        result.read_seconds,
+        result.score_seconds,
+        result.write_seconds
+    ));
+    store.put(&layout::task_log(&spec.id, task.shard), log.into_bytes())?;
+    Ok(result)
+}
+
+/// Runs worker loops until `run_id` has no claimable task left. Each held task is kept alive by
+/// heartbeats from a helper thread.
+pub fn work(
+    store: &Store,
+    coordinator: &dyn Coordinator,
+    spec: &RunSpec,
+    worker: &str,
+    options: &RunOptions,
+) -> Result<()> {
+    let lease_ms = options.lease.as_millis() as i64;
+    while let Some(claim) = coordinator.claim(&spec.id, worker, lease_ms, now_ms())? {
+        let outcome = with_heartbeat(coordinator, &claim, options.lease, || {
+            execute_task(store, spec, &claim.task, worker)
+        });
+        match outcome {
+            Ok(result) => {
+                // A lost claim means a newer attempt owns the task; its output replaces ours.
+                coordinator.complete(&claim, &result, now_ms())?;
+            }
+            Err(e) => {
+                coordinator.fail(
+                    &claim,
+                    &e.to_string(),
+                    e.retry(),
+                    options.max_attempts,
+                    now_ms(),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn with_heartbeat<T>(
+    coordinator: &dyn Coordinator,
+    claim: &Claim,
+    lease: Duration,
+    f: impl FnOnce() -> T,
+) -> T {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let every = lease / 3;
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every)
+            {
+                if !matches!(
+                    coordinator.heartbeat(claim, lease.as_millis() as i64, now_ms()),
+                    Ok(true)
+                ) {
+                    break;
+                }
+            }
+        });
+        let out = f();
+        drop(stop);
+        out
+    })
+}
+
+/// The record of a finished run, written to `runs/{id}.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Run id.
+    pub run_id: String,
+    /// Window start (RFC 3339).
+    pub from: String,
+    /// Window end (RFC 3339).
+    pub to: String,
+    /// `succeeded` or `completed_with_failures`.
+    pub status: String,
+    /// When execution started and finished (RFC 3339).
+    pub started_at: String,
+    /// When it finished.
+    pub finished_at: String,
+    /// Seconds planning.
+    pub plan_seconds: f64,
+    /// Seconds from the first claim to the last completion.
+    pub execute_seconds: f64,
+    /// Models in the registry.
+    pub models: u64,
+    /// Models scored.
+    pub models_scored: u64,
+    /// Models with no readings in the window.
+    pub models_without_data: u64,
+    /// Models that failed.
+    pub models_failed: u64,
+    /// Rows scored.
+    pub rows: u64,
+    /// Rows predicted as anomalies.
+    pub anomalies: u64,
+    /// Rows per second of execution.
+    pub rows_per_second: f64,
+    /// Tasks.
+    pub tasks: u32,
+    /// Tasks failed for good (their models are not scored).
+    pub tasks_failed: u32,
+    /// Every model failure, with its reason.
+    pub failures: Vec<ModelFailure>,
+    /// Every failed task, with its last error.
+    pub task_failures: Vec<TaskFailure>,
+}
+
+/// A task that failed for good.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskFailure {
+    /// Shard.
+    pub shard: u32,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Last error.
+    pub error: String,
+}
+
+impl RunRecord {
+    /// Whether anything failed.
+    pub fn has_failures(&self) -> bool {
+        self.models_failed > 0 || self.tasks_failed > 0
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// Plans and executes a run on this machine's worker threads; `progress` is called with the
+/// run's task states a few times a second.
+pub fn run(
+    store: &Store,
+    coordinator: &dyn Coordinator,
+    from_ms: i64,
+    to_ms: i64,
+    run_id: Option<String>,
+    options: &RunOptions,
+    progress: &mut dyn FnMut(&[TaskState]),
+) -> Result<RunRecord> {
+    if to_ms <= from_ms {
+        return Err(Error::Invalid(format!(
+            "the window is empty: --to ({}) must be after --from ({})",
+            rfc3339(to_ms),
+            rfc3339(from_ms)
+        )));
+    }
+    let started_ms = now_ms();
+    let planning = Instant::now();
+    let id = run_id.unwrap_or_else(|| run_id_for(from_ms, to_ms));
+    let spec = RunSpec {
+        id: id.clone(),
+        from_ms,
+        to_ms,
+    };
+    let workers = options.workers.max(1);
+    let plan = plan(
+        store,
+        from_ms,
+        to_ms,
+        workers * 4,
+        options.max_models_per_task,
+    )?;
+    // Outputs of an earlier run of this window that the new plan will not rewrite go first.
+    let keep: BTreeSet<String> = plan
+        .tasks
+        .iter()
+        .map(|t| layout::predictions(&id, t.shard))
+        .collect();
+    for entry in store.list(&layout::predictions_dir(&id))? {
+        if !keep.contains(&entry.key) {
+            store.delete(&entry.key)?;
+        }
+    }
+    coordinator.create_run(&spec, &plan.tasks, now_ms())?;
+    let plan_seconds = planning.elapsed().as_secs_f64();
+    let executing = Instant::now();
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|n| {
+                let spec = &spec;
+                let worker = format!("{}-{n}", options.worker_prefix);
+                s.spawn(move || work(store, coordinator, spec, &worker, options))
+            })
+            .collect();
+        while handles.iter().any(|h| !h.is_finished()) {
+            if let Ok(tasks) = coordinator.tasks(&id) {
+                progress(&tasks);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("worker thread panicked"))
+            .collect()
+    });
+    for r in results {
+        r?;
+    }
+    let execute_seconds = executing.elapsed().as_secs_f64();
+    let tasks = coordinator.tasks(&id)?;
+    progress(&tasks);
+    let mut record = RunRecord {
+        run_id: id.clone(),
+        from: rfc3339(from_ms),
+        to: rfc3339(to_ms),
+        status: String::new(),
+        started_at: rfc3339(started_ms),
+        finished_at: String::new(),
+        plan_seconds,
+        execute_seconds,
+        models: (plan.tasks.iter().map(|t| t.models.len()).sum::<usize>()
+            + plan.models_without_data.len()) as u64,
+        models_scored: 0,
+        models_without_data: plan.models_without_data.len() as u64,
+        models_failed: 0,
+        rows: 0,
+        anomalies: 0,
+        rows_per_second: 0.0,
+        tasks: tasks.len() as u32,
+        tasks_failed: 0,
+        failures: Vec::new(),
+        task_failures: Vec::new(),
+    };
+    for t in &tasks {
+        match &t.result {
+            Some(r) if t.status == "done" => {
+                record.models_scored += r.models_scored;
+                record.models_without_data += r.models_without_data;
+                record.rows += r.rows;
+                record.anomalies += r.anomalies;
+                record.failures.extend(r.failures.iter().cloned());
+            }
+            _ => {
+                record.tasks_failed += 1;
+                record.task_failures.push(TaskFailure {
+                    shard: t.shard,
+                    attempts: t.attempts,
+                    error: t
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| format!("ended {}", t.status)),
+                });
+            }
+        }
+    }
+    record.models_failed = record.failures.len() as u64;
+    record.rows_per_second = record.rows as f64 / execute_seconds.max(1e-9);
+    record.status = if record.has_failures() {
+        "completed_with_failures"
+    } else {
+        "succeeded"
+    }
+    .into();
+    let finished = now_ms();
+    record.finished_at = rfc3339(finished);
+    store.put(
+        &layout::run_record(&id),
+        serde_json::to_vec_pretty(&record).expect("serializable"),
+    )?;
+    coordinator.finish_run(&id, &record.status, finished)?;
+    Ok(record)
+}
+
+/// Reads a run record from the store.
+pub fn record(store: &Store, run_id: &str) -> Result<Option<RunRecord>> {
+    let key = layout::run_record(run_id);
+    store
+        .get_opt(&key)?
+        .map(|b| {
+            serde_json::from_slice(&b).map_err(|e| Error::Corrupt {
+                what: key.clone(),
+                message: e.to_string(),
+            })
+        })
+        .transpose()
+}
+
+/// Reads every prediction of a run.
+pub fn predictions(store: &Store, run_id: &str) -> Result<Vec<RecordBatch>> {
+    let mut out = Vec::new();
+    for entry in store.list(&layout::predictions_dir(run_id))? {
+        out.extend(fleetscore_table::from_parquet_bytes(
+            &entry.key,
+            store.get(&entry.key)?,
+        )?);
+    }
+    Ok(out)
+}
+
+/// Formats a prediction time as the reference's CSV does.
+pub fn reference_time(ms: i64) -> String {
+    format_time(ms)
+}

@@ -1,0 +1,331 @@
+//! Fleet runs end to end on a real store: the reference fleet scored like scikit-learn, reruns
+//! that replace instead of duplicating, and models that fail alone.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use arrow_array::{Array, Float64Array, Int8Array, StringArray, TimestampMillisecondArray};
+use fleetscore_jobs::coordinator::Coordinator;
+use fleetscore_jobs::coordinator::sqlite::SqliteCoordinator;
+use fleetscore_jobs::readings::{self, Columns};
+use fleetscore_jobs::registry::{self, Imported};
+use fleetscore_jobs::run::{self, RunOptions};
+use fleetscore_store::{Store, layout};
+
+fn reference(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/tests/data/reference")
+        .join(path)
+}
+
+struct Fleet {
+    store: Store,
+    coordinator: SqliteCoordinator,
+    dir: PathBuf,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A store in a temporary folder, or at `FLEETSCORE_TEST_STORE` (e.g. an Azurite container)
+/// under a prefix of its own.
+fn fleet(name: &str) -> Fleet {
+    let dir = std::env::temp_dir().join(format!("fleetscore-jobs-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let location = match std::env::var("FLEETSCORE_TEST_STORE") {
+        Ok(url) => format!(
+            "{}/{name}-{}",
+            url.trim_end_matches('/'),
+            std::process::id()
+        ),
+        Err(_) => dir.join("store").display().to_string(),
+    };
+    let store = Store::open(&location).unwrap();
+    let coordinator = SqliteCoordinator::open(&dir.join("coordinator.sqlite")).unwrap();
+    Fleet {
+        store,
+        coordinator,
+        dir,
+    }
+}
+
+fn import_reference(f: &Fleet) {
+    for d in 1..=3 {
+        for t in 1..=5 {
+            let path = reference(&format!("models/model_{d}_{t}"));
+            let bytes = std::fs::read(&path).unwrap();
+            let (_, outcome) =
+                registry::import(&f.store, &d.to_string(), &t.to_string(), &bytes, "test").unwrap();
+            assert_eq!(outcome, Imported::New);
+        }
+    }
+    let summary =
+        readings::import(&f.store, &reference("sensor_data.csv"), &Columns::default()).unwrap();
+    assert_eq!(summary.rows, 17_768);
+    assert_eq!(summary.sensors, 15);
+}
+
+const FROM: i64 = 1_535_414_400_000; // 2018-08-28T00:00:00Z
+const TO: i64 = 1_535_587_200_000; // 2018-08-30T00:00:00Z
+
+/// (TS, Device, Tag) -> (value, score, prediction) as scikit-learn computed them.
+fn expected() -> HashMap<(i64, String, String), (f64, f64, i8)> {
+    std::fs::read_to_string(reference("expected.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (
+                (
+                    readings::parse_time(f[0]).unwrap(),
+                    f[1].to_string(),
+                    f[2].to_string(),
+                ),
+                (
+                    f[3].parse().unwrap(),
+                    f[4].parse().unwrap(),
+                    f[5].parse().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn options(workers: usize) -> RunOptions {
+    RunOptions {
+        workers,
+        ..RunOptions::default()
+    }
+}
+
+#[test]
+fn the_reference_fleet_run_equals_scikit_learn_on_every_reading() {
+    let f = fleet("reference");
+    import_reference(&f);
+    let record = run::run(
+        &f.store,
+        &f.coordinator,
+        FROM,
+        TO,
+        None,
+        &options(2),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(record.status, "succeeded");
+    assert_eq!(
+        (record.models, record.models_scored, record.models_failed),
+        (15, 15, 0)
+    );
+    assert_eq!(record.rows, 17_768);
+
+    let want = expected();
+    let mut seen = 0;
+    for batch in run::predictions(&f.store, &record.run_id).unwrap() {
+        let col = |n: &str| batch.column_by_name(n).unwrap().clone();
+        let device = col("device");
+        let device = device.as_any().downcast_ref::<StringArray>().unwrap();
+        let tag = col("tag");
+        let tag = tag.as_any().downcast_ref::<StringArray>().unwrap();
+        let ts = col("ts");
+        let ts = ts
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .unwrap();
+        let value = col("value");
+        let value = value.as_any().downcast_ref::<Float64Array>().unwrap();
+        let score = col("score");
+        let score = score.as_any().downcast_ref::<Float64Array>().unwrap();
+        let anomaly = col("anomaly");
+        let anomaly = anomaly.as_any().downcast_ref::<Int8Array>().unwrap();
+        let run_id = col("run_id");
+        let run_id = run_id.as_any().downcast_ref::<StringArray>().unwrap();
+        for i in 0..batch.num_rows() {
+            let key = (
+                ts.value(i),
+                device.value(i).to_string(),
+                tag.value(i).to_string(),
+            );
+            let (v, s, p) = want[&key];
+            assert_eq!(value.value(i), v);
+            let got = score.value(i);
+            assert!(
+                got == s || (got - s).abs() <= 1e-9 * s.abs(),
+                "{key:?}: {got} vs {s}"
+            );
+            assert_eq!(anomaly.value(i), i8::from(p == -1), "{key:?}");
+            assert_eq!(run_id.value(i), record.run_id);
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 17_768);
+    assert_eq!(
+        record.anomalies,
+        want.values().filter(|(_, _, p)| *p == -1).count() as u64
+    );
+    // Every task left a log with its timings, and the record is in the store.
+    let logs = f
+        .store
+        .list(&format!("logs/run={}", record.run_id))
+        .unwrap();
+    assert_eq!(logs.len() as u32, record.tasks);
+    let log = String::from_utf8(f.store.get(&logs[0].key).unwrap().to_vec()).unwrap();
+    assert!(log.contains("done:") && log.contains("score"), "{log}");
+    assert_eq!(
+        run::record(&f.store, &record.run_id).unwrap().unwrap(),
+        record
+    );
+}
+
+#[test]
+fn rerunning_a_window_replaces_its_predictions() {
+    let f = fleet("rerun");
+    import_reference(&f);
+    let first = run::run(
+        &f.store,
+        &f.coordinator,
+        FROM,
+        TO,
+        None,
+        &options(2),
+        &mut |_| {},
+    )
+    .unwrap();
+    // A second import of the same bytes changes nothing; a rerun with other task sizes too.
+    let again =
+        readings::import(&f.store, &reference("sensor_data.csv"), &Columns::default()).unwrap();
+    assert_eq!(again.files_written, 0);
+    let opts = RunOptions {
+        workers: 1,
+        max_models_per_task: 1,
+        ..RunOptions::default()
+    };
+    let second = run::run(&f.store, &f.coordinator, FROM, TO, None, &opts, &mut |_| {}).unwrap();
+    assert_eq!(first.run_id, second.run_id);
+    let rows: usize = run::predictions(&f.store, &second.run_id)
+        .unwrap()
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 17_768, "a rerun must not duplicate predictions");
+    assert_eq!(f.coordinator.runs().unwrap().len(), 1);
+}
+
+#[test]
+fn a_broken_model_fails_alone_and_the_run_goes_on() {
+    let f = fleet("broken");
+    import_reference(&f);
+    // Corrupt one stored model behind the registry's back, and register a model that takes
+    // three features where raw readings give one.
+    let current = registry::current(&f.store, "2", "4").unwrap().unwrap();
+    f.store
+        .put(
+            &layout::model_file("2", "4", &current.version),
+            b"\x80\x04garbage".to_vec(),
+        )
+        .unwrap();
+    let three = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../models/tests/data/sklearn-current/ocsvm_linear.p4.pkl"),
+    )
+    .unwrap();
+    registry::import(&f.store, "3", "1", &three, "test").unwrap();
+    let record = run::run(
+        &f.store,
+        &f.coordinator,
+        FROM,
+        TO,
+        None,
+        &options(2),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(record.status, "completed_with_failures");
+    assert_eq!((record.models_scored, record.models_failed), (13, 2));
+    let reasons: HashMap<String, String> = record
+        .failures
+        .iter()
+        .map(|f| (format!("{}/{}", f.device, f.tag), f.reason.clone()))
+        .collect();
+    assert!(reasons["2/4"].contains("truncated pickle"), "{reasons:?}");
+    assert!(reasons["3/1"].contains("expects 3 features"), "{reasons:?}");
+    let expected_rows = expected()
+        .keys()
+        .filter(|(_, d, t)| !(d == "2" && t == "4") && !(d == "3" && t == "1"))
+        .count() as u64;
+    assert_eq!(record.rows, expected_rows);
+}
+
+#[test]
+fn a_window_without_readings_scores_nothing() {
+    let f = fleet("empty");
+    import_reference(&f);
+    let record = run::run(
+        &f.store,
+        &f.coordinator,
+        TO,
+        TO + 3_600_000,
+        None,
+        &options(2),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            record.models_scored,
+            record.models_without_data,
+            record.rows
+        ),
+        (0, 15, 0)
+    );
+    assert_eq!(record.status, "succeeded");
+    let err = run::run(
+        &f.store,
+        &f.coordinator,
+        TO,
+        TO,
+        None,
+        &options(2),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("the window is empty"), "{err}");
+}
+
+#[test]
+fn model_versions_are_kept_and_the_newest_import_is_current() {
+    let f = fleet("versions");
+    let a = std::fs::read(reference("models/model_1_1")).unwrap();
+    let b = std::fs::read(reference("models/model_1_2")).unwrap();
+    let (va, _) = registry::import(&f.store, "d", "t", &a, "a").unwrap();
+    let (vb, outcome) = registry::import(&f.store, "d", "t", &b, "b").unwrap();
+    assert_eq!(outcome, Imported::New);
+    assert_ne!(va.version, vb.version);
+    assert_eq!(
+        registry::current(&f.store, "d", "t")
+            .unwrap()
+            .unwrap()
+            .version,
+        vb.version
+    );
+    let (_, outcome) = registry::import(&f.store, "d", "t", &a, "a").unwrap();
+    assert_eq!(outcome, Imported::Restored);
+    assert_eq!(registry::versions(&f.store, "d", "t").unwrap().len(), 2);
+    // A hostile file never reaches the store.
+    let hostile = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../pickle/tests/data/hostile/posix_system_stack_global_p4.pkl"),
+    )
+    .unwrap();
+    let err = registry::import(&f.store, "d", "evil", &hostile, "x").unwrap_err();
+    assert!(
+        err.to_string().contains("refused global `posix.system`"),
+        "{err}"
+    );
+    assert!(registry::current(&f.store, "d", "evil").unwrap().is_none());
+}
