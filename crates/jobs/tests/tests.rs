@@ -30,19 +30,23 @@ impl Drop for Fleet {
     }
 }
 
-/// A store in a temporary folder, or at `FLEETSCORE_TEST_STORE` (e.g. an Azurite container)
-/// under a prefix of its own.
+/// A store in a temporary folder.
 fn fleet(name: &str) -> Fleet {
+    fleet_at(name, None)
+}
+
+/// A store at `url` (under a prefix of its own), or in a temporary folder.
+fn fleet_at(name: &str, url: Option<&str>) -> Fleet {
     let dir = std::env::temp_dir().join(format!("fleetscore-jobs-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let location = match std::env::var("FLEETSCORE_TEST_STORE") {
-        Ok(url) => format!(
+    let location = match url {
+        Some(url) => format!(
             "{}/{name}-{}",
             url.trim_end_matches('/'),
             std::process::id()
         ),
-        Err(_) => dir.join("store").display().to_string(),
+        None => dir.join("store").display().to_string(),
     };
     let store = Store::open(&location).unwrap();
     let coordinator = SqliteCoordinator::open(&dir.join("coordinator.sqlite")).unwrap();
@@ -105,8 +109,22 @@ fn options(workers: usize) -> RunOptions {
 
 #[test]
 fn the_reference_fleet_run_equals_scikit_learn_on_every_reading() {
-    let f = fleet("reference");
-    import_reference(&f);
+    check_reference_run(&fleet("reference"));
+}
+
+/// The same run on Azure Blob storage: Azurite, which `scripts/test` installs and starts, at
+/// the URL in `FLEETSCORE_TEST_AZURE_STORE` (with `AZURE_STORAGE_USE_EMULATOR=true`).
+#[test]
+fn the_reference_fleet_run_on_azure_blob_storage() {
+    let Ok(url) = std::env::var("FLEETSCORE_TEST_AZURE_STORE") else {
+        eprintln!("FLEETSCORE_TEST_AZURE_STORE not set: Azure Blob run not checked");
+        return;
+    };
+    check_reference_run(&fleet_at("azure", Some(&url)));
+}
+
+fn check_reference_run(f: &Fleet) {
+    import_reference(f);
     let record = run::run(
         &f.store,
         &f.coordinator,
