@@ -389,3 +389,254 @@ fn bad_input_is_reported_with_its_line_and_column() {
         stderr(&o)
     );
 }
+
+/// `fleetscore --store DIR ...`
+fn fleet(store: &Path, args: &[&str]) -> Output {
+    bin()
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .output()
+        .expect("run fleetscore")
+}
+
+#[test]
+fn the_reference_job_from_the_command_line_equals_scikit_learn() {
+    let dir = tempdir("fleet");
+    let store = dir.join("store");
+    let models = models_data("reference/models");
+    let o = fleet(
+        &store,
+        &[
+            "models",
+            "import",
+            models.to_str().unwrap(),
+            "--pattern",
+            "model_{device}_{tag}",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("15 imported, 0 unchanged, 0 refused"),
+        "{}",
+        stderr(&o)
+    );
+    let o = fleet(&store, &["models", "import", models.to_str().unwrap()]);
+    assert!(
+        stderr(&o).contains("0 imported, 15 unchanged"),
+        "{}",
+        stderr(&o)
+    );
+    let list = String::from_utf8(fleet(&store, &["models", "list"]).stdout).unwrap();
+    assert_eq!(list.lines().count(), 15);
+    assert!(list.starts_with("1/1\t"), "{list}");
+
+    let data = models_data("reference/sensor_data.csv");
+    let o = fleet(&store, &["data", "import", data.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("imported 17768 readings of 15 sensors"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = fleet(
+        &store,
+        &[
+            "run",
+            "--from",
+            "2018-08-28T00:00:00Z",
+            "--to",
+            "2018-08-30 00:00:00",
+            "--run-id",
+            "ref",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        out.contains("run ref: succeeded — 15 models scored"),
+        "{out}"
+    );
+    assert!(out.contains("17768 rows"), "{out}");
+
+    let runs = String::from_utf8(fleet(&store, &["runs", "list"]).stdout).unwrap();
+    assert!(runs.starts_with("ref\tsucceeded\t"), "{runs}");
+    let show = String::from_utf8(fleet(&store, &["runs", "show", "ref"]).stdout).unwrap();
+    assert!(
+        show.contains("models      15 scored, 0 without data, 0 failed (of 15)"),
+        "{show}"
+    );
+    assert!(show.contains("done"), "{show}");
+
+    let export = dir.join("export");
+    let o = fleet(
+        &store,
+        &[
+            "predictions",
+            "export",
+            "--run",
+            "ref",
+            "--format",
+            "csv",
+            "--output",
+            export.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut got = std::collections::HashMap::new();
+    for entry in std::fs::read_dir(&export).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("TS,Device,Tag,Val,Prediction"));
+        for l in lines {
+            let f: Vec<&str> = l.split(',').collect();
+            got.insert(
+                (f[0].to_string(), f[1].to_string(), f[2].to_string()),
+                (f[3].to_string(), f[4].to_string()),
+            );
+        }
+    }
+    let want = reference_expected();
+    assert_eq!(got.len(), want.len());
+    for w in &want {
+        let (val, pred) = &got[&(w[0].clone(), w[1].clone(), w[2].clone())];
+        assert_eq!(val.parse::<f64>().unwrap(), w[3].parse::<f64>().unwrap());
+        assert_eq!(pred, if w[5] == "-1" { "1" } else { "0" }, "{w:?}");
+    }
+
+    let o = fleet(
+        &store,
+        &[
+            "predictions",
+            "export",
+            "--run",
+            "ref",
+            "--format",
+            "parquet",
+            "--output",
+            export.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    if let Ok(python) = std::env::var("FLEETSCORE_TEST_PYTHON") {
+        let script = r#"
+import sys, pandas as pd
+df = pd.read_parquet(sys.argv[1])
+assert list(df.columns) == ["device", "tag", "ts", "window_start", "window_end", "value", "score", "anomaly", "model_version", "run_id"], list(df.columns)
+assert len(df) == 17768, len(df)
+assert str(df.ts.dtype) == "datetime64[ms, UTC]", df.ts.dtype
+assert (df.run_id == "ref").all()
+print(int(df.anomaly.sum()))
+"#;
+        let o = Command::new(python)
+            .args([
+                "-c",
+                script,
+                export.join("predictions_ref.parquet").to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let anomalies: usize = String::from_utf8(o.stdout).unwrap().trim().parse().unwrap();
+        assert_eq!(anomalies, want.iter().filter(|w| w[5] == "-1").count());
+    }
+}
+
+#[test]
+fn fleet_commands_refuse_bad_input_clearly() {
+    let dir = tempdir("fleet-bad");
+    let store = dir.join("store");
+    let hostile = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../pickle/tests/data/hostile/subprocess_popen_p5.pkl");
+    let o = fleet(
+        &store,
+        &[
+            "models",
+            "import",
+            hostile.to_str().unwrap(),
+            "--device",
+            "d",
+            "--tag",
+            "t",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("refused global `subprocess.Popen`"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("0 imported, 0 unchanged, 1 refused"),
+        "{}",
+        stderr(&o)
+    );
+
+    let bad = dir.join("readings.csv");
+    std::fs::write(
+        &bad,
+        "TS,Device,Tag,Value\n2018-08-28 23:00:05,1,1,3.5\nnot a time,1,1,4.0\n",
+    )
+    .unwrap();
+    let o = fleet(&store, &["data", "import", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("line 3, column `TS`: \"not a time\" is not a time"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A model that takes three features cannot score raw readings: it fails alone, exit 2.
+    let three = models_data("sklearn-current/ocsvm_linear.p4.pkl");
+    let one = models_data("reference/models/model_1_2");
+    fleet(
+        &store,
+        &[
+            "models",
+            "import",
+            three.to_str().unwrap(),
+            "--device",
+            "1",
+            "--tag",
+            "1",
+        ],
+    );
+    fleet(
+        &store,
+        &[
+            "models",
+            "import",
+            one.to_str().unwrap(),
+            "--device",
+            "1",
+            "--tag",
+            "2",
+        ],
+    );
+    let data = models_data("reference/sensor_data.csv");
+    assert!(
+        fleet(&store, &["data", "import", data.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let o = fleet(
+        &store,
+        &["run", "--from", "2018-08-28", "--to", "2018-08-30"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("failed: model 1/1"), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("1 models scored"),
+        "{:?}",
+        o.stdout
+    );
+
+    let o = fleet(&store, &["run", "--from", "tomorrow", "--to", "2018-08-30"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("--from \"tomorrow\" is not a time"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -512,18 +512,30 @@ pub fn run(
     let plan_seconds = planning.elapsed().as_secs_f64();
     let executing = Instant::now();
     let results: Vec<Result<()>> = std::thread::scope(|s| {
+        // Each worker says when it is done, so the wait ends as soon as the last one is.
+        let (done, finished) = std::sync::mpsc::channel::<()>();
         let handles: Vec<_> = (0..workers)
             .map(|n| {
                 let spec = &spec;
                 let worker = format!("{}-{n}", options.worker_prefix);
-                s.spawn(move || work(store, coordinator, spec, &worker, options))
+                let done = done.clone();
+                s.spawn(move || {
+                    let r = work(store, coordinator, spec, &worker, options);
+                    let _ = done.send(());
+                    r
+                })
             })
             .collect();
-        while handles.iter().any(|h| !h.is_finished()) {
-            if let Ok(tasks) = coordinator.tasks(&id) {
-                progress(&tasks);
+        let mut running = workers;
+        while running > 0 {
+            match finished.recv_timeout(Duration::from_millis(200)) {
+                Ok(()) => running -= 1,
+                Err(_) => {
+                    if let Ok(tasks) = coordinator.tasks(&id) {
+                        progress(&tasks);
+                    }
+                }
             }
-            std::thread::sleep(Duration::from_millis(200));
         }
         handles
             .into_iter()
