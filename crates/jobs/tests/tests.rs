@@ -123,6 +123,16 @@ fn the_reference_fleet_run_on_azure_blob_storage() {
     check_reference_run(&fleet_at("azure", Some(&url)));
 }
 
+/// And on S3: moto's server, which `scripts/test` starts, at `FLEETSCORE_TEST_S3_STORE`.
+#[test]
+fn the_reference_fleet_run_on_s3() {
+    let Ok(url) = std::env::var("FLEETSCORE_TEST_S3_STORE") else {
+        eprintln!("FLEETSCORE_TEST_S3_STORE not set: S3 run not checked");
+        return;
+    };
+    check_reference_run(&fleet_at("s3", Some(&url)));
+}
+
 fn check_reference_run(f: &Fleet) {
     import_reference(f);
     let record = run::run(

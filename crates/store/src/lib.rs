@@ -259,6 +259,17 @@ mod tests {
         round_trip(&store);
     }
 
+    /// Against an S3-compatible server (moto) when `scripts/test` provides it.
+    #[test]
+    fn s3_round_trip_and_listing() {
+        let Ok(url) = std::env::var("FLEETSCORE_TEST_S3_STORE") else {
+            eprintln!("FLEETSCORE_TEST_S3_STORE not set: S3 not checked");
+            return;
+        };
+        let store = Store::open(&format!("{url}/store-unit-{}", std::process::id())).unwrap();
+        round_trip(&store);
+    }
+
     #[test]
     fn bad_locations_are_clear_errors() {
         let err = Store::open("gopher://x/y").unwrap_err().to_string();
