@@ -68,6 +68,10 @@ pub enum RegistryCommand {
         /// Tag (for a single file, instead of --pattern).
         #[arg(long, requires = "device")]
         tag: Option<String>,
+        /// Reading columns that feed the model(s) in a run, in feature order (default: `value`,
+        /// the raw reading, for one-feature models).
+        #[arg(long, value_delimiter = ',')]
+        features: Vec<String>,
     },
     /// List the current model of every (device, tag).
     List {
@@ -179,7 +183,9 @@ pub fn registry(args: &StoreArgs, command: RegistryCommand) -> Result<ExitCode> 
             pattern,
             device,
             tag,
+            features,
         } => {
+            let features = (!features.is_empty()).then_some(features.as_slice());
             let files: Vec<(PathBuf, String, String)> = if let (Some(d), Some(t)) = (device, tag) {
                 if path.is_dir() {
                     bail!(
@@ -224,7 +230,7 @@ pub fn registry(args: &StoreArgs, command: RegistryCommand) -> Result<ExitCode> 
                 let result = std::fs::read(&p)
                     .with_context(|| format!("cannot read {}", p.display()))
                     .and_then(|bytes| {
-                        registry::import(&store, &d, &t, &bytes, &p.display().to_string())
+                        registry::import(&store, &d, &t, &bytes, &p.display().to_string(), features)
                             .with_context(|| format!("{}", p.display()))
                     });
                 match result {

@@ -587,12 +587,12 @@ fn fleet_commands_refuse_bad_input_clearly() {
         stderr(&o)
     );
 
-    // A model that takes three features cannot score raw readings: it fails alone, exit 2.
+    // A model of three features needs three reading columns named; fed one that readings do
+    // not have, it fails alone in the run, which exits 2.
     let three = models_data("sklearn-current/ocsvm_linear.p4.pkl");
     let one = models_data("reference/models/model_1_2");
-    fleet(
-        &store,
-        &[
+    let import_three = |extra: &[&str]| {
+        let mut args = vec![
             "models",
             "import",
             three.to_str().unwrap(),
@@ -600,8 +600,21 @@ fn fleet_commands_refuse_bad_input_clearly() {
             "1",
             "--tag",
             "1",
-        ],
+        ];
+        args.extend_from_slice(extra);
+        fleet(&store, &args)
+    };
+    let o = import_three(&[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains(
+            "the model takes 3 features but is fed 1 reading column (value); name them with --features"
+        ),
+        "{}",
+        stderr(&o)
     );
+    let o = import_three(&["--features", "value,mean,max"]);
+    assert!(o.status.success(), "{}", stderr(&o));
     fleet(
         &store,
         &[
@@ -625,7 +638,11 @@ fn fleet_commands_refuse_bad_input_clearly() {
         &["run", "--from", "2018-08-28", "--to", "2018-08-30"],
     );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("failed: model 1/1"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("failed: model 1/1") && stderr(&o).contains("fed `mean`"),
+        "{}",
+        stderr(&o)
+    );
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("1 models scored"),
         "{:?}",

@@ -27,6 +27,10 @@ pub struct ModelMeta {
     pub n_features: usize,
     /// Feature names, if the model stores them.
     pub feature_names: Option<Vec<String>>,
+    /// Reading columns that feed the model in a run, in its feature order (configuration, set
+    /// at import; raw readings have one, `value`).
+    #[serde(default = "default_features")]
+    pub features: Vec<String>,
     /// scikit-learn version that saved it.
     pub sklearn_version: Option<String>,
     /// Size of the file.
@@ -48,6 +52,14 @@ pub enum Imported {
     Unchanged,
 }
 
+/// The reading columns a model is fed when none are configured: the raw value.
+pub fn default_features() -> Vec<String> {
+    vec![READING_VALUE.to_string()]
+}
+
+/// The column of raw readings.
+pub const READING_VALUE: &str = "value";
+
 /// The version of a model file: its content hash.
 pub fn version_of(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
@@ -62,23 +74,47 @@ fn parse_meta(key: &str, bytes: &[u8]) -> Result<ModelMeta> {
 }
 
 /// Validates `bytes` as a model and stores it as the current version for (device, tag).
+/// `features` names the reading columns that feed it (default: the raw `value`, for a model of
+/// one feature).
 pub fn import(
     store: &Store,
     device: &str,
     tag: &str,
     bytes: &[u8],
     source: &str,
+    features: Option<&[String]>,
 ) -> Result<(ModelMeta, Imported)> {
     let model = Model::from_bytes(bytes)?;
+    let features = features.map_or_else(default_features, <[String]>::to_vec);
+    if features.len() != model.n_features() {
+        return Err(Error::Invalid(format!(
+            "the model takes {} features but is fed {} reading column{} ({}); name them with --features",
+            model.n_features(),
+            features.len(),
+            if features.len() == 1 { "" } else { "s" },
+            features.join(",")
+        )));
+    }
     let version = version_of(bytes);
     if let Some(current) = current(store, device, tag)?
         && current.version == version
+        && current.features == features
     {
         return Ok((current, Imported::Unchanged));
     }
     let meta_key = layout::model_meta(device, tag, &version);
     let (meta, outcome) = match store.get_opt(&meta_key)? {
-        Some(existing) => (parse_meta(&meta_key, &existing)?, Imported::Restored),
+        Some(existing) => {
+            let mut meta = parse_meta(&meta_key, &existing)?;
+            if meta.features != features {
+                meta.features = features;
+                store.put(
+                    &meta_key,
+                    serde_json::to_vec_pretty(&meta).expect("serializable"),
+                )?;
+            }
+            (meta, Imported::Restored)
+        }
         None => {
             let info = model.info();
             let meta = ModelMeta {
@@ -89,6 +125,7 @@ pub fn import(
                 estimator: info.estimator.clone(),
                 n_features: info.n_features,
                 feature_names: info.feature_names.clone(),
+                features,
                 sklearn_version: info.sklearn_version.clone(),
                 bytes: bytes.len() as u64,
                 source: source.to_string(),

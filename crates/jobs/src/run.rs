@@ -99,6 +99,7 @@ pub fn plan(
                 device: meta.device,
                 tag: meta.tag,
                 version: meta.version,
+                features: meta.features,
             });
     }
     // Which buckets have readings in the window: one listing per hour.
@@ -264,11 +265,19 @@ pub fn execute_task(
         let scored =
             registry::model_bytes(store, &m.device, &m.tag, &m.version).and_then(|bytes| {
                 let model = Model::from_bytes(&bytes)?;
-                // Raw readings give one feature, the value.
-                if model.n_features() != 1 {
+                // Raw readings have one column to feed a model: the value.
+                if let Some(missing) = m.features.iter().find(|f| *f != registry::READING_VALUE) {
                     return Err(Error::Invalid(format!(
-                        "the model expects {} features; raw readings give 1 (value)",
-                        model.n_features()
+                        "the model is fed `{missing}`, which readings do not have (they have: {})",
+                        registry::READING_VALUE
+                    )));
+                }
+                if model.n_features() != m.features.len() {
+                    return Err(Error::Invalid(format!(
+                        "the model expects {} features; its configuration feeds it {} ({})",
+                        model.n_features(),
+                        m.features.len(),
+                        m.features.join(",")
                     )));
                 }
                 x.clear();

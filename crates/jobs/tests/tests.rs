@@ -62,8 +62,15 @@ fn import_reference(f: &Fleet) {
         for t in 1..=5 {
             let path = reference(&format!("models/model_{d}_{t}"));
             let bytes = std::fs::read(&path).unwrap();
-            let (_, outcome) =
-                registry::import(&f.store, &d.to_string(), &t.to_string(), &bytes, "test").unwrap();
+            let (_, outcome) = registry::import(
+                &f.store,
+                &d.to_string(),
+                &t.to_string(),
+                &bytes,
+                "test",
+                None,
+            )
+            .unwrap();
             assert_eq!(outcome, Imported::New);
         }
     }
@@ -262,7 +269,15 @@ fn a_broken_model_fails_alone_and_the_run_goes_on() {
             .join("../models/tests/data/sklearn-current/ocsvm_linear.p4.pkl"),
     )
     .unwrap();
-    registry::import(&f.store, "3", "1", &three, "test").unwrap();
+    // Its import needs three reading columns named; `value` is the only one raw readings have.
+    let err = registry::import(&f.store, "3", "1", &three, "test", None).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the model takes 3 features but is fed 1 reading column (value)"),
+        "{err}"
+    );
+    let columns = ["value".to_string(), "mean".to_string(), "max".to_string()];
+    registry::import(&f.store, "3", "1", &three, "test", Some(&columns)).unwrap();
     let record = run::run(
         &f.store,
         &f.coordinator,
@@ -281,7 +296,10 @@ fn a_broken_model_fails_alone_and_the_run_goes_on() {
         .map(|f| (format!("{}/{}", f.device, f.tag), f.reason.clone()))
         .collect();
     assert!(reasons["2/4"].contains("truncated pickle"), "{reasons:?}");
-    assert!(reasons["3/1"].contains("expects 3 features"), "{reasons:?}");
+    assert!(
+        reasons["3/1"].contains("the model is fed `mean`, which readings do not have"),
+        "{reasons:?}"
+    );
     let expected_rows = expected()
         .keys()
         .filter(|(_, d, t)| ![("2", "4"), ("3", "1")].contains(&(d.as_str(), t.as_str())))
@@ -330,8 +348,8 @@ fn model_versions_are_kept_and_the_newest_import_is_current() {
     let f = fleet("versions");
     let a = std::fs::read(reference("models/model_1_1")).unwrap();
     let b = std::fs::read(reference("models/model_1_2")).unwrap();
-    let (va, _) = registry::import(&f.store, "d", "t", &a, "a").unwrap();
-    let (vb, outcome) = registry::import(&f.store, "d", "t", &b, "b").unwrap();
+    let (va, _) = registry::import(&f.store, "d", "t", &a, "a", None).unwrap();
+    let (vb, outcome) = registry::import(&f.store, "d", "t", &b, "b", None).unwrap();
     assert_eq!(outcome, Imported::New);
     assert_ne!(va.version, vb.version);
     assert_eq!(
@@ -341,7 +359,7 @@ fn model_versions_are_kept_and_the_newest_import_is_current() {
             .version,
         vb.version
     );
-    let (_, outcome) = registry::import(&f.store, "d", "t", &a, "a").unwrap();
+    let (_, outcome) = registry::import(&f.store, "d", "t", &a, "a", None).unwrap();
     assert_eq!(outcome, Imported::Restored);
     assert_eq!(registry::versions(&f.store, "d", "t").unwrap().len(), 2);
     // A hostile file never reaches the store.
@@ -350,7 +368,7 @@ fn model_versions_are_kept_and_the_newest_import_is_current() {
             .join("../pickle/tests/data/hostile/posix_system_stack_global_p4.pkl"),
     )
     .unwrap();
-    let err = registry::import(&f.store, "d", "evil", &hostile, "x").unwrap_err();
+    let err = registry::import(&f.store, "d", "evil", &hostile, "x", None).unwrap_err();
     assert!(
         err.to_string().contains("refused global `posix.system`"),
         "{err}"

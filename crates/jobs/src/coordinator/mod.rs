@@ -28,6 +28,9 @@ pub struct ModelRef {
     pub tag: String,
     /// Model version (content hash).
     pub version: String,
+    /// Reading columns that feed the model, in its feature order.
+    #[serde(default = "crate::registry::default_features")]
+    pub features: Vec<String>,
 }
 
 /// One shard task: the device buckets whose readings it reads, and the models it scores.

@@ -341,6 +341,7 @@ mod tests {
                     device: format!("d{shard}"),
                     tag: "t".into(),
                     version: "v".into(),
+                    features: vec!["value".into()],
                 }],
             })
             .collect();
