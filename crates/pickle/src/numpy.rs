@@ -5,6 +5,19 @@ use std::fmt;
 
 use crate::value::Value;
 
+/// Reads a number of type `$t` from exactly `size_of::<$t>()` bytes in the given byte order;
+/// `return None` from the caller when the slice has another length.
+macro_rules! read_num {
+    ($t:ty, $b:expr, $little:expr) => {{
+        let arr: [u8; std::mem::size_of::<$t>()] = $b.try_into().ok()?;
+        if $little {
+            <$t>::from_le_bytes(arr)
+        } else {
+            <$t>::from_be_bytes(arr)
+        }
+    }};
+}
+
 /// The kind of a dtype (numpy's `dtype.kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DTypeKind {
@@ -128,53 +141,31 @@ impl DType {
 
     /// Reads element `bytes` (exactly `itemsize` long) as f64.
     fn read_f64(&self, b: &[u8]) -> Option<f64> {
-        let le = self.little_endian;
-        macro_rules! num {
-            ($t:ty) => {{
-                let arr: [u8; std::mem::size_of::<$t>()] = b.try_into().ok()?;
-                if le {
-                    <$t>::from_le_bytes(arr)
-                } else {
-                    <$t>::from_be_bytes(arr)
-                }
-            }};
-        }
         Some(match (self.kind, self.itemsize) {
-            (DTypeKind::Float, 8) => num!(f64),
-            (DTypeKind::Float, 4) => f64::from(num!(f32)),
-            (DTypeKind::Int, 8) => num!(i64) as f64,
-            (DTypeKind::Int, 4) => f64::from(num!(i32)),
-            (DTypeKind::Int, 2) => f64::from(num!(i16)),
-            (DTypeKind::Int, 1) => f64::from(b[0] as i8),
-            (DTypeKind::UInt, 8) => num!(u64) as f64,
-            (DTypeKind::UInt, 4) => f64::from(num!(u32)),
-            (DTypeKind::UInt, 2) => f64::from(num!(u16)),
-            (DTypeKind::UInt, 1) | (DTypeKind::Bool, 1) => f64::from(b[0]),
-            _ => return None,
+            (DTypeKind::Float, 8) => read_num!(f64, b, self.little_endian),
+            (DTypeKind::Float, 4) => f64::from(read_num!(f32, b, self.little_endian)),
+            (DTypeKind::Float, _) => return None,
+            _ => {
+                // Integers (and bools) convert the way numpy casts them to float64.
+                return match (self.kind, self.itemsize) {
+                    (DTypeKind::UInt, 8) => Some(read_num!(u64, b, self.little_endian) as f64),
+                    _ => self.read_i64(b).map(|i| i as f64),
+                };
+            }
         })
     }
 
     /// Reads element `bytes` as i64 (integers and bools only).
     fn read_i64(&self, b: &[u8]) -> Option<i64> {
         let le = self.little_endian;
-        macro_rules! num {
-            ($t:ty) => {{
-                let arr: [u8; std::mem::size_of::<$t>()] = b.try_into().ok()?;
-                if le {
-                    <$t>::from_le_bytes(arr)
-                } else {
-                    <$t>::from_be_bytes(arr)
-                }
-            }};
-        }
         Some(match (self.kind, self.itemsize) {
-            (DTypeKind::Int, 8) => num!(i64),
-            (DTypeKind::Int, 4) => i64::from(num!(i32)),
-            (DTypeKind::Int, 2) => i64::from(num!(i16)),
+            (DTypeKind::Int, 8) => read_num!(i64, b, le),
+            (DTypeKind::Int, 4) => i64::from(read_num!(i32, b, le)),
+            (DTypeKind::Int, 2) => i64::from(read_num!(i16, b, le)),
             (DTypeKind::Int, 1) => i64::from(b[0] as i8),
-            (DTypeKind::UInt, 8) => i64::try_from(num!(u64)).ok()?,
-            (DTypeKind::UInt, 4) => i64::from(num!(u32)),
-            (DTypeKind::UInt, 2) => i64::from(num!(u16)),
+            (DTypeKind::UInt, 8) => i64::try_from(read_num!(u64, b, le)).ok()?,
+            (DTypeKind::UInt, 4) => i64::from(read_num!(u32, b, le)),
+            (DTypeKind::UInt, 2) => i64::from(read_num!(u16, b, le)),
             (DTypeKind::UInt, 1) | (DTypeKind::Bool, 1) => i64::from(b[0]),
             _ => return None,
         })

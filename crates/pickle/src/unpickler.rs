@@ -32,18 +32,7 @@ impl Default for Limits {
 
 /// Unpickles one stream: `data` must start at the first opcode.
 pub fn unpickle(data: &[u8], allow: &AllowList, limits: &Limits) -> Result<Pickle> {
-    let mut m = Machine {
-        data,
-        pos: 0,
-        op_start: 0,
-        allow,
-        limits,
-        pk: Pickle::default(),
-        saw_joblib_wrapper: false,
-    };
-    let root = m.run(0)?;
-    m.pk.root = Some(root);
-    Ok(m.pk)
+    unpickle_detect_joblib(data, allow, limits).map(|(pickle, _)| pickle)
 }
 
 /// Like [`unpickle`], and also says whether the stream carried joblib inline arrays.
