@@ -1,7 +1,7 @@
 //! Exports a run's predictions: per model, the reference architecture's CSV shape
 //! (`TS,Device,Tag,Val,Prediction`), or one Parquet file that pandas, polars and duckdb read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -12,7 +12,7 @@ use arrow_array::{
 use fleetscore_store::{Store, layout};
 
 use crate::error::{Error, Result};
-use crate::run::{predictions, predictions_schema, reference_time};
+use crate::run::{predictions_schema, reference_time};
 
 /// Export format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,10 +23,11 @@ pub enum Format {
     Parquet,
 }
 
-/// Writes a run's predictions into `dir`; returns the files written.
+/// Writes a run's predictions into `dir`; returns the files written. Shard by shard, so memory
+/// holds one shard at a time whatever the run's size.
 pub fn export(store: &Store, run_id: &str, format: Format, dir: &Path) -> Result<Vec<PathBuf>> {
-    let batches = predictions(store, run_id)?;
-    if batches.is_empty() && crate::run::record(store, run_id)?.is_none() {
+    let shards = store.list(&layout::predictions_dir(run_id))?;
+    if shards.is_empty() && crate::run::record(store, run_id)?.is_none() {
         return Err(Error::Invalid(format!("no run {run_id:?} in the store")));
     }
     let io =
@@ -35,36 +36,52 @@ pub fn export(store: &Store, run_id: &str, format: Format, dir: &Path) -> Result
     match format {
         Format::Parquet => {
             let path = dir.join(format!("predictions_{run_id}.parquet"));
-            let bytes = fleetscore_table::to_parquet_bytes(predictions_schema(), &batches)?;
-            std::fs::write(&path, bytes).map_err(|e| io(&path, e))?;
+            let mut writer = fleetscore_table::create(&path, predictions_schema())?;
+            for shard in &shards {
+                for b in fleetscore_table::from_parquet_bytes(&shard.key, store.get(&shard.key)?)? {
+                    writer.write(&b)?;
+                }
+            }
+            writer.finish()?;
             Ok(vec![path])
         }
         Format::Csv => {
-            let mut files: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-            for b in &batches {
-                add_rows(b, &mut files)?;
+            let mut written: BTreeSet<PathBuf> = BTreeSet::new();
+            for shard in &shards {
+                // A model's rows are all in one shard; its file is written once that shard is read.
+                let mut files: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+                for b in fleetscore_table::from_parquet_bytes(&shard.key, store.get(&shard.key)?)? {
+                    add_rows(&b, &mut files)?;
+                }
+                for ((device, tag), rows) in files {
+                    let path = dir.join(format!(
+                        "predictions_{}_{}.csv",
+                        layout::segment(&device),
+                        layout::segment(&tag)
+                    ));
+                    // Should a model ever span shards, its rows are appended, not overwritten.
+                    let again = !written.insert(path.clone());
+                    let file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(again)
+                        .write(true)
+                        .truncate(!again)
+                        .open(&path)
+                        .map_err(|e| io(&path, e))?;
+                    let mut f = std::io::BufWriter::new(file);
+                    let mut write = || -> std::io::Result<()> {
+                        if !again {
+                            writeln!(f, "TS,Device,Tag,Val,Prediction")?;
+                        }
+                        for r in &rows {
+                            writeln!(f, "{r}")?;
+                        }
+                        f.flush()
+                    };
+                    write().map_err(|e| io(&path, e))?;
+                }
             }
-            let mut written = Vec::new();
-            for ((device, tag), rows) in files {
-                let path = dir.join(format!(
-                    "predictions_{}_{}.csv",
-                    layout::segment(&device),
-                    layout::segment(&tag)
-                ));
-                let mut f = std::io::BufWriter::new(
-                    std::fs::File::create(&path).map_err(|e| io(&path, e))?,
-                );
-                let mut write = || -> std::io::Result<()> {
-                    writeln!(f, "TS,Device,Tag,Val,Prediction")?;
-                    for r in &rows {
-                        writeln!(f, "{r}")?;
-                    }
-                    f.flush()
-                };
-                write().map_err(|e| io(&path, e))?;
-                written.push(path);
-            }
-            Ok(written)
+            Ok(written.into_iter().collect())
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Readings in the store: imported from CSV or Parquet in the long shape (time, device, tag,
 //! value), partitioned by hour and device bucket, and read back a slice at a time.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arrow_array::{
@@ -112,25 +112,18 @@ pub fn format_time(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-fn text_of(batch: &RecordBatch, name: &str) -> Result<Vec<String>> {
+/// A column as text (numbers are formatted), for device and tag ids.
+fn text_column(batch: &RecordBatch, name: &str) -> Result<StringArray> {
     let array = batch
         .column_by_name(name)
         .ok_or_else(|| Error::Invalid(format!("no column `{name}` in the input")))?;
     let cast = arrow_cast::cast(array, &DataType::Utf8)
         .map_err(|e| Error::Invalid(format!("column `{name}`: {e}")))?;
-    let strings = cast
+    Ok(cast
         .as_any()
         .downcast_ref::<StringArray>()
-        .expect("cast to Utf8");
-    Ok((0..strings.len())
-        .map(|i| {
-            if strings.is_null(i) {
-                String::new()
-            } else {
-                strings.value(i).to_string()
-            }
-        })
-        .collect())
+        .expect("cast to Utf8")
+        .clone())
 }
 
 fn times_of(batch: &RecordBatch, name: &str, start: RowPosition) -> Result<Vec<i64>> {
@@ -186,14 +179,54 @@ fn times_of(batch: &RecordBatch, name: &str, start: RowPosition) -> Result<Vec<i
     }
 }
 
-/// One reading.
-type Row = (i64, String, String, f64);
+/// Rows buffered by an import before the largest partition is written out: bounds memory
+/// whatever the file's size.
+const IMPORT_BUFFER_ROWS: usize = 4_000_000;
 
-/// Imports a CSV or Parquet file of readings into the store.
+/// Ids of the devices and tags an import has seen, so that buffered rows hold numbers.
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl Interner {
+    fn id(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(s.to_string());
+        self.ids.insert(s.to_string(), id);
+        id
+    }
+}
+
+/// One buffered reading: time, device id, tag id, value.
+type Row = (i64, u32, u32, f64);
+
+/// Imports a CSV or Parquet file of readings into the store. Memory is bounded: when more than
+/// a few million rows are buffered, the largest (hour, bucket) partition is written as a file
+/// of its own. Flush points depend only on the input, so importing a file again writes the
+/// same files (named by content) and stores nothing new.
 pub fn import(store: &Store, path: &std::path::Path, columns: &Columns) -> Result<ImportSummary> {
-    let mut reader = fleetscore_table::open(path, 65_536)?;
+    import_buffered(store, path, columns, IMPORT_BUFFER_ROWS)
+}
+
+/// [`import`] with a chosen number of rows buffered before a partition is written out.
+pub fn import_buffered(
+    store: &Store,
+    path: &std::path::Path,
+    columns: &Columns,
+    buffer_rows: usize,
+) -> Result<ImportSummary> {
+    let mut reader = fleetscore_table::open(path, buffer_rows.clamp(1, 65_536))?;
     let mut groups: BTreeMap<(i64, u32), Vec<Row>> = BTreeMap::new();
+    let mut buffered = 0usize;
     let mut summary = ImportSummary::default();
+    let mut devices = Interner::default();
+    let mut tags = Interner::default();
+    let mut buckets: Vec<u32> = Vec::new();
     let mut sensors = BTreeSet::new();
     let mut values = Vec::new();
     loop {
@@ -201,72 +234,107 @@ pub fn import(store: &Store, path: &std::path::Path, columns: &Columns) -> Resul
         let Some(batch) = reader.next() else { break };
         let batch = batch?;
         let ts = times_of(&batch, &columns.time, start)?;
-        let devices = text_of(&batch, &columns.device)?;
-        let tags = text_of(&batch, &columns.tag)?;
+        let device_col = text_column(&batch, &columns.device)?;
+        let tag_col = text_column(&batch, &columns.tag)?;
         fleetscore_table::feature_matrix(
             &batch,
             std::slice::from_ref(&columns.value),
             start,
             &mut values,
         )?;
-        for (i, (((t, d), g), v)) in ts
-            .into_iter()
-            .zip(devices)
-            .zip(tags)
-            .zip(values.iter())
-            .enumerate()
-        {
-            if d.is_empty() || g.is_empty() {
+        for (i, (t, v)) in ts.into_iter().zip(values.iter()).enumerate() {
+            if device_col.is_null(i)
+                || tag_col.is_null(i)
+                || device_col.value(i).is_empty()
+                || tag_col.value(i).is_empty()
+            {
                 return Err(Error::Invalid(format!(
                     "{}: empty device or tag",
                     start.advance(i)
                 )));
             }
+            let d = devices.id(device_col.value(i));
+            let g = tags.id(tag_col.value(i));
+            if d as usize == buckets.len() {
+                buckets.push(layout::bucket(&devices.names[d as usize]));
+            }
             summary.span = Some(match summary.span {
                 None => (t, t),
                 Some((lo, hi)) => (lo.min(t), hi.max(t)),
             });
-            let key = (t.div_euclid(HOUR_MS), layout::bucket(&d));
-            sensors.insert((d.clone(), g.clone()));
-            groups.entry(key).or_default().push((t, d, g, *v));
+            sensors.insert((d, g));
+            groups
+                .entry((t.div_euclid(HOUR_MS), buckets[d as usize]))
+                .or_default()
+                .push((t, d, g, *v));
             summary.rows += 1;
+            buffered += 1;
+        }
+        while buffered > buffer_rows {
+            let key = *groups
+                .iter()
+                .max_by_key(|(k, rows)| (rows.len(), std::cmp::Reverse(**k)))
+                .expect("rows buffered")
+                .0;
+            let rows = groups.remove(&key).expect("present");
+            buffered -= rows.len();
+            write_partition(store, key, rows, &devices, &tags, &mut summary)?;
         }
     }
     summary.sensors = sensors.len();
-    for ((hour, bucket), mut rows) in groups {
-        rows.sort_by(|a, b| (&a.1, &a.2, a.0).cmp(&(&b.1, &b.2, b.0)));
-        let batch = RecordBatch::try_new(
-            schema(),
-            vec![
-                Arc::new(
-                    TimestampMillisecondArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())
-                        .with_timezone("UTC"),
-                ) as ArrayRef,
-                Arc::new(StringArray::from_iter_values(
-                    rows.iter().map(|r| r.1.as_str()),
-                )),
-                Arc::new(StringArray::from_iter_values(
-                    rows.iter().map(|r| r.2.as_str()),
-                )),
-                Arc::new(Float64Array::from(
-                    rows.iter().map(|r| r.3).collect::<Vec<_>>(),
-                )),
-            ],
-        )
-        .map_err(|e| Error::Invalid(e.to_string()))?;
-        let bytes = fleetscore_table::to_parquet_bytes(schema(), &[batch])?;
-        let hour_key = hour_key(hour * HOUR_MS);
-        // Named by content: importing the same readings again writes nothing new.
-        let name = crate::registry::version_of(&bytes);
-        let key = format!("{}/{name}.parquet", layout::readings_dir(&hour_key, bucket));
-        if store.put_if_absent(&key, bytes)? {
-            summary.files_written += 1;
-        } else {
-            summary.files_present += 1;
-        }
-        summary.hours.insert(hour_key);
+    for (key, rows) in std::mem::take(&mut groups) {
+        write_partition(store, key, rows, &devices, &tags, &mut summary)?;
     }
     Ok(summary)
+}
+
+/// Writes one partition's buffered rows, sorted by sensor then time, as a file named by its
+/// content.
+fn write_partition(
+    store: &Store,
+    (hour, bucket): (i64, u32),
+    mut rows: Vec<Row>,
+    devices: &Interner,
+    tags: &Interner,
+    summary: &mut ImportSummary,
+) -> Result<()> {
+    rows.sort_by(|a, b| {
+        (&devices.names[a.1 as usize], &tags.names[a.2 as usize], a.0).cmp(&(
+            &devices.names[b.1 as usize],
+            &tags.names[b.2 as usize],
+            b.0,
+        ))
+    });
+    let batch = RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(
+                TimestampMillisecondArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+                    .with_timezone("UTC"),
+            ) as ArrayRef,
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| devices.names[r.1 as usize].as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| tags.names[r.2 as usize].as_str()),
+            )),
+            Arc::new(Float64Array::from(
+                rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+            )),
+        ],
+    )
+    .map_err(|e| Error::Invalid(e.to_string()))?;
+    let bytes = fleetscore_table::to_parquet_bytes(schema(), &[batch])?;
+    let hour_key = hour_key(hour * HOUR_MS);
+    let name = crate::registry::version_of(&bytes);
+    let key = format!("{}/{name}.parquet", layout::readings_dir(&hour_key, bucket));
+    if store.put_if_absent(&key, bytes)? {
+        summary.files_written += 1;
+    } else {
+        summary.files_present += 1;
+    }
+    summary.hours.insert(hour_key);
+    Ok(())
 }
 
 /// Readings of one sensor, in time order: (epoch ms, value).
@@ -333,27 +401,26 @@ fn add_batch(
         .as_any()
         .downcast_ref::<Float64Array>()
         .ok_or_else(|| corrupt("value is not f64"))?;
-    let mut last: Option<(String, String, bool)> = None;
-    for i in 0..batch.num_rows() {
-        let t = ts.value(i);
-        if t < from_ms || t >= to_ms {
-            continue;
-        }
+    // Rows come sorted by sensor: handle each run of one sensor at once, so that strings are
+    // looked at once per run, not per row.
+    let n = batch.num_rows();
+    let mut i = 0;
+    while i < n {
         let (d, g) = (device.value(i), tag.value(i));
-        // Rows are sorted by sensor: decide once per run of the same sensor.
-        let keep = match &last {
-            Some((ld, lg, k)) if ld == d && lg == g => *k,
-            _ => {
-                let k = wanted(d, g);
-                last = Some((d.to_string(), g.to_string(), k));
-                k
-            }
-        };
-        if keep {
-            out.entry((d.to_string(), g.to_string()))
-                .or_default()
-                .push((t, value.value(i)));
+        let mut j = i + 1;
+        while j < n && device.value(j) == d && tag.value(j) == g {
+            j += 1;
         }
+        if wanted(d, g) {
+            let series = out.entry((d.to_string(), g.to_string())).or_default();
+            for k in i..j {
+                let t = ts.value(k);
+                if t >= from_ms && t < to_ms {
+                    series.push((t, value.value(k)));
+                }
+            }
+        }
+        i = j;
     }
     Ok(())
 }

@@ -159,12 +159,15 @@ pub fn current(store: &Store, device: &str, tag: &str) -> Result<Option<ModelMet
 
 /// Every (device, tag)'s current version, sorted by device then tag.
 pub fn list(store: &Store) -> Result<Vec<ModelMeta>> {
-    let mut out = Vec::new();
-    for entry in store.list(layout::MODELS)? {
-        if layout::parse_model_current(&entry.key).is_some() {
-            let bytes = store.get(&entry.key)?;
-            out.push(parse_meta(&entry.key, &bytes)?);
-        }
+    let keys: Vec<String> = store
+        .list(layout::MODELS)?
+        .into_iter()
+        .filter(|e| layout::parse_model_current(&e.key).is_some())
+        .map(|e| e.key)
+        .collect();
+    let mut out = Vec::with_capacity(keys.len());
+    for (key, bytes) in keys.iter().zip(store.get_many(&keys)?) {
+        out.push(parse_meta(key, &bytes)?);
     }
     out.sort_by(|a, b| (&a.device, &a.tag).cmp(&(&b.device, &b.tag)));
     Ok(out)

@@ -5,13 +5,12 @@
 //! devices, and writes its predictions and log under names derived from the run and shard, so a
 //! retried or re-run task replaces its output and never duplicates it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_array::{
-    ArrayRef, Float64Array, Int8Array, RecordBatch, StringArray, TimestampMillisecondArray,
-};
+use arrow_array::builder::StringBuilder;
+use arrow_array::{ArrayRef, Float64Array, Int8Array, RecordBatch, TimestampMillisecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 
@@ -175,37 +174,42 @@ pub fn predictions_schema() -> SchemaRef {
     ]))
 }
 
-/// Predictions of one task, column by column.
+/// Predictions of one task, column by column. Text columns are appended in place, with no
+/// string allocated per row.
 #[derive(Default)]
 struct Columns {
-    device: Vec<String>,
-    tag: Vec<String>,
+    device: StringBuilder,
+    tag: StringBuilder,
     ts: Vec<i64>,
     value: Vec<f64>,
     score: Vec<f64>,
     anomaly: Vec<i8>,
-    version: Vec<String>,
+    version: StringBuilder,
 }
 
 impl Columns {
-    fn batch(self, spec: &RunSpec) -> Result<RecordBatch> {
+    fn batch(mut self, spec: &RunSpec) -> Result<RecordBatch> {
         let n = self.ts.len();
         let tz = |v: Vec<i64>| {
             Arc::new(TimestampMillisecondArray::from(v).with_timezone("UTC")) as ArrayRef
         };
+        let mut run_id = StringBuilder::with_capacity(n, n * spec.id.len());
+        for _ in 0..n {
+            run_id.append_value(&spec.id);
+        }
         RecordBatch::try_new(
             predictions_schema(),
             vec![
-                Arc::new(StringArray::from(self.device)),
-                Arc::new(StringArray::from(self.tag)),
+                Arc::new(self.device.finish()),
+                Arc::new(self.tag.finish()),
                 tz(self.ts),
                 tz(vec![spec.from_ms; n]),
                 tz(vec![spec.to_ms; n]),
                 Arc::new(Float64Array::from(self.value)),
                 Arc::new(Float64Array::from(self.score)),
                 Arc::new(Int8Array::from(self.anomaly)),
-                Arc::new(StringArray::from(self.version)),
-                Arc::new(StringArray::from(vec![spec.id.as_str(); n])),
+                Arc::new(self.version.finish()),
+                Arc::new(run_id.finish()),
             ],
         )
         .map_err(|e| Error::Invalid(e.to_string()))
@@ -253,6 +257,27 @@ pub fn execute_task(
         result.read_seconds
     ));
     let score_started = Instant::now();
+    // The files of the models that have readings, fetched together.
+    let keys: Vec<String> = task
+        .models
+        .iter()
+        .filter(|m| slice.contains_key(&(m.device.clone(), m.tag.clone())))
+        .map(|m| layout::model_file(&m.device, &m.tag, &m.version))
+        .collect();
+    let mut files: HashMap<String, Result<Vec<u8>>> = match store.get_many(&keys) {
+        Ok(all) => keys
+            .into_iter()
+            .zip(all.into_iter().map(|b| Ok(b.to_vec())))
+            .collect(),
+        // One missing file must not hide the others: fall back to one request each.
+        Err(_) => keys
+            .into_iter()
+            .map(|k| {
+                let r = store.get(&k).map(|b| b.to_vec()).map_err(Error::from);
+                (k, r)
+            })
+            .collect(),
+    };
     let mut cols = Columns::default();
     let mut decision = Vec::new();
     let mut predicted = Vec::new();
@@ -262,31 +287,33 @@ pub fn execute_task(
             result.models_without_data += 1;
             continue;
         };
-        let scored =
-            registry::model_bytes(store, &m.device, &m.tag, &m.version).and_then(|bytes| {
-                let model = Model::from_bytes(&bytes)?;
-                // Raw readings have one column to feed a model: the value.
-                if let Some(missing) = m.features.iter().find(|f| *f != registry::READING_VALUE) {
-                    return Err(Error::Invalid(format!(
-                        "the model is fed `{missing}`, which readings do not have (they have: {})",
-                        registry::READING_VALUE
-                    )));
-                }
-                if model.n_features() != m.features.len() {
-                    return Err(Error::Invalid(format!(
-                        "the model expects {} features; its configuration feeds it {} ({})",
-                        model.n_features(),
-                        m.features.len(),
-                        m.features.join(",")
-                    )));
-                }
-                x.clear();
-                x.extend(series.iter().map(|r| r.1));
-                decision.resize(x.len(), 0.0);
-                predicted.resize(x.len(), 0i8);
-                model.score(&x, &mut decision, &mut predicted)?;
-                Ok(())
-            });
+        let file = files
+            .remove(&layout::model_file(&m.device, &m.tag, &m.version))
+            .unwrap_or_else(|| registry::model_bytes(store, &m.device, &m.tag, &m.version));
+        let scored = file.and_then(|bytes| {
+            let model = Model::from_bytes(&bytes)?;
+            // Raw readings have one column to feed a model: the value.
+            if let Some(missing) = m.features.iter().find(|f| *f != registry::READING_VALUE) {
+                return Err(Error::Invalid(format!(
+                    "the model is fed `{missing}`, which readings do not have (they have: {})",
+                    registry::READING_VALUE
+                )));
+            }
+            if model.n_features() != m.features.len() {
+                return Err(Error::Invalid(format!(
+                    "the model expects {} features; its configuration feeds it {} ({})",
+                    model.n_features(),
+                    m.features.len(),
+                    m.features.join(",")
+                )));
+            }
+            x.clear();
+            x.extend(series.iter().map(|r| r.1));
+            decision.resize(x.len(), 0.0);
+            predicted.resize(x.len(), 0i8);
+            model.score(&x, &mut decision, &mut predicted)?;
+            Ok(())
+        });
         if let Err(e) = scored {
             // A store failure is the task's problem (retry); anything else is this model's.
             if matches!(e, Error::Store(_)) && e.retry() == RetryHint::Retry {
@@ -316,13 +343,13 @@ pub fn execute_task(
         result.rows += series.len() as u64;
         result.anomalies += anomalies as u64;
         for (i, (t, v)) in series.iter().enumerate() {
-            cols.device.push(m.device.clone());
-            cols.tag.push(m.tag.clone());
+            cols.device.append_value(&m.device);
+            cols.tag.append_value(&m.tag);
             cols.ts.push(*t);
             cols.value.push(*v);
             cols.score.push(decision[i]);
             cols.anomaly.push(i8::from(predicted[i] == -1));
-            cols.version.push(m.version.clone());
+            cols.version.append_value(&m.version);
         }
     }
     result.score_seconds = score_started.elapsed().as_secs_f64();

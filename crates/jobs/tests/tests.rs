@@ -252,6 +252,55 @@ fn rerunning_a_window_replaces_its_predictions() {
 }
 
 #[test]
+fn an_import_larger_than_its_buffer_is_written_in_parts_and_scores_the_same() {
+    let f = fleet("buffered");
+    import_reference(&f);
+    let small = fleet("buffered-small");
+    for d in 1..=3 {
+        for t in 1..=5 {
+            let bytes = std::fs::read(reference(&format!("models/model_{d}_{t}"))).unwrap();
+            registry::import(
+                &small.store,
+                &d.to_string(),
+                &t.to_string(),
+                &bytes,
+                "t",
+                None,
+            )
+            .unwrap();
+        }
+    }
+    // 1,000 rows of buffer: the 17,768 readings go out in many partial files.
+    let csv = reference("sensor_data.csv");
+    let first = readings::import_buffered(&small.store, &csv, &Columns::default(), 1_000).unwrap();
+    assert!(first.files_written > 15, "{first:?}");
+    let again = readings::import_buffered(&small.store, &csv, &Columns::default(), 1_000).unwrap();
+    assert_eq!(again.files_written, 0, "same input, same files");
+    let a = run::run(
+        &f.store,
+        &f.coordinator,
+        FROM,
+        TO,
+        None,
+        &options(2),
+        &mut |_| {},
+    )
+    .unwrap();
+    let b = run::run(
+        &small.store,
+        &small.coordinator,
+        FROM,
+        TO,
+        None,
+        &options(2),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!((a.rows, a.anomalies), (b.rows, b.anomalies));
+    assert_eq!(b.rows, 17_768);
+}
+
+#[test]
 fn a_broken_model_fails_alone_and_the_run_goes_on() {
     let f = fleet("broken");
     import_reference(&f);

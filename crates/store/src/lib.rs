@@ -177,6 +177,25 @@ impl Store {
             .map_err(|e| Store::wrap(key, e))
     }
 
+    /// Reads many objects, up to 32 requests in flight at once (what planning a run over
+    /// thousands of models, or a task's model files, needs from a remote store).
+    pub fn get_many(&self, keys: &[String]) -> Result<Vec<Bytes>> {
+        use futures::StreamExt;
+        let results: Vec<object_store::Result<Bytes>> = self.runtime.block_on(
+            futures::stream::iter(keys.iter().map(|k| {
+                let path = self.path(k);
+                async move { self.inner.get(&path).await?.bytes().await }
+            }))
+            .buffered(32)
+            .collect(),
+        );
+        results
+            .into_iter()
+            .zip(keys)
+            .map(|(r, k)| r.map_err(|e| Store::wrap(k, e)))
+            .collect()
+    }
+
     /// Reads the object under `key`, or `None` if there is none.
     pub fn get_opt(&self, key: &str) -> Result<Option<Bytes>> {
         match self.get(key) {
@@ -296,5 +315,13 @@ mod tests {
         store.delete("a/two.txt").unwrap();
         store.delete("a/two.txt").unwrap();
         assert!(matches!(store.get("a/two.txt"), Err(Error::NotFound(_))));
+        let many = store
+            .get_many(&["a/three.txt".to_string(), "a/b/one.txt".to_string()])
+            .unwrap();
+        assert_eq!([&many[0][..], &many[1][..]], [b"3", b"1"]);
+        assert!(matches!(
+            store.get_many(&["a/nope".to_string()]),
+            Err(Error::NotFound(k)) if k == "a/nope"
+        ));
     }
 }
