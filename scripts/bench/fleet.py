@@ -609,16 +609,13 @@ def render(r):
     add("## Fleet run: fleetscore vs the Python way")
     add("")
     add(f"Measured on {r['date']} by `scripts/bench/fleet.py` in {f_secs(r['total_seconds'])} "
-        f"(fleet generation and model fitting included). Every number below is what that run measured; "
+        f"(including generating and fitting any fleet not cached from an earlier run). Every number below is what that run measured; "
         "rerun the command to refresh this section.")
-    busy = [x for x in [("the run started", r["loadavg_start"])] +
-            [(f"N={x['devices']:,} was measured", x["steps"]["run"]["loadavg_before"]) for x in results]
-            if x[1] is not None and x[1][0] > BUSY_LOAD]
-    if busy:
+    la = r["loadavg_start"]
+    if la is not None and la[0] > BUSY_LOAD:
         add("")
-        add("**The machine was not idle ("
-            + "; ".join(f"load average {la[0]:.2f} over 1 min when {what}" for what, la in busy)
-            + "): other processes shared the cores, so the timings are low and noisy.**")
+        add(f"**The machine was not idle when this run started (load average {la[0]:.2f} over 1 min): "
+            "other processes shared the cores, so the timings are low and noisy.**")
     if "debug" in Path(r["versions"]["fleetscore_binary"]).parts:
         add("")
         add("**fleetscore was a debug build in this run: its timings say nothing about its speed.**")
@@ -638,6 +635,12 @@ def render(r):
     la = r["loadavg_start"]
     if la is not None:
         add(f"- Load average when the run started: {la[0]:.2f} / {la[1]:.2f} / {la[2]:.2f} (1 / 5 / 15 min)")
+    per = [f"N={x['devices']:,}: {x['steps']['run']['loadavg_before'][0]:.2f} / "
+           f"{x['steps']['python']['loadavg_before'][0]:.2f}"
+           for x in results if x["steps"]["run"]["loadavg_before"] and x["steps"]["python"]["loadavg_before"]]
+    if per:
+        add(f"- Load average (1 min) just before the fleetscore run / the Python loop: {'; '.join(per)} "
+            "(these include this benchmark's own preceding steps)")
     add(f"- fleetscore: commit {v['fleetscore_commit']}, `{v['fleetscore_binary']}` ({v['fleetscore_version']}); "
         f"`run` with its default workers (all {c} cores)")
     add(f"- Python {v['python']}, scikit-learn {v['sklearn']}, numpy {v['numpy']}, scipy {v['scipy']}, "
