@@ -106,10 +106,13 @@ impl BatchWriter for ParquetWriter {
     }
 }
 
-/// Encodes batches as one Parquet file in memory (for object stores).
+/// Encodes batches as one Parquet file in memory (for object stores). Columns are written
+/// plainly (no dictionary pages) and compressed with snappy: for the tall, sorted tables
+/// fleetscore writes, hashing every value into a dictionary costs more time than it saves space.
 pub fn to_parquet_bytes(schema: SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
+        .set_dictionary_enabled(false)
         .build();
     let mut buf = Vec::new();
     let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props))
