@@ -12,7 +12,8 @@ use arrow_array::{
 use fleetscore_store::{Store, layout};
 
 use crate::error::{Error, Result};
-use crate::run::{predictions_schema, reference_time};
+use crate::readings::format_time;
+use crate::run::predictions_schema;
 
 /// Export format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +117,7 @@ fn add_rows(b: &RecordBatch, files: &mut BTreeMap<(String, String), Vec<String>>
         let key = (device.value(i).to_string(), tag.value(i).to_string());
         let line = format!(
             "{},{},{},{},{}",
-            reference_time(ts.value(i)),
+            format_time(ts.value(i)),
             csv_field(device.value(i)),
             csv_field(tag.value(i)),
             value.value(i),

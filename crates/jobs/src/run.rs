@@ -21,7 +21,7 @@ use crate::coordinator::{
     Claim, Coordinator, ModelFailure, ModelRef, RunSpec, TaskResult, TaskSpec, TaskState,
 };
 use crate::error::{Error, Result, RetryHint};
-use crate::readings::{self, format_time, hours_between};
+use crate::readings::{self, hours_between};
 use crate::registry;
 
 /// How a run executes.
@@ -670,9 +670,4 @@ pub fn predictions(store: &Store, run_id: &str) -> Result<Vec<RecordBatch>> {
         )?);
     }
     Ok(out)
-}
-
-/// Formats a prediction time as the reference's CSV does.
-pub fn reference_time(ms: i64) -> String {
-    format_time(ms)
 }
