@@ -145,26 +145,25 @@ fn times_of(batch: &RecordBatch, name: &str, start: RowPosition) -> Result<Vec<i
                 })
                 .collect()
         }
-        DataType::Int64 | DataType::Int32 | DataType::UInt32 | DataType::UInt64 => {
-            let c = arrow_cast::cast(array, &DataType::Int64).map_err(|e| bad(0, e.to_string()))?;
-            let v = c.as_any().downcast_ref::<Int64Array>().expect("Int64");
-            (0..v.len())
-                .map(|i| {
-                    if v.is_null(i) {
-                        Err(bad(i, "missing time".into()))
-                    } else {
-                        Ok(v.value(i))
-                    }
-                })
-                .collect()
-        }
-        DataType::Timestamp(_, _) => {
-            let c = arrow_cast::cast(array, &DataType::Timestamp(TimeUnit::Millisecond, None))
-                .map_err(|e| bad(0, e.to_string()))?;
-            let v = c
-                .as_any()
-                .downcast_ref::<TimestampMillisecondArray>()
-                .expect("ms");
+        // Integers are epoch milliseconds; timestamps are brought to milliseconds first.
+        DataType::Int64
+        | DataType::Int32
+        | DataType::UInt32
+        | DataType::UInt64
+        | DataType::Timestamp(_, _) => {
+            let cast = |a: &dyn Array, t: &DataType| {
+                arrow_cast::cast(a, t).map_err(|e| bad(0, e.to_string()))
+            };
+            let ms = if matches!(array.data_type(), DataType::Timestamp(_, _)) {
+                let t = cast(
+                    array.as_ref(),
+                    &DataType::Timestamp(TimeUnit::Millisecond, None),
+                )?;
+                cast(t.as_ref(), &DataType::Int64)?
+            } else {
+                cast(array.as_ref(), &DataType::Int64)?
+            };
+            let v = ms.as_any().downcast_ref::<Int64Array>().expect("Int64");
             (0..v.len())
                 .map(|i| {
                     if v.is_null(i) {

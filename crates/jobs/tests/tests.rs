@@ -301,6 +301,45 @@ fn an_import_larger_than_its_buffer_is_written_in_parts_and_scores_the_same() {
 }
 
 #[test]
+fn parquet_readings_with_epoch_milliseconds_or_timestamps_import_alike() {
+    use std::sync::Arc;
+
+    use arrow_array::{
+        ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    };
+
+    let f = fleet("times");
+    let ms = [FROM + 5_000, FROM + 10_000];
+    let text: ArrayRef = Arc::new(StringArray::from(vec!["d", "d"]));
+    let tag: ArrayRef = Arc::new(StringArray::from(vec!["t", "t"]));
+    let value: ArrayRef = Arc::new(Float64Array::from(vec![1.5, 2.5]));
+    let times: [ArrayRef; 2] = [
+        Arc::new(Int64Array::from(ms.to_vec())),
+        Arc::new(
+            TimestampMicrosecondArray::from(ms.iter().map(|m| m * 1_000).collect::<Vec<_>>())
+                .with_timezone("UTC"),
+        ),
+    ];
+    for (i, ts) in times.into_iter().enumerate() {
+        let batch = RecordBatch::try_from_iter([
+            ("TS", ts),
+            ("Device", text.clone()),
+            ("Tag", tag.clone()),
+            ("Value", value.clone()),
+        ])
+        .unwrap();
+        let path = f.dir.join(format!("readings-{i}.parquet"));
+        let mut w = fleetscore_table::create(&path, batch.schema()).unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+        let s = readings::import(&f.store, &path, &Columns::default()).unwrap();
+        assert_eq!((s.rows, s.span), (2, Some((ms[0], ms[1]))), "input {i}");
+        // Both describe the same readings, so the second import stores nothing new.
+        assert_eq!(s.files_written, usize::from(i == 0), "input {i}");
+    }
+}
+
+#[test]
 fn a_broken_model_fails_alone_and_the_run_goes_on() {
     let f = fleet("broken");
     import_reference(&f);
