@@ -430,6 +430,19 @@ fn the_reference_job_from_the_command_line_equals_scikit_learn() {
     let list = String::from_utf8(fleet(&store, &["models", "list"]).stdout).unwrap();
     assert_eq!(list.lines().count(), 15);
     assert!(list.starts_with("1/1\t"), "{list}");
+    let show = String::from_utf8(fleet(&store, &["models", "show", "2/3"]).stdout).unwrap();
+    assert!(
+        show.contains("\"estimator\": \"Pipeline(StandardScaler, OneClassSVM)\""),
+        "{show}"
+    );
+    assert!(show.contains("versions (oldest first):\n* "), "{show}");
+    let o = fleet(&store, &["models", "show", "9/9"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no model for device \"9\" tag \"9\""),
+        "{}",
+        stderr(&o)
+    );
 
     let data = models_data("reference/sensor_data.csv");
     let o = fleet(&store, &["data", "import", data.to_str().unwrap()]);
