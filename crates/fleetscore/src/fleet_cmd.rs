@@ -226,11 +226,18 @@ pub fn registry(args: &StoreArgs, command: RegistryCommand) -> Result<ExitCode> 
                 bail!("no model files matching {pattern:?} in {}", path.display());
             }
             let (mut new, mut same, mut failed) = (0, 0, 0);
+            // New versions become current a few thousand at a time: one catalog write per
+            // device bucket and batch, and an interrupted import keeps what it committed.
+            let mut importer = registry::Importer::new(&store);
             for (p, d, t) in files {
+                if importer.staged() >= 5_000 {
+                    importer.commit()?;
+                }
                 let result = std::fs::read(&p)
                     .with_context(|| format!("cannot read {}", p.display()))
                     .and_then(|bytes| {
-                        registry::import(&store, &d, &t, &bytes, &p.display().to_string(), features)
+                        importer
+                            .add(&d, &t, &bytes, &p.display().to_string(), features)
                             .with_context(|| format!("{}", p.display()))
                     });
                 match result {
@@ -260,6 +267,7 @@ pub fn registry(args: &StoreArgs, command: RegistryCommand) -> Result<ExitCode> 
                     }
                 }
             }
+            importer.commit()?;
             eprintln!("{new} imported, {same} unchanged, {failed} refused");
             Ok(if failed > 0 {
                 ExitCode::from(2)

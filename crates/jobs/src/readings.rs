@@ -4,8 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use arrow_array::types::Int32Type;
 use arrow_array::{
-    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    Array, ArrayRef, DictionaryArray, Float64Array, Int32Array, Int64Array, RecordBatch,
+    StringArray, TimestampMillisecondArray,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
@@ -70,6 +72,22 @@ pub fn schema() -> SchemaRef {
         Field::new("tag", DataType::Utf8, false),
         Field::new("value", DataType::Float64, false),
     ]))
+}
+
+/// [`schema`] as readings are written and read: device and tag as dictionaries. In the files
+/// they are dictionary-encoded text; in memory, one key per row, so nothing compares or copies
+/// a string per row.
+fn stored_schema() -> SchemaRef {
+    let text = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    let fields = schema()
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 => Field::new(f.name(), text.clone(), f.is_nullable()),
+            _ => f.as_ref().clone(),
+        })
+        .collect::<Vec<_>>();
+    Arc::new(Schema::new(fields))
 }
 
 const HOUR_MS: i64 = 3_600_000;
@@ -304,26 +322,39 @@ fn write_partition(
             b.0,
         ))
     });
+    // Each column's dictionary holds the names this partition uses, in order of first use.
+    let dictionary = |ids: &mut dyn Iterator<Item = u32>, names: &Interner| {
+        let mut local: HashMap<u32, i32> = HashMap::new();
+        let mut values = Vec::new();
+        let keys: Vec<i32> = ids
+            .map(|id| {
+                *local.entry(id).or_insert_with(|| {
+                    values.push(names.names[id as usize].as_str());
+                    values.len() as i32 - 1
+                })
+            })
+            .collect();
+        Arc::new(DictionaryArray::<Int32Type>::new(
+            Int32Array::from(keys),
+            Arc::new(StringArray::from(values)),
+        )) as ArrayRef
+    };
     let batch = RecordBatch::try_new(
-        schema(),
+        stored_schema(),
         vec![
             Arc::new(
                 TimestampMillisecondArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())
                     .with_timezone("UTC"),
             ) as ArrayRef,
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| devices.names[r.1 as usize].as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| tags.names[r.2 as usize].as_str()),
-            )),
+            dictionary(&mut rows.iter().map(|r| r.1), devices),
+            dictionary(&mut rows.iter().map(|r| r.2), tags),
             Arc::new(Float64Array::from(
                 rows.iter().map(|r| r.3).collect::<Vec<_>>(),
             )),
         ],
     )
     .map_err(|e| Error::Invalid(e.to_string()))?;
-    let bytes = fleetscore_table::to_parquet_bytes(schema(), &[batch])?;
+    let bytes = fleetscore_table::to_parquet_bytes(stored_schema(), &[batch], &["device", "tag"])?;
     let hour_key = hour_key(hour * HOUR_MS);
     let name = crate::registry::version_of(&bytes);
     let key = format!("{}/{name}.parquet", layout::readings_dir(&hour_key, bucket));
@@ -353,7 +384,9 @@ pub fn read_slice(
         for &bucket in buckets {
             for entry in store.list(&layout::readings_dir(&hour, bucket))? {
                 let bytes = store.get(&entry.key)?;
-                for batch in fleetscore_table::from_parquet_bytes(&entry.key, bytes)? {
+                let batches =
+                    fleetscore_table::from_parquet_bytes_as(&entry.key, bytes, stored_schema())?;
+                for batch in batches {
                     add_batch(&entry.key, &batch, from_ms, to_ms, wanted, &mut out)?;
                 }
             }
@@ -388,36 +421,52 @@ fn add_batch(
         .as_any()
         .downcast_ref::<TimestampMillisecondArray>()
         .ok_or_else(|| corrupt("ts is not a millisecond timestamp"))?;
-    let device = col(1)?
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .ok_or_else(|| corrupt("device is not text"))?;
-    let tag = col(2)?
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .ok_or_else(|| corrupt("tag is not text"))?;
+    let text = |i: usize, name: &str| {
+        col(i)?
+            .as_any()
+            .downcast_ref::<DictionaryArray<Int32Type>>()
+            .and_then(|d| Some((d.keys(), d.values().as_any().downcast_ref::<StringArray>()?)))
+            .ok_or_else(|| corrupt(&format!("{name} is not text")))
+    };
+    let (device_keys, devices) = text(1, "device")?;
+    let (tag_keys, tags) = text(2, "tag")?;
     let value = col(3)?
         .as_any()
         .downcast_ref::<Float64Array>()
         .ok_or_else(|| corrupt("value is not f64"))?;
-    // Rows come sorted by sensor: handle each run of one sensor at once, so that strings are
+    if device_keys.null_count() + tag_keys.null_count() > 0 {
+        return Err(corrupt("a reading without device or tag"));
+    }
+    let (device_keys, tag_keys) = (device_keys.values(), tag_keys.values());
+    fn name(values: &StringArray, k: i32) -> Option<&str> {
+        let k = usize::try_from(k).ok().filter(|&k| k < values.len())?;
+        Some(values.value(k))
+    }
+    // Rows come sorted by sensor: handle each run of one sensor at once, so that names are
     // looked at once per run, not per row.
     let n = batch.num_rows();
     let mut i = 0;
     while i < n {
-        let (d, g) = (device.value(i), tag.value(i));
+        let (dk, gk) = (device_keys[i], tag_keys[i]);
         let mut j = i + 1;
-        while j < n && device.value(j) == d && tag.value(j) == g {
+        while j < n && device_keys[j] == dk && tag_keys[j] == gk {
             j += 1;
         }
+        let (Some(d), Some(g)) = (name(devices, dk), name(tags, gk)) else {
+            return Err(corrupt("a dictionary key out of range"));
+        };
         if wanted(d, g) {
             let series = out.entry((d.to_string(), g.to_string())).or_default();
-            for k in i..j {
-                let t = ts.value(k);
-                if t >= from_ms && t < to_ms {
-                    series.push((t, value.value(k)));
-                }
-            }
+            series.reserve(j - i);
+            let times = &ts.values()[i..j];
+            let values = &value.values()[i..j];
+            series.extend(
+                times
+                    .iter()
+                    .zip(values)
+                    .filter(|(t, _)| **t >= from_ms && **t < to_ms)
+                    .map(|(t, v)| (*t, *v)),
+            );
         }
         i = j;
     }

@@ -1,6 +1,12 @@
 //! The model registry: scikit-learn files validated with the safe loader and stored under their
 //! (device, tag) with a content-hash version. Re-importing the same bytes changes nothing; new
 //! bytes become a new current version and old versions stay.
+//!
+//! Which version is current is kept in one catalog per device bucket (see
+//! [`fleetscore_store::layout`]), updated with conditional puts so that concurrent imports
+//! never lose each other's changes.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -73,9 +79,241 @@ fn parse_meta(key: &str, bytes: &[u8]) -> Result<ModelMeta> {
     })
 }
 
-/// Validates `bytes` as a model and stores it as the current version for (device, tag).
-/// `features` names the reading columns that feed it (default: the raw `value`, for a model of
-/// one feature).
+/// One device bucket's catalog: the current version of every model of its devices.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Catalog {
+    generation: u64,
+    /// Sorted by (device, tag).
+    models: Vec<ModelMeta>,
+}
+
+impl Catalog {
+    fn find(&self, device: &str, tag: &str) -> std::result::Result<usize, usize> {
+        self.models
+            .binary_search_by(|m| (m.device.as_str(), m.tag.as_str()).cmp(&(device, tag)))
+    }
+
+    fn upsert(&mut self, meta: ModelMeta) {
+        match self.find(&meta.device, &meta.tag) {
+            Ok(i) => self.models[i] = meta,
+            Err(i) => self.models.insert(i, meta),
+        }
+    }
+}
+
+/// How often a reader lists again when the generation it listed was replaced and cleaned up
+/// before it could read it, and how often a writer retries after losing a race.
+const CATALOG_ATTEMPTS: usize = 100;
+
+fn parse_catalog(key: &str, bytes: &[u8]) -> Result<Catalog> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+        what: key.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// The newest generation of each bucket's catalog among `entries` (a listing of catalogs).
+fn newest_generations(entries: &[fleetscore_store::Entry]) -> BTreeMap<u32, (u64, String)> {
+    let mut newest: BTreeMap<u32, (u64, String)> = BTreeMap::new();
+    for e in entries {
+        if let Some((b, g)) = layout::parse_catalog_key(&e.key)
+            && newest.get(&b).is_none_or(|(old, _)| g > *old)
+        {
+            newest.insert(b, (g, e.key.clone()));
+        }
+    }
+    newest
+}
+
+/// The newest catalog of `bucket` (empty before the first import), with the keys of the older
+/// generations still stored.
+fn latest_catalog(store: &Store, bucket: u32) -> Result<(Catalog, Vec<String>)> {
+    for _ in 0..CATALOG_ATTEMPTS {
+        let entries = store.list(&layout::catalog_dir(bucket))?;
+        let Some((_, (_, key))) = newest_generations(&entries).pop_first() else {
+            return Ok((Catalog::default(), Vec::new()));
+        };
+        // A newer commit may have cleaned this generation up since the listing: list again.
+        if let Some(bytes) = store.get_opt(&key)? {
+            let older = entries
+                .into_iter()
+                .map(|e| e.key)
+                .filter(|k| *k != key)
+                .collect();
+            return Ok((parse_catalog(&key, &bytes)?, older));
+        }
+    }
+    Err(Error::Invalid(format!(
+        "the catalog of bucket {bucket:02} changed under every one of {CATALOG_ATTEMPTS} reads"
+    )))
+}
+
+/// Makes `changes` current in `bucket`'s catalog: writes the next generation if no one else
+/// has, and otherwise starts again from the winner's.
+fn commit_bucket(store: &Store, bucket: u32, changes: &[ModelMeta]) -> Result<()> {
+    for _ in 0..CATALOG_ATTEMPTS {
+        let (mut catalog, older) = latest_catalog(store, bucket)?;
+        let previous = catalog.generation;
+        for meta in changes {
+            catalog.upsert(meta.clone());
+        }
+        catalog.generation += 1;
+        let key = layout::catalog(bucket, catalog.generation);
+        let bytes = serde_json::to_vec(&catalog).expect("serializable");
+        if !store.put_if_absent(&key, bytes)? {
+            continue;
+        }
+        // Cleaning up frees generation numbers: a writer that read generation n long ago may
+        // have just created n+1 again after it was deleted, below a newer one. Readers take
+        // the newest, so such a write is simply not current: start again from the newest.
+        let newest = newest_generations(&store.list(&layout::catalog_dir(bucket))?);
+        if newest
+            .get(&bucket)
+            .is_some_and(|(g, _)| *g > catalog.generation)
+        {
+            continue;
+        }
+        // Keep the generation just replaced (a reader may have listed it a moment ago); older
+        // ones are dead. Cleaning up is best effort: the next commit tries again.
+        for old in older {
+            if layout::parse_catalog_key(&old).is_some_and(|(_, g)| g < previous) {
+                let _ = store.delete(&old);
+            }
+        }
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "lost the race to update the catalog of bucket {bucket:02} {CATALOG_ATTEMPTS} times"
+    )))
+}
+
+/// Imports many models at once: [`Importer::add`] validates and stores each file, and
+/// [`Importer::commit`] makes the new versions current with one catalog update per device
+/// bucket (instead of one per model).
+pub struct Importer<'s> {
+    store: &'s Store,
+    /// Catalogs read so far, with this import's changes applied.
+    known: BTreeMap<u32, Catalog>,
+    /// Changes not yet committed, per bucket.
+    staged: BTreeMap<u32, Vec<ModelMeta>>,
+}
+
+impl<'s> Importer<'s> {
+    /// An import into `store`.
+    pub fn new(store: &'s Store) -> Importer<'s> {
+        Importer {
+            store,
+            known: BTreeMap::new(),
+            staged: BTreeMap::new(),
+        }
+    }
+
+    /// Models added and not yet committed.
+    pub fn staged(&self) -> usize {
+        self.staged.values().map(Vec::len).sum()
+    }
+
+    fn catalog(&mut self, bucket: u32) -> Result<&mut Catalog> {
+        if !self.known.contains_key(&bucket) {
+            let (catalog, _) = latest_catalog(self.store, bucket)?;
+            self.known.insert(bucket, catalog);
+        }
+        Ok(self.known.get_mut(&bucket).expect("just inserted"))
+    }
+
+    /// Validates `bytes` as a model and stores it as (device, tag)'s next current version
+    /// (current once committed). `features` names the reading columns that feed it (default:
+    /// the raw `value`, for a model of one feature).
+    pub fn add(
+        &mut self,
+        device: &str,
+        tag: &str,
+        bytes: &[u8],
+        source: &str,
+        features: Option<&[String]>,
+    ) -> Result<(ModelMeta, Imported)> {
+        let model = Model::from_bytes(bytes)?;
+        let features = features.map_or_else(default_features, <[String]>::to_vec);
+        if features.len() != model.n_features() {
+            return Err(Error::Invalid(format!(
+                "the model takes {} features but is fed {} reading column{} ({}); name them with --features",
+                model.n_features(),
+                features.len(),
+                if features.len() == 1 { "" } else { "s" },
+                features.join(",")
+            )));
+        }
+        let version = version_of(bytes);
+        let bucket = layout::bucket(device);
+        let catalog = self.catalog(bucket)?;
+        if let Ok(i) = catalog.find(device, tag) {
+            let current = &catalog.models[i];
+            if current.version == version && current.features == features {
+                return Ok((current.clone(), Imported::Unchanged));
+            }
+        }
+        let meta_key = layout::model_meta(device, tag, &version);
+        let (meta, outcome) = match self.store.get_opt(&meta_key)? {
+            Some(existing) => {
+                let mut meta = parse_meta(&meta_key, &existing)?;
+                if meta.features != features {
+                    meta.features = features;
+                    self.store.put(
+                        &meta_key,
+                        serde_json::to_vec_pretty(&meta).expect("serializable"),
+                    )?;
+                }
+                (meta, Imported::Restored)
+            }
+            None => {
+                let info = model.info();
+                let meta = ModelMeta {
+                    device: device.to_string(),
+                    tag: tag.to_string(),
+                    version: version.clone(),
+                    format: info.format.clone(),
+                    estimator: info.estimator.clone(),
+                    n_features: info.n_features,
+                    feature_names: info.feature_names.clone(),
+                    features,
+                    sklearn_version: info.sklearn_version.clone(),
+                    bytes: bytes.len() as u64,
+                    source: source.to_string(),
+                    imported_at: chrono::Utc::now()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                };
+                // The file, then its metadata, then (at commit) the catalog: a reader that finds
+                // a version in a catalog always finds its file.
+                self.store
+                    .put(&layout::model_file(device, tag, &version), bytes.to_vec())?;
+                self.store.put(
+                    &meta_key,
+                    serde_json::to_vec_pretty(&meta).expect("serializable"),
+                )?;
+                (meta, Imported::New)
+            }
+        };
+        self.catalog(bucket)?.upsert(meta.clone());
+        self.staged.entry(bucket).or_default().push(meta.clone());
+        Ok((meta, outcome))
+    }
+
+    /// Makes every version added so far current, one catalog update per device bucket.
+    pub fn commit(&mut self) -> Result<()> {
+        while let Some((bucket, changes)) = self.staged.pop_first() {
+            if let Err(e) = commit_bucket(self.store, bucket, &changes) {
+                self.staged.insert(bucket, changes);
+                return Err(e);
+            }
+            // Other importers may have changed this bucket too: read it again when needed.
+            self.known.remove(&bucket);
+        }
+        Ok(())
+    }
+}
+
+/// Validates `bytes` as a model and stores it as the current version for (device, tag). (For
+/// many models, an [`Importer`] updates each catalog once.)
 pub fn import(
     store: &Store,
     device: &str,
@@ -84,93 +322,43 @@ pub fn import(
     source: &str,
     features: Option<&[String]>,
 ) -> Result<(ModelMeta, Imported)> {
-    let model = Model::from_bytes(bytes)?;
-    let features = features.map_or_else(default_features, <[String]>::to_vec);
-    if features.len() != model.n_features() {
-        return Err(Error::Invalid(format!(
-            "the model takes {} features but is fed {} reading column{} ({}); name them with --features",
-            model.n_features(),
-            features.len(),
-            if features.len() == 1 { "" } else { "s" },
-            features.join(",")
-        )));
-    }
-    let version = version_of(bytes);
-    if let Some(current) = current(store, device, tag)?
-        && current.version == version
-        && current.features == features
-    {
-        return Ok((current, Imported::Unchanged));
-    }
-    let meta_key = layout::model_meta(device, tag, &version);
-    let (meta, outcome) = match store.get_opt(&meta_key)? {
-        Some(existing) => {
-            let mut meta = parse_meta(&meta_key, &existing)?;
-            if meta.features != features {
-                meta.features = features;
-                store.put(
-                    &meta_key,
-                    serde_json::to_vec_pretty(&meta).expect("serializable"),
-                )?;
-            }
-            (meta, Imported::Restored)
-        }
-        None => {
-            let info = model.info();
-            let meta = ModelMeta {
-                device: device.to_string(),
-                tag: tag.to_string(),
-                version: version.clone(),
-                format: info.format.clone(),
-                estimator: info.estimator.clone(),
-                n_features: info.n_features,
-                feature_names: info.feature_names.clone(),
-                features,
-                sklearn_version: info.sklearn_version.clone(),
-                bytes: bytes.len() as u64,
-                source: source.to_string(),
-                imported_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            };
-            // The file first, then its metadata, then the pointer: a reader that sees a pointer
-            // always finds what it points to.
-            store.put(&layout::model_file(device, tag, &version), bytes.to_vec())?;
-            store.put(
-                &meta_key,
-                serde_json::to_vec_pretty(&meta).expect("serializable"),
-            )?;
-            (meta, Imported::New)
-        }
-    };
-    store.put(
-        &layout::model_current(device, tag),
-        serde_json::to_vec_pretty(&meta).expect("serializable"),
-    )?;
-    Ok((meta, outcome))
+    let mut importer = Importer::new(store);
+    let imported = importer.add(device, tag, bytes, source, features)?;
+    importer.commit()?;
+    Ok(imported)
 }
 
 /// The current version of (device, tag), if any.
 pub fn current(store: &Store, device: &str, tag: &str) -> Result<Option<ModelMeta>> {
-    let key = layout::model_current(device, tag);
-    store
-        .get_opt(&key)?
-        .map(|b| parse_meta(&key, &b))
-        .transpose()
+    let (catalog, _) = latest_catalog(store, layout::bucket(device))?;
+    Ok(catalog
+        .find(device, tag)
+        .ok()
+        .map(|i| catalog.models[i].clone()))
 }
 
-/// Every (device, tag)'s current version, sorted by device then tag.
+/// Every (device, tag)'s current version, sorted by device then tag: one read per device
+/// bucket, however many models there are.
 pub fn list(store: &Store) -> Result<Vec<ModelMeta>> {
-    let keys: Vec<String> = store
-        .list(layout::MODELS)?
-        .into_iter()
-        .filter(|e| layout::parse_model_current(&e.key).is_some())
-        .map(|e| e.key)
-        .collect();
-    let mut out = Vec::with_capacity(keys.len());
-    for (key, bytes) in keys.iter().zip(store.get_many(&keys)?) {
-        out.push(parse_meta(key, &bytes)?);
+    for _ in 0..CATALOG_ATTEMPTS {
+        let newest = newest_generations(&store.list(layout::CATALOGS)?);
+        let keys: Vec<String> = newest.into_values().map(|(_, k)| k).collect();
+        let catalogs = match store.get_many(&keys) {
+            Ok(c) => c,
+            // A newer commit cleaned a listed generation up: list again.
+            Err(fleetscore_store::Error::NotFound(_)) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for (key, bytes) in keys.iter().zip(catalogs) {
+            out.extend(parse_catalog(key, &bytes)?.models);
+        }
+        out.sort_by(|a, b| (&a.device, &a.tag).cmp(&(&b.device, &b.tag)));
+        return Ok(out);
     }
-    out.sort_by(|a, b| (&a.device, &a.tag).cmp(&(&b.device, &b.tag)));
-    Ok(out)
+    Err(Error::Invalid(format!(
+        "the catalogs changed under every one of {CATALOG_ATTEMPTS} reads"
+    )))
 }
 
 /// Every stored version of (device, tag), oldest import first.

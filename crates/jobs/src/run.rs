@@ -10,7 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::builder::StringBuilder;
-use arrow_array::{ArrayRef, Float64Array, Int8Array, RecordBatch, TimestampMillisecondArray};
+use arrow_array::types::Int32Type;
+use arrow_array::{
+    ArrayRef, DictionaryArray, Float64Array, Int8Array, Int32Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
+};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 
@@ -174,42 +178,87 @@ pub fn predictions_schema() -> SchemaRef {
     ]))
 }
 
-/// Predictions of one task, column by column. Text columns are appended in place, with no
-/// string allocated per row.
+/// The schema a task writes its predictions with: [`predictions_schema`], with the text columns
+/// that repeat one value per model (or per run) built as dictionaries. They are stored as plain
+/// text, so they read back as [`predictions_schema`].
+fn shard_schema() -> SchemaRef {
+    let text = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    let fields = predictions_schema()
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 => Field::new(f.name(), text.clone(), f.is_nullable()),
+            _ => f.as_ref().clone(),
+        })
+        .collect::<Vec<_>>();
+    Arc::new(Schema::new(fields))
+}
+
+/// Predictions of one task, column by column: the text columns once per model, and each row
+/// pointing at its model.
 #[derive(Default)]
 struct Columns {
     device: StringBuilder,
     tag: StringBuilder,
+    version: StringBuilder,
+    models: i32,
+    model: Vec<i32>,
     ts: Vec<i64>,
     value: Vec<f64>,
     score: Vec<f64>,
     anomaly: Vec<i8>,
-    version: StringBuilder,
 }
 
 impl Columns {
+    /// Room for `rows` rows (growing tall vectors by doubling copied each row several times).
+    fn with_capacity(rows: usize) -> Columns {
+        Columns {
+            model: Vec::with_capacity(rows),
+            ts: Vec::with_capacity(rows),
+            value: Vec::with_capacity(rows),
+            score: Vec::with_capacity(rows),
+            anomaly: Vec::with_capacity(rows),
+            ..Columns::default()
+        }
+    }
+
+    /// Starts the rows of another model.
+    fn add_model(&mut self, m: &ModelRef) {
+        self.device.append_value(&m.device);
+        self.tag.append_value(&m.tag);
+        self.version.append_value(&m.version);
+        self.models += 1;
+    }
+
     fn batch(mut self, spec: &RunSpec) -> Result<RecordBatch> {
         let n = self.ts.len();
         let tz = |v: Vec<i64>| {
             Arc::new(TimestampMillisecondArray::from(v).with_timezone("UTC")) as ArrayRef
         };
-        let mut run_id = StringBuilder::with_capacity(n, n * spec.id.len());
-        for _ in 0..n {
-            run_id.append_value(&spec.id);
-        }
+        let model = Int32Array::from(self.model);
+        let per_model = |values: StringArray| {
+            Arc::new(DictionaryArray::<Int32Type>::new(
+                model.clone(),
+                Arc::new(values),
+            )) as ArrayRef
+        };
+        let run_id = DictionaryArray::<Int32Type>::new(
+            Int32Array::from(vec![0; n]),
+            Arc::new(StringArray::from(vec![spec.id.as_str()])),
+        );
         RecordBatch::try_new(
-            predictions_schema(),
+            shard_schema(),
             vec![
-                Arc::new(self.device.finish()),
-                Arc::new(self.tag.finish()),
+                per_model(self.device.finish()),
+                per_model(self.tag.finish()),
                 tz(self.ts),
                 tz(vec![spec.from_ms; n]),
                 tz(vec![spec.to_ms; n]),
                 Arc::new(Float64Array::from(self.value)),
                 Arc::new(Float64Array::from(self.score)),
                 Arc::new(Int8Array::from(self.anomaly)),
-                Arc::new(self.version.finish()),
-                Arc::new(run_id.finish()),
+                per_model(self.version.finish()),
+                Arc::new(run_id),
             ],
         )
         .map_err(|e| Error::Invalid(e.to_string()))
@@ -250,9 +299,9 @@ pub fn execute_task(
         read_seconds: started.elapsed().as_secs_f64(),
         ..TaskResult::default()
     };
+    let rows = slice.values().map(Vec::len).sum::<usize>();
     line(format!(
-        "read {} rows of {} sensors in {:.3}s",
-        slice.values().map(Vec::len).sum::<usize>(),
+        "read {rows} rows of {} sensors in {:.3}s",
         slice.len(),
         result.read_seconds
     ));
@@ -278,7 +327,7 @@ pub fn execute_task(
             })
             .collect(),
     };
-    let mut cols = Columns::default();
+    let mut cols = Columns::with_capacity(rows);
     let mut decision = Vec::new();
     let mut predicted = Vec::new();
     let mut x = Vec::new();
@@ -342,20 +391,25 @@ pub fn execute_task(
         result.models_scored += 1;
         result.rows += series.len() as u64;
         result.anomalies += anomalies as u64;
-        for (i, (t, v)) in series.iter().enumerate() {
-            cols.device.append_value(&m.device);
-            cols.tag.append_value(&m.tag);
-            cols.ts.push(*t);
-            cols.value.push(*v);
-            cols.score.push(decision[i]);
-            cols.anomaly.push(i8::from(predicted[i] == -1));
-            cols.version.append_value(&m.version);
-        }
+        let model = cols.models;
+        cols.add_model(m);
+        cols.model.extend(std::iter::repeat_n(model, series.len()));
+        cols.ts.extend(series.iter().map(|r| r.0));
+        cols.value.extend(series.iter().map(|r| r.1));
+        cols.score.extend_from_slice(&decision);
+        cols.anomaly
+            .extend(predicted.iter().map(|&p| i8::from(p == -1)));
     }
     result.score_seconds = score_started.elapsed().as_secs_f64();
     let write_started = Instant::now();
     let batch = cols.batch(spec)?;
-    let bytes = fleetscore_table::to_parquet_bytes(predictions_schema(), &[batch])?;
+    // The columns that hold one value for the whole task are dictionary-encoded: a run-length
+    // of keys instead of that value written out on every row.
+    let bytes = fleetscore_table::to_parquet_bytes(
+        shard_schema(),
+        &[batch],
+        &["window_start", "window_end", "run_id"],
+    )?;
     store.put(&layout::predictions(&spec.id, task.shard), bytes)?;
     result.write_seconds = write_started.elapsed().as_secs_f64();
     line(format!(

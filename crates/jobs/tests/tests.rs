@@ -463,3 +463,50 @@ fn model_versions_are_kept_and_the_newest_import_is_current() {
     );
     assert!(registry::current(&f.store, "d", "evil").unwrap().is_none());
 }
+
+/// Importers racing on one device bucket (each its own process in real life) lose none of each
+/// other's models: the catalog's conditional writes make every one of them retry on top of the
+/// winner. Old generations are cleaned up.
+#[test]
+fn concurrent_imports_into_one_bucket_keep_every_model() {
+    let f = fleet("concurrent-imports");
+    let bytes = std::fs::read(reference("models/model_1_1")).unwrap();
+    // Every device here lands in one bucket.
+    let devices: Vec<String> = (0..10_000)
+        .map(|i| format!("dev{i}"))
+        .filter(|d| fleetscore_store::layout::bucket(d) == 5)
+        .take(4)
+        .collect();
+    std::thread::scope(|s| {
+        for device in &devices {
+            let (store, bytes) = (&f.store, &bytes);
+            s.spawn(move || {
+                for tag in 0..10 {
+                    registry::import(store, device, &tag.to_string(), bytes, "x", None).unwrap();
+                }
+            });
+        }
+    });
+    let listed = registry::list(&f.store).unwrap();
+    assert_eq!(listed.len(), 40, "{listed:?}");
+    let generations = f
+        .store
+        .list(&fleetscore_store::layout::catalog_dir(5))
+        .unwrap();
+    assert!(generations.len() <= 3, "{generations:?}");
+    // An importer that batches commits once per bucket.
+    let mut importer = registry::Importer::new(&f.store);
+    for tag in 10..20 {
+        importer
+            .add(&devices[0], &tag.to_string(), &bytes, "x", None)
+            .unwrap();
+    }
+    assert_eq!(importer.staged(), 10);
+    assert!(
+        registry::current(&f.store, &devices[0], "10")
+            .unwrap()
+            .is_none()
+    );
+    importer.commit().unwrap();
+    assert_eq!(registry::list(&f.store).unwrap().len(), 50);
+}

@@ -72,7 +72,51 @@ struct Machine<'a> {
 struct Frame {
     stack: Vec<Value>,
     marks: Vec<usize>,
-    memo: HashMap<u32, Value>,
+    memo: Memo,
+}
+
+/// The memo. Picklers number entries 0, 1, 2, ..., so they live in a vector; a key far beyond
+/// the others (only a hand-made file has one) goes to a map, so no key makes us allocate much.
+#[derive(Default)]
+struct Memo {
+    dense: Vec<Option<Value>>,
+    sparse: HashMap<u32, Value>,
+    /// Distinct keys stored (what MEMOIZE numbers the next entry with).
+    len: usize,
+}
+
+impl Memo {
+    /// How far past the dense part a key may be and still extend it.
+    const MAX_GAP: usize = 1024;
+
+    fn insert(&mut self, k: u32, v: Value) {
+        let i = k as usize;
+        if i >= self.dense.len() && i <= self.dense.len() + Memo::MAX_GAP {
+            self.dense.resize(i + 1, None);
+        }
+        let previous = match self.dense.get_mut(i) {
+            Some(slot) => {
+                let old = slot.replace(v);
+                // A key stored in the map before the vector reached it moves here.
+                old.or_else(|| self.sparse.remove(&k))
+            }
+            None => self.sparse.insert(k, v),
+        };
+        if previous.is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn get(&self, k: u32) -> Option<Value> {
+        match self.dense.get(k as usize) {
+            Some(slot) => *slot,
+            None => self.sparse.get(&k).copied(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
 }
 
 impl<'a> Machine<'a> {
@@ -481,9 +525,9 @@ impl<'a> Machine<'a> {
                         b'h' => u32::from(self.u8("BINGET")?),
                         _ => self.u32("LONG_BINGET")?,
                     };
-                    let v = *f
+                    let v = f
                         .memo
-                        .get(&k)
+                        .get(k)
                         .ok_or_else(|| self.malformed(format!("memo key {k} was never stored")))?;
                     f.stack.push(v);
                 }
@@ -1116,6 +1160,25 @@ mod tests {
         assert_eq!(decode_long(&[0x00, 0x01]), Some(256));
         assert_eq!(decode_long(&[0xff; 9]), Some(-1));
         assert_eq!(decode_long(&[0, 0, 0, 0, 0, 0, 0, 0, 1]), None);
+    }
+
+    #[test]
+    fn memo_keys_dense_sparse_and_moved() {
+        let mut memo = Memo::default();
+        memo.insert(0, Value::Int(10));
+        memo.insert(u32::MAX, Value::Int(11));
+        memo.insert(3, Value::Int(12));
+        assert_eq!(memo.dense.len(), 4, "a small gap extends the vector");
+        assert_eq!(memo.sparse.len(), 1, "a far key does not allocate up to it");
+        memo.insert(2000, Value::Int(13));
+        assert_eq!((memo.get(2000), memo.get(1)), (Some(Value::Int(13)), None));
+        // The vector grows over 2000: its entry moves in, and is counted once.
+        for k in 4..2001 {
+            memo.insert(k, Value::Int(1));
+        }
+        assert_eq!(memo.get(2000), Some(Value::Int(1)));
+        assert_eq!(memo.get(u32::MAX), Some(Value::Int(11)));
+        assert_eq!(memo.len(), 2 + 1 + 1997);
     }
 
     #[test]

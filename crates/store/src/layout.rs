@@ -4,7 +4,9 @@
 //! ```text
 //! models/{device}/{tag}/versions/{version}.model   the imported file, byte for byte
 //! models/{device}/{tag}/versions/{version}.json    its metadata (estimator, features, ...)
-//! models/{device}/{tag}/current.json               the version runs score with
+//! models/catalog/bucket={BB}/{generation}.json      the current version of every model of
+//!                                                  the bucket's devices (the newest
+//!                                                  generation counts; see below)
 //! readings/hour={YYYY-MM-DDTHH}/bucket={BB}/{hash}.parquet
 //!                                                  readings (ts, device, tag, value) of one
 //!                                                  hour and device bucket, one file per import
@@ -15,6 +17,11 @@
 //!
 //! Devices are spread over [`BUCKETS`] buckets by a stable hash, so that a shard task reads only
 //! the readings of its own devices.
+//!
+//! Which version of each model is current lives in one catalog per device bucket, so planning a
+//! run reads 64 objects however many models there are. A catalog is never rewritten: an import
+//! writes generation n+1 only if no one else has (a conditional put), and on losing that race
+//! reads the winner's generation and applies its changes again.
 
 /// Number of device buckets readings are partitioned into.
 pub const BUCKETS: u32 = 64;
@@ -88,16 +95,29 @@ pub fn model_meta(device: &str, tag: &str, version: &str) -> String {
     format!("{}/versions/{version}.json", model_dir(device, tag))
 }
 
-/// The pointer to a (device, tag)'s current version.
-pub fn model_current(device: &str, tag: &str) -> String {
-    format!("{}/current.json", model_dir(device, tag))
+/// Prefix of the registry's catalogs. (No model folder can be mistaken for one: a catalog's
+/// second segment, `bucket=BB`, holds a `=`, which [`segment`] escapes in every tag.)
+pub const CATALOGS: &str = "models/catalog";
+
+/// Folder of one device bucket's catalog generations.
+pub fn catalog_dir(bucket: u32) -> String {
+    format!("{CATALOGS}/bucket={bucket:02}")
 }
 
-/// Parses `models/{device}/{tag}/current.json` back into (device, tag).
-pub fn parse_model_current(key: &str) -> Option<(String, String)> {
-    let rest = key.strip_prefix("models/")?.strip_suffix("/current.json")?;
-    let (device, tag) = rest.split_once('/')?;
-    Some((unsegment(device)?, unsegment(tag)?))
+/// One generation of a device bucket's catalog.
+pub fn catalog(bucket: u32, generation: u64) -> String {
+    format!("{}/{generation:012}.json", catalog_dir(bucket))
+}
+
+/// Parses a [`catalog`] key back into (bucket, generation).
+pub fn parse_catalog_key(key: &str) -> Option<(u32, u64)> {
+    let rest = key.strip_prefix(CATALOGS)?.strip_prefix("/bucket=")?;
+    let (b, file) = rest.split_once('/')?;
+    let generation = file.strip_suffix(".json")?;
+    if b.len() != 2 || generation.len() != 12 {
+        return None;
+    }
+    Some((b.parse().ok()?, generation.parse().ok()?))
 }
 
 /// Prefix of all readings.
@@ -169,8 +189,8 @@ mod tests {
             assert_eq!(unsegment(&seg).as_deref(), Some(s), "{seg}");
         }
         assert_eq!(
-            parse_model_current(&model_current("dev 1", "t/2")),
-            Some(("dev 1".into(), "t/2".into()))
+            model_file("dev 1", "t/2", "abc"),
+            "models/dev%201/t%2F2/versions/abc.model"
         );
     }
 
@@ -185,5 +205,14 @@ mod tests {
             parse_readings_key("readings/hour=2018-08-28T23/bucket=07/abc.parquet"),
             Some(("2018-08-28T23".into(), 7))
         );
+    }
+
+    #[test]
+    fn catalog_keys_round_trip() {
+        assert_eq!(catalog(7, 42), "models/catalog/bucket=07/000000000042.json");
+        assert_eq!(parse_catalog_key(&catalog(63, 1)), Some((63, 1)));
+        assert_eq!(parse_catalog_key("models/catalog/bucket=07/x.json"), None);
+        // A model whose device is `catalog` lives elsewhere: its tag cannot hold `=`.
+        assert!(!model_file("catalog", "bucket=07", "v").starts_with(&catalog_dir(7)));
     }
 }

@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod layout;
+mod local;
 
 use std::sync::Arc;
 
@@ -52,15 +53,26 @@ pub struct Entry {
     pub size: u64,
 }
 
-/// A store: an object store, the prefix fleetscore's keys live under, and the runtime that
-/// drives its I/O.
+/// A store: a local folder, or an object store with the prefix fleetscore's keys live under.
 #[derive(Clone)]
 pub struct Store {
+    backend: Arc<Backend>,
+    location: String,
+}
+
+enum Backend {
+    /// A local folder, on `std::fs` directly (see [`local`]).
+    Local(local::LocalDir),
+    /// Anything else, through object_store.
+    Remote(Remote),
+}
+
+/// An object store, the prefix fleetscore's keys live under, and the runtime that drives its
+/// I/O (`block_on` is called from any thread).
+struct Remote {
     inner: Arc<dyn ObjectStore>,
     prefix: Path,
-    location: String,
-    /// Drives the object store's async I/O; `block_on` is called from any thread.
-    runtime: Arc<tokio::runtime::Runtime>,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl std::fmt::Debug for Store {
@@ -81,14 +93,24 @@ impl Store {
             location: location.to_string(),
             message,
         };
-        let url = if location.contains("://") {
-            url::Url::parse(location).map_err(|e| bad(e.to_string()))?
-        } else {
-            let dir = std::path::Path::new(location);
-            std::fs::create_dir_all(dir).map_err(|e| bad(e.to_string()))?;
-            let abs = std::fs::canonicalize(dir).map_err(|e| bad(e.to_string()))?;
-            url::Url::from_directory_path(&abs).map_err(|_| bad("not an absolute path".into()))?
+        let local = |dir: &std::path::Path| {
+            local::LocalDir::open(dir)
+                .map(|d| Store {
+                    backend: Arc::new(Backend::Local(d)),
+                    location: location.to_string(),
+                })
+                .map_err(|e| bad(e.to_string()))
         };
+        if !location.contains("://") {
+            return local(std::path::Path::new(location));
+        }
+        let url = url::Url::parse(location).map_err(|e| bad(e.to_string()))?;
+        if url.scheme() == "file" {
+            let dir = url
+                .to_file_path()
+                .map_err(|()| bad("not a local path".into()))?;
+            return local(&dir);
+        }
         let options: Vec<(String, String)> = std::env::vars()
             .filter(|(k, _)| {
                 k.starts_with("AZURE_") || k.starts_with("AWS_") || k.starts_with("GOOGLE_")
@@ -104,10 +126,12 @@ impl Store {
             .build()
             .map_err(Error::Runtime)?;
         Ok(Store {
-            inner: Arc::from(inner),
-            prefix,
+            backend: Arc::new(Backend::Remote(Remote {
+                inner: Arc::from(inner),
+                prefix,
+                runtime,
+            })),
             location: location.to_string(),
-            runtime: Arc::new(runtime),
         })
     }
 
@@ -116,6 +140,117 @@ impl Store {
         &self.location
     }
 
+    /// Writes `bytes` under `key`, replacing what was there (atomically: readers see the old
+    /// object or the new one, never a part).
+    pub fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        match &*self.backend {
+            Backend::Local(dir) => dir.put(key, &bytes),
+            Backend::Remote(r) => r
+                .runtime
+                .block_on(r.inner.put(&r.path(key), PutPayload::from(bytes)))
+                .map(|_| ())
+                .map_err(|e| wrap(key, e)),
+        }
+    }
+
+    /// Writes `bytes` under `key` only if nothing is there; returns whether it wrote. Of two
+    /// writers racing for one key, exactly one wins.
+    pub fn put_if_absent(&self, key: &str, bytes: Vec<u8>) -> Result<bool> {
+        match &*self.backend {
+            Backend::Local(dir) => dir.put_if_absent(key, &bytes),
+            Backend::Remote(r) => match r.runtime.block_on(r.inner.put_opts(
+                &r.path(key),
+                PutPayload::from(bytes),
+                PutMode::Create.into(),
+            )) {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+                Err(e) => Err(wrap(key, e)),
+            },
+        }
+    }
+
+    /// Reads the object under `key`.
+    pub fn get(&self, key: &str) -> Result<Bytes> {
+        match &*self.backend {
+            Backend::Local(dir) => dir.get(key),
+            Backend::Remote(r) => {
+                let path = r.path(key);
+                r.runtime
+                    .block_on(async { r.inner.get(&path).await?.bytes().await })
+                    .map_err(|e| wrap(key, e))
+            }
+        }
+    }
+
+    /// Reads many objects: from a remote store up to 32 requests in flight at once (what
+    /// planning a run over thousands of models, or a task's model files, needs), from a local
+    /// folder one after the other on this thread.
+    pub fn get_many(&self, keys: &[String]) -> Result<Vec<Bytes>> {
+        use futures::StreamExt;
+        let r = match &*self.backend {
+            Backend::Local(dir) => return keys.iter().map(|k| dir.get(k)).collect(),
+            Backend::Remote(r) => r,
+        };
+        let results: Vec<object_store::Result<Bytes>> = r.runtime.block_on(
+            futures::stream::iter(keys.iter().map(|k| {
+                let path = r.path(k);
+                async move { r.inner.get(&path).await?.bytes().await }
+            }))
+            .buffered(32)
+            .collect(),
+        );
+        results
+            .into_iter()
+            .zip(keys)
+            .map(|(res, k)| res.map_err(|e| wrap(k, e)))
+            .collect()
+    }
+
+    /// Reads the object under `key`, or `None` if there is none.
+    pub fn get_opt(&self, key: &str) -> Result<Option<Bytes>> {
+        match self.get(key) {
+            Ok(b) => Ok(Some(b)),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every object under `prefix` (recursively), sorted by key.
+    pub fn list(&self, prefix: &str) -> Result<Vec<Entry>> {
+        let mut entries = match &*self.backend {
+            Backend::Local(dir) => dir.list(prefix)?,
+            Backend::Remote(r) => {
+                let metas: Vec<object_store::ObjectMeta> = r
+                    .runtime
+                    .block_on(r.inner.list(Some(&r.path(prefix))).try_collect())
+                    .map_err(|e| wrap(prefix, e))?;
+                metas
+                    .into_iter()
+                    .map(|m| Entry {
+                        key: r.key_of(&m.location),
+                        size: m.size,
+                    })
+                    .collect()
+            }
+        };
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(entries)
+    }
+
+    /// Deletes the object under `key` (no error if it is absent).
+    pub fn delete(&self, key: &str) -> Result<()> {
+        match &*self.backend {
+            Backend::Local(dir) => dir.delete(key),
+            Backend::Remote(r) => match r.runtime.block_on(r.inner.delete(&r.path(key))) {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(wrap(key, e)),
+            },
+        }
+    }
+}
+
+impl Remote {
     fn path(&self, key: &str) -> Path {
         let mut parts: Vec<String> = self
             .prefix
@@ -134,102 +269,15 @@ impl Store {
             .collect::<Vec<_>>()
             .join("/")
     }
+}
 
-    fn wrap(key: &str, e: object_store::Error) -> Error {
-        match e {
-            object_store::Error::NotFound { .. } => Error::NotFound(key.to_string()),
-            other => Error::Store {
-                key: key.to_string(),
-                message: condense(&other),
-            },
-        }
-    }
-
-    /// Writes `bytes` under `key`, replacing what was there (atomically: readers see the old
-    /// object or the new one, never a part).
-    pub fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
-        let path = self.path(key);
-        self.runtime
-            .block_on(self.inner.put(&path, PutPayload::from(bytes)))
-            .map(|_| ())
-            .map_err(|e| Store::wrap(key, e))
-    }
-
-    /// Writes `bytes` under `key` only if nothing is there; returns whether it wrote.
-    pub fn put_if_absent(&self, key: &str, bytes: Vec<u8>) -> Result<bool> {
-        let path = self.path(key);
-        match self.runtime.block_on(self.inner.put_opts(
-            &path,
-            PutPayload::from(bytes),
-            PutMode::Create.into(),
-        )) {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(e) => Err(Store::wrap(key, e)),
-        }
-    }
-
-    /// Reads the object under `key`.
-    pub fn get(&self, key: &str) -> Result<Bytes> {
-        let path = self.path(key);
-        self.runtime
-            .block_on(async { self.inner.get(&path).await?.bytes().await })
-            .map_err(|e| Store::wrap(key, e))
-    }
-
-    /// Reads many objects, up to 32 requests in flight at once (what planning a run over
-    /// thousands of models, or a task's model files, needs from a remote store).
-    pub fn get_many(&self, keys: &[String]) -> Result<Vec<Bytes>> {
-        use futures::StreamExt;
-        let results: Vec<object_store::Result<Bytes>> = self.runtime.block_on(
-            futures::stream::iter(keys.iter().map(|k| {
-                let path = self.path(k);
-                async move { self.inner.get(&path).await?.bytes().await }
-            }))
-            .buffered(32)
-            .collect(),
-        );
-        results
-            .into_iter()
-            .zip(keys)
-            .map(|(r, k)| r.map_err(|e| Store::wrap(k, e)))
-            .collect()
-    }
-
-    /// Reads the object under `key`, or `None` if there is none.
-    pub fn get_opt(&self, key: &str) -> Result<Option<Bytes>> {
-        match self.get(key) {
-            Ok(b) => Ok(Some(b)),
-            Err(Error::NotFound(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Every object under `prefix` (recursively), sorted by key.
-    pub fn list(&self, prefix: &str) -> Result<Vec<Entry>> {
-        let path = self.path(prefix);
-        let metas: Vec<object_store::ObjectMeta> = self
-            .runtime
-            .block_on(self.inner.list(Some(&path)).try_collect())
-            .map_err(|e| Store::wrap(prefix, e))?;
-        let mut entries: Vec<Entry> = metas
-            .into_iter()
-            .map(|m| Entry {
-                key: self.key_of(&m.location),
-                size: m.size,
-            })
-            .collect();
-        entries.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(entries)
-    }
-
-    /// Deletes the object under `key` (no error if it is absent).
-    pub fn delete(&self, key: &str) -> Result<()> {
-        let path = self.path(key);
-        match self.runtime.block_on(self.inner.delete(&path)) {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(Store::wrap(key, e)),
-        }
+fn wrap(key: &str, e: object_store::Error) -> Error {
+    match e {
+        object_store::Error::NotFound { .. } => Error::NotFound(key.to_string()),
+        other => Error::Store {
+            key: key.to_string(),
+            message: condense(&other),
+        },
     }
 }
 
@@ -262,8 +310,20 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let store = Store::open(dir.to_str().unwrap()).unwrap();
         round_trip(&store);
-        // The files are where a user would look for them.
+        // The files are where a user would look for them, and no temporary file is left.
         assert!(dir.join("a/b/one.txt").exists());
+        let names: Vec<_> = std::fs::read_dir(dir.join("a"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        // A key cannot leave the folder.
+        assert!(store.put("a/../../escape", b"x".to_vec()).is_err());
+        assert!(store.get("..").is_err());
+        // The same folder through a file:// URL.
+        let url = format!("file://{}", dir.canonicalize().unwrap().display());
+        let same = Store::open(&url).unwrap();
+        assert_eq!(&same.get("a/b/one.txt").unwrap()[..], b"1");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -287,6 +347,36 @@ mod tests {
         };
         let store = Store::open(&format!("{url}/store-unit-{}", std::process::id())).unwrap();
         round_trip(&store);
+    }
+
+    #[test]
+    fn memory_round_trip_and_listing() {
+        round_trip(&Store::open("memory:///").unwrap());
+    }
+
+    /// Of many writers racing for one key, exactly one wins, and the object is whole.
+    #[test]
+    fn put_if_absent_has_one_winner() {
+        let dir = std::env::temp_dir().join(format!("fleetscore-race-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(dir.to_str().unwrap()).unwrap();
+        let wins: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8u8)
+                .map(|i| {
+                    let store = &store;
+                    s.spawn(move || store.put_if_absent("k/v", vec![i; 100_000]).unwrap())
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| usize::from(h.join().unwrap()))
+                .sum()
+        });
+        assert_eq!(wins, 1);
+        let got = store.get("k/v").unwrap();
+        assert_eq!(got.len(), 100_000);
+        assert!(got.iter().all(|&b| b == got[0]));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
