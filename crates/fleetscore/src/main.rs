@@ -9,7 +9,8 @@ use clap::{Parser, Subcommand};
 
 /// mimalloc keeps freed memory for reuse instead of handing large blocks back to the kernel:
 /// with glibc's allocator, every task's multi-megabyte column buffers were mapped, faulted in
-/// and unmapped again, and a run spent as much time in the kernel as in its own code.
+/// and unmapped again (60,000 page faults in a 5,000-model run instead of 1,000, and a quarter
+/// more CPU time).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

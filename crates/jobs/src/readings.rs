@@ -323,15 +323,22 @@ fn write_partition(
         ))
     });
     // Each column's dictionary holds the names this partition uses, in order of first use.
+    // Rows are sorted by sensor, so most rows repeat the previous row's id.
     let dictionary = |ids: &mut dyn Iterator<Item = u32>, names: &Interner| {
         let mut local: HashMap<u32, i32> = HashMap::new();
         let mut values = Vec::new();
+        let mut last = None;
         let keys: Vec<i32> = ids
-            .map(|id| {
-                *local.entry(id).or_insert_with(|| {
-                    values.push(names.names[id as usize].as_str());
-                    values.len() as i32 - 1
-                })
+            .map(|id| match last {
+                Some((previous, key)) if previous == id => key,
+                _ => {
+                    let key = *local.entry(id).or_insert_with(|| {
+                        values.push(names.names[id as usize].as_str());
+                        values.len() as i32 - 1
+                    });
+                    last = Some((id, key));
+                    key
+                }
             })
             .collect();
         Arc::new(DictionaryArray::<Int32Type>::new(
