@@ -4,10 +4,12 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use fleetscore_jobs::coordinator::Coordinator;
+use fleetscore_jobs::coordinator::postgres::PostgresCoordinator;
 use fleetscore_jobs::coordinator::sqlite::SqliteCoordinator;
 use fleetscore_jobs::readings::{self, Columns};
 use fleetscore_jobs::registry::{self, Imported};
@@ -27,10 +29,11 @@ pub struct StoreArgs {
         global = true
     )]
     pub store: String,
-    /// The coordinator database (SQLite). Default: `coordinator.sqlite` in a local store's
-    /// folder, else `./fleetscore.sqlite`.
+    /// The coordinator database: a SQLite file, or a PostgreSQL URL (`postgres://user@host/db`)
+    /// for workers on many machines. Default: `coordinator.sqlite` in a local store's folder,
+    /// else `./fleetscore.sqlite`.
     #[arg(long, env = "FLEETSCORE_DB", global = true)]
-    pub db: Option<PathBuf>,
+    pub db: Option<String>,
 }
 
 impl StoreArgs {
@@ -38,16 +41,29 @@ impl StoreArgs {
         Store::open(&self.store).with_context(|| format!("cannot open store {}", self.store))
     }
 
-    fn coordinator(&self) -> Result<SqliteCoordinator> {
+    fn coordinator(&self) -> Result<Box<dyn Coordinator>> {
+        if let Some(url) = self
+            .db
+            .as_deref()
+            .filter(|d| d.starts_with("postgres://") || d.starts_with("postgresql://"))
+        {
+            let c = PostgresCoordinator::connect(url).with_context(|| {
+                // The URL may hold a password: name the host only.
+                let host = url.rsplit('@').next().unwrap_or(url);
+                format!("cannot use the PostgreSQL coordinator at {host}")
+            })?;
+            return Ok(Box::new(c));
+        }
         let path = match &self.db {
-            Some(p) => p.clone(),
+            Some(p) => PathBuf::from(p),
             None if !self.store.contains("://") => {
                 Path::new(&self.store).join("coordinator.sqlite")
             }
             None => PathBuf::from("fleetscore.sqlite"),
         };
-        SqliteCoordinator::open(&path)
-            .with_context(|| format!("cannot open coordinator database {}", path.display()))
+        let c = SqliteCoordinator::open(&path)
+            .with_context(|| format!("cannot open coordinator database {}", path.display()))?;
+        Ok(Box::new(c))
     }
 }
 
@@ -114,9 +130,17 @@ pub struct RunArgs {
     /// Window end (exclusive).
     #[arg(long)]
     pub to: String,
-    /// Worker threads (default: all cores).
+    /// Worker threads in this process (default: all cores); 0 leaves the tasks to
+    /// `fleetscore worker` processes sharing the coordinator and the store.
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Plan the run into the coordinator and return at once, printing its id; workers
+    /// elsewhere (`fleetscore worker`) execute it.
+    #[arg(long)]
+    pub detach: bool,
+    /// Seconds a task's claim lasts without a heartbeat before another worker may take it.
+    #[arg(long, default_value_t = 60)]
+    pub lease: u64,
     /// Most models per shard task.
     #[arg(long, default_value_t = 1_000)]
     pub max_models_per_task: usize,
@@ -126,6 +150,26 @@ pub struct RunArgs {
     /// Run id (default: derived from the window, so re-running a window replaces its output).
     #[arg(long)]
     pub run_id: Option<String>,
+}
+
+/// `fleetscore worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Worker threads (default: all cores).
+    #[arg(long, env = "FLEETSCORE_WORKER_THREADS")]
+    pub threads: Option<usize>,
+    /// Exit after this many seconds without a task (default: serve until killed).
+    #[arg(long, env = "FLEETSCORE_WORKER_IDLE_EXIT")]
+    pub idle_exit: Option<u64>,
+    /// Seconds a claim lasts without a heartbeat (heartbeats come every third of it).
+    #[arg(long, env = "FLEETSCORE_LEASE", default_value_t = 60)]
+    pub lease: u64,
+    /// Attempts before a task is failed for good.
+    #[arg(long, env = "FLEETSCORE_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
+    /// This worker's name in the coordinator (default: host name and process id).
+    #[arg(long, env = "FLEETSCORE_WORKER_NAME")]
+    pub name: Option<String>,
 }
 
 /// `fleetscore runs ...`.
@@ -395,14 +439,24 @@ pub fn run(args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
     let mut options = RunOptions {
         max_models_per_task: a.max_models_per_task.max(1),
         max_attempts: a.max_attempts.max(1),
+        lease: Duration::from_secs(a.lease.max(1)),
         ..RunOptions::default()
     };
     if let Some(w) = a.workers {
-        options.workers = w.max(1);
+        options.workers = w;
+    }
+    if a.detach {
+        let (spec, record) =
+            run::start(&store, coordinator.as_ref(), from, to, a.run_id, &options)?;
+        println!(
+            "run {}: planned {} models in {} tasks; workers sharing this coordinator and store execute it (`fleetscore runs show {}`)",
+            spec.id, record.models, record.tasks, spec.id
+        );
+        return Ok(ExitCode::SUCCESS);
     }
     let record = run::run(
         &store,
-        &coordinator,
+        coordinator.as_ref(),
         from,
         to,
         a.run_id,
@@ -441,6 +495,55 @@ pub fn run(args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `fleetscore worker`: serves every run in the coordinator, on all cores.
+pub fn worker(args: &StoreArgs, a: WorkerArgs) -> Result<ExitCode> {
+    let store = args.open()?;
+    let coordinator = args.coordinator()?;
+    let mut options = RunOptions {
+        lease: Duration::from_secs(a.lease.max(1)),
+        max_attempts: a.max_attempts.max(1),
+        ..RunOptions::default()
+    };
+    if let Some(name) = a.name {
+        options.worker_prefix = name;
+    }
+    let threads = a.threads.unwrap_or(options.workers).max(1);
+    let idle_exit = a.idle_exit.map(Duration::from_secs);
+    eprintln!(
+        "worker {}: {threads} threads serving every run (store {}, idle exit {})",
+        options.worker_prefix,
+        args.store,
+        a.idle_exit
+            .map_or_else(|| "never".to_string(), |s| format!("after {s}s"))
+    );
+    let results: Vec<fleetscore_jobs::Result<run::Served>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|n| {
+                let (store, coordinator, options) = (&store, coordinator.as_ref(), &options);
+                let name = format!("{}-{n}", options.worker_prefix);
+                s.spawn(move || {
+                    run::serve(store, coordinator, &name, options, idle_exit, &|| false)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("worker thread panicked"))
+            .collect()
+    });
+    let mut total = run::Served::default();
+    for r in results {
+        let served = r?;
+        total.tasks += served.tasks;
+        total.runs_finished += served.runs_finished;
+    }
+    eprintln!(
+        "worker {}: idle, exiting after {} tasks ({} runs finished here)",
+        options.worker_prefix, total.tasks, total.runs_finished
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn runs(args: &StoreArgs, command: RunsCommand) -> Result<ExitCode> {

@@ -38,6 +38,9 @@ enum Command {
     },
     /// Score every model against its readings in a window, on all cores.
     Run(fleet_cmd::RunArgs),
+    /// Execute the tasks of every run in a shared coordinator (PostgreSQL) and store: a
+    /// stateless worker, one of many on many machines.
+    Worker(fleet_cmd::WorkerArgs),
     /// Past and current runs.
     Runs {
         #[command(subcommand)]
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
             command: DataCommand::Import(args),
         } => fleet_cmd::data_import(&cli.store, args),
         Command::Run(args) => fleet_cmd::run(&cli.store, args),
+        Command::Worker(args) => fleet_cmd::worker(&cli.store, args),
         Command::Runs { command } => fleet_cmd::runs(&cli.store, command),
         Command::Predictions { command } => fleet_cmd::predictions(&cli.store, command),
     };

@@ -670,3 +670,144 @@ fn fleet_commands_refuse_bad_input_clearly() {
         stderr(&o)
     );
 }
+
+/// Stateless workers on the PostgreSQL coordinator (the server `scripts/test` starts): a run
+/// planned with `--detach`, a worker killed with SIGKILL in the middle of a task, and another
+/// worker that takes the task over when the lease expires and finishes the run. Every reading
+/// is predicted exactly once.
+#[test]
+fn a_worker_killed_mid_task_is_replaced_and_the_run_completes_once() {
+    let Ok(url) = std::env::var("FLEETSCORE_TEST_POSTGRES") else {
+        eprintln!("FLEETSCORE_TEST_POSTGRES not set: workers on PostgreSQL not checked");
+        return;
+    };
+    let schema = format!("cli_workers_{}", std::process::id());
+    let psql = std::process::Command::new("psql")
+        .arg(&url)
+        .args(["-q", "-c"])
+        .arg(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        ))
+        .output()
+        .expect("psql");
+    assert!(psql.status.success(), "{}", stderr(&psql));
+    let db = format!("{url}?options=-csearch_path%3D{schema}");
+    let dir = tempdir("workers");
+    let store = dir.join("store");
+    let with_db = |args: &[&str]| {
+        let mut all = vec!["--db", db.as_str()];
+        all.extend_from_slice(args);
+        fleet(&store, &all)
+    };
+    let models = models_data("reference/models");
+    let data = models_data("reference/sensor_data.csv");
+    for args in [
+        vec![
+            "models",
+            "import",
+            models.to_str().unwrap(),
+            "--pattern",
+            "model_{device}_{tag}",
+        ],
+        vec!["data", "import", data.to_str().unwrap()],
+    ] {
+        let o = with_db(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let window = [
+        "--from",
+        "2018-08-28T00:00:00Z",
+        "--to",
+        "2018-08-30T00:00:00Z",
+        "--run-id",
+        "w",
+    ];
+    let mut args = vec!["run", "--detach"];
+    args.extend_from_slice(&window);
+    let o = with_db(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("run w: planned 15 models"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+
+    let worker = |name: &str, delay_ms: &str| {
+        bin()
+            .arg("--store")
+            .arg(&store)
+            .args([
+                "--db",
+                &db,
+                "worker",
+                "--threads",
+                "1",
+                "--lease",
+                "2",
+                "--idle-exit",
+                "4",
+                "--name",
+                name,
+            ])
+            .env("FLEETSCORE_FAULT_TASK_DELAY_MS", delay_ms)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start a worker")
+    };
+    // The first worker claims a task and hangs in it; it is killed as a machine dies.
+    let mut doomed = worker("doomed", "600000");
+    let claimed = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        String::from_utf8_lossy(&with_db(&["runs", "show", "w"]).stdout).contains("doomed-0")
+    });
+    assert!(claimed, "the first worker never claimed a task");
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+
+    // Another worker does everything else, then the abandoned task once its lease is over.
+    let survivor = worker("survivor", "0").wait_with_output().unwrap();
+    assert!(survivor.status.success(), "{}", stderr(&survivor));
+    assert!(
+        stderr(&survivor).contains("(1 runs finished here)"),
+        "{}",
+        stderr(&survivor)
+    );
+
+    let show = String::from_utf8(with_db(&["runs", "show", "w", "--json"]).stdout).unwrap();
+    let record: serde_json::Value = serde_json::from_str(&show).unwrap();
+    assert_eq!(record["status"], "succeeded", "{show}");
+    assert_eq!(record["models_scored"], 15, "{show}");
+    assert_eq!(record["rows"], 17768, "{show}");
+    let tasks = String::from_utf8(with_db(&["runs", "show", "w"]).stdout).unwrap();
+    // The task the killed worker held was done by the survivor, on the second attempt.
+    assert!(
+        tasks.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1..4] == ["done", "2", "survivor-0"]
+        }),
+        "{tasks}"
+    );
+
+    // Exactly once: the export holds every reading once, as scikit-learn predicts it.
+    let out = dir.join("export");
+    let o = with_db(&[
+        "predictions",
+        "export",
+        "--run",
+        "w",
+        "--format",
+        "csv",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut rows: Vec<String> = Vec::new();
+    for f in std::fs::read_dir(&out).unwrap() {
+        let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+        rows.extend(text.lines().skip(1).map(str::to_string));
+    }
+    assert_eq!(rows.len(), 17768);
+    rows.sort();
+    rows.dedup();
+    assert_eq!(rows.len(), 17768, "duplicated predictions");
+}

@@ -16,6 +16,10 @@ pub enum Error {
     /// The coordinator database failed.
     #[error("coordinator database: {0}")]
     Db(#[from] rusqlite::Error),
+    /// The PostgreSQL coordinator failed (after reconnecting for a while, if the connection
+    /// was lost).
+    #[error("coordinator database (PostgreSQL): {0}")]
+    Postgres(String),
     /// A stored record that does not parse.
     #[error("{what}: {message}")]
     Corrupt {
@@ -43,7 +47,7 @@ impl Error {
     pub fn retry(&self) -> RetryHint {
         match self {
             Error::Store(fleetscore_store::Error::NotFound(_)) => RetryHint::DoNotRetry,
-            Error::Store(_) | Error::Db(_) => RetryHint::Retry,
+            Error::Store(_) | Error::Db(_) | Error::Postgres(_) => RetryHint::Retry,
             Error::Table(fleetscore_table::Error::Io { .. }) => RetryHint::Retry,
             Error::Table(_) | Error::Model(_) | Error::Corrupt { .. } | Error::Invalid(_) => {
                 RetryHint::DoNotRetry

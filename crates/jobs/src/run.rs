@@ -427,8 +427,55 @@ pub fn execute_task(
     Ok(result)
 }
 
-/// Runs worker loops until `run_id` has no claimable task left. Each held task is kept alive by
-/// heartbeats from a helper thread.
+/// Executes one claimed task with heartbeats, and completes or fails it.
+fn execute_claim(
+    store: &Store,
+    coordinator: &dyn Coordinator,
+    spec: &RunSpec,
+    claim: &Claim,
+    options: &RunOptions,
+) -> Result<()> {
+    let outcome = with_heartbeat(coordinator, claim, options.lease, || {
+        if let Some(delay) = fault_task_delay() {
+            std::thread::sleep(delay);
+        }
+        execute_task(store, spec, &claim.task, &claim.worker)
+    });
+    match outcome {
+        Ok(result) => {
+            // A lost claim means a newer attempt owns the task; its output replaces ours.
+            coordinator.complete(claim, &result, now_ms())?;
+        }
+        Err(e) => {
+            coordinator.fail(
+                claim,
+                &e.to_string(),
+                e.retry(),
+                options.max_attempts,
+                now_ms(),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Fault injection for tests of real processes: `FLEETSCORE_FAULT_TASK_DELAY_MS` makes every
+/// task wait that long (heartbeating) after its claim, so a test can kill a worker mid-task.
+fn fault_task_delay() -> Option<Duration> {
+    static DELAY: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var("FLEETSCORE_FAULT_TASK_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+    })
+}
+
+/// How often an idle worker asks the coordinator for work again.
+const POLL: Duration = Duration::from_millis(100);
+
+/// A worker loop on one run: claims and executes its tasks until none is unfinished (a task
+/// held by a worker elsewhere that dies is claimed again when its lease expires).
 pub fn work(
     store: &Store,
     coordinator: &dyn Coordinator,
@@ -437,27 +484,72 @@ pub fn work(
     options: &RunOptions,
 ) -> Result<()> {
     let lease_ms = options.lease.as_millis() as i64;
-    while let Some(claim) = coordinator.claim(&spec.id, worker, lease_ms, now_ms())? {
-        let outcome = with_heartbeat(coordinator, &claim, options.lease, || {
-            execute_task(store, spec, &claim.task, worker)
-        });
-        match outcome {
-            Ok(result) => {
-                // A lost claim means a newer attempt owns the task; its output replaces ours.
-                coordinator.complete(&claim, &result, now_ms())?;
-            }
-            Err(e) => {
-                coordinator.fail(
-                    &claim,
-                    &e.to_string(),
-                    e.retry(),
-                    options.max_attempts,
-                    now_ms(),
-                )?;
+    loop {
+        match coordinator.claim(Some(&spec.id), worker, lease_ms, now_ms())? {
+            Some(claim) => execute_claim(store, coordinator, spec, &claim, options)?,
+            None => {
+                let unfinished = coordinator.run(&spec.id)?.is_some_and(|r| {
+                    r.status == "running" && r.tasks.pending + r.tasks.running > 0
+                });
+                if !unfinished {
+                    return Ok(());
+                }
+                std::thread::sleep(POLL);
             }
         }
     }
-    Ok(())
+}
+
+/// What a [`serve`] loop did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Served {
+    /// Tasks executed (completed or failed).
+    pub tasks: u64,
+    /// Runs this worker finished (wrote the record of).
+    pub runs_finished: u64,
+}
+
+/// A worker for every run (`fleetscore worker`): claims tasks of any running run, oldest run
+/// first, and writes a run's record when it completes the run's last task. Returns when
+/// `stop` says so, or after `idle_exit` without work.
+pub fn serve(
+    store: &Store,
+    coordinator: &dyn Coordinator,
+    worker: &str,
+    options: &RunOptions,
+    idle_exit: Option<Duration>,
+    stop: &dyn Fn() -> bool,
+) -> Result<Served> {
+    let lease_ms = options.lease.as_millis() as i64;
+    let mut specs: HashMap<String, RunSpec> = HashMap::new();
+    let mut served = Served::default();
+    let mut idle_since = Instant::now();
+    while !stop() {
+        let Some(claim) = coordinator.claim(None, worker, lease_ms, now_ms())? else {
+            if idle_exit.is_some_and(|d| idle_since.elapsed() >= d) {
+                break;
+            }
+            std::thread::sleep(POLL);
+            continue;
+        };
+        if !specs.contains_key(&claim.run_id) {
+            let state = coordinator.run(&claim.run_id)?.ok_or_else(|| {
+                Error::Invalid(format!(
+                    "run {} vanished from the coordinator",
+                    claim.run_id
+                ))
+            })?;
+            specs.insert(claim.run_id.clone(), state.spec);
+        }
+        let spec = &specs[&claim.run_id];
+        execute_claim(store, coordinator, spec, &claim, options)?;
+        served.tasks += 1;
+        if finalize(store, coordinator, &claim.run_id)?.is_some() {
+            served.runs_finished += 1;
+        }
+        idle_since = Instant::now();
+    }
+    Ok(served)
 }
 
 fn with_heartbeat<T>(
@@ -553,17 +645,19 @@ fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// Plans and executes a run on this machine's worker threads; `progress` is called with the
-/// run's task states a few times a second.
-pub fn run(
+/// Plans a run and hands its tasks to the coordinator: outputs of an earlier run of the same
+/// window that the new plan will not rewrite are deleted, and the run's record is written with
+/// status `running` and the plan's facts. Workers (threads of [`run`], or [`serve`] loops on
+/// any machine) then execute the tasks, and the one that completes the last writes the final
+/// record ([`finalize`]).
+pub fn start(
     store: &Store,
     coordinator: &dyn Coordinator,
     from_ms: i64,
     to_ms: i64,
     run_id: Option<String>,
     options: &RunOptions,
-    progress: &mut dyn FnMut(&[TaskState]),
-) -> Result<RunRecord> {
+) -> Result<(RunSpec, RunRecord)> {
     if to_ms <= from_ms {
         return Err(Error::Invalid(format!(
             "the window is empty: --to ({}) must be after --from ({})",
@@ -579,15 +673,13 @@ pub fn run(
         from_ms,
         to_ms,
     };
-    let workers = options.workers.max(1);
     let plan = plan(
         store,
         from_ms,
         to_ms,
-        workers * 4,
+        options.workers.max(1) * 4,
         options.max_models_per_task,
     )?;
-    // Outputs of an earlier run of this window that the new plan will not rewrite go first.
     let keep: BTreeSet<String> = plan
         .tasks
         .iter()
@@ -598,55 +690,15 @@ pub fn run(
             store.delete(&entry.key)?;
         }
     }
-    coordinator.create_run(&spec, &plan.tasks, now_ms())?;
-    let plan_seconds = planning.elapsed().as_secs_f64();
-    let executing = Instant::now();
-    let results: Vec<Result<()>> = std::thread::scope(|s| {
-        // Each worker says when it is done, so the wait ends as soon as the last one is.
-        let (done, finished) = std::sync::mpsc::channel::<()>();
-        let handles: Vec<_> = (0..workers)
-            .map(|n| {
-                let spec = &spec;
-                let worker = format!("{}-{n}", options.worker_prefix);
-                let done = done.clone();
-                s.spawn(move || {
-                    let r = work(store, coordinator, spec, &worker, options);
-                    let _ = done.send(());
-                    r
-                })
-            })
-            .collect();
-        let mut running = workers;
-        while running > 0 {
-            match finished.recv_timeout(Duration::from_millis(200)) {
-                Ok(()) => running -= 1,
-                Err(_) => {
-                    if let Ok(tasks) = coordinator.tasks(&id) {
-                        progress(&tasks);
-                    }
-                }
-            }
-        }
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("worker thread panicked"))
-            .collect()
-    });
-    for r in results {
-        r?;
-    }
-    let execute_seconds = executing.elapsed().as_secs_f64();
-    let tasks = coordinator.tasks(&id)?;
-    progress(&tasks);
-    let mut record = RunRecord {
+    let record = RunRecord {
         run_id: id.clone(),
         from: rfc3339(from_ms),
         to: rfc3339(to_ms),
-        status: String::new(),
+        status: "running".into(),
         started_at: rfc3339(started_ms),
         finished_at: String::new(),
-        plan_seconds,
-        execute_seconds,
+        plan_seconds: planning.elapsed().as_secs_f64(),
+        execute_seconds: 0.0,
         models: (plan.tasks.iter().map(|t| t.models.len()).sum::<usize>()
             + plan.models_without_data.len()) as u64,
         models_scored: 0,
@@ -655,11 +707,39 @@ pub fn run(
         rows: 0,
         anomalies: 0,
         rows_per_second: 0.0,
-        tasks: tasks.len() as u32,
+        tasks: plan.tasks.len() as u32,
         tasks_failed: 0,
         failures: Vec::new(),
         task_failures: Vec::new(),
     };
+    // The record first: a worker that finishes the run's last task builds on it.
+    store.put(
+        &layout::run_record(&id),
+        serde_json::to_vec_pretty(&record).expect("serializable"),
+    )?;
+    coordinator.create_run(&spec, &plan.tasks, now_ms())?;
+    Ok((spec, record))
+}
+
+/// Writes the final record of `run_id` if its every task is done or failed for good, and marks
+/// the run finished; returns the record when this call finished the run. Any worker may call
+/// it; the record is the same whoever writes it.
+pub fn finalize(
+    store: &Store,
+    coordinator: &dyn Coordinator,
+    run_id: &str,
+) -> Result<Option<RunRecord>> {
+    let Some(state) = coordinator.run(run_id)? else {
+        return Ok(None);
+    };
+    if state.status != "running" || state.tasks.pending + state.tasks.running > 0 {
+        return Ok(None);
+    }
+    let mut record = record(store, run_id)?.ok_or_else(|| Error::Corrupt {
+        what: layout::run_record(run_id),
+        message: "the run's record is missing".into(),
+    })?;
+    let tasks = coordinator.tasks(run_id)?;
     for t in &tasks {
         match &t.result {
             Some(r) if t.status == "done" => {
@@ -682,22 +762,97 @@ pub fn run(
             }
         }
     }
+    let finished = now_ms();
+    let executing_since = chrono::DateTime::parse_from_rfc3339(&record.started_at)
+        .map(|t| t.timestamp_millis() as f64 / 1e3 + record.plan_seconds)
+        .unwrap_or(0.0);
+    record.execute_seconds = (finished as f64 / 1e3 - executing_since).max(0.0);
     record.models_failed = record.failures.len() as u64;
-    record.rows_per_second = record.rows as f64 / execute_seconds.max(1e-9);
+    record.rows_per_second = record.rows as f64 / record.execute_seconds.max(1e-9);
     record.status = if record.has_failures() {
         "completed_with_failures"
     } else {
         "succeeded"
     }
     .into();
-    let finished = now_ms();
     record.finished_at = rfc3339(finished);
     store.put(
-        &layout::run_record(&id),
+        &layout::run_record(run_id),
         serde_json::to_vec_pretty(&record).expect("serializable"),
     )?;
-    coordinator.finish_run(&id, &record.status, finished)?;
-    Ok(record)
+    coordinator.finish_run(run_id, &record.status, finished)?;
+    Ok(Some(record))
+}
+
+/// Plans a run and executes it on this machine's `options.workers` threads (with 0, on
+/// workers elsewhere only), returning its final record; `progress` is called with the run's
+/// task states a few times a second.
+pub fn run(
+    store: &Store,
+    coordinator: &dyn Coordinator,
+    from_ms: i64,
+    to_ms: i64,
+    run_id: Option<String>,
+    options: &RunOptions,
+    progress: &mut dyn FnMut(&[TaskState]),
+) -> Result<RunRecord> {
+    let (spec, _) = start(store, coordinator, from_ms, to_ms, run_id, options)?;
+    let id = spec.id.clone();
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
+        // Each worker says when it is done, so the wait ends as soon as the last one is.
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let handles: Vec<_> = (0..options.workers)
+            .map(|n| {
+                let spec = &spec;
+                let worker = format!("{}-{n}", options.worker_prefix);
+                let done = done.clone();
+                s.spawn(move || {
+                    let r = work(store, coordinator, spec, &worker, options);
+                    let _ = done.send(());
+                    r
+                })
+            })
+            .collect();
+        let mut running = options.workers;
+        loop {
+            if running > 0 {
+                if finished.recv_timeout(Duration::from_millis(200)).is_ok() {
+                    running -= 1;
+                    continue;
+                }
+            } else {
+                // No worker here (or they are done): wait for the ones elsewhere.
+                let unfinished = coordinator.run(&id).ok().flatten().is_some_and(|r| {
+                    r.status == "running" && r.tasks.pending + r.tasks.running > 0
+                });
+                if !unfinished {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            if let Ok(tasks) = coordinator.tasks(&id) {
+                progress(&tasks);
+            }
+        }
+        if let Ok(tasks) = coordinator.tasks(&id) {
+            progress(&tasks);
+        }
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("worker thread panicked"))
+            .collect()
+    });
+    for r in results {
+        r?;
+    }
+    match finalize(store, coordinator, &id)? {
+        Some(record) => Ok(record),
+        // Finished meanwhile by a worker elsewhere (or cancelled): its record stands.
+        None => record(store, &id)?.ok_or_else(|| Error::Corrupt {
+            what: layout::run_record(&id),
+            message: "the run's record is missing".into(),
+        }),
+    }
 }
 
 /// Reads a run record from the store.

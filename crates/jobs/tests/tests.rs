@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use arrow_array::{Array, Float64Array, Int8Array, StringArray, TimestampMillisecondArray};
 use fleetscore_jobs::coordinator::Coordinator;
+use fleetscore_jobs::coordinator::postgres::PostgresCoordinator;
 use fleetscore_jobs::coordinator::sqlite::SqliteCoordinator;
 use fleetscore_jobs::readings::{self, Columns};
 use fleetscore_jobs::registry::{self, Imported};
@@ -20,7 +21,7 @@ fn reference(path: &str) -> PathBuf {
 
 struct Fleet {
     store: Store,
-    coordinator: SqliteCoordinator,
+    coordinator: Box<dyn Coordinator>,
     dir: PathBuf,
 }
 
@@ -49,7 +50,7 @@ fn fleet_at(name: &str, url: Option<&str>) -> Fleet {
         None => dir.join("store").display().to_string(),
     };
     let store = Store::open(&location).unwrap();
-    let coordinator = SqliteCoordinator::open(&dir.join("coordinator.sqlite")).unwrap();
+    let coordinator = Box::new(SqliteCoordinator::open(&dir.join("coordinator.sqlite")).unwrap());
     Fleet {
         store,
         coordinator,
@@ -140,11 +141,36 @@ fn the_reference_fleet_run_on_s3() {
     check_reference_run(&fleet_at("s3", Some(&url)));
 }
 
+/// And with the PostgreSQL coordinator (the server `scripts/test` starts, in a schema of its
+/// own), as workers on many machines use it.
+#[test]
+fn the_reference_fleet_run_on_the_postgresql_coordinator() {
+    let Ok(url) = std::env::var("FLEETSCORE_TEST_POSTGRES") else {
+        eprintln!("FLEETSCORE_TEST_POSTGRES not set: PostgreSQL coordinator not checked");
+        return;
+    };
+    let schema = format!("jobs_reference_{}", std::process::id());
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        ))
+        .unwrap();
+    let mut f = fleet("postgres");
+    f.coordinator = Box::new(
+        PostgresCoordinator::connect(&format!("{url}?options=-csearch_path%3D{schema}")).unwrap(),
+    );
+    check_reference_run(&f);
+    let runs = f.coordinator.runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, "succeeded");
+}
+
 fn check_reference_run(f: &Fleet) {
     import_reference(f);
     let record = run::run(
         &f.store,
-        &f.coordinator,
+        f.coordinator.as_ref(),
         FROM,
         TO,
         None,
@@ -223,7 +249,7 @@ fn rerunning_a_window_replaces_its_predictions() {
     import_reference(&f);
     let first = run::run(
         &f.store,
-        &f.coordinator,
+        f.coordinator.as_ref(),
         FROM,
         TO,
         None,
@@ -240,7 +266,16 @@ fn rerunning_a_window_replaces_its_predictions() {
         max_models_per_task: 1,
         ..RunOptions::default()
     };
-    let second = run::run(&f.store, &f.coordinator, FROM, TO, None, &opts, &mut |_| {}).unwrap();
+    let second = run::run(
+        &f.store,
+        f.coordinator.as_ref(),
+        FROM,
+        TO,
+        None,
+        &opts,
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(first.run_id, second.run_id);
     let rows: usize = run::predictions(&f.store, &second.run_id)
         .unwrap()
@@ -278,7 +313,7 @@ fn an_import_larger_than_its_buffer_is_written_in_parts_and_scores_the_same() {
     assert_eq!(again.files_written, 0, "same input, same files");
     let a = run::run(
         &f.store,
-        &f.coordinator,
+        f.coordinator.as_ref(),
         FROM,
         TO,
         None,
@@ -288,7 +323,7 @@ fn an_import_larger_than_its_buffer_is_written_in_parts_and_scores_the_same() {
     .unwrap();
     let b = run::run(
         &small.store,
-        &small.coordinator,
+        small.coordinator.as_ref(),
         FROM,
         TO,
         None,
@@ -368,7 +403,7 @@ fn a_broken_model_fails_alone_and_the_run_goes_on() {
     registry::import(&f.store, "3", "1", &three, "test", Some(&columns)).unwrap();
     let record = run::run(
         &f.store,
-        &f.coordinator,
+        f.coordinator.as_ref(),
         FROM,
         TO,
         None,
@@ -401,7 +436,7 @@ fn a_window_without_readings_scores_nothing() {
     import_reference(&f);
     let record = run::run(
         &f.store,
-        &f.coordinator,
+        f.coordinator.as_ref(),
         TO,
         TO + 3_600_000,
         None,
@@ -420,7 +455,7 @@ fn a_window_without_readings_scores_nothing() {
     assert_eq!(record.status, "succeeded");
     let err = run::run(
         &f.store,
-        &f.coordinator,
+        f.coordinator.as_ref(),
         TO,
         TO,
         None,

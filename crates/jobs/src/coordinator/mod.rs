@@ -1,7 +1,9 @@
 //! The coordinator: where runs and their shard tasks live, and how workers claim them with a
-//! lease, complete them, or fail them. One trait; SQLite (embedded, the default) implements it
-//! here, and a PostgreSQL coordinator for many machines can implement it beside it.
+//! lease, complete them, or fail them. One trait, two implementations with the same contract
+//! (tested by the same functions, `contract`): SQLite, embedded and the default, and
+//! PostgreSQL, for workers on many machines.
 
+pub mod postgres;
 pub mod sqlite;
 
 use serde::{Deserialize, Serialize};
@@ -148,10 +150,11 @@ pub struct TaskCounts {
 pub trait Coordinator: Send + Sync {
     /// Creates (or re-plans, replacing its tasks) a run.
     fn create_run(&self, run: &RunSpec, tasks: &[TaskSpec], now_ms: i64) -> Result<()>;
-    /// Claims the next task of a run that is pending, or whose lease has expired.
+    /// Claims the next task that is pending, or whose lease has expired: of the run `run_id`,
+    /// or (`None`) of any running run, oldest run first.
     fn claim(
         &self,
-        run_id: &str,
+        run_id: Option<&str>,
         worker: &str,
         lease_ms: i64,
         now_ms: i64,
@@ -178,4 +181,152 @@ pub trait Coordinator: Send + Sync {
     fn finish_run(&self, run_id: &str, status: &str, now_ms: i64) -> Result<()>;
     /// Every run, newest first.
     fn runs(&self) -> Result<Vec<RunState>>;
+}
+
+/// The behaviour every coordinator must have, as test functions each implementation runs.
+#[cfg(test)]
+pub(crate) mod contract {
+    use super::*;
+
+    fn plan(c: &dyn Coordinator, n: u32) -> RunSpec {
+        let run = RunSpec {
+            id: "r1".into(),
+            from_ms: 0,
+            to_ms: 3_600_000,
+        };
+        let tasks: Vec<TaskSpec> = (0..n)
+            .map(|shard| TaskSpec {
+                shard,
+                buckets: vec![shard],
+                models: vec![ModelRef {
+                    device: format!("d{shard}"),
+                    tag: "t".into(),
+                    version: "v".into(),
+                    features: vec!["value".into()],
+                }],
+            })
+            .collect();
+        c.create_run(&run, &tasks, 0).unwrap();
+        run
+    }
+
+    pub(crate) fn each_task_is_claimed_once_until_its_lease_expires(c: &dyn Coordinator) {
+        plan(c, 2);
+        let a = c.claim(Some("r1"), "w1", 1_000, 10).unwrap().unwrap();
+        let b = c.claim(Some("r1"), "w2", 1_000, 10).unwrap().unwrap();
+        assert_ne!(a.task.shard, b.task.shard);
+        assert!(c.claim(Some("r1"), "w3", 1_000, 20).unwrap().is_none());
+        // w1 goes silent; after its lease another worker takes the task over.
+        let a2 = c.claim(Some("r1"), "w3", 1_000, 2_000).unwrap().unwrap();
+        assert_eq!(a2.task.shard, a.task.shard);
+        assert_eq!(a2.attempt, 2);
+        // The stale attempt can neither heartbeat nor complete.
+        assert!(!c.heartbeat(&a, 1_000, 2_001).unwrap());
+        assert!(!c.complete(&a, &TaskResult::default(), 2_001).unwrap());
+        assert!(c.complete(&a2, &TaskResult::default(), 2_002).unwrap());
+        assert!(c.complete(&b, &TaskResult::default(), 2_003).unwrap());
+        let state = c.run("r1").unwrap().unwrap();
+        assert_eq!((state.tasks.done, state.tasks.total), (2, 2));
+        let tasks = c.tasks("r1").unwrap();
+        assert_eq!(
+            tasks[usize::try_from(a.task.shard).unwrap()]
+                .worker
+                .as_deref(),
+            Some("w3")
+        );
+        // A worker that serves every run finds nothing left here.
+        assert!(c.claim(None, "w4", 1_000, 2_004).unwrap().is_none());
+        c.finish_run("r1", "succeeded", 3_000).unwrap();
+        let runs = c.runs().unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(
+            (runs[0].status.as_str(), runs[0].finished_ms),
+            ("succeeded", Some(3_000))
+        );
+    }
+
+    /// Workers that serve every run take the oldest running run's tasks first, and never a
+    /// finished run's.
+    pub(crate) fn any_run_claims_go_oldest_first(c: &dyn Coordinator) {
+        let task = |shard| TaskSpec {
+            shard,
+            buckets: vec![],
+            models: vec![],
+        };
+        let run = |id: &str| RunSpec {
+            id: id.into(),
+            from_ms: 0,
+            to_ms: 1,
+        };
+        c.create_run(&run("old"), &[task(0)], 1).unwrap();
+        c.create_run(&run("new"), &[task(0), task(1)], 2).unwrap();
+        c.create_run(&run("done"), &[task(0)], 0).unwrap();
+        c.finish_run("done", "cancelled", 3).unwrap();
+        let order: Vec<(String, u32)> = std::iter::from_fn(|| {
+            c.claim(None, "w", 1_000, 10)
+                .unwrap()
+                .map(|cl| (cl.run_id, cl.task.shard))
+        })
+        .collect();
+        assert_eq!(
+            order,
+            [("old".into(), 0), ("new".into(), 0), ("new".into(), 1)]
+        );
+    }
+
+    pub(crate) fn retries_follow_the_hint_and_the_attempt_limit(c: &dyn Coordinator) {
+        plan(c, 1);
+        for attempt in 1..=3 {
+            let claim = c.claim(Some("r1"), "w", 1_000, 0).unwrap().unwrap();
+            assert_eq!(claim.attempt, attempt);
+            c.fail(&claim, "store unreachable", RetryHint::Retry, 3, 1)
+                .unwrap();
+        }
+        assert!(c.claim(Some("r1"), "w", 1_000, 5).unwrap().is_none());
+        let t = &c.tasks("r1").unwrap()[0];
+        assert_eq!((t.status.as_str(), t.attempts), ("failed", 3));
+        assert_eq!(t.error.as_deref(), Some("store unreachable"));
+
+        // Planning the run again starts over.
+        plan(c, 1);
+        let claim = c.claim(Some("r1"), "w", 1_000, 0).unwrap().unwrap();
+        assert_eq!(claim.attempt, 1);
+        c.fail(&claim, "corrupt", RetryHint::DoNotRetry, 3, 1)
+            .unwrap();
+        assert_eq!(c.tasks("r1").unwrap()[0].status, "failed");
+    }
+
+    /// Workers on their own connections claim concurrently: every task is claimed exactly
+    /// once.
+    pub(crate) fn concurrent_claims_never_share_a_task(
+        c: &dyn Coordinator,
+        connect: &(dyn Fn() -> Box<dyn Coordinator> + Sync),
+    ) {
+        plan(c, 200);
+        let claimed: Vec<u32> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|w| {
+                    s.spawn(move || {
+                        let mine = connect();
+                        let mut got = Vec::new();
+                        while let Some(claim) =
+                            mine.claim(Some("r1"), &format!("w{w}"), 60_000, 1).unwrap()
+                        {
+                            assert!(mine.complete(&claim, &TaskResult::default(), 2).unwrap());
+                            got.push(claim.task.shard);
+                        }
+                        got
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        let mut sorted = claimed.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..200).collect::<Vec<_>>());
+        assert_eq!(c.run("r1").unwrap().unwrap().tasks.done, 200);
+    }
 }

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     PRIMARY KEY (run_id, shard)
 );
 CREATE INDEX IF NOT EXISTS tasks_claimable ON tasks (run_id, status, lease_until_ms);
+CREATE INDEX IF NOT EXISTS runs_status ON runs (status, created_ms);
 ";
 
 impl SqliteCoordinator {
@@ -103,31 +104,32 @@ impl Coordinator for SqliteCoordinator {
 
     fn claim(
         &self,
-        run_id: &str,
+        run_id: Option<&str>,
         worker: &str,
         lease_ms: i64,
         now_ms: i64,
     ) -> Result<Option<Claim>> {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let row: Option<(String, u32)> = tx
+            let row: Option<(String, String, u32)> = tx
                 .query_row(
                     "UPDATE tasks SET status = 'running', attempts = attempts + 1, worker = ?2,
                          lease_until_ms = ?3 + ?4, started_ms = ?3, error = NULL
                      WHERE rowid = (
-                         SELECT rowid FROM tasks
-                         WHERE run_id = ?1
-                           AND (status = 'pending' OR (status = 'running' AND lease_until_ms < ?3))
-                         ORDER BY shard LIMIT 1)
-                     RETURNING spec, attempts",
+                         SELECT t.rowid FROM tasks t JOIN runs r ON r.id = t.run_id
+                         WHERE (?1 IS NULL OR t.run_id = ?1) AND r.status = 'running'
+                           AND (t.status = 'pending'
+                                OR (t.status = 'running' AND t.lease_until_ms < ?3))
+                         ORDER BY r.created_ms, t.run_id, t.shard LIMIT 1)
+                     RETURNING run_id, spec, attempts",
                     params![run_id, worker, now_ms, lease_ms],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()?;
             tx.commit()?;
-            row.map(|(spec, attempt)| {
+            row.map(|(run_id, spec, attempt)| {
                 Ok(Claim {
-                    run_id: run_id.to_string(),
+                    run_id,
                     task: parse("task spec", &spec)?,
                     attempt,
                     worker: worker.to_string(),
@@ -315,87 +317,41 @@ fn run_state(conn: &Connection, run_id: &str) -> Result<Option<RunState>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::coordinator::ModelRef;
+    use crate::coordinator::contract;
 
-    fn coordinator() -> SqliteCoordinator {
+    fn path(name: &str) -> std::path::PathBuf {
         let path = std::env::temp_dir().join(format!(
-            "fleetscore-coord-{}-{:?}.sqlite",
-            std::process::id(),
-            std::thread::current().id()
+            "fleetscore-coord-{name}-{}.sqlite",
+            std::process::id()
         ));
         let _ = std::fs::remove_file(&path);
-        SqliteCoordinator::open(&path).unwrap()
-    }
-
-    fn plan(c: &SqliteCoordinator, n: u32) -> RunSpec {
-        let run = RunSpec {
-            id: "r1".into(),
-            from_ms: 0,
-            to_ms: 3_600_000,
-        };
-        let tasks: Vec<TaskSpec> = (0..n)
-            .map(|shard| TaskSpec {
-                shard,
-                buckets: vec![shard],
-                models: vec![ModelRef {
-                    device: format!("d{shard}"),
-                    tag: "t".into(),
-                    version: "v".into(),
-                    features: vec!["value".into()],
-                }],
-            })
-            .collect();
-        c.create_run(&run, &tasks, 0).unwrap();
-        run
+        path
     }
 
     #[test]
     fn each_task_is_claimed_once_until_its_lease_expires() {
-        let c = coordinator();
-        plan(&c, 2);
-        let a = c.claim("r1", "w1", 1_000, 10).unwrap().unwrap();
-        let b = c.claim("r1", "w2", 1_000, 10).unwrap().unwrap();
-        assert_ne!(a.task.shard, b.task.shard);
-        assert!(c.claim("r1", "w3", 1_000, 20).unwrap().is_none());
-        // w1 goes silent; after its lease another worker takes the task over.
-        let a2 = c.claim("r1", "w3", 1_000, 2_000).unwrap().unwrap();
-        assert_eq!(a2.task.shard, a.task.shard);
-        assert_eq!(a2.attempt, 2);
-        // The stale attempt can neither heartbeat nor complete.
-        assert!(!c.heartbeat(&a, 1_000, 2_001).unwrap());
-        assert!(!c.complete(&a, &TaskResult::default(), 2_001).unwrap());
-        assert!(c.complete(&a2, &TaskResult::default(), 2_002).unwrap());
-        assert!(c.complete(&b, &TaskResult::default(), 2_003).unwrap());
-        let state = c.run("r1").unwrap().unwrap();
-        assert_eq!(state.tasks.done, 2);
-        let tasks = c.tasks("r1").unwrap();
-        assert_eq!(
-            tasks[usize::try_from(a.task.shard).unwrap()]
-                .worker
-                .as_deref(),
-            Some("w3")
-        );
+        let c = SqliteCoordinator::open(&path("lease")).unwrap();
+        contract::each_task_is_claimed_once_until_its_lease_expires(&c);
+    }
+
+    #[test]
+    fn any_run_claims_go_oldest_first() {
+        let c = SqliteCoordinator::open(&path("any")).unwrap();
+        contract::any_run_claims_go_oldest_first(&c);
     }
 
     #[test]
     fn retries_follow_the_hint_and_the_attempt_limit() {
-        let c = coordinator();
-        plan(&c, 1);
-        for attempt in 1..=3 {
-            let claim = c.claim("r1", "w", 1_000, 0).unwrap().unwrap();
-            assert_eq!(claim.attempt, attempt);
-            c.fail(&claim, "store unreachable", RetryHint::Retry, 3, 1)
-                .unwrap();
-        }
-        assert!(c.claim("r1", "w", 1_000, 5).unwrap().is_none());
-        let t = &c.tasks("r1").unwrap()[0];
-        assert_eq!((t.status.as_str(), t.attempts), ("failed", 3));
-        assert_eq!(t.error.as_deref(), Some("store unreachable"));
+        let c = SqliteCoordinator::open(&path("retry")).unwrap();
+        contract::retries_follow_the_hint_and_the_attempt_limit(&c);
+    }
 
-        plan(&c, 1);
-        let claim = c.claim("r1", "w", 1_000, 0).unwrap().unwrap();
-        c.fail(&claim, "corrupt", RetryHint::DoNotRetry, 3, 1)
-            .unwrap();
-        assert_eq!(c.tasks("r1").unwrap()[0].status, "failed");
+    #[test]
+    fn concurrent_claims_from_many_connections_never_share_a_task() {
+        let p = path("concurrent");
+        let c = SqliteCoordinator::open(&p).unwrap();
+        contract::concurrent_claims_never_share_a_task(&c, &|| {
+            Box::new(SqliteCoordinator::open(&p).unwrap())
+        });
     }
 }

@@ -1,0 +1,448 @@
+//! The coordinator for many machines: a PostgreSQL database that every worker process reaches.
+//! Claims take the first claimable task with `FOR UPDATE SKIP LOCKED` inside the claiming
+//! `UPDATE`, so concurrent workers never wait on each other's rows and never claim the same
+//! attempt; completion and failure are fenced by the attempt number, as in SQLite.
+//!
+//! The connection is re-established when it breaks (PostgreSQL restarted, a network blip):
+//! an operation that fails on a broken connection is retried on a new one for up to
+//! [`RECONNECT_FOR`]. Retrying is safe: a claim whose answer was lost expires with its lease,
+//! and a completion that already happened is refused as stale.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use postgres::error::SqlState;
+use postgres::{Client, NoTls};
+
+use super::{Claim, Coordinator, RunSpec, RunState, TaskCounts, TaskResult, TaskSpec, TaskState};
+use crate::error::{Error, Result, RetryHint};
+
+/// How long an operation keeps reconnecting before it reports the database as unreachable.
+pub const RECONNECT_FOR: Duration = Duration::from_secs(60);
+
+/// A coordinator in PostgreSQL (tables `fleetscore_runs` and `fleetscore_tasks` in the
+/// connection's schema, created if missing).
+pub struct PostgresCoordinator {
+    url: String,
+    /// One connection per process; each operation is one statement or one short transaction.
+    client: Mutex<Option<Client>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS fleetscore_runs (
+    id TEXT PRIMARY KEY,
+    from_ms BIGINT NOT NULL,
+    to_ms BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    finished_ms BIGINT
+);
+CREATE TABLE IF NOT EXISTS fleetscore_tasks (
+    run_id TEXT NOT NULL REFERENCES fleetscore_runs(id),
+    shard INTEGER NOT NULL,
+    spec TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    worker TEXT,
+    lease_until_ms BIGINT,
+    started_ms BIGINT,
+    finished_ms BIGINT,
+    error TEXT,
+    result TEXT,
+    PRIMARY KEY (run_id, shard)
+);
+CREATE INDEX IF NOT EXISTS fleetscore_tasks_claimable
+    ON fleetscore_tasks (run_id, status, lease_until_ms);
+CREATE INDEX IF NOT EXISTS fleetscore_runs_status ON fleetscore_runs (status, created_ms);
+";
+
+/// Serialises schema creation between processes starting at once (`CREATE TABLE IF NOT
+/// EXISTS` alone races on the catalog).
+const SCHEMA_LOCK: i64 = 0x666c_6565_7473;
+
+/// Whether an error means the connection is gone (worth reconnecting), as opposed to a
+/// statement the database refused.
+fn connection_lost(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        // Class 08: connection exceptions; 57P0x: shutdown, crash, cannot connect now.
+        Some(code) => {
+            code.code().starts_with("08")
+                || [
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CRASH_SHUTDOWN,
+                    SqlState::CANNOT_CONNECT_NOW,
+                ]
+                .contains(code)
+        }
+        // No SQL state: I/O or protocol trouble on the socket.
+        None => true,
+    }
+}
+
+/// The error with what the server said (postgres' own `Display` stops at "db error").
+fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+fn to_i32(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+fn to_u32(n: i32) -> u32 {
+    u32::try_from(n).unwrap_or(0)
+}
+
+impl PostgresCoordinator {
+    /// Connects to `url` (`postgres://user@host:port/db`, libpq's parameters such as
+    /// `?options=-csearch_path%3Dfleet` included) and creates the tables if needed.
+    pub fn connect(url: &str) -> Result<PostgresCoordinator> {
+        let c = PostgresCoordinator {
+            url: url.to_string(),
+            client: Mutex::new(None),
+        };
+        c.with(|client| {
+            let mut tx = client.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
+            tx.batch_execute(SCHEMA)?;
+            tx.commit()
+        })?;
+        Ok(c)
+    }
+
+    /// Runs `f` on the connection, connecting first if needed, and on a lost connection again
+    /// on a new one, with backoff, for up to [`RECONNECT_FOR`].
+    fn with<T>(
+        &self,
+        mut f: impl FnMut(&mut Client) -> std::result::Result<T, postgres::Error>,
+    ) -> Result<T> {
+        let mut guard = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let outcome = match guard.as_mut() {
+                Some(client) => f(client),
+                None => Client::connect(&self.url, NoTls).and_then(|mut client| {
+                    let r = f(&mut client);
+                    *guard = Some(client);
+                    r
+                }),
+            };
+            match outcome {
+                Ok(v) => return Ok(v),
+                Err(e) if connection_lost(&e) && started.elapsed() < RECONNECT_FOR => {
+                    *guard = None;
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    if connection_lost(&e) {
+                        *guard = None;
+                    }
+                    return Err(Error::Postgres(describe(&e)));
+                }
+            }
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("serializable")
+}
+
+fn parse<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| Error::Corrupt {
+        what: what.to_string(),
+        message: e.to_string(),
+    })
+}
+
+impl Coordinator for PostgresCoordinator {
+    fn create_run(&self, run: &RunSpec, tasks: &[TaskSpec], now_ms: i64) -> Result<()> {
+        let specs: Vec<(i32, String)> = tasks.iter().map(|t| (to_i32(t.shard), json(t))).collect();
+        self.with(|client| {
+            let mut tx = client.transaction()?;
+            tx.execute("DELETE FROM fleetscore_tasks WHERE run_id = $1", &[&run.id])?;
+            tx.execute(
+                "INSERT INTO fleetscore_runs (id, from_ms, to_ms, status, created_ms)
+                 VALUES ($1, $2, $3, 'running', $4)
+                 ON CONFLICT (id) DO UPDATE SET from_ms = $2, to_ms = $3, status = 'running',
+                     created_ms = $4, finished_ms = NULL",
+                &[&run.id, &run.from_ms, &run.to_ms, &now_ms],
+            )?;
+            let insert = tx.prepare(
+                "INSERT INTO fleetscore_tasks (run_id, shard, spec, status)
+                 VALUES ($1, $2, $3, 'pending')",
+            )?;
+            for (shard, spec) in &specs {
+                tx.execute(&insert, &[&run.id, shard, spec])?;
+            }
+            tx.commit()
+        })
+    }
+
+    fn claim(
+        &self,
+        run_id: Option<&str>,
+        worker: &str,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<Claim>> {
+        let row = self.with(|client| {
+            client.query_opt(
+                "UPDATE fleetscore_tasks SET status = 'running', attempts = attempts + 1,
+                     worker = $2, lease_until_ms = $3::BIGINT + $4::BIGINT, started_ms = $3, error = NULL
+                 WHERE (run_id, shard) = (
+                     SELECT t.run_id, t.shard
+                     FROM fleetscore_tasks t JOIN fleetscore_runs r ON r.id = t.run_id
+                     WHERE ($1::TEXT IS NULL OR t.run_id = $1) AND r.status = 'running'
+                       AND (t.status = 'pending'
+                            OR (t.status = 'running' AND t.lease_until_ms < $3))
+                     ORDER BY r.created_ms, t.run_id, t.shard LIMIT 1
+                     FOR UPDATE OF t SKIP LOCKED)
+                 RETURNING run_id, spec, attempts",
+                &[&run_id, &worker, &now_ms, &lease_ms],
+            )
+        })?;
+        row.map(|r| {
+            Ok(Claim {
+                run_id: r.get(0),
+                task: parse("task spec", r.get::<_, &str>(1))?,
+                attempt: to_u32(r.get(2)),
+                worker: worker.to_string(),
+            })
+        })
+        .transpose()
+    }
+
+    fn heartbeat(&self, claim: &Claim, lease_ms: i64, now_ms: i64) -> Result<bool> {
+        let n = self.with(|client| {
+            client.execute(
+                "UPDATE fleetscore_tasks SET lease_until_ms = $4::BIGINT + $5::BIGINT
+                 WHERE run_id = $1 AND shard = $2 AND attempts = $3 AND status = 'running'",
+                &[
+                    &claim.run_id,
+                    &to_i32(claim.task.shard),
+                    &to_i32(claim.attempt),
+                    &now_ms,
+                    &lease_ms,
+                ],
+            )
+        })?;
+        Ok(n == 1)
+    }
+
+    fn complete(&self, claim: &Claim, result: &TaskResult, now_ms: i64) -> Result<bool> {
+        let result = json(result);
+        let n = self.with(|client| {
+            client.execute(
+                "UPDATE fleetscore_tasks SET status = 'done', finished_ms = $4, result = $5,
+                     lease_until_ms = NULL
+                 WHERE run_id = $1 AND shard = $2 AND attempts = $3 AND status = 'running'",
+                &[
+                    &claim.run_id,
+                    &to_i32(claim.task.shard),
+                    &to_i32(claim.attempt),
+                    &now_ms,
+                    &result,
+                ],
+            )
+        })?;
+        Ok(n == 1)
+    }
+
+    fn fail(
+        &self,
+        claim: &Claim,
+        error: &str,
+        hint: RetryHint,
+        max_attempts: u32,
+        now_ms: i64,
+    ) -> Result<()> {
+        let status = if hint == RetryHint::Retry && claim.attempt < max_attempts {
+            "pending"
+        } else {
+            "failed"
+        };
+        self.with(|client| {
+            client.execute(
+                "UPDATE fleetscore_tasks SET status = $4, error = $5, finished_ms = $6,
+                     lease_until_ms = NULL
+                 WHERE run_id = $1 AND shard = $2 AND attempts = $3 AND status = 'running'",
+                &[
+                    &claim.run_id,
+                    &to_i32(claim.task.shard),
+                    &to_i32(claim.attempt),
+                    &status,
+                    &error,
+                    &now_ms,
+                ],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn run(&self, run_id: &str) -> Result<Option<RunState>> {
+        let (run, counts) = self.with(|client| {
+            let run = client.query_opt(
+                "SELECT from_ms, to_ms, status, created_ms, finished_ms
+                 FROM fleetscore_runs WHERE id = $1",
+                &[&run_id],
+            )?;
+            let counts = client.query(
+                "SELECT status, COUNT(*) FROM fleetscore_tasks WHERE run_id = $1
+                 GROUP BY status",
+                &[&run_id],
+            )?;
+            Ok((run, counts))
+        })?;
+        let Some(run) = run else {
+            return Ok(None);
+        };
+        let mut tasks = TaskCounts::default();
+        for row in counts {
+            let n = u32::try_from(row.get::<_, i64>(1)).unwrap_or(u32::MAX);
+            tasks.total += n;
+            match row.get::<_, &str>(0) {
+                "pending" => tasks.pending = n,
+                "running" => tasks.running = n,
+                "done" => tasks.done = n,
+                _ => tasks.failed += n,
+            }
+        }
+        Ok(Some(RunState {
+            spec: RunSpec {
+                id: run_id.to_string(),
+                from_ms: run.get(0),
+                to_ms: run.get(1),
+            },
+            status: run.get(2),
+            created_ms: run.get(3),
+            finished_ms: run.get(4),
+            tasks,
+        }))
+    }
+
+    fn tasks(&self, run_id: &str) -> Result<Vec<TaskState>> {
+        let rows = self.with(|client| {
+            client.query(
+                "SELECT shard, status, attempts, worker, spec, error, result, started_ms,
+                     finished_ms
+                 FROM fleetscore_tasks WHERE run_id = $1 ORDER BY shard",
+                &[&run_id],
+            )
+        })?;
+        rows.iter()
+            .map(|r| {
+                let spec: TaskSpec = parse("task spec", r.get::<_, &str>(4))?;
+                Ok(TaskState {
+                    shard: to_u32(r.get(0)),
+                    status: r.get(1),
+                    attempts: to_u32(r.get(2)),
+                    worker: r.get(3),
+                    models: spec.models.len(),
+                    error: r.get(5),
+                    result: r
+                        .get::<_, Option<&str>>(6)
+                        .map(|s| parse::<TaskResult>("task result", s))
+                        .transpose()?,
+                    started_ms: r.get(7),
+                    finished_ms: r.get(8),
+                })
+            })
+            .collect()
+    }
+
+    fn finish_run(&self, run_id: &str, status: &str, now_ms: i64) -> Result<()> {
+        self.with(|client| {
+            client.execute(
+                "UPDATE fleetscore_runs SET status = $2, finished_ms = $3 WHERE id = $1",
+                &[&run_id, &status, &now_ms],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn runs(&self) -> Result<Vec<RunState>> {
+        let ids: Vec<String> = self.with(|client| {
+            client
+                .query(
+                    "SELECT id FROM fleetscore_runs ORDER BY created_ms DESC, id DESC",
+                    &[],
+                )
+                .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        })?;
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(s) = self.run(&id)? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::contract;
+
+    /// A coordinator in a schema of its own, on the server `scripts/test` starts.
+    fn coordinator(name: &str) -> Option<PostgresCoordinator> {
+        let Ok(url) = std::env::var("FLEETSCORE_TEST_POSTGRES") else {
+            eprintln!("FLEETSCORE_TEST_POSTGRES not set: PostgreSQL not checked");
+            return None;
+        };
+        let schema = format!("t_{name}_{}", std::process::id());
+        let mut admin = Client::connect(&url, NoTls).unwrap();
+        admin
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+            ))
+            .unwrap();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        Some(
+            PostgresCoordinator::connect(&format!("{url}{sep}options=-csearch_path%3D{schema}"))
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn each_task_is_claimed_once_until_its_lease_expires() {
+        if let Some(c) = coordinator("lease") {
+            contract::each_task_is_claimed_once_until_its_lease_expires(&c);
+        }
+    }
+
+    #[test]
+    fn any_run_claims_go_oldest_first() {
+        if let Some(c) = coordinator("any") {
+            contract::any_run_claims_go_oldest_first(&c);
+        }
+    }
+
+    #[test]
+    fn retries_follow_the_hint_and_the_attempt_limit() {
+        if let Some(c) = coordinator("retry") {
+            contract::retries_follow_the_hint_and_the_attempt_limit(&c);
+        }
+    }
+
+    #[test]
+    fn concurrent_claims_from_many_connections_never_share_a_task() {
+        if let Some(c) = coordinator("concurrent") {
+            let url = c.url.clone();
+            contract::concurrent_claims_never_share_a_task(&c, &|| {
+                Box::new(PostgresCoordinator::connect(&url).unwrap())
+            });
+        }
+    }
+}
