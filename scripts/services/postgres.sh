@@ -13,8 +13,10 @@
 # `postgres` system user (created if missing), which then owns the data directory.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-dir="$root/target/services/postgres"
 port="${POSTGRES_TEST_PORT:-10432}"
+# One server (data directory) per port, so a test can restart a server of its own.
+if [ "$port" = 10432 ]; then suffix=""; else suffix="-$port"; fi
+dir="$root/target/services/postgres$suffix"
 db=fleetscore_test
 url="postgres://postgres@127.0.0.1:$port/$db"
 timeout=30
@@ -25,7 +27,7 @@ unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE PGOPTIONS PGSSLMODE P
 # parent of $root is not traversable by it (e.g. a checkout under /root, mode 0700), or the
 # socket path would be too long for a unix socket (108 bytes), everything the server owns
 # lives under /tmp instead, in a directory named after $UID and a hash of $root.
-alt="/tmp/fleetscore-postgres-$UID-$(printf '%s' "$root" | sha256sum | cut -c1-12)"
+alt="/tmp/fleetscore-postgres-$UID-$(printf '%s' "$root" | sha256sum | cut -c1-12)$suffix"
 
 is_root() { [ "$(id -u)" -eq 0 ]; }
 

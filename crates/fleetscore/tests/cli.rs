@@ -811,3 +811,126 @@ fn a_worker_killed_mid_task_is_replaced_and_the_run_completes_once() {
     rows.dedup();
     assert_eq!(rows.len(), 17768, "duplicated predictions");
 }
+
+/// A PostgreSQL server of this test's own (another port, so restarting it disturbs no other
+/// test), stopped when dropped.
+struct OwnPostgres {
+    port: &'static str,
+    url: String,
+}
+
+impl OwnPostgres {
+    fn script(&self, command: &str) -> Output {
+        std::process::Command::new("bash")
+            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services/postgres.sh"))
+            .arg(command)
+            .env("POSTGRES_TEST_PORT", self.port)
+            .output()
+            .expect("run scripts/services/postgres.sh")
+    }
+
+    fn start(port: &'static str) -> OwnPostgres {
+        let mut pg = OwnPostgres {
+            port,
+            url: String::new(),
+        };
+        let o = pg.script("start");
+        assert!(o.status.success(), "{}", stderr(&o));
+        pg.url = String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .to_string();
+        pg
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = self.script("stop");
+    }
+}
+
+/// PostgreSQL crashes and comes back while a worker is in the middle of a run: the worker
+/// reconnects, and the run completes with every reading predicted once.
+#[test]
+fn workers_reconnect_when_postgresql_restarts_mid_run() {
+    if std::env::var("FLEETSCORE_TEST_POSTGRES").is_err() {
+        eprintln!("FLEETSCORE_TEST_POSTGRES not set: PostgreSQL restarts not checked");
+        return;
+    }
+    let pg = OwnPostgres::start("10433");
+    let dir = tempdir("pg-restart");
+    let store = dir.join("store");
+    let with_db = |args: &[&str]| {
+        let mut all = vec!["--db", pg.url.as_str()];
+        all.extend_from_slice(args);
+        fleet(&store, &all)
+    };
+    let models = models_data("reference/models");
+    let data = models_data("reference/sensor_data.csv");
+    for args in [
+        vec![
+            "models",
+            "import",
+            models.to_str().unwrap(),
+            "--pattern",
+            "model_{device}_{tag}",
+        ],
+        vec!["data", "import", data.to_str().unwrap()],
+        vec![
+            "run",
+            "--detach",
+            "--from",
+            "2018-08-28T00:00:00Z",
+            "--to",
+            "2018-08-30T00:00:00Z",
+            "--run-id",
+            "restart",
+        ],
+    ] {
+        let o = with_db(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    // Each task takes 3 s, so the restart lands in the middle of the run.
+    let worker = bin()
+        .arg("--store")
+        .arg(&store)
+        .args([
+            "--db",
+            &pg.url,
+            "worker",
+            "--threads",
+            "1",
+            "--lease",
+            "30",
+            "--idle-exit",
+            "3",
+            "--name",
+            "steady",
+        ])
+        .env("FLEETSCORE_FAULT_TASK_DELAY_MS", "3000")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start a worker");
+    let claimed = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        String::from_utf8_lossy(&with_db(&["runs", "show", "restart"]).stdout).contains("steady-0")
+    });
+    assert!(claimed, "the worker never claimed a task");
+    let o = pg.script("restart");
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let out = worker.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("(1 runs finished here)"),
+        "{}",
+        stderr(&out)
+    );
+    let show = String::from_utf8(with_db(&["runs", "show", "restart", "--json"]).stdout).unwrap();
+    let record: serde_json::Value = serde_json::from_str(&show).unwrap();
+    assert_eq!(record["status"], "succeeded", "{show}");
+    assert_eq!(record["rows"], 17768, "{show}");
+}

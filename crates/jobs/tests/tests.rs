@@ -545,3 +545,39 @@ fn concurrent_imports_into_one_bucket_keep_every_model() {
     importer.commit().unwrap();
     assert_eq!(registry::list(&f.store).unwrap().len(), 50);
 }
+
+/// A task that cannot succeed (its readings file is corrupt) is failed for good with its
+/// error, without retries that cannot help; the other tasks' models are scored and the run
+/// record names the failed task.
+#[test]
+fn a_poison_task_fails_alone_with_its_error() {
+    let f = fleet("poison");
+    import_reference(&f);
+    let victim = f
+        .store
+        .list(layout::READINGS)
+        .unwrap()
+        .into_iter()
+        .find(|e| e.key.contains(&format!("bucket={:02}/", layout::bucket("1"))))
+        .unwrap();
+    f.store
+        .put(&victim.key, b"PAR1 this is not parquet".to_vec())
+        .unwrap();
+    let record = run::run(
+        &f.store,
+        f.coordinator.as_ref(),
+        FROM,
+        TO,
+        None,
+        &options(2),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(record.status, "completed_with_failures");
+    assert_eq!(record.tasks_failed, 1, "{record:?}");
+    let failure = &record.task_failures[0];
+    assert_eq!(failure.attempts, 1, "a corrupt file is not retried");
+    assert!(failure.error.contains(&victim.key), "{failure:?}");
+    // Device 1's five models were in the failed task; the other ten were scored.
+    assert_eq!(record.models_scored, 10, "{record:?}");
+}
