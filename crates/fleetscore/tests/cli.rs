@@ -822,7 +822,10 @@ struct OwnPostgres {
 impl OwnPostgres {
     fn script(&self, command: &str) -> Output {
         std::process::Command::new("bash")
-            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services/postgres.sh"))
+            .arg(
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../scripts/services/postgres.sh"),
+            )
             .arg(command)
             .env("POSTGRES_TEST_PORT", self.port)
             .output()

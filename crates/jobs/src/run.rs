@@ -271,6 +271,7 @@ pub fn execute_task(
     spec: &RunSpec,
     task: &TaskSpec,
     worker: &str,
+    attempt: u32,
 ) -> Result<TaskResult> {
     let started = Instant::now();
     let mut log = String::new();
@@ -410,7 +411,12 @@ pub fn execute_task(
         &[batch],
         &["window_start", "window_end", "run_id"],
     )?;
-    store.put(&layout::predictions(&spec.id, task.shard), bytes)?;
+    // The first complete write wins: an attempt that lost its claim (paused, partitioned) and
+    // wakes up after a newer attempt wrote cannot replace that output. Attempts compute the
+    // same predictions from the same plan, so whichever lands first is the task's.
+    if !store.put_if_absent(&layout::predictions(&spec.id, task.shard), bytes)? {
+        line("predictions were already written by an earlier attempt: kept".into());
+    }
     result.write_seconds = write_started.elapsed().as_secs_f64();
     line(format!(
         "done: {} models scored, {} without data, {} failed; {} rows, {} anomalies; read {:.3}s, score {:.3}s, write {:.3}s",
@@ -423,7 +429,10 @@ pub fn execute_task(
         result.score_seconds,
         result.write_seconds
     ));
-    store.put(&layout::task_log(&spec.id, task.shard), log.into_bytes())?;
+    store.put(
+        &layout::task_log(&spec.id, task.shard, attempt),
+        log.into_bytes(),
+    )?;
     Ok(result)
 }
 
@@ -439,7 +448,7 @@ fn execute_claim(
         if let Some(delay) = fault_task_delay() {
             std::thread::sleep(delay);
         }
-        execute_task(store, spec, &claim.task, &claim.worker)
+        execute_task(store, spec, &claim.task, &claim.worker, claim.attempt)
     });
     match outcome {
         Ok(result) => {
@@ -680,13 +689,10 @@ pub fn start(
         options.workers.max(1) * 4,
         options.max_models_per_task,
     )?;
-    let keep: BTreeSet<String> = plan
-        .tasks
-        .iter()
-        .map(|t| layout::predictions(&id, t.shard))
-        .collect();
-    for entry in store.list(&layout::predictions_dir(&id))? {
-        if !keep.contains(&entry.key) {
+    // Running a window again replaces its outputs: a task writes its predictions once per run
+    // (see `execute_task`), so the earlier run's go first.
+    for dir in [layout::predictions_dir(&id), layout::logs_dir(&id)] {
+        for entry in store.list(&dir)? {
             store.delete(&entry.key)?;
         }
     }

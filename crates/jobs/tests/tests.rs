@@ -558,7 +558,10 @@ fn a_poison_task_fails_alone_with_its_error() {
         .list(layout::READINGS)
         .unwrap()
         .into_iter()
-        .find(|e| e.key.contains(&format!("bucket={:02}/", layout::bucket("1"))))
+        .find(|e| {
+            e.key
+                .contains(&format!("bucket={:02}/", layout::bucket("1")))
+        })
         .unwrap();
     f.store
         .put(&victim.key, b"PAR1 this is not parquet".to_vec())
@@ -580,4 +583,48 @@ fn a_poison_task_fails_alone_with_its_error() {
     assert!(failure.error.contains(&victim.key), "{failure:?}");
     // Device 1's five models were in the failed task; the other ten were scored.
     assert_eq!(record.models_scored, 10, "{record:?}");
+}
+
+/// A worker that lost its claim (paused, partitioned) and wakes up after a newer attempt
+/// wrote the task's predictions cannot replace them, even if what it computed differs.
+#[test]
+fn a_stale_attempt_cannot_replace_a_newer_attempts_predictions() {
+    let f = fleet("stale");
+    import_reference(&f);
+    let (spec, _) = run::start(
+        &f.store,
+        f.coordinator.as_ref(),
+        FROM,
+        TO,
+        None,
+        &options(1),
+    )
+    .unwrap();
+    let task = f
+        .coordinator
+        .claim(Some(&spec.id), "newer", 60_000, run::now_ms())
+        .unwrap()
+        .unwrap()
+        .task;
+    let newer = run::execute_task(&f.store, &spec, &task, "newer", 2).unwrap();
+    assert!(newer.rows > 0);
+    let key = layout::predictions(&spec.id, task.shard);
+    let written = f.store.get(&key).unwrap();
+    // The stale attempt finds the world changed (here: the readings gone) and computes
+    // something else; its output is refused and its log says so.
+    for e in f.store.list(layout::READINGS).unwrap() {
+        f.store.delete(&e.key).unwrap();
+    }
+    let stale = run::execute_task(&f.store, &spec, &task, "stale", 1).unwrap();
+    assert_eq!(stale.rows, 0);
+    assert_eq!(f.store.get(&key).unwrap(), written);
+    let log = f
+        .store
+        .get(&layout::task_log(&spec.id, task.shard, 1))
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&log).contains("already written by an earlier attempt: kept"),
+        "{}",
+        String::from_utf8_lossy(&log)
+    );
 }

@@ -11,7 +11,7 @@
 //!                                                  readings (ts, device, tag, value) of one
 //!                                                  hour and device bucket, one file per import
 //! predictions/run={run}/shard-{NNNNN}.parquet      one shard task's predictions
-//! logs/run={run}/shard-{NNNNN}.log                 that task's log and timings
+//! logs/run={run}/shard-{NNNNN}.attempt-{K}.log     each attempt's log and timings
 //! runs/{run}.json                                  the run record
 //! ```
 //!
@@ -154,9 +154,14 @@ pub fn predictions_dir(run: &str) -> String {
     format!("predictions/run={run}")
 }
 
-/// One shard's log.
-pub fn task_log(run: &str, shard: u32) -> String {
-    format!("logs/run={run}/shard-{shard:05}.log")
+/// The log of one attempt at a shard (every attempt's log is kept).
+pub fn task_log(run: &str, shard: u32, attempt: u32) -> String {
+    format!("logs/run={run}/shard-{shard:05}.attempt-{attempt}.log")
+}
+
+/// Folder of a run's task logs.
+pub fn logs_dir(run: &str) -> String {
+    format!("logs/run={run}")
 }
 
 /// A run's record.
