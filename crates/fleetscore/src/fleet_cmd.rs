@@ -172,11 +172,27 @@ pub struct WorkerArgs {
     pub name: Option<String>,
 }
 
+/// `fleetscore workers`.
+#[derive(Debug, Args)]
+pub struct WorkersArgs {
+    /// Workers seen in the last this many seconds (and any holding a task now).
+    #[arg(long, default_value_t = 3_600)]
+    pub since: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `fleetscore runs ...`.
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
     /// List runs, newest first.
     List,
+    /// Cancel a running run: no more of its tasks are started; tasks being executed finish.
+    Cancel {
+        /// Run id.
+        id: String,
+    },
     /// Show a run's record and its tasks.
     Show {
         /// Run id.
@@ -497,6 +513,44 @@ pub fn run(args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
     })
 }
 
+/// `fleetscore workers`: the workers the coordinator has seen.
+pub fn workers(args: &StoreArgs, a: WorkersArgs) -> Result<ExitCode> {
+    let coordinator = args.coordinator()?;
+    let now = run::now_ms();
+    let since = now - i64::try_from(a.since.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let mut out = std::io::stdout().lock();
+    let workers = coordinator.workers(since)?;
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&workers)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "worker                          last seen   done  failed  running"
+    )?;
+    for w in workers {
+        let running: Vec<String> = w
+            .running
+            .iter()
+            .map(|(run, shard)| format!("{run}/{shard}"))
+            .collect();
+        writeln!(
+            out,
+            "{:<31} {:<11} {:<5} {:<7} {}",
+            w.worker,
+            format!("{:.1}s ago", (now - w.last_seen_ms) as f64 / 1000.0),
+            w.done,
+            w.failed,
+            if running.is_empty() {
+                "-".to_string()
+            } else {
+                running.join(" ")
+            }
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `fleetscore worker`: serves every run in the coordinator, on all cores.
 pub fn worker(args: &StoreArgs, a: WorkerArgs) -> Result<ExitCode> {
     let store = args.open()?;
@@ -568,6 +622,19 @@ pub fn runs(args: &StoreArgs, command: RunsCommand) -> Result<ExitCode> {
                 )?;
             }
         }
+        RunsCommand::Cancel { id } => {
+            if coordinator.run(&id)?.is_none() {
+                bail!("no run {id:?}");
+            }
+            if run::cancel(&store, coordinator.as_ref(), &id)? {
+                writeln!(
+                    out,
+                    "run {id}: cancelled; tasks being executed finish, no other starts"
+                )?;
+            } else {
+                bail!("run {id:?} is not running");
+            }
+        }
         RunsCommand::Show { id, json } => {
             let record = run::record(&store, &id)?;
             let state = coordinator.run(&id)?;
@@ -609,17 +676,23 @@ pub fn runs(args: &StoreArgs, command: RunsCommand) -> Result<ExitCode> {
             writeln!(out, "tasks:")?;
             writeln!(
                 out,
-                "  shard  status   attempts  worker                models  rows      seconds"
+                "  shard  status    attempts  worker                models  rows      seconds  heartbeat"
             )?;
+            let now = run::now_ms();
             for t in coordinator.tasks(&id)? {
                 let rows = t.result.as_ref().map_or(0, |r| r.rows);
                 let secs = match (t.started_ms, t.finished_ms) {
                     (Some(a), Some(b)) => format!("{:.3}", (b - a) as f64 / 1000.0),
                     _ => "-".into(),
                 };
+                // How long ago a task being executed last showed life.
+                let heartbeat = match (t.status.as_str(), t.heartbeat_ms) {
+                    ("running", Some(h)) => format!("{:.1}s ago", (now - h) as f64 / 1000.0),
+                    _ => "-".into(),
+                };
                 writeln!(
                     out,
-                    "  {:<6} {:<8} {:<9} {:<21} {:<7} {:<9} {secs}{}",
+                    "  {:<6} {:<9} {:<9} {:<21} {:<7} {:<9} {secs:<8} {heartbeat}{}",
                     t.shard,
                     t.status,
                     t.attempts,

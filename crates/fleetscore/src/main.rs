@@ -41,6 +41,9 @@ enum Command {
     /// Execute the tasks of every run in a shared coordinator (PostgreSQL) and store: a
     /// stateless worker, one of many on many machines.
     Worker(fleet_cmd::WorkerArgs),
+    /// The workers the coordinator has seen: what they hold, what they did, when they were
+    /// last seen.
+    Workers(fleet_cmd::WorkersArgs),
     /// Past and current runs.
     Runs {
         #[command(subcommand)]
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         } => fleet_cmd::data_import(&cli.store, args),
         Command::Run(args) => fleet_cmd::run(&cli.store, args),
         Command::Worker(args) => fleet_cmd::worker(&cli.store, args),
+        Command::Workers(args) => fleet_cmd::workers(&cli.store, args),
         Command::Runs { command } => fleet_cmd::runs(&cli.store, command),
         Command::Predictions { command } => fleet_cmd::predictions(&cli.store, command),
     };

@@ -788,6 +788,16 @@ fn a_worker_killed_mid_task_is_replaced_and_the_run_completes_once() {
         "{tasks}"
     );
 
+    let workers = String::from_utf8(with_db(&["workers", "--json"]).stdout).unwrap();
+    let workers: serde_json::Value = serde_json::from_str(&workers).unwrap();
+    let survivor = workers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["worker"] == "survivor-0")
+        .expect("the survivor is listed");
+    assert_eq!(survivor["done"], 3, "{workers}");
+
     // Exactly once: the export holds every reading once, as scikit-learn predicts it.
     let out = dir.join("export");
     let o = with_db(&[
@@ -936,4 +946,87 @@ fn workers_reconnect_when_postgresql_restarts_mid_run() {
     let record: serde_json::Value = serde_json::from_str(&show).unwrap();
     assert_eq!(record["status"], "succeeded", "{show}");
     assert_eq!(record["rows"], 17768, "{show}");
+}
+
+/// A run planned for workers and cancelled before any picks it up: its record says so, and a
+/// worker that comes later finds nothing to do. (Worker processes on one machine can share
+/// the embedded SQLite coordinator too.)
+#[test]
+fn a_cancelled_run_is_not_executed() {
+    let dir = tempdir("cancel");
+    let store = dir.join("store");
+    let models = models_data("reference/models");
+    let data = models_data("reference/sensor_data.csv");
+    for args in [
+        vec![
+            "models",
+            "import",
+            models.to_str().unwrap(),
+            "--pattern",
+            "model_{device}_{tag}",
+        ],
+        vec!["data", "import", data.to_str().unwrap()],
+        vec![
+            "run",
+            "--detach",
+            "--from",
+            "2018-08-28T00:00:00Z",
+            "--to",
+            "2018-08-30T00:00:00Z",
+            "--run-id",
+            "c",
+        ],
+        vec!["runs", "cancel", "c"],
+    ] {
+        let o = fleet(&store, &args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    }
+    let o = fleet(&store, &["runs", "cancel", "c"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("run \"c\" is not running"),
+        "{}",
+        stderr(&o)
+    );
+    let o = fleet(&store, &["worker", "--idle-exit", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("after 0 tasks"), "{}", stderr(&o));
+    let show = String::from_utf8(fleet(&store, &["runs", "show", "c", "--json"]).stdout).unwrap();
+    let record: serde_json::Value = serde_json::from_str(&show).unwrap();
+    assert_eq!(record["status"], "cancelled", "{show}");
+    assert_eq!(record["rows"], 0, "{show}");
+    let list = String::from_utf8(fleet(&store, &["runs", "list"]).stdout).unwrap();
+    assert!(list.starts_with("c\tcancelled"), "{list}");
+}
+
+/// The Kubernetes manifests and the Dockerfile in `deploy/` parse, and every setting the
+/// worker Deployment and the CronJob pass through the environment is one the binary reads
+/// (checked against its own `--help`).
+#[test]
+fn deploy_manifests_parse_and_configure_only_known_settings() {
+    let Ok(python) = std::env::var("FLEETSCORE_TEST_PYTHON") else {
+        eprintln!("FLEETSCORE_TEST_PYTHON not set: deploy/ manifests not checked");
+        return;
+    };
+    let dir = tempdir("deploy");
+    let worker_help = dir.join("worker-help.txt");
+    let global_help = dir.join("global-help.txt");
+    std::fs::write(&worker_help, run(&["worker", "--help"]).stdout).unwrap();
+    std::fs::write(&global_help, run(&["--help"]).stdout).unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let o = std::process::Command::new(python)
+        .arg(root.join("scripts/check-deploy.py"))
+        .arg("--worker-help")
+        .arg(&worker_help)
+        .arg("--global-help")
+        .arg(&global_help)
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
 }

@@ -861,6 +861,24 @@ pub fn run(
     }
 }
 
+/// Cancels a running run: no task of it is claimed any more (tasks being executed finish),
+/// and its record says `cancelled`. False if the run was not running.
+pub fn cancel(store: &Store, coordinator: &dyn Coordinator, run_id: &str) -> Result<bool> {
+    let now = now_ms();
+    if !coordinator.cancel_run(run_id, now)? {
+        return Ok(false);
+    }
+    if let Some(mut record) = record(store, run_id)? {
+        record.status = "cancelled".into();
+        record.finished_at = rfc3339(now);
+        store.put(
+            &layout::run_record(run_id),
+            serde_json::to_vec_pretty(&record).expect("serializable"),
+        )?;
+    }
+    Ok(true)
+}
+
 /// Reads a run record from the store.
 pub fn record(store: &Store, run_id: &str) -> Result<Option<RunRecord>> {
     let key = layout::run_record(run_id);

@@ -112,6 +112,9 @@ pub struct TaskState {
     pub result: Option<TaskResult>,
     /// Start of the latest attempt, epoch ms.
     pub started_ms: Option<i64>,
+    /// The latest attempt's last sign of life (its claim or latest heartbeat), epoch ms.
+    #[serde(default)]
+    pub heartbeat_ms: Option<i64>,
     /// End, epoch ms.
     pub finished_ms: Option<i64>,
 }
@@ -144,6 +147,21 @@ pub struct TaskCounts {
     pub done: u32,
     /// Failed for good.
     pub failed: u32,
+}
+
+/// A worker as the coordinator has seen it (from the tasks it claimed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerState {
+    /// The worker's name (`{prefix}-{thread}`).
+    pub worker: String,
+    /// Tasks it holds now: (run id, shard).
+    pub running: Vec<(String, u32)>,
+    /// Tasks it completed (latest attempts only).
+    pub done: u32,
+    /// Tasks whose latest attempt it failed.
+    pub failed: u32,
+    /// Its last sign of life (claim or heartbeat), epoch ms.
+    pub last_seen_ms: i64,
 }
 
 /// Where runs and tasks live.
@@ -181,6 +199,38 @@ pub trait Coordinator: Send + Sync {
     fn finish_run(&self, run_id: &str, status: &str, now_ms: i64) -> Result<()>;
     /// Every run, newest first.
     fn runs(&self) -> Result<Vec<RunState>>;
+    /// Cancels a running run: its pending tasks are not claimed any more (they end
+    /// `cancelled`); tasks being executed finish. False if the run is not running.
+    fn cancel_run(&self, run_id: &str, now_ms: i64) -> Result<bool>;
+    /// Every worker that holds a task of any run or was last seen at or after `since_ms`, by
+    /// name.
+    fn workers(&self, since_ms: i64) -> Result<Vec<WorkerState>>;
+}
+
+/// Folds (worker, run, shard, status, last seen) rows into [`WorkerState`]s, by name.
+pub(crate) fn fold_workers(
+    rows: impl IntoIterator<Item = (String, String, u32, String, i64)>,
+) -> Vec<WorkerState> {
+    let mut by_name: std::collections::BTreeMap<String, WorkerState> = Default::default();
+    for (worker, run_id, shard, status, seen) in rows {
+        let w = by_name
+            .entry(worker.clone())
+            .or_insert_with(|| WorkerState {
+                worker,
+                running: Vec::new(),
+                done: 0,
+                failed: 0,
+                last_seen_ms: seen,
+            });
+        w.last_seen_ms = w.last_seen_ms.max(seen);
+        match status.as_str() {
+            "running" => w.running.push((run_id, shard)),
+            "done" => w.done += 1,
+            "failed" | "pending" => w.failed += 1,
+            _ => {}
+        }
+    }
+    by_name.into_values().collect()
 }
 
 /// The behaviour every coordinator must have, as test functions each implementation runs.
@@ -236,6 +286,13 @@ pub(crate) mod contract {
         );
         // A worker that serves every run finds nothing left here.
         assert!(c.claim(None, "w4", 1_000, 2_004).unwrap().is_none());
+        let workers = c.workers(0).unwrap();
+        let names: Vec<(&str, u32, i64)> = workers
+            .iter()
+            .map(|w| (w.worker.as_str(), w.done, w.last_seen_ms))
+            .collect();
+        assert_eq!(names, [("w2", 1, 10), ("w3", 1, 2_000)]);
+        assert!(c.workers(1_000).unwrap().iter().all(|w| w.worker == "w3"));
         c.finish_run("r1", "succeeded", 3_000).unwrap();
         let runs = c.runs().unwrap();
         assert_eq!(runs.len(), 1);
@@ -243,6 +300,38 @@ pub(crate) mod contract {
             (runs[0].status.as_str(), runs[0].finished_ms),
             ("succeeded", Some(3_000))
         );
+    }
+
+    /// Heartbeats are visible; a cancelled run's pending tasks are never claimed, and its
+    /// running ones can still complete.
+    pub(crate) fn heartbeats_show_and_cancel_stops_claims(c: &dyn Coordinator) {
+        plan(c, 3);
+        let a = c.claim(Some("r1"), "w1", 1_000, 10).unwrap().unwrap();
+        assert!(c.heartbeat(&a, 1_000, 500).unwrap());
+        let held = c.tasks("r1").unwrap()[0].clone();
+        assert_eq!(
+            (held.worker.as_deref(), held.heartbeat_ms),
+            (Some("w1"), Some(500))
+        );
+        let w = &c.workers(0).unwrap()[0];
+        assert_eq!(
+            (w.running.clone(), w.last_seen_ms),
+            (vec![("r1".into(), 0)], 500)
+        );
+        assert!(c.cancel_run("r1", 600).unwrap());
+        assert!(!c.cancel_run("r1", 601).unwrap(), "already cancelled");
+        assert!(c.claim(Some("r1"), "w2", 1_000, 700).unwrap().is_none());
+        assert!(c.claim(None, "w2", 1_000, 700).unwrap().is_none());
+        assert!(c.complete(&a, &TaskResult::default(), 800).unwrap());
+        let state = c.run("r1").unwrap().unwrap();
+        assert_eq!(state.status, "cancelled");
+        let statuses: Vec<String> = c
+            .tasks("r1")
+            .unwrap()
+            .into_iter()
+            .map(|t| t.status)
+            .collect();
+        assert_eq!(statuses, ["done", "cancelled", "cancelled"]);
     }
 
     /// Workers that serve every run take the oldest running run's tasks first, and never a

@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 
-use super::{Claim, Coordinator, RunSpec, RunState, TaskCounts, TaskResult, TaskSpec, TaskState};
+use super::{
+    Claim, Coordinator, RunSpec, RunState, TaskCounts, TaskResult, TaskSpec, TaskState,
+    WorkerState, fold_workers,
+};
 use crate::error::{Error, Result, RetryHint};
 
 /// How long an operation keeps reconnecting before it reports the database as unreachable.
@@ -54,6 +57,7 @@ CREATE TABLE IF NOT EXISTS fleetscore_tasks (
 CREATE INDEX IF NOT EXISTS fleetscore_tasks_claimable
     ON fleetscore_tasks (run_id, status, lease_until_ms);
 CREATE INDEX IF NOT EXISTS fleetscore_runs_status ON fleetscore_runs (status, created_ms);
+ALTER TABLE fleetscore_tasks ADD COLUMN IF NOT EXISTS heartbeat_ms BIGINT;
 ";
 
 /// Serialises schema creation between processes starting at once (`CREATE TABLE IF NOT
@@ -199,7 +203,8 @@ impl Coordinator for PostgresCoordinator {
         let row = self.with(|client| {
             client.query_opt(
                 "UPDATE fleetscore_tasks SET status = 'running', attempts = attempts + 1,
-                     worker = $2, lease_until_ms = $3::BIGINT + $4::BIGINT, started_ms = $3, error = NULL
+                     worker = $2, lease_until_ms = $3::BIGINT + $4::BIGINT, started_ms = $3,
+                     heartbeat_ms = $3, error = NULL
                  WHERE (run_id, shard) = (
                      SELECT t.run_id, t.shard
                      FROM fleetscore_tasks t JOIN fleetscore_runs r ON r.id = t.run_id
@@ -226,7 +231,7 @@ impl Coordinator for PostgresCoordinator {
     fn heartbeat(&self, claim: &Claim, lease_ms: i64, now_ms: i64) -> Result<bool> {
         let n = self.with(|client| {
             client.execute(
-                "UPDATE fleetscore_tasks SET lease_until_ms = $4::BIGINT + $5::BIGINT
+                "UPDATE fleetscore_tasks SET lease_until_ms = $4::BIGINT + $5::BIGINT, heartbeat_ms = $4
                  WHERE run_id = $1 AND shard = $2 AND attempts = $3 AND status = 'running'",
                 &[
                     &claim.run_id,
@@ -335,7 +340,7 @@ impl Coordinator for PostgresCoordinator {
         let rows = self.with(|client| {
             client.query(
                 "SELECT shard, status, attempts, worker, spec, error, result, started_ms,
-                     finished_ms
+                     finished_ms, heartbeat_ms
                  FROM fleetscore_tasks WHERE run_id = $1 ORDER BY shard",
                 &[&run_id],
             )
@@ -356,6 +361,7 @@ impl Coordinator for PostgresCoordinator {
                         .transpose()?,
                     started_ms: r.get(7),
                     finished_ms: r.get(8),
+                    heartbeat_ms: r.get(9),
                 })
             })
             .collect()
@@ -369,6 +375,39 @@ impl Coordinator for PostgresCoordinator {
             )
         })?;
         Ok(())
+    }
+
+    fn cancel_run(&self, run_id: &str, now_ms: i64) -> Result<bool> {
+        self.with(|client| {
+            let mut tx = client.transaction()?;
+            let n = tx.execute(
+                "UPDATE fleetscore_runs SET status = 'cancelled', finished_ms = $2
+                 WHERE id = $1 AND status = 'running'",
+                &[&run_id, &now_ms],
+            )?;
+            tx.execute(
+                "UPDATE fleetscore_tasks SET status = 'cancelled', finished_ms = $2
+                 WHERE run_id = $1 AND status = 'pending'",
+                &[&run_id, &now_ms],
+            )?;
+            tx.commit()?;
+            Ok(n == 1)
+        })
+    }
+
+    fn workers(&self, since_ms: i64) -> Result<Vec<WorkerState>> {
+        let rows = self.with(|client| {
+            client.query(
+                "SELECT worker, run_id, shard, status, COALESCE(heartbeat_ms, started_ms, 0)
+                 FROM fleetscore_tasks
+                 WHERE worker IS NOT NULL
+                   AND (status = 'running' OR COALESCE(heartbeat_ms, started_ms, 0) >= $1)",
+                &[&since_ms],
+            )
+        })?;
+        Ok(fold_workers(rows.iter().map(|r| {
+            (r.get(0), r.get(1), to_u32(r.get(2)), r.get(3), r.get(4))
+        })))
     }
 
     fn runs(&self) -> Result<Vec<RunState>> {
@@ -419,6 +458,13 @@ mod tests {
     fn each_task_is_claimed_once_until_its_lease_expires() {
         if let Some(c) = coordinator("lease") {
             contract::each_task_is_claimed_once_until_its_lease_expires(&c);
+        }
+    }
+
+    #[test]
+    fn heartbeats_show_and_cancel_stops_claims() {
+        if let Some(c) = coordinator("cancel") {
+            contract::heartbeats_show_and_cancel_stops_claims(&c);
         }
     }
 

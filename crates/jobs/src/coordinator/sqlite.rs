@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{Claim, Coordinator, RunSpec, RunState, TaskCounts, TaskResult, TaskSpec, TaskState};
+use super::{
+    Claim, Coordinator, RunSpec, RunState, TaskCounts, TaskResult, TaskSpec, TaskState,
+    WorkerState, fold_workers,
+};
 use crate::error::{Error, Result, RetryHint};
 
 /// A coordinator in a SQLite file.
@@ -57,6 +60,15 @@ impl SqliteCoordinator {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
+        // Databases made before heartbeat times were kept gain the column.
+        let has_heartbeat: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('tasks') WHERE name = 'heartbeat_ms'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_heartbeat {
+            conn.execute_batch("ALTER TABLE tasks ADD COLUMN heartbeat_ms INTEGER")?;
+        }
         Ok(SqliteCoordinator {
             conn: Mutex::new(conn),
         })
@@ -114,7 +126,8 @@ impl Coordinator for SqliteCoordinator {
             let row: Option<(String, String, u32)> = tx
                 .query_row(
                     "UPDATE tasks SET status = 'running', attempts = attempts + 1, worker = ?2,
-                         lease_until_ms = ?3 + ?4, started_ms = ?3, error = NULL
+                         lease_until_ms = ?3 + ?4, started_ms = ?3, heartbeat_ms = ?3,
+                         error = NULL
                      WHERE rowid = (
                          SELECT t.rowid FROM tasks t JOIN runs r ON r.id = t.run_id
                          WHERE (?1 IS NULL OR t.run_id = ?1) AND r.status = 'running'
@@ -142,7 +155,7 @@ impl Coordinator for SqliteCoordinator {
     fn heartbeat(&self, claim: &Claim, lease_ms: i64, now_ms: i64) -> Result<bool> {
         self.with(|conn| {
             let n = conn.execute(
-                "UPDATE tasks SET lease_until_ms = ?4 + ?5
+                "UPDATE tasks SET lease_until_ms = ?4 + ?5, heartbeat_ms = ?4
                  WHERE run_id = ?1 AND shard = ?2 AND attempts = ?3 AND status = 'running'",
                 params![
                     claim.run_id,
@@ -204,7 +217,8 @@ impl Coordinator for SqliteCoordinator {
     fn tasks(&self, run_id: &str) -> Result<Vec<TaskState>> {
         self.with(|conn| {
             let mut stmt = conn.prepare(
-                "SELECT shard, status, attempts, worker, spec, error, result, started_ms, finished_ms
+                "SELECT shard, status, attempts, worker, spec, error, result, started_ms,
+                     finished_ms, heartbeat_ms
                  FROM tasks WHERE run_id = ?1 ORDER BY shard",
             )?;
             let rows = stmt.query_map(params![run_id], |r| {
@@ -218,11 +232,23 @@ impl Coordinator for SqliteCoordinator {
                     r.get::<_, Option<String>>(6)?,
                     r.get::<_, Option<i64>>(7)?,
                     r.get::<_, Option<i64>>(8)?,
+                    r.get::<_, Option<i64>>(9)?,
                 ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (shard, status, attempts, worker, spec, error, result, started_ms, finished_ms) = row?;
+                let (
+                    shard,
+                    status,
+                    attempts,
+                    worker,
+                    spec,
+                    error,
+                    result,
+                    started_ms,
+                    finished_ms,
+                    heartbeat_ms,
+                ) = row?;
                 let spec: TaskSpec = parse("task spec", &spec)?;
                 out.push(TaskState {
                     shard,
@@ -231,8 +257,11 @@ impl Coordinator for SqliteCoordinator {
                     worker,
                     models: spec.models.len(),
                     error,
-                    result: result.map(|r| parse::<TaskResult>("task result", &r)).transpose()?,
+                    result: result
+                        .map(|r| parse::<TaskResult>("task result", &r))
+                        .transpose()?,
                     started_ms,
+                    heartbeat_ms,
                     finished_ms,
                 });
             }
@@ -247,6 +276,42 @@ impl Coordinator for SqliteCoordinator {
                 params![run_id, status, now_ms],
             )?;
             Ok(())
+        })
+    }
+
+    fn cancel_run(&self, run_id: &str, now_ms: i64) -> Result<bool> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE runs SET status = 'cancelled', finished_ms = ?2
+                 WHERE id = ?1 AND status = 'running'",
+                params![run_id, now_ms],
+            )?;
+            tx.execute(
+                "UPDATE tasks SET status = 'cancelled', finished_ms = ?2
+                 WHERE run_id = ?1 AND status = 'pending'",
+                params![run_id, now_ms],
+            )?;
+            tx.commit()?;
+            Ok(n == 1)
+        })
+    }
+
+    fn workers(&self, since_ms: i64) -> Result<Vec<WorkerState>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT worker, run_id, shard, status,
+                     COALESCE(heartbeat_ms, started_ms, 0)
+                 FROM tasks
+                 WHERE worker IS NOT NULL
+                   AND (status = 'running' OR COALESCE(heartbeat_ms, started_ms, 0) >= ?1)",
+            )?;
+            let rows = stmt
+                .query_map(params![since_ms], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok(fold_workers(rows))
         })
     }
 
@@ -332,6 +397,12 @@ mod tests {
     fn each_task_is_claimed_once_until_its_lease_expires() {
         let c = SqliteCoordinator::open(&path("lease")).unwrap();
         contract::each_task_is_claimed_once_until_its_lease_expires(&c);
+    }
+
+    #[test]
+    fn heartbeats_show_and_cancel_stops_claims() {
+        let c = SqliteCoordinator::open(&path("cancel")).unwrap();
+        contract::heartbeats_show_and_cancel_stops_claims(&c);
     }
 
     #[test]

@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""Checks the deployment files in deploy/ against each other and against the binary.
+
+    fleetscore worker --help > /tmp/w.txt
+    fleetscore --help > /tmp/g.txt
+    python3 scripts/check-deploy.py --worker-help /tmp/w.txt --global-help /tmp/g.txt
+
+Checks that:
+- every YAML file under deploy/k8s parses, and every document has apiVersion, kind and
+  metadata.name (and metadata.namespace = the Namespace defined there, when namespaced);
+- every FLEETSCORE_* variable the manifests set (container env, and the Secret's keys) is one
+  the binary reads (`[env: NAME=` in the help texts: the worker's for the worker Deployment
+  and the Secret, the global one for other workloads);
+- every envFrom/secretKeyRef Secret and the TriggerAuthentication's secret keys exist;
+- the ScaledObject's scaleTargetRef names a Deployment defined there, its authenticationRef
+  a TriggerAuthentication defined there, and its query uses only tables the PostgreSQL
+  coordinator creates;
+- the Dockerfile's final stage has ENTRYPOINT fleetscore and a non-root USER.
+
+Needs PyYAML. Exits 0 with a one-line summary, 1 with the problems listed.
+"""
+import argparse
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+
+try:
+    import yaml
+except ImportError:
+    sys.exit("check-deploy: needs PyYAML (pip install pyyaml, or use .venv/test/bin/python)")
+
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "deploy" / "k8s"
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+POSTGRES_RS = ROOT / "crates" / "jobs" / "src" / "coordinator" / "postgres.rs"
+
+# Kinds without a namespace (or not Kubernetes objects at all).
+CLUSTER_KINDS = {"Namespace", "Kustomization", "ClusterTriggerAuthentication"}
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
+
+
+def env_names(help_file):
+    text = Path(help_file).read_text()
+    names = set(re.findall(r"\[env: ([A-Z0-9_]+)=", text))
+    if not names:
+        raise SystemExit(f"check-deploy: no `[env: NAME=` in {help_file}: is it `--help` output?")
+    return names
+
+
+def pod_spec(doc):
+    spec = doc.get("spec") or {}
+    if doc["kind"] == "CronJob":
+        spec = ((spec.get("jobTemplate") or {}).get("spec")) or {}
+    return ((spec.get("template") or {}).get("spec")) or {}
+
+
+def containers(doc):
+    spec = pod_spec(doc)
+    return (spec.get("initContainers") or []) + (spec.get("containers") or [])
+
+
+def final_stage(dockerfile):
+    """The instructions (keyword, argument) of the last FROM stage, continuations joined."""
+    lines, current = [], ""
+    for raw in dockerfile.read_text().splitlines():
+        line = raw.strip()
+        if not current and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        lines.append(current + line)
+        current = ""
+    stages = []
+    for line in lines:
+        keyword, _, arg = line.partition(" ")
+        if keyword.upper() == "FROM":
+            stages.append([])
+        elif stages:
+            stages[-1].append((keyword.upper(), arg.strip()))
+    return stages[-1] if stages else None
+
+
+def exec_form(arg):
+    try:
+        value = json.loads(arg)
+        if isinstance(value, list):
+            return [str(v) for v in value]
+    except ValueError:
+        pass
+    return shlex.split(arg)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--worker-help", required=True, help="output of `fleetscore worker --help`")
+    ap.add_argument("--global-help", required=True, help="output of `fleetscore --help`")
+    args = ap.parse_args()
+    global_env = env_names(args.global_help)
+    worker_env = env_names(args.worker_help) | global_env
+
+    problems = []
+    docs = []  # (file name, document)
+    files = sorted(p for p in K8S.rglob("*") if p.suffix in (".yaml", ".yml"))
+    if not files:
+        problems.append(f"no YAML files under {K8S.relative_to(ROOT)}")
+    for path in files:
+        rel = path.relative_to(ROOT)
+        try:
+            loaded = list(yaml.safe_load_all(path.read_text()))
+        except yaml.YAMLError as e:
+            problems.append(f"{rel}: does not parse: {' '.join(str(e).split())}")
+            continue
+        for i, doc in enumerate(loaded):
+            if doc is None:
+                continue
+            where = f"{rel} (document {i + 1})"
+            if not isinstance(doc, dict):
+                problems.append(f"{where}: not a mapping")
+                continue
+            missing = [k for k in ("apiVersion", "kind") if not doc.get(k)]
+            if not (doc.get("metadata") or {}).get("name"):
+                missing.append("metadata.name")
+            if missing:
+                problems.append(f"{where}: no {', '.join(missing)}")
+                continue
+            docs.append((rel, doc))
+
+    def named(kind):
+        return {d["metadata"]["name"]: (rel, d) for rel, d in docs if d["kind"] == kind}
+
+    namespaces = named("Namespace")
+    secrets = named("Secret")
+    deployments = named("Deployment")
+    trigger_auths = named("TriggerAuthentication")
+
+    # Namespaces: every namespaced object in the one Namespace defined.
+    if len(namespaces) == 1:
+        (ns,) = namespaces
+        for rel, d in docs:
+            if d["kind"] not in CLUSTER_KINDS and d["metadata"].get("namespace") != ns:
+                problems.append(
+                    f"{rel}: {d['kind']} {d['metadata']['name']} is not in namespace {ns}"
+                )
+
+    # Secret keys: FLEETSCORE_* ones must be known (they reach the worker through envFrom).
+    secret_keys = {}
+    checked_vars = set()
+    for name, (rel, d) in secrets.items():
+        keys = set(d.get("stringData") or {}) | set(d.get("data") or {})
+        secret_keys[name] = keys
+        for key in sorted(k for k in keys if k.startswith("FLEETSCORE_")):
+            checked_vars.add(key)
+            if key not in worker_env:
+                problems.append(f"{rel}: Secret key {key} is not an option of fleetscore")
+
+    # Workloads: env names, and the Secrets they reference.
+    for rel, d in docs:
+        if d["kind"] not in WORKLOAD_KINDS:
+            continue
+        is_worker = d["kind"] == "Deployment"
+        known = worker_env if is_worker else global_env
+        help_name = "fleetscore worker --help" if is_worker else "fleetscore --help"
+        for c in containers(d):
+            where = f"{rel}: {d['kind']} {d['metadata']['name']}, container {c.get('name')}"
+            for e in c.get("env") or []:
+                name = e.get("name", "")
+                if name.startswith("FLEETSCORE_"):
+                    checked_vars.add(name)
+                    if name not in known:
+                        problems.append(f"{where}: {name} is not in `{help_name}`")
+                ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+                if ref and ref.get("name") in secret_keys and ref.get("key") not in secret_keys[ref["name"]]:
+                    problems.append(f"{where}: Secret {ref['name']} has no key {ref.get('key')}")
+            for src in c.get("envFrom") or []:
+                ref = (src.get("secretRef") or {}).get("name")
+                if ref and ref not in secrets:
+                    problems.append(f"{where}: envFrom names Secret {ref}, not defined here")
+
+    # KEDA.
+    table_names = set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", POSTGRES_RS.read_text()))
+    scaled = named("ScaledObject")
+    if not scaled:
+        problems.append("no ScaledObject")
+    for name, (rel, d) in scaled.items():
+        spec = d.get("spec") or {}
+        target = spec.get("scaleTargetRef") or {}
+        if target.get("kind", "Deployment") != "Deployment" or target.get("name") not in deployments:
+            problems.append(
+                f"{rel}: ScaledObject {name} targets {target.get('kind', 'Deployment')} "
+                f"{target.get('name')}, not a Deployment defined here ({', '.join(deployments) or 'none'})"
+            )
+        for t in spec.get("triggers") or []:
+            auth = (t.get("authenticationRef") or {}).get("name")
+            if auth and auth not in trigger_auths:
+                problems.append(f"{rel}: trigger uses TriggerAuthentication {auth}, not defined here")
+            query = (t.get("metadata") or {}).get("query", "")
+            for table in sorted(set(re.findall(r"\bfleetscore_\w+", query)) - table_names):
+                problems.append(
+                    f"{rel}: query uses table {table}; the coordinator creates {sorted(table_names)}"
+                )
+    for name, (rel, d) in trigger_auths.items():
+        for ref in (d.get("spec") or {}).get("secretTargetRef") or []:
+            if ref.get("name") not in secret_keys:
+                problems.append(f"{rel}: TriggerAuthentication {name} reads Secret {ref.get('name')}, not defined here")
+            elif ref.get("key") not in secret_keys[ref["name"]]:
+                problems.append(f"{rel}: TriggerAuthentication {name}: Secret {ref['name']} has no key {ref.get('key')}")
+
+    # Dockerfile.
+    entrypoint = None
+    stage = final_stage(DOCKERFILE) if DOCKERFILE.exists() else None
+    if stage is None:
+        problems.append(f"{DOCKERFILE.relative_to(ROOT)}: missing or no FROM")
+    else:
+        eps = [exec_form(a) for k, a in stage if k == "ENTRYPOINT"]
+        entrypoint = eps[-1] if eps else None
+        if not entrypoint or Path(entrypoint[0]).name != "fleetscore":
+            problems.append(f"deploy/Dockerfile: final stage's ENTRYPOINT is {entrypoint}, not fleetscore")
+        users = [a for k, a in stage if k == "USER"]
+        if not users or users[-1].split(":")[0] in ("root", "0"):
+            problems.append("deploy/Dockerfile: final stage does not switch to a non-root USER")
+
+    if problems:
+        print(f"check-deploy: {len(problems)} problem(s):", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1
+    print(
+        f"check-deploy: OK: {len(docs)} documents in {len(files)} files; "
+        f"{len(checked_vars)} FLEETSCORE_* variables known to the binary "
+        f"({', '.join(sorted(checked_vars))}); "
+        f"ScaledObject -> Deployment {', '.join(deployments)}; "
+        f"Dockerfile ENTRYPOINT {json.dumps(entrypoint)}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
