@@ -41,7 +41,7 @@ impl StoreArgs {
         Store::open(&self.store).with_context(|| format!("cannot open store {}", self.store))
     }
 
-    fn coordinator(&self) -> Result<Box<dyn Coordinator>> {
+    pub(crate) fn coordinator(&self) -> Result<Box<dyn Coordinator>> {
         if let Some(url) = self
             .db
             .as_deref()

@@ -1,5 +1,6 @@
 //! The `fleetscore` command line: parses arguments and hands each subcommand to its module.
 
+mod autoscale;
 mod fleet_cmd;
 mod models_cmd;
 
@@ -41,6 +42,9 @@ enum Command {
     /// Execute the tasks of every run in a shared coordinator (PostgreSQL) and store: a
     /// stateless worker, one of many on many machines.
     Worker(fleet_cmd::WorkerArgs),
+    /// Keep between --min and --max worker processes on this machine from the coordinator's
+    /// queue depth (down to zero when idle).
+    Autoscale(autoscale::AutoscaleArgs),
     /// The workers the coordinator has seen: what they hold, what they did, when they were
     /// last seen.
     Workers(fleet_cmd::WorkersArgs),
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         Command::Run(args) => fleet_cmd::run(&cli.store, args),
         Command::Worker(args) => fleet_cmd::worker(&cli.store, args),
         Command::Workers(args) => fleet_cmd::workers(&cli.store, args),
+        Command::Autoscale(args) => autoscale::run(&cli.store, args),
         Command::Runs { command } => fleet_cmd::runs(&cli.store, command),
         Command::Predictions { command } => fleet_cmd::predictions(&cli.store, command),
     };

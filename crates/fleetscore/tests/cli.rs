@@ -1030,3 +1030,65 @@ fn deploy_manifests_parse_and_configure_only_known_settings() {
         stderr(&o)
     );
 }
+
+/// The local autoscaler starts workers for a queued run (as many as the queue wants, at most
+/// --max), they execute it, leave after the cooldown, and with --exit-when-idle so does it.
+#[test]
+fn the_autoscaler_runs_queued_work_and_scales_to_zero() {
+    let dir = tempdir("autoscale");
+    let store = dir.join("store");
+    let models = models_data("reference/models");
+    let data = models_data("reference/sensor_data.csv");
+    for args in [
+        vec![
+            "models",
+            "import",
+            models.to_str().unwrap(),
+            "--pattern",
+            "model_{device}_{tag}",
+        ],
+        vec!["data", "import", data.to_str().unwrap()],
+        vec![
+            "run",
+            "--detach",
+            "--from",
+            "2018-08-28T00:00:00Z",
+            "--to",
+            "2018-08-30T00:00:00Z",
+            "--run-id",
+            "a",
+        ],
+    ] {
+        let o = fleet(&store, &args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    }
+    let o = fleet(
+        &store,
+        &[
+            "autoscale",
+            "--max",
+            "2",
+            "--tasks-per-worker",
+            "1",
+            "--cooldown",
+            "1",
+            "--poll",
+            "0.1",
+            "--exit-when-idle",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = stderr(&o);
+    assert!(
+        log.contains("3 queued tasks: scaling from 0 to 2 workers"),
+        "{log}"
+    );
+    assert!(
+        log.contains("queue empty and no worker left; exiting"),
+        "{log}"
+    );
+    let show = String::from_utf8(fleet(&store, &["runs", "show", "a", "--json"]).stdout).unwrap();
+    let record: serde_json::Value = serde_json::from_str(&show).unwrap();
+    assert_eq!(record["status"], "succeeded", "{show}");
+    assert_eq!(record["rows"], 17768, "{show}");
+}
