@@ -6,6 +6,7 @@ fleet run's wall time with 1, 2 and 4 `fleetscore worker` processes, on this mac
                                     [--tasks 2000] [--max-models-per-task 250]
                                     [--fleet-dir DIR] [--out-dir DIR] [--fleetscore PATH]
                                     [--overhead PATH] [--keep] [--write BENCHMARKS.md]
+    python scripts/bench/workers.py --from-results OUT_DIR/workers-results.json [--write BENCHMARKS.md]
 
 Normally run through scripts/bench/run-workers.sh, which builds the venv, the release binary and
 the coordinator_overhead example first.
@@ -22,7 +23,8 @@ the coordinator_overhead example first.
 4. For each P in --processes: a fresh schema, `fleetscore run --detach --max-models-per-task M
    --run-id workers-P` (plans the tasks into PostgreSQL), then P processes `fleetscore worker
    --threads T --idle-exit 1` with T = max(1, cores // P). The run's wall time is from starting
-   the workers until the run's record is no longer `running` (polled every 50 ms); the processes
+   the workers until the run's record is no longer `running` (the store's runs/ID.json, which
+   `runs show --json` prints, read every 50 ms: no extra process on the cores); the processes
    must then exit by themselves (idle exit). Per-process peak RSS via `/usr/bin/time -f %M`. The
    final record (`runs show --json`) is checked: every model scored, every row, no failure.
 5. For comparison, the same run in one process on the embedded SQLite coordinator:
@@ -32,7 +34,8 @@ the coordinator_overhead example first.
 
 Steps 2, 4 and 5 are repeated --repeats times; the report gives the best of each (and lists
 every repeat). Every number in the report is measured by this run, except the estimates in the
-last part, which say what they assume. Raw results go to OUT_DIR/workers-results.json.
+last part, which say what they assume. Raw results go to OUT_DIR/workers-results.json;
+--from-results renders the report again from such a file without measuring anything.
 """
 
 import argparse
@@ -66,6 +69,8 @@ TIME_BIN = "/usr/bin/time"
 # Published object-store request-rate targets, for the estimate (assumptions, not measured).
 AZURE_ACCOUNT_RPS = 20_000  # Azure Storage standard account, default maximum request rate
 S3_PREFIX_GET_RPS = 5_500  # Amazon S3, GET/HEAD per partitioned prefix
+AZURE_INGRESS_GBPS = 10  # Azure Storage standard account ingress, lowest published US/Europe default
+AZURE_EGRESS_GBPS = 50  # Azure Storage standard account egress, lowest published default
 
 _T0 = time.perf_counter()
 
@@ -512,14 +517,14 @@ def render(r):
 
     fl = r["fleet_facts"]
     bf = r["best_fleet"]
-    base = next((x for x in bf if x["setup"] == "postgres" and x["processes"] == 1), None)
+    base = bf[0]  # the fewest worker processes
     add("### The fleet run with 1, 2 and 4 worker processes")
     add("")
     add(f"The fleet of `scripts/bench/fleet.py` at N={DEVICES:,}: {fl['models']:,} models (one pickled "
         f"`Pipeline(StandardScaler, OneClassSVM)` per sensor) and {fl['rows']:,} readings (one hour), imported once "
         f"into a local-folder store. PostgreSQL: a fresh schema, then `fleetscore --store S --db URL run --from "
         f"'{WINDOW_FROM}' --to '{WINDOW_TO}' --run-id workers-P --detach --max-models-per-task "
-        f"{r['max_models_per_task']}` plans the run ({base['tasks'] if base else '?'} tasks of at most "
+        f"{r['max_models_per_task']}` plans the run ({base['tasks']} tasks of at most "
         f"{r['max_models_per_task']} models, so that several processes have work), then P processes `fleetscore "
         f"worker --threads T --idle-exit 1` start together, T = max(1, {c} cores ÷ P). **Wall** is from starting the "
         "workers until the run's record is no longer `running` (the record file in the store — what `runs show "
@@ -531,7 +536,7 @@ def render(r):
         f"{fl['models']:,} models scored, {fl['rows']:,} rows, no failure, every task done in one attempt. Best of "
         f"{r['repeats']} repeats of the whole series.")
     add("")
-    add("| setup | worker processes × threads | tasks | wall | rows/s | speed-up vs 1 process | tasks done per process "
+    add(f"| setup | worker processes × threads | tasks | wall | rows/s | speed-up vs {base['processes']} process{'es' if base['processes'] > 1 else ''} | tasks done per process "
         "| peak RSS per process | all processes exited | all repeats (wall) |")
     add("|---|---|---|---|---|---|---|---|---|---|")
     for x in bf:
@@ -546,7 +551,7 @@ def render(r):
             per_proc = str(x["tasks"])
         add(f"| {setup} | {x['processes']} × {x['threads']} | {x['tasks']} | **{f_secs(x['wall_seconds'])}** "
             f"| {f_rate(div(fl['rows'], x['wall_seconds']))} "
-            f"| {f_ratio(div(base['wall_seconds'], x['wall_seconds'])) if base else '—'} | {per_proc} "
+            f"| {f_ratio(div(base['wall_seconds'], x['wall_seconds']))} | {per_proc} "
             f"| {' / '.join(f_mib(k) for k in x['peak_rss_kib'])} | {exited} "
             f"| {', '.join(f_secs(y['wall_seconds']) for y in reps)} |")
     add("")
@@ -561,43 +566,126 @@ def render(r):
     add("")
     add(f"**This machine has {c} cores, so more processes cannot add cores**: 2 processes × 1 thread and 4 processes "
         "× 1 thread do the same work on the same 2 cores as 1 process × 2 threads (4 processes even oversubscribe "
-        "them, alongside PostgreSQL). The table shows the cost of splitting one run over several processes — each "
-        "starting, connecting, and claiming through PostgreSQL — not scale-out. "
-        + r["verdict_speedup"])
+        "them, alongside PostgreSQL). The table above shows the cost of splitting one run over several processes — "
+        "each starting, connecting, and claiming through PostgreSQL — not scale-out. " + r["verdict_speedup"])
     add("")
-    add(f"Per task, from the measurements: the best 1-process PostgreSQL run's tasks took {f_secs(e['task_mean'])} "
-        f"on average (median {f_secs(e['task_median'])}, claim to completion, from `runs show`) for "
-        f"{e['models_per_task']:.0f} models and {e['rows_per_task']:,.0f} rows each, while the coordinator's claim + "
+    add(f"Per task, measured: in the best {base['processes']}-process PostgreSQL run a task took {f_secs(e['task_mean'])} on average "
+        f"(median {f_secs(e['task_median'])}; claim to completion, from the per-task seconds of `runs show`) for "
+        f"{e['models_per_task']:.0f} models and {e['rows_per_task']:,.0f} rows, while the coordinator's claim + "
         f"complete round trip took {f_us(e['pg_p50_us'])} at the median with 1 connection ({f_us(e['pg4_p50_us'])} "
-        f"with 4): **{e['overhead_share']:.1%} of a task's time**. A task moved {f_bytes(e['bytes_per_task'])} "
-        f"through the store ({f_bytes(e['read_bytes_per_task'])} read: its readings Parquet and its "
-        f"{e['model_gets_per_task']:.0f} model files; {f_bytes(e['written_bytes_per_task'])} written: its predictions "
-        f"Parquet and log) in about {e['requests_per_task']:.0f} object-store requests (by the code: one LIST per "
-        "bucket-hour, one GET per readings file and per model file, one PUT each for predictions and log).")
+        f"with 4): PostgreSQL round trips (two commits, each flushed to disk) are **{e['overhead_share']:.1%} of a "
+        f"task's time**. A task moved {f_bytes(e['bytes_per_task'])} through the store — "
+        f"{f_bytes(e['read_bytes_per_task'])} read (its readings Parquet and its {e['model_gets_per_task']:.0f} "
+        f"model files) and {f_bytes(e['written_bytes_per_task'])} written (its predictions Parquet and log) — in "
+        f"about {e['requests_per_task']:.0f} object-store requests ({e['gets_per_task']:.0f} GETs; by the code: one "
+        "LIST per bucket-hour, one GET per readings file and per model file, one PUT each for predictions and log).")
     add("")
-    add(f"*Estimates* (from the numbers above; not measured with more machines): one worker thread running tasks "
-        f"back to back asks the coordinator for {e['tasks_per_s_per_thread']:.1f} tasks/s, and moves "
-        f"{f_mbs(e['bytes_per_s_per_thread'])} and ~{e['requests_per_s_per_thread']:,.0f} requests/s to and from "
-        f"the store. This PostgreSQL completed {f_rate(e['pg4_tps'])} claim + complete round trips per second with "
-        f"4 connections — on this 2-core machine that also ran the 4 client threads, so a lower bound for a "
-        f"dedicated server — which would serve **about {e['pg_threads']:,.0f} worker threads (~{e['pg_machines']:,.0f} "
-        f"{c}-thread machines) at this task size** before the coordinator saturates (a real worker also reads the "
-        "run's state once per task to see whether it finished the run, and heartbeats every 20 s; tasks with more "
-        "models per task lower the coordinator's share further). The store gets there first: with a cloud object "
-        f"store, *assuming* the published default targets — {AZURE_ACCOUNT_RPS:,} requests/s per Azure Storage "
-        f"account, or {S3_PREFIX_GET_RPS:,} GET/s per partitioned S3 prefix — the requests alone "
-        f"({e['requests_per_task']:.0f} per task, {e['model_gets_per_task']:.0f} of them model files) cap the fleet "
-        f"at ~{e['azure_tps']:,.0f} tasks/s (Azure account) or ~{e['s3_tps']:,.0f} tasks/s (one S3 prefix), "
-        f"i.e. ~{e['azure_threads']:,.0f} or ~{e['s3_threads']:,.0f} worker threads at this task time, against "
-        f"{f_rate(e['pg4_tps'])} tasks/s for the coordinator. Both limits are in tasks/s, so which comes first does "
+    add(f"*Estimates* from those numbers (nothing below was measured with more machines). One worker thread running "
+        f"tasks back to back asks the coordinator for {e['tasks_per_s_per_thread']:.1f} tasks/s and the store for "
+        f"{f_mbs(e['bytes_per_s_per_thread'])} in ~{e['requests_per_s_per_thread']:,.0f} requests/s. Each limit "
+        "below caps the whole fleet's tasks per second; dividing by one thread's demand gives the worker threads "
+        "it can serve at this machine's task time. Because every limit is in tasks/s, which one comes first does "
         "not depend on how long a task takes (on a cloud store tasks take longer than on this local disk, which "
-        "lowers every worker's demand on both alike). The bandwidth per task is small "
-        f"({f_bytes(e['bytes_per_task'])}): at the S3-prefix request cap it is {f_mbs(e['s3_tps'] * e['bytes_per_task'])}, "
-        "far under a storage account's or a VM's network bandwidth, so at this task size the object store's request "
-        "rate, not its bandwidth and not the coordinator, is the likely first limit; per-model files are what "
-        "makes the requests many.")
+        "lowers each worker's demand on all of them alike).")
+    add("")
+    add("| limit | source | fleet-wide tasks/s | worker threads at this task time |")
+    add("|---|---|---|---|")
+    for lim in e["limits"]:
+        add(f"| {lim['name']} | {lim['source']} | {f_rate(lim['tps'])} | ~{lim['threads']:,.0f} |")
+    add("")
+    coord = next(x for x in e["limits"] if x["kind"] == "coordinator")
+    azure = [x for x in e["limits"] if "Azure" in x["name"] or x["kind"] == "coordinator"]  # sorted, lowest first
+    s3 = next(x for x in e["limits"] if "S3" in x["name"])
+    store_lims = [x for x in e["limits"] if x["kind"] != "coordinator"]
+
+    def at(x):
+        return f"{x['name']} at ~{x['threads']:,.0f} worker threads (~{x['threads'] / c:,.0f} {c}-core machines)"
+
+    chain = "; then ".join(at(x) for x in azure)
+    if store_lims[0]["tps"] < coord["tps"]:
+        first = (f"So, adding machines at this task size ({e['models_per_task']:.0f} models per task), the **object "
+                 "store, not the coordinator, saturates first** under the stated assumptions, "
+                 + ("by its request rate before its bandwidth" if store_lims[0]["kind"] == "requests"
+                    else "by its bandwidth") + f". With Azure Blob Storage, in order: {chain}. ")
+    else:
+        first = (f"So, adding machines at this task size ({e['models_per_task']:.0f} models per task), the **PostgreSQL "
+                 f"coordinator saturates first** under the stated assumptions. With Azure Blob Storage, in order: {chain}. ")
+    add(first
+        + f"On S3, {at(s3)}, until S3 splits the busy key range. The requests are many because every model is its "
+        "own file, fetched with one GET per task that scores it; the bandwidth is mostly the "
+        + ("predictions written. " if e["written_bytes_per_task"] > e["read_bytes_per_task"] else "data read. ")
+        + "The coordinator figure is conservative in one way and generous in another: it was measured on this 2-core "
+        "machine that also ran the 4 client threads (a dedicated server does more), with empty tasks (a real claim "
+        "returns the task's model list, and a real worker also reads the run's state once per task to see whether it "
+        "finished the run, and heartbeats every 20 s). Larger tasks (`--max-models-per-task`) lower the "
+        "coordinator's share, not the store's requests and bytes per model.")
     add("")
     return "\n".join(L)
+
+
+def summarize(r):
+    """Best-of summaries and the estimates, from the raw measurements in r."""
+    procs_list, cores_n = r["processes"], r["cores"]
+    n_models, n_rows = r["fleet_facts"]["models"], r["fleet_facts"]["rows"]
+    groups = {}
+    for x in r["overhead"]:
+        groups.setdefault((x["coordinator"], x["threads"]), []).append(x)
+    r["overhead_groups"] = sorted(groups.items(), key=lambda kv: (kv[0][0] != "postgres", kv[0][1]))
+    r["best_fleet"] = [best([x for x in r["fleet"] if x["setup"] == "postgres" and x["processes"] == n])
+                       for n in procs_list]
+    r["best_fleet"].append(best([x for x in r["fleet"] if x["setup"] == "sqlite"]))
+
+    def ovh(coord, threads):
+        return max(groups[(coord, threads)], key=lambda x: x["tasks_per_second"])
+
+    base = r["best_fleet"][0]  # the fewest worker processes (1 unless --processes says otherwise)
+    ts = base["task_seconds"]
+    tr = r["traffic"]
+    pg1, pg4 = ovh("postgres", 1), ovh("postgres", 4)
+    per_thread_tps = 1.0 / ts["mean"]
+    e = {
+        "task_mean": ts["mean"], "task_median": ts["median"],
+        "models_per_task": n_models / base["tasks"], "rows_per_task": n_rows / base["tasks"],
+        "pg_p50_us": pg1["p50_us"], "pg4_p50_us": pg4["p50_us"], "pg4_tps": pg4["tasks_per_second"],
+        "overhead_share": pg1["p50_us"] / 1e6 / ts["mean"],
+        "bytes_per_task": tr["bytes_per_task"], "read_bytes_per_task": tr["read_bytes_per_task"],
+        "written_bytes_per_task": tr["written_bytes_per_task"], "requests_per_task": tr["requests_per_task"],
+        "model_gets_per_task": tr["model_gets_per_task"],
+        "tasks_per_s_per_thread": per_thread_tps,
+        "bytes_per_s_per_thread": tr["bytes_per_task"] * per_thread_tps,
+        "requests_per_s_per_thread": tr["requests_per_task"] * per_thread_tps,
+        "gets_per_task": tr["gets_per_task"],
+    }
+    lim = [
+        ("coordinator", "the PostgreSQL coordinator", "measured: claim + complete round trips/s, 4 connections",
+         pg4["tasks_per_second"]),
+        ("requests", "an Azure Storage account's request rate",
+         f"assumed: {AZURE_ACCOUNT_RPS:,} requests/s, the published default target", AZURE_ACCOUNT_RPS / tr["requests_per_task"]),
+        ("requests", "an S3 prefix's GET rate",
+         f"assumed: {S3_PREFIX_GET_RPS:,} GET/s per partitioned prefix, the published figure (S3 partitions "
+         "busy prefixes further over time)", S3_PREFIX_GET_RPS / tr["gets_per_task"]),
+        ("bandwidth", "an Azure Storage account's ingress (writes)",
+         f"assumed: {AZURE_INGRESS_GBPS} Gbit/s, the lowest published default target for US/Europe regions",
+         AZURE_INGRESS_GBPS * 1e9 / 8 / tr["written_bytes_per_task"]),
+        ("bandwidth", "an Azure Storage account's egress (reads)",
+         f"assumed: {AZURE_EGRESS_GBPS} Gbit/s, the lowest published default target",
+         AZURE_EGRESS_GBPS * 1e9 / 8 / tr["read_bytes_per_task"]),
+    ]
+    e["limits"] = sorted(({"kind": k, "name": n, "source": src, "tps": tps, "threads": tps / per_thread_tps}
+                          for k, n, src, tps in lim), key=lambda x: x["tps"])
+    r["estimate"] = e
+    walls = {x["processes"]: x["wall_seconds"] for x in r["best_fleet"] if x["setup"] == "postgres"}
+    local = next(x for x in r["best_fleet"] if x["setup"] == "sqlite")
+    parts = []
+    b = procs_list[0]
+    for n in procs_list[1:]:
+        ratio = walls[n] / walls[b]
+        parts.append(f"{n} processes took {ratio:.2f}× the {b}-process wall time"
+                     + (f" ({(ratio - 1) * 100:+.0f}%)" if abs(ratio - 1) >= 0.005 else ""))
+    parts.append(f"the embedded-SQLite single process took {local['wall_seconds'] / walls[b]:.2f}× the "
+                 f"{b}-process PostgreSQL wall time (its wall includes planning, "
+                 f"{f_secs(local['record'].get('plan_seconds'))} by its record)")
+    r["verdict_speedup"] = ("Measured: " + "; ".join(parts) + ".") if parts else ""
 
 
 # ---------------------------------------------------------------------------
@@ -621,7 +709,19 @@ def main():
                     help="the coordinator_overhead example (default target/release/examples/coordinator_overhead)")
     ap.add_argument("--keep", action="store_true", help="keep the store (default: deleted at the end)")
     ap.add_argument("--write", type=Path, help="put the report between the markers in this Markdown file")
+    ap.add_argument("--from-results", type=Path, metavar="JSON",
+                    help="measure nothing: render the report again from a workers-results.json of an earlier run")
     args = ap.parse_args()
+
+    if args.from_results:
+        r = json.loads(args.from_results.read_text())
+        summarize(r)
+        section = render(r)
+        print(section)
+        if args.write:
+            write_section(args.write, section, MARK_START, MARK_END)
+            log(f"wrote the report into {args.write}")
+        return
 
     procs_list = sorted(set(args.processes or [1, 2, 4]))
     if procs_list[0] < 1 or args.repeats < 1 or args.tasks < 1 or args.max_models_per_task < 1:
@@ -726,55 +826,7 @@ def main():
         kill_live()
         pg.cleanup()
 
-    # --- summaries ---
-    groups = {}
-    for x in r["overhead"]:
-        groups.setdefault((x["coordinator"], x["threads"]), []).append(x)
-    r["overhead_groups"] = sorted(groups.items(), key=lambda kv: (kv[0][0] != "postgres", kv[0][1]))
-    r["best_fleet"] = [best([x for x in r["fleet"] if x["setup"] == "postgres" and x["processes"] == n])
-                       for n in procs_list]
-    r["best_fleet"].append(best([x for x in r["fleet"] if x["setup"] == "sqlite"]))
-
-    def ovh(coord, threads):
-        return max(groups[(coord, threads)], key=lambda x: x["tasks_per_second"])
-
-    base = next(x for x in r["best_fleet"] if x["setup"] == "postgres" and x["processes"] == 1)
-    ts = base["task_seconds"]
-    tr = r["traffic"]
-    pg1, pg4 = ovh("postgres", 1), ovh("postgres", 4)
-    per_thread_tps = 1.0 / ts["mean"]
-    e = {
-        "task_mean": ts["mean"], "task_median": ts["median"],
-        "models_per_task": n_models / base["tasks"], "rows_per_task": n_rows / base["tasks"],
-        "pg_p50_us": pg1["p50_us"], "pg4_p50_us": pg4["p50_us"], "pg4_tps": pg4["tasks_per_second"],
-        "overhead_share": pg1["p50_us"] / 1e6 / ts["mean"],
-        "bytes_per_task": tr["bytes_per_task"], "read_bytes_per_task": tr["read_bytes_per_task"],
-        "written_bytes_per_task": tr["written_bytes_per_task"], "requests_per_task": tr["requests_per_task"],
-        "model_gets_per_task": tr["model_gets_per_task"],
-        "tasks_per_s_per_thread": per_thread_tps,
-        "bytes_per_s_per_thread": tr["bytes_per_task"] * per_thread_tps,
-        "requests_per_s_per_thread": tr["requests_per_task"] * per_thread_tps,
-        "pg_threads": pg4["tasks_per_second"] / per_thread_tps,
-        "azure_tps": AZURE_ACCOUNT_RPS / tr["requests_per_task"],
-        "s3_tps": S3_PREFIX_GET_RPS / tr["gets_per_task"],
-    }
-    e["pg_machines"] = e["pg_threads"] / cores_n
-    e["azure_threads"] = e["azure_tps"] / per_thread_tps
-    e["s3_threads"] = e["s3_tps"] / per_thread_tps
-    r["estimate"] = e
-    walls = {x["processes"]: x["wall_seconds"] for x in r["best_fleet"] if x["setup"] == "postgres"}
-    local = next(x for x in r["best_fleet"] if x["setup"] == "sqlite")
-    parts = []
-    for n in procs_list[1:]:
-        if 1 in walls:
-            ratio = walls[n] / walls[1]
-            parts.append(f"{n} processes took {ratio:.2f}× the 1-process wall time"
-                         + (f" ({(ratio - 1) * 100:+.0f}%)" if abs(ratio - 1) >= 0.005 else ""))
-    if 1 in walls:
-        parts.append(f"the embedded-SQLite single process took {local['wall_seconds'] / walls[1]:.2f}× the "
-                     "1-process PostgreSQL wall time (its wall includes planning, ~"
-                     f"{f_secs(local['record'].get('plan_seconds'))})")
-    r["verdict_speedup"] = ("Measured: " + "; ".join(parts) + ".") if parts else ""
+    summarize(r)
 
     r["total_seconds"] = time.perf_counter() - _T0
     save()
