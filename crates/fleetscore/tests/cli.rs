@@ -671,6 +671,42 @@ fn fleet_commands_refuse_bad_input_clearly() {
     );
 }
 
+/// The reference fleet imported into `store`, and its window planned with `run --detach` as
+/// `run_id` on the coordinator `db` (default: the store's SQLite file). Returns what `run`
+/// printed.
+fn plan_reference_run(store: &Path, db: Option<&str>, run_id: &str) -> String {
+    let models = models_data("reference/models");
+    let data = models_data("reference/sensor_data.csv");
+    let mut printed = String::new();
+    for args in [
+        vec![
+            "models",
+            "import",
+            models.to_str().unwrap(),
+            "--pattern",
+            "model_{device}_{tag}",
+        ],
+        vec!["data", "import", data.to_str().unwrap()],
+        vec![
+            "run",
+            "--detach",
+            "--from",
+            "2018-08-28T00:00:00Z",
+            "--to",
+            "2018-08-30T00:00:00Z",
+            "--run-id",
+            run_id,
+        ],
+    ] {
+        let mut all: Vec<&str> = db.map(|d| vec!["--db", d]).unwrap_or_default();
+        all.extend_from_slice(&args);
+        let o = fleet(store, &all);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        printed = String::from_utf8(o.stdout).unwrap();
+    }
+    printed
+}
+
 /// Stateless workers on the PostgreSQL coordinator (the server `scripts/test` starts): a run
 /// planned with `--detach`, a worker killed with SIGKILL in the middle of a task, and another
 /// worker that takes the task over when the lease expires and finishes the run. Every reading
@@ -699,38 +735,8 @@ fn a_worker_killed_mid_task_is_replaced_and_the_run_completes_once() {
         all.extend_from_slice(args);
         fleet(&store, &all)
     };
-    let models = models_data("reference/models");
-    let data = models_data("reference/sensor_data.csv");
-    for args in [
-        vec![
-            "models",
-            "import",
-            models.to_str().unwrap(),
-            "--pattern",
-            "model_{device}_{tag}",
-        ],
-        vec!["data", "import", data.to_str().unwrap()],
-    ] {
-        let o = with_db(&args);
-        assert!(o.status.success(), "{}", stderr(&o));
-    }
-    let window = [
-        "--from",
-        "2018-08-28T00:00:00Z",
-        "--to",
-        "2018-08-30T00:00:00Z",
-        "--run-id",
-        "w",
-    ];
-    let mut args = vec!["run", "--detach"];
-    args.extend_from_slice(&window);
-    let o = with_db(&args);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("run w: planned 15 models"),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    let planned = plan_reference_run(&store, Some(&db), "w");
+    assert!(planned.contains("run w: planned 15 models"), "{planned}");
 
     let worker = |name: &str, delay_ms: &str| {
         bin()
@@ -881,31 +887,7 @@ fn workers_reconnect_when_postgresql_restarts_mid_run() {
         all.extend_from_slice(args);
         fleet(&store, &all)
     };
-    let models = models_data("reference/models");
-    let data = models_data("reference/sensor_data.csv");
-    for args in [
-        vec![
-            "models",
-            "import",
-            models.to_str().unwrap(),
-            "--pattern",
-            "model_{device}_{tag}",
-        ],
-        vec!["data", "import", data.to_str().unwrap()],
-        vec![
-            "run",
-            "--detach",
-            "--from",
-            "2018-08-28T00:00:00Z",
-            "--to",
-            "2018-08-30T00:00:00Z",
-            "--run-id",
-            "restart",
-        ],
-    ] {
-        let o = with_db(&args);
-        assert!(o.status.success(), "{}", stderr(&o));
-    }
+    plan_reference_run(&store, Some(&pg.url), "restart");
     // Each task takes 3 s, so the restart lands in the middle of the run.
     let worker = bin()
         .arg("--store")
@@ -955,32 +937,9 @@ fn workers_reconnect_when_postgresql_restarts_mid_run() {
 fn a_cancelled_run_is_not_executed() {
     let dir = tempdir("cancel");
     let store = dir.join("store");
-    let models = models_data("reference/models");
-    let data = models_data("reference/sensor_data.csv");
-    for args in [
-        vec![
-            "models",
-            "import",
-            models.to_str().unwrap(),
-            "--pattern",
-            "model_{device}_{tag}",
-        ],
-        vec!["data", "import", data.to_str().unwrap()],
-        vec![
-            "run",
-            "--detach",
-            "--from",
-            "2018-08-28T00:00:00Z",
-            "--to",
-            "2018-08-30T00:00:00Z",
-            "--run-id",
-            "c",
-        ],
-        vec!["runs", "cancel", "c"],
-    ] {
-        let o = fleet(&store, &args);
-        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
-    }
+    plan_reference_run(&store, None, "c");
+    let o = fleet(&store, &["runs", "cancel", "c"]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let o = fleet(&store, &["runs", "cancel", "c"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
@@ -1037,31 +996,7 @@ fn deploy_manifests_parse_and_configure_only_known_settings() {
 fn the_autoscaler_runs_queued_work_and_scales_to_zero() {
     let dir = tempdir("autoscale");
     let store = dir.join("store");
-    let models = models_data("reference/models");
-    let data = models_data("reference/sensor_data.csv");
-    for args in [
-        vec![
-            "models",
-            "import",
-            models.to_str().unwrap(),
-            "--pattern",
-            "model_{device}_{tag}",
-        ],
-        vec!["data", "import", data.to_str().unwrap()],
-        vec![
-            "run",
-            "--detach",
-            "--from",
-            "2018-08-28T00:00:00Z",
-            "--to",
-            "2018-08-30T00:00:00Z",
-            "--run-id",
-            "a",
-        ],
-    ] {
-        let o = fleet(&store, &args);
-        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
-    }
+    plan_reference_run(&store, None, "a");
     let o = fleet(
         &store,
         &[

@@ -78,16 +78,7 @@ pub fn schema() -> SchemaRef {
 /// they are dictionary-encoded text; in memory, one key per row, so nothing compares or copies
 /// a string per row.
 fn stored_schema() -> SchemaRef {
-    let text = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
-    let fields = schema()
-        .fields()
-        .iter()
-        .map(|f| match f.data_type() {
-            DataType::Utf8 => Field::new(f.name(), text.clone(), f.is_nullable()),
-            _ => f.as_ref().clone(),
-        })
-        .collect::<Vec<_>>();
-    Arc::new(Schema::new(fields))
+    fleetscore_table::with_dictionary_text(&schema())
 }
 
 const HOUR_MS: i64 = 3_600_000;

@@ -182,16 +182,7 @@ pub fn predictions_schema() -> SchemaRef {
 /// that repeat one value per model (or per run) built as dictionaries. They are stored as plain
 /// text, so they read back as [`predictions_schema`].
 fn shard_schema() -> SchemaRef {
-    let text = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
-    let fields = predictions_schema()
-        .fields()
-        .iter()
-        .map(|f| match f.data_type() {
-            DataType::Utf8 => Field::new(f.name(), text.clone(), f.is_nullable()),
-            _ => f.as_ref().clone(),
-        })
-        .collect::<Vec<_>>();
-    Arc::new(Schema::new(fields))
+    fleetscore_table::with_dictionary_text(&predictions_schema())
 }
 
 /// Predictions of one task, column by column: the text columns once per model, and each row
@@ -654,9 +645,9 @@ fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// Plans a run and hands its tasks to the coordinator: outputs of an earlier run of the same
-/// window that the new plan will not rewrite are deleted, and the run's record is written with
-/// status `running` and the plan's facts. Workers (threads of [`run`], or [`serve`] loops on
+/// Plans a run and hands its tasks to the coordinator: the outputs of an earlier run of the
+/// same window are deleted, and the run's record is written with status `running` and the
+/// plan's facts. Workers (threads of [`run`], or [`serve`] loops on
 /// any machine) then execute the tasks, and the one that completes the last writes the final
 /// record ([`finalize`]).
 pub fn start(
@@ -741,10 +732,7 @@ pub fn finalize(
     if state.status != "running" || state.tasks.pending + state.tasks.running > 0 {
         return Ok(None);
     }
-    let mut record = record(store, run_id)?.ok_or_else(|| Error::Corrupt {
-        what: layout::run_record(run_id),
-        message: "the run's record is missing".into(),
-    })?;
+    let mut record = record(store, run_id)?.ok_or_else(|| missing_record(run_id))?;
     let tasks = coordinator.tasks(run_id)?;
     for t in &tasks {
         match &t.result {
@@ -854,10 +842,7 @@ pub fn run(
     match finalize(store, coordinator, &id)? {
         Some(record) => Ok(record),
         // Finished meanwhile by a worker elsewhere (or cancelled): its record stands.
-        None => record(store, &id)?.ok_or_else(|| Error::Corrupt {
-            what: layout::run_record(&id),
-            message: "the run's record is missing".into(),
-        }),
+        None => record(store, &id)?.ok_or_else(|| missing_record(&id)),
     }
 }
 
@@ -877,6 +862,13 @@ pub fn cancel(store: &Store, coordinator: &dyn Coordinator, run_id: &str) -> Res
         )?;
     }
     Ok(true)
+}
+
+fn missing_record(run_id: &str) -> Error {
+    Error::Corrupt {
+        what: layout::run_record(run_id),
+        message: "the run's record is missing".into(),
+    }
 }
 
 /// Reads a run record from the store.

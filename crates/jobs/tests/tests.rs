@@ -108,6 +108,20 @@ fn expected() -> HashMap<(i64, String, String), (f64, f64, i8)> {
         .collect()
 }
 
+/// Runs the reference window on `f` with `workers` threads.
+fn run_window(f: &Fleet, workers: usize) -> run::RunRecord {
+    run::run(
+        &f.store,
+        f.coordinator.as_ref(),
+        FROM,
+        TO,
+        None,
+        &options(workers),
+        &mut |_| {},
+    )
+    .unwrap()
+}
+
 fn options(workers: usize) -> RunOptions {
     RunOptions {
         workers,
@@ -168,16 +182,7 @@ fn the_reference_fleet_run_on_the_postgresql_coordinator() {
 
 fn check_reference_run(f: &Fleet) {
     import_reference(f);
-    let record = run::run(
-        &f.store,
-        f.coordinator.as_ref(),
-        FROM,
-        TO,
-        None,
-        &options(2),
-        &mut |_| {},
-    )
-    .unwrap();
+    let record = run_window(&f, 2);
     assert_eq!(record.status, "succeeded");
     assert_eq!(
         (record.models, record.models_scored, record.models_failed),
@@ -247,16 +252,7 @@ fn check_reference_run(f: &Fleet) {
 fn rerunning_a_window_replaces_its_predictions() {
     let f = fleet("rerun");
     import_reference(&f);
-    let first = run::run(
-        &f.store,
-        f.coordinator.as_ref(),
-        FROM,
-        TO,
-        None,
-        &options(2),
-        &mut |_| {},
-    )
-    .unwrap();
+    let first = run_window(&f, 2);
     // A second import of the same bytes changes nothing; a rerun with other task sizes too.
     let again =
         readings::import(&f.store, &reference("sensor_data.csv"), &Columns::default()).unwrap();
@@ -311,26 +307,8 @@ fn an_import_larger_than_its_buffer_is_written_in_parts_and_scores_the_same() {
     assert!(first.files_written > 15, "{first:?}");
     let again = readings::import_buffered(&small.store, &csv, &Columns::default(), 1_000).unwrap();
     assert_eq!(again.files_written, 0, "same input, same files");
-    let a = run::run(
-        &f.store,
-        f.coordinator.as_ref(),
-        FROM,
-        TO,
-        None,
-        &options(2),
-        &mut |_| {},
-    )
-    .unwrap();
-    let b = run::run(
-        &small.store,
-        small.coordinator.as_ref(),
-        FROM,
-        TO,
-        None,
-        &options(2),
-        &mut |_| {},
-    )
-    .unwrap();
+    let a = run_window(&f, 2);
+    let b = run_window(&small, 2);
     assert_eq!((a.rows, a.anomalies), (b.rows, b.anomalies));
     assert_eq!(b.rows, 17_768);
 }
@@ -401,16 +379,7 @@ fn a_broken_model_fails_alone_and_the_run_goes_on() {
     );
     let columns = ["value".to_string(), "mean".to_string(), "max".to_string()];
     registry::import(&f.store, "3", "1", &three, "test", Some(&columns)).unwrap();
-    let record = run::run(
-        &f.store,
-        f.coordinator.as_ref(),
-        FROM,
-        TO,
-        None,
-        &options(2),
-        &mut |_| {},
-    )
-    .unwrap();
+    let record = run_window(&f, 2);
     assert_eq!(record.status, "completed_with_failures");
     assert_eq!((record.models_scored, record.models_failed), (13, 2));
     let reasons: HashMap<String, String> = record
@@ -566,16 +535,7 @@ fn a_poison_task_fails_alone_with_its_error() {
     f.store
         .put(&victim.key, b"PAR1 this is not parquet".to_vec())
         .unwrap();
-    let record = run::run(
-        &f.store,
-        f.coordinator.as_ref(),
-        FROM,
-        TO,
-        None,
-        &options(2),
-        &mut |_| {},
-    )
-    .unwrap();
+    let record = run_window(&f, 2);
     assert_eq!(record.status, "completed_with_failures");
     assert_eq!(record.tasks_failed, 1, "{record:?}");
     let failure = &record.task_failures[0];

@@ -16,7 +16,9 @@ pub use arrow_array::RecordBatch;
 pub use arrow_schema::SchemaRef;
 pub use error::{Error, Result};
 pub use features::{append_columns, feature_matrix, filter_equals};
-pub use parquet_io::{from_parquet_bytes, from_parquet_bytes_as, to_parquet_bytes};
+pub use parquet_io::{
+    from_parquet_bytes, from_parquet_bytes_as, to_parquet_bytes, with_dictionary_text,
+};
 
 /// A table file format, chosen by file extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -169,6 +169,22 @@ pub fn to_parquet_bytes(
     Ok(buf)
 }
 
+/// `schema` with its text (`Utf8`) columns as dictionaries (`Int32` keys): how to build, cheaply,
+/// a table whose text columns repeat a few values in long runs. [`to_parquet_bytes`] stores
+/// them as text, and [`from_parquet_bytes_as`] reads text back as dictionaries.
+pub fn with_dictionary_text(schema: &arrow_schema::Schema) -> SchemaRef {
+    let text = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    let fields = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 => arrow_schema::Field::new(f.name(), text.clone(), f.is_nullable()),
+            _ => f.as_ref().clone(),
+        })
+        .collect::<Vec<_>>();
+    std::sync::Arc::new(arrow_schema::Schema::new(fields))
+}
+
 /// Decodes a Parquet file held in memory; `name` is used in error messages.
 pub fn from_parquet_bytes(name: &str, bytes: bytes::Bytes) -> Result<Vec<RecordBatch>> {
     decode(

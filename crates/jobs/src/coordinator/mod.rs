@@ -207,6 +207,19 @@ pub trait Coordinator: Send + Sync {
     fn workers(&self, since_ms: i64) -> Result<Vec<WorkerState>>;
 }
 
+/// A record as the JSON the coordinators keep in a text column.
+pub(crate) fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("serializable")
+}
+
+/// Parses what [`json`] wrote; `what` names it in the error.
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| crate::error::Error::Corrupt {
+        what: what.to_string(),
+        message: e.to_string(),
+    })
+}
+
 /// Folds (worker, run, shard, status, last seen) rows into [`WorkerState`]s, by name.
 pub(crate) fn fold_workers(
     rows: impl IntoIterator<Item = (String, String, u32, String, i64)>,

@@ -16,7 +16,7 @@ use postgres::{Client, NoTls};
 
 use super::{
     Claim, Coordinator, RunSpec, RunState, TaskCounts, TaskResult, TaskSpec, TaskState,
-    WorkerState, fold_workers,
+    WorkerState, fold_workers, json, parse,
 };
 use crate::error::{Error, Result, RetryHint};
 
@@ -156,17 +156,6 @@ impl PostgresCoordinator {
             }
         }
     }
-}
-
-fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("serializable")
-}
-
-fn parse<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| Error::Corrupt {
-        what: what.to_string(),
-        message: e.to_string(),
-    })
 }
 
 impl Coordinator for PostgresCoordinator {

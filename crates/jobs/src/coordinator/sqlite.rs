@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
     Claim, Coordinator, RunSpec, RunState, TaskCounts, TaskResult, TaskSpec, TaskState,
-    WorkerState, fold_workers,
+    WorkerState, fold_workers, json, parse,
 };
 use crate::error::{Error, Result, RetryHint};
 
@@ -78,17 +78,6 @@ impl SqliteCoordinator {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut conn)
     }
-}
-
-fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("serializable")
-}
-
-fn parse<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| Error::Corrupt {
-        what: what.to_string(),
-        message: e.to_string(),
-    })
 }
 
 impl Coordinator for SqliteCoordinator {
