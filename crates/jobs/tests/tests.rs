@@ -182,7 +182,7 @@ fn the_reference_fleet_run_on_the_postgresql_coordinator() {
 
 fn check_reference_run(f: &Fleet) {
     import_reference(f);
-    let record = run_window(&f, 2);
+    let record = run_window(f, 2);
     assert_eq!(record.status, "succeeded");
     assert_eq!(
         (record.models, record.models_scored, record.models_failed),
