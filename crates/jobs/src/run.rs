@@ -521,7 +521,6 @@ pub fn serve(
     stop: &dyn Fn() -> bool,
 ) -> Result<Served> {
     let lease_ms = options.lease.as_millis() as i64;
-    let mut specs: HashMap<String, RunSpec> = HashMap::new();
     let mut served = Served::default();
     let mut idle_since = Instant::now();
     while !stop() {
@@ -532,17 +531,18 @@ pub fn serve(
             std::thread::sleep(POLL);
             continue;
         };
-        if !specs.contains_key(&claim.run_id) {
-            let state = coordinator.run(&claim.run_id)?.ok_or_else(|| {
+        // The run's window, read for every task: a run planned again under the same id may
+        // have another.
+        let spec = coordinator
+            .run(&claim.run_id)?
+            .ok_or_else(|| {
                 Error::Invalid(format!(
                     "run {} vanished from the coordinator",
                     claim.run_id
                 ))
-            })?;
-            specs.insert(claim.run_id.clone(), state.spec);
-        }
-        let spec = &specs[&claim.run_id];
-        execute_claim(store, coordinator, spec, &claim, options)?;
+            })?
+            .spec;
+        execute_claim(store, coordinator, &spec, &claim, options)?;
         served.tasks += 1;
         if finalize(store, coordinator, &claim.run_id)?.is_some() {
             served.runs_finished += 1;
@@ -734,6 +734,17 @@ pub fn finalize(
     }
     let mut record = record(store, run_id)?.ok_or_else(|| missing_record(run_id))?;
     let tasks = coordinator.tasks(run_id)?;
+    // Totals are recomputed from the tasks (two workers finishing the last tasks together may
+    // both get here; they write the same record): the models the plan left without data are
+    // those in no task.
+    let in_tasks: u64 = tasks.iter().map(|t| t.models as u64).sum();
+    record.models_without_data = record.models.saturating_sub(in_tasks);
+    record.models_scored = 0;
+    record.rows = 0;
+    record.anomalies = 0;
+    record.tasks_failed = 0;
+    record.failures.clear();
+    record.task_failures.clear();
     for t in &tasks {
         match &t.result {
             Some(r) if t.status == "done" => {
