@@ -81,8 +81,18 @@ fn connection_lost(e: &postgres::Error) -> bool {
                 ]
                 .contains(code)
         }
-        // No SQL state: I/O or protocol trouble on the socket.
-        None => true,
+        // No SQL state: trouble on the socket if an I/O error is behind it (a parameter that
+        // does not serialize, say, is not worth reconnecting for).
+        None => {
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                if c.is::<std::io::Error>() {
+                    return true;
+                }
+                cause = c.source();
+            }
+            false
+        }
     }
 }
 
