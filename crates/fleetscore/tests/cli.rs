@@ -1027,3 +1027,137 @@ fn the_autoscaler_runs_queued_work_and_scales_to_zero() {
     assert_eq!(record["status"], "succeeded", "{show}");
     assert_eq!(record["rows"], 17768, "{show}");
 }
+
+/// A worker paused (SIGSTOP) in the middle of a task loses its lease; another worker takes the
+/// task over and finishes the run. When the paused worker resumes and finishes the task too,
+/// it cannot replace the predictions the newer attempt wrote, nor complete the task, nor
+/// change the run's record. (Worker processes on the embedded SQLite coordinator.)
+#[test]
+fn a_paused_worker_that_lost_its_lease_changes_nothing_when_it_resumes() {
+    let dir = tempdir("paused");
+    let store = dir.join("store");
+    plan_reference_run(&store, None, "p");
+    let worker = |name: &str, delay_ms: &str| {
+        bin()
+            .arg("--store")
+            .arg(&store)
+            .args([
+                "worker",
+                "--threads",
+                "1",
+                "--lease",
+                "2",
+                "--idle-exit",
+                "3",
+                "--name",
+                name,
+            ])
+            .env("FLEETSCORE_FAULT_TASK_DELAY_MS", delay_ms)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start a worker")
+    };
+    let signal = |sig: &str, pid: u32| {
+        let o = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "kill {sig}: {}", stderr(&o));
+    };
+    let paused = worker("paused", "1500");
+    let claimed = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        String::from_utf8_lossy(&fleet(&store, &["runs", "show", "p"]).stdout).contains("paused-0")
+    });
+    assert!(claimed, "the first worker never claimed a task");
+    signal("-STOP", paused.id());
+
+    let survivor = worker("survivor", "0").wait_with_output().unwrap();
+    assert!(survivor.status.success(), "{}", stderr(&survivor));
+    let record_before = std::fs::read(store.join("runs/p.json")).unwrap();
+    let predictions = store.join("predictions/run=p");
+    let read_all = || {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&predictions)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().into_string().unwrap(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let written = read_all();
+
+    // The paused worker wakes up, finishes its stale attempt, and leaves.
+    signal("-CONT", paused.id());
+    let resumed = paused.wait_with_output().unwrap();
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert!(
+        stderr(&resumed).contains("after 1 tasks (0 runs finished here)"),
+        "{}",
+        stderr(&resumed)
+    );
+    assert_eq!(
+        read_all(),
+        written,
+        "the stale attempt replaced predictions"
+    );
+    assert_eq!(
+        std::fs::read(store.join("runs/p.json")).unwrap(),
+        record_before,
+        "the stale attempt changed the run record"
+    );
+    let logs: Vec<String> = std::fs::read_dir(store.join("logs/run=p"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        logs.iter().any(|l| l.contains("worker paused-0")
+            && l.contains("already written by an earlier attempt: kept")),
+        "{logs:?}"
+    );
+    let record: serde_json::Value = serde_json::from_slice(&record_before).unwrap();
+    assert_eq!(record["status"], "succeeded");
+    assert_eq!(record["rows"], 17768);
+}
+
+/// A task that keeps failing with an error a retry could help with (the store) is retried
+/// until --max-attempts, then failed for good with its last error; the run finishes the rest
+/// and reports it. (A worker process on the embedded SQLite coordinator, the failure injected.)
+#[test]
+fn a_task_that_keeps_failing_is_failed_after_its_attempts_and_the_run_goes_on() {
+    let dir = tempdir("poison");
+    let store = dir.join("store");
+    plan_reference_run(&store, None, "x");
+    let o = bin()
+        .arg("--store")
+        .arg(&store)
+        .args(["worker", "--idle-exit", "1", "--max-attempts", "3"])
+        .env("FLEETSCORE_FAULT_FAIL_SHARD", "0")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let show = String::from_utf8(fleet(&store, &["runs", "show", "x", "--json"]).stdout).unwrap();
+    let record: serde_json::Value = serde_json::from_str(&show).unwrap();
+    assert_eq!(record["status"], "completed_with_failures", "{show}");
+    assert_eq!(record["tasks_failed"], 1, "{show}");
+    let failure = &record["task_failures"][0];
+    assert_eq!(
+        (&failure["shard"], &failure["attempts"]),
+        (&0.into(), &3.into()),
+        "{show}"
+    );
+    assert!(
+        failure["error"]
+            .as_str()
+            .unwrap()
+            .contains("injected fault (FLEETSCORE_FAULT_FAIL_SHARD)"),
+        "{show}"
+    );
+    // The other tasks' models were scored: 10 of the 15 (one task per device here).
+    assert_eq!(record["models_scored"], 10, "{show}");
+}

@@ -439,6 +439,12 @@ fn execute_claim(
         if let Some(delay) = fault_task_delay() {
             std::thread::sleep(delay);
         }
+        if fault_failing_shard() == Some(claim.task.shard) {
+            return Err(Error::Store(fleetscore_store::Error::Store {
+                key: layout::predictions(&spec.id, claim.task.shard),
+                message: "injected fault (FLEETSCORE_FAULT_FAIL_SHARD)".into(),
+            }));
+        }
         execute_task(store, spec, &claim.task, &claim.worker, claim.attempt)
     });
     match outcome {
@@ -468,6 +474,17 @@ fn fault_task_delay() -> Option<Duration> {
             .ok()
             .and_then(|v| v.parse().ok())
             .map(Duration::from_millis)
+    })
+}
+
+/// Fault injection: `FLEETSCORE_FAULT_FAIL_SHARD=N` makes every attempt at shard N fail with a
+/// store error (one a retry could help with), for tests of poison tasks.
+fn fault_failing_shard() -> Option<u32> {
+    static SHARD: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *SHARD.get_or_init(|| {
+        std::env::var("FLEETSCORE_FAULT_FAIL_SHARD")
+            .ok()
+            .and_then(|v| v.parse().ok())
     })
 }
 
