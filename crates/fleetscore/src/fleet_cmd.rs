@@ -609,13 +609,18 @@ pub fn runs(args: &StoreArgs, command: RunsCommand) -> Result<ExitCode> {
             for r in coordinator.runs()? {
                 writeln!(
                     out,
-                    "{}\t{}\t{}/{} tasks done{}",
+                    "{}\t{}\t{}/{} tasks done{}{}",
                     r.spec.id,
                     r.status,
                     r.tasks.done,
                     r.tasks.total,
                     if r.tasks.failed > 0 {
                         format!(", {} failed", r.tasks.failed)
+                    } else {
+                        String::new()
+                    },
+                    if r.tasks.cancelled > 0 {
+                        format!(", {} cancelled", r.tasks.cancelled)
                     } else {
                         String::new()
                     }

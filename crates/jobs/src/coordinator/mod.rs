@@ -147,6 +147,37 @@ pub struct TaskCounts {
     pub done: u32,
     /// Failed for good.
     pub failed: u32,
+    /// Never started: their run was cancelled.
+    #[serde(default)]
+    pub cancelled: u32,
+}
+
+impl TaskCounts {
+    /// Counts `n` tasks in `status`.
+    pub(crate) fn add(&mut self, status: &str, n: u32) {
+        self.total += n;
+        match status {
+            "pending" => self.pending += n,
+            "running" => self.running += n,
+            "done" => self.done += n,
+            "cancelled" => self.cancelled += n,
+            _ => self.failed += n,
+        }
+    }
+}
+
+/// Where a failed attempt leaves its task: back to `pending` if a retry can help and attempts
+/// remain, else `failed` for good. Both coordinators decide it here.
+pub(crate) fn status_after_failure(
+    claim: &Claim,
+    hint: RetryHint,
+    max_attempts: u32,
+) -> &'static str {
+    if hint == RetryHint::Retry && claim.attempt < max_attempts {
+        "pending"
+    } else {
+        "failed"
+    }
 }
 
 /// A worker as the coordinator has seen it (from the tasks it claimed).
@@ -338,6 +369,10 @@ pub(crate) mod contract {
         assert!(c.complete(&a, &TaskResult::default(), 800).unwrap());
         let state = c.run("r1").unwrap().unwrap();
         assert_eq!(state.status, "cancelled");
+        assert_eq!(
+            (state.tasks.done, state.tasks.cancelled, state.tasks.failed),
+            (1, 2, 0)
+        );
         let statuses: Vec<String> = c
             .tasks("r1")
             .unwrap()

@@ -16,7 +16,7 @@ use postgres::{Client, NoTls};
 
 use super::{
     Claim, Coordinator, RunSpec, RunState, TaskCounts, TaskResult, TaskSpec, TaskState,
-    WorkerState, fold_workers, json, parse,
+    WorkerState, fold_workers, json, parse, status_after_failure,
 };
 use crate::error::{Error, Result, RetryHint};
 
@@ -271,11 +271,7 @@ impl Coordinator for PostgresCoordinator {
         max_attempts: u32,
         now_ms: i64,
     ) -> Result<()> {
-        let status = if hint == RetryHint::Retry && claim.attempt < max_attempts {
-            "pending"
-        } else {
-            "failed"
-        };
+        let status = status_after_failure(claim, hint, max_attempts);
         self.with(|client| {
             client.execute(
                 "UPDATE fleetscore_tasks SET status = $4, error = $5, finished_ms = $6,
@@ -314,13 +310,7 @@ impl Coordinator for PostgresCoordinator {
         let mut tasks = TaskCounts::default();
         for row in counts {
             let n = u32::try_from(row.get::<_, i64>(1)).unwrap_or(u32::MAX);
-            tasks.total += n;
-            match row.get::<_, &str>(0) {
-                "pending" => tasks.pending = n,
-                "running" => tasks.running = n,
-                "done" => tasks.done = n,
-                _ => tasks.failed += n,
-            }
+            tasks.add(row.get::<_, &str>(0), n);
         }
         Ok(Some(RunState {
             spec: RunSpec {

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
     Claim, Coordinator, RunSpec, RunState, TaskCounts, TaskResult, TaskSpec, TaskState,
-    WorkerState, fold_workers, json, parse,
+    WorkerState, fold_workers, json, parse, status_after_failure,
 };
 use crate::error::{Error, Result, RetryHint};
 
@@ -178,11 +178,7 @@ impl Coordinator for SqliteCoordinator {
         now_ms: i64,
     ) -> Result<()> {
         self.with(|conn| {
-            let status = if hint == RetryHint::Retry && claim.attempt < max_attempts {
-                "pending"
-            } else {
-                "failed"
-            };
+            let status = status_after_failure(claim, hint, max_attempts);
             conn.execute(
                 "UPDATE tasks SET status = ?4, error = ?5, finished_ms = ?6, lease_until_ms = NULL
                  WHERE run_id = ?1 AND shard = ?2 AND attempts = ?3 AND status = 'running'",
@@ -347,13 +343,7 @@ fn run_state(conn: &Connection, run_id: &str) -> Result<Option<RunState>> {
         Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?))
     })? {
         let (s, n) = row?;
-        tasks.total += n;
-        match s.as_str() {
-            "pending" => tasks.pending = n,
-            "running" => tasks.running = n,
-            "done" => tasks.done = n,
-            _ => tasks.failed += n,
-        }
+        tasks.add(&s, n);
     }
     Ok(Some(RunState {
         spec: RunSpec {
