@@ -41,6 +41,34 @@ def cores():
         return os.cpu_count() or 1
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def git_commit():
+    """The checkout's commit, saying so when tracked files have uncommitted changes."""
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return commit + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_facts():
+    """When and where a benchmark runs: the start of every results file."""
+    import datetime
+    n = cores()
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": n,
+        "machine": {"cpu": cpu_model(), "cores": n, "mem_gib": mem_total_gib() or 0.0,
+                    "kernel": platform.release()},
+        "loadavg_start": loadavg(),
+    }
+
+
 def fleetscore_version(fs):
     try:
         return subprocess.run([str(fs), "--version"], capture_output=True, text=True, check=True).stdout.strip()

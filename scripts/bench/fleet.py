@@ -48,15 +48,14 @@ import time
 from pathlib import Path
 
 from common import (
-    cores,
-    cpu_model,
+    git_commit,
+    run_facts,
     div,
     f_rate,
     f_ratio,
     f_sci,
     fleetscore_version,
     loadavg,
-    mem_total_gib,
     write_section,
 )
 
@@ -507,16 +506,6 @@ def bench_n(n_devices, fs, out_dir, jobs, keep):
 # ---------------------------------------------------------------------------
 
 
-def git_commit():
-    try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return commit + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
 
 # ---------------------------------------------------------------------------
 # Report
@@ -766,13 +755,8 @@ def main():
     out = args.out_dir.resolve()
     out.mkdir(parents=True, exist_ok=True)
 
-    cores_n = cores()
     r = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cores": cores_n,
-        "machine": {"cpu": cpu_model(), "cores": cores_n, "mem_gib": mem_total_gib() or 0.0,
-                    "kernel": platform.release()},
-        "loadavg_start": loadavg(),
+        **run_facts(),
         "versions": {
             "fleetscore_commit": git_commit(),
             "fleetscore_binary": os.path.relpath(fs, ROOT),

@@ -28,7 +28,6 @@ DIR/results.json.
 """
 
 import argparse
-import datetime
 import gc
 import json
 import os
@@ -46,15 +45,14 @@ import warnings
 from pathlib import Path
 
 from common import (
+    git_commit,
+    run_facts,
     cores,
-    cpu_model,
     div,
     f_rate,
     f_ratio,
     f_sci,
     fleetscore_version,
-    loadavg,
-    mem_total_gib,
     write_section,
 )
 
@@ -335,20 +333,6 @@ def check_output_table(path, data):
 # ---------------------------------------------------------------------------
 
 
-def git_commit():
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()
-        return commit + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
 
 def blas_info():
     """Which BLAS numpy uses, and with which kernel (threadpoolctl)."""
@@ -603,14 +587,10 @@ def main():
     warnings.filterwarnings("ignore", message=".*feature names.*")
 
     r = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        **run_facts(),
         "rows": args.rows,
         "repeat": args.repeat,
-        "cores": cores_n,
         "skip_fleetscore": args.skip_fleetscore,
-        "machine": {"cpu": cpu_model(), "cores": cores_n, "mem_gib": mem_total_gib() or 0.0,
-                    "kernel": platform.release()},
-        "loadavg_start": loadavg(),
         "busy_load": 0.5,
         "env": {k: (f"={os.environ[k]}" if k in os.environ else "unset")
                 for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")},

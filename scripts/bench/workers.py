@@ -39,10 +39,8 @@ last part, which say what they assume. Raw results go to OUT_DIR/workers-results
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -53,8 +51,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import cores, cpu_model, div, f_rate, f_ratio, fleetscore_version, loadavg, mem_total_gib, write_section
-from fleet import READINGS, TAGS, WINDOW_FROM, WINDOW_TO, ensure_fleet, f_bytes, f_mib, f_secs, git_commit
+from common import cores, div, f_rate, f_ratio, fleetscore_version, git_commit, loadavg, run_facts, write_section
+from fleet import READINGS, TAGS, WINDOW_FROM, WINDOW_TO, ensure_fleet, f_bytes, f_mib, f_secs
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -625,7 +623,7 @@ def render(r):
 
 def summarize(r):
     """Best-of summaries and the estimates, from the raw measurements in r."""
-    procs_list, cores_n = r["processes"], r["cores"]
+    procs_list = r["processes"]
     n_models, n_rows = r["fleet_facts"]["models"], r["fleet_facts"]["rows"]
     groups = {}
     for x in r["overhead"]:
@@ -739,13 +737,8 @@ def main():
     out = args.out_dir.resolve()
     out.mkdir(parents=True, exist_ok=True)
 
-    cores_n = cores()
     r = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cores": cores_n,
-        "machine": {"cpu": cpu_model(), "cores": cores_n, "mem_gib": mem_total_gib() or 0.0,
-                    "kernel": platform.release()},
-        "loadavg_start": loadavg(),
+        **run_facts(),
         "versions": {
             "fleetscore_commit": git_commit(),
             "fleetscore_binary": os.path.relpath(fs, ROOT),
@@ -812,7 +805,7 @@ def main():
         for rep in range(args.repeats):
             log(f"fleet runs, repeat {rep + 1} of {args.repeats}")
             for n in procs_list:
-                threads = max(1, cores_n // n)
+                threads = max(1, r["cores"] // n)
                 r["fleet"].append(fleet_run_workers(fs, store, pg, n, threads, args.max_models_per_task, n_models,
                                                     n_rows, work, rep))
                 save()
