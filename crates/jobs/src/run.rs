@@ -9,13 +9,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_array::builder::StringBuilder;
-use arrow_array::types::Int32Type;
-use arrow_array::{
-    ArrayRef, DictionaryArray, Float64Array, Int8Array, Int32Array, RecordBatch, StringArray,
-    TimestampMillisecondArray,
-};
+use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use fleetscore_table::parquet_direct::{self, Column, Runs, TextRunsBuilder, Values};
 use serde::{Deserialize, Serialize};
 
 use fleetscore_models::Model;
@@ -178,22 +174,14 @@ pub fn predictions_schema() -> SchemaRef {
     ]))
 }
 
-/// The schema a task writes its predictions with: [`predictions_schema`], with the text columns
-/// that repeat one value per model (or per run) built as dictionaries. They are stored as plain
-/// text, so they read back as [`predictions_schema`].
-fn shard_schema() -> SchemaRef {
-    fleetscore_table::with_dictionary_text(&predictions_schema())
-}
-
-/// Predictions of one task, column by column: the text columns once per model, and each row
-/// pointing at its model.
+/// Predictions of one task, column by column: the text columns as runs of rows (one run per
+/// model), the rest row by row. Written with [`fleetscore_table::parquet_direct`], whose columns
+/// read back as [`predictions_schema`].
 #[derive(Default)]
 struct Columns {
-    device: StringBuilder,
-    tag: StringBuilder,
-    version: StringBuilder,
-    models: i32,
-    model: Vec<i32>,
+    device: TextRunsBuilder,
+    tag: TextRunsBuilder,
+    version: TextRunsBuilder,
     ts: Vec<i64>,
     value: Vec<f64>,
     score: Vec<f64>,
@@ -204,7 +192,6 @@ impl Columns {
     /// Room for `rows` rows (growing tall vectors by doubling copied each row several times).
     fn with_capacity(rows: usize) -> Columns {
         Columns {
-            model: Vec::with_capacity(rows),
             ts: Vec::with_capacity(rows),
             value: Vec::with_capacity(rows),
             score: Vec::with_capacity(rows),
@@ -213,46 +200,37 @@ impl Columns {
         }
     }
 
-    /// Starts the rows of another model.
-    fn add_model(&mut self, m: &ModelRef) {
-        self.device.append_value(&m.device);
-        self.tag.append_value(&m.tag);
-        self.version.append_value(&m.version);
-        self.models += 1;
+    /// Adds the rows of a model.
+    fn add_model(&mut self, m: &ModelRef, rows: usize) {
+        self.device.push(&m.device, rows);
+        self.tag.push(&m.tag, rows);
+        self.version.push(&m.version, rows);
     }
 
-    fn batch(mut self, spec: &RunSpec) -> Result<RecordBatch> {
+    /// The Parquet file, columns in [`predictions_schema`] order.
+    fn parquet(self, spec: &RunSpec) -> Result<Vec<u8>> {
         let n = self.ts.len();
-        let tz = |v: Vec<i64>| {
-            Arc::new(TimestampMillisecondArray::from(v).with_timezone("UTC")) as ArrayRef
-        };
-        let model = Int32Array::from(self.model);
-        let per_model = |values: StringArray| {
-            Arc::new(DictionaryArray::<Int32Type>::new(
-                model.clone(),
-                Arc::new(values),
-            )) as ArrayRef
-        };
-        let run_id = DictionaryArray::<Int32Type>::new(
-            Int32Array::from(vec![0; n]),
-            Arc::new(StringArray::from(vec![spec.id.as_str()])),
+        let (device, tag, version) = (
+            self.device.finish(),
+            self.tag.finish(),
+            self.version.finish(),
         );
-        RecordBatch::try_new(
-            shard_schema(),
-            vec![
-                per_model(self.device.finish()),
-                per_model(self.tag.finish()),
-                tz(self.ts),
-                tz(vec![spec.from_ms; n]),
-                tz(vec![spec.to_ms; n]),
-                Arc::new(Float64Array::from(self.value)),
-                Arc::new(Float64Array::from(self.score)),
-                Arc::new(Int8Array::from(self.anomaly)),
-                per_model(self.version.finish()),
-                Arc::new(run_id),
-            ],
-        )
-        .map_err(|e| Error::Invalid(e.to_string()))
+        let from = Runs::constant(spec.from_ms, n);
+        let to = Runs::constant(spec.to_ms, n);
+        let run_id = Runs::constant(spec.id.clone(), n);
+        let column = |name, values| Column { name, values };
+        Ok(parquet_direct::write_table(&[
+            column("device", Values::TextRuns(&device)),
+            column("tag", Values::TextRuns(&tag)),
+            column("ts", Values::Timestamp(&self.ts)),
+            column("window_start", Values::TimestampRuns(&from)),
+            column("window_end", Values::TimestampRuns(&to)),
+            column("value", Values::Float64(&self.value)),
+            column("score", Values::Float64(&self.score)),
+            column("anomaly", Values::Int8(&self.anomaly)),
+            column("model_version", Values::TextRuns(&version)),
+            column("run_id", Values::TextRuns(&run_id)),
+        ])?)
     }
 }
 
@@ -383,9 +361,7 @@ pub fn execute_task(
         result.models_scored += 1;
         result.rows += series.len() as u64;
         result.anomalies += anomalies as u64;
-        let model = cols.models;
-        cols.add_model(m);
-        cols.model.extend(std::iter::repeat_n(model, series.len()));
+        cols.add_model(m, series.len());
         cols.ts.extend(series.iter().map(|r| r.0));
         cols.value.extend(series.iter().map(|r| r.1));
         cols.score.extend_from_slice(&decision);
@@ -394,14 +370,7 @@ pub fn execute_task(
     }
     result.score_seconds = score_started.elapsed().as_secs_f64();
     let write_started = Instant::now();
-    let batch = cols.batch(spec)?;
-    // The columns that hold one value for the whole task are dictionary-encoded: a run-length
-    // of keys instead of that value written out on every row.
-    let bytes = fleetscore_table::to_parquet_bytes(
-        shard_schema(),
-        &[batch],
-        &["window_start", "window_end", "run_id"],
-    )?;
+    let bytes = cols.parquet(spec)?;
     // The first complete write wins: an attempt that lost its claim (paused, partitioned) and
     // wakes up after a newer attempt wrote cannot replace that output. Attempts compute the
     // same predictions from the same plan, so whichever lands first is the task's.

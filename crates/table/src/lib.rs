@@ -8,6 +8,7 @@
 mod csv_io;
 mod error;
 mod features;
+pub mod parquet_direct;
 mod parquet_io;
 
 use std::path::Path;
