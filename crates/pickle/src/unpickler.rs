@@ -47,7 +47,12 @@ pub(crate) fn unpickle_detect_joblib(
         op_start: 0,
         allow,
         limits,
-        pk: Pickle::default(),
+        pk: Pickle {
+            // Roughly one object per 16 bytes of stream in scikit-learn's pickles: sized once
+            // instead of grown by doubling (bounded by the node limit, not by the input).
+            nodes: Vec::with_capacity((data.len() / 16).min(limits.max_nodes).min(1 << 16)),
+            ..Pickle::default()
+        },
         saw_joblib_wrapper: false,
     };
     let root = m.run(0)?;
@@ -98,7 +103,13 @@ impl Memo {
             Some(slot) => {
                 let old = slot.replace(v);
                 // A key stored in the map before the vector reached it moves here.
-                old.or_else(|| self.sparse.remove(&k))
+                old.or_else(|| {
+                    if self.sparse.is_empty() {
+                        None
+                    } else {
+                        self.sparse.remove(&k)
+                    }
+                })
             }
             None => self.sparse.insert(k, v),
         };

@@ -100,6 +100,16 @@ impl Transform for ShiftDivide {
         let d = self.n_features;
         // scikit-learn subtracts over the whole array, then divides: per element that is the
         // same two roundings in the same order.
+        if d == 1 {
+            // One feature (a sensor's value): straight loops over the column, which vectorize.
+            if let Some(m) = self.subtract.as_ref().map(|s| s[0]) {
+                x.iter_mut().for_each(|v| *v -= m);
+            }
+            if let Some(s) = self.divide.as_ref().map(|s| s[0]) {
+                x.iter_mut().for_each(|v| *v /= s);
+            }
+            return;
+        }
         if let Some(sub) = &self.subtract {
             for row in x.chunks_exact_mut(d) {
                 for (v, m) in row.iter_mut().zip(sub) {
