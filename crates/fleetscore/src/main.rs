@@ -2,6 +2,7 @@
 
 mod autoscale;
 mod fleet_cmd;
+mod ingest_cmd;
 mod models_cmd;
 
 use std::process::ExitCode;
@@ -58,6 +59,16 @@ enum Command {
         #[command(subcommand)]
         command: fleet_cmd::PredictionsCommand,
     },
+    /// Readings in over HTTP, into the durable log.
+    Ingest {
+        #[command(subcommand)]
+        command: ingest_cmd::IngestCommand,
+    },
+    /// The durable log of ingested readings.
+    Log {
+        #[command(subcommand)]
+        command: ingest_cmd::LogCommand,
+    },
 }
 
 /// `fleetscore models ...`: files on disk, and the registry in the store.
@@ -94,6 +105,8 @@ fn main() -> ExitCode {
         Command::Autoscale(args) => autoscale::run(&cli.store, args),
         Command::Runs { command } => fleet_cmd::runs(&cli.store, command),
         Command::Predictions { command } => fleet_cmd::predictions(&cli.store, command),
+        Command::Ingest { command } => ingest_cmd::ingest(command),
+        Command::Log { command } => ingest_cmd::log(command),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,280 @@
+//! `fleetscore ingest serve` (readings over HTTP into the durable log) and `fleetscore log ...`
+//! (what the log holds).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use fleetscore_ingest::server::{Config, Tokens};
+use fleetscore_ingest::{Limits, Reading};
+use fleetscore_log::{Log, Options};
+
+/// Where the log lives.
+#[derive(Debug, Args)]
+pub struct LogDirArgs {
+    /// The durable log's folder (a local disk: every acknowledgement waits for its fsync).
+    #[arg(long, env = "FLEETSCORE_LOG_DIR", default_value = "fleetscore-log")]
+    pub log_dir: PathBuf,
+}
+
+/// `fleetscore ingest ...`.
+#[derive(Debug, Subcommand)]
+pub enum IngestCommand {
+    /// Accept readings over HTTP (POST /v1/readings: JSON lines, JSON or CSV) and append them
+    /// to the durable log; a request is answered once its readings are on disk.
+    Serve(ServeArgs),
+}
+
+/// `fleetscore ingest serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub log: LogDirArgs,
+    /// Address to listen on (port 0 picks a free port; the chosen one is printed).
+    #[arg(
+        long,
+        env = "FLEETSCORE_INGEST_LISTEN",
+        default_value = "127.0.0.1:8086"
+    )]
+    pub listen: SocketAddr,
+    /// Bearer tokens file: {"tokens": [{"name": "site-a", "token": "…", "devices": ["d1"]}]}.
+    /// Required unless listening on a loopback address.
+    #[arg(long, env = "FLEETSCORE_INGEST_TOKENS")]
+    pub tokens: Option<PathBuf>,
+    /// Partitions of a new log (an existing log keeps its own; default 8).
+    #[arg(long)]
+    pub partitions: Option<u32>,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub max_body: usize,
+    /// Request bodies held in memory at once, in bytes, before requests get 429.
+    #[arg(long, default_value_t = 256 << 20)]
+    pub max_inflight: usize,
+    /// Bytes accepted but not yet on disk before requests get 429.
+    #[arg(long, default_value_t = 256 << 20)]
+    pub max_pending: usize,
+    /// Readings further than this many seconds ahead of this machine's clock are refused.
+    #[arg(long, default_value_t = 86_400)]
+    pub max_future_secs: i64,
+    /// A log segment is sealed at this size, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub segment_bytes: u64,
+    /// Sealed segments older than this many hours are deleted (0 keeps them forever).
+    #[arg(long, default_value_t = 168)]
+    pub retention_hours: u64,
+    /// Per partition, the oldest sealed segments are deleted while it holds more bytes.
+    #[arg(long)]
+    pub retention_bytes: Option<u64>,
+}
+
+/// `fleetscore log ...`.
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Partitions, their offsets and size, and the consumer groups' committed offsets.
+    Stats(LogStatsArgs),
+    /// Print a partition's readings from an offset, as JSON lines.
+    Read(LogReadArgs),
+}
+
+/// `fleetscore log stats`.
+#[derive(Debug, Args)]
+pub struct LogStatsArgs {
+    #[command(flatten)]
+    pub log: LogDirArgs,
+    /// Consumer groups whose committed offsets to show.
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
+}
+
+/// `fleetscore log read`.
+#[derive(Debug, Args)]
+pub struct LogReadArgs {
+    #[command(flatten)]
+    pub log: LogDirArgs,
+    /// The partition (all of them when not given).
+    #[arg(long)]
+    pub partition: Option<u32>,
+    /// First offset to print.
+    #[arg(long, default_value_t = 0)]
+    pub from: u64,
+    /// Print at most this many readings per partition.
+    #[arg(long)]
+    pub limit: Option<u64>,
+}
+
+/// Opens an existing log with the partition count it was created with.
+fn open_existing(dir: &Path) -> Result<Log> {
+    let partitions = partitions_of(dir)?.with_context(|| {
+        format!(
+            "{}: no log here (start `fleetscore ingest serve` first)",
+            dir.display()
+        )
+    })?;
+    Log::open(
+        dir,
+        Options {
+            partitions,
+            ..Options::default()
+        },
+    )
+    .with_context(|| format!("opening the log in {}", dir.display()))
+}
+
+fn partitions_of(dir: &Path) -> Result<Option<u32>> {
+    let meta = dir.join("log.json");
+    match std::fs::read(&meta) {
+        Ok(b) => {
+            let v: serde_json::Value = serde_json::from_slice(&b)
+                .with_context(|| format!("{}: not a log description", meta.display()))?;
+            let p = v["partitions"]
+                .as_u64()
+                .with_context(|| format!("{}: no partition count", meta.display()))?;
+            Ok(Some(p as u32))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", meta.display())),
+    }
+}
+
+pub fn ingest(command: IngestCommand) -> Result<ExitCode> {
+    let IngestCommand::Serve(a) = command;
+    let tokens = a
+        .tokens
+        .as_deref()
+        .map(Tokens::load)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let existing = partitions_of(&a.log.log_dir)?;
+    if let (Some(have), Some(want)) = (existing, a.partitions)
+        && have != want
+    {
+        bail!(
+            "{} has {have} partitions; a log's partition count cannot change (asked for {want})",
+            a.log.log_dir.display()
+        );
+    }
+    let log = Log::open(
+        &a.log.log_dir,
+        Options {
+            partitions: existing.or(a.partitions).unwrap_or(8),
+            segment_bytes: a.segment_bytes,
+            max_pending_bytes: a.max_pending,
+            retention_age: (a.retention_hours > 0)
+                .then(|| Duration::from_secs(a.retention_hours * 3600)),
+            retention_bytes: a.retention_bytes,
+        },
+    )
+    .with_context(|| format!("opening the log in {}", a.log.log_dir.display()))?;
+    for (p, bytes) in log.recovered() {
+        eprintln!(
+            "log partition {p}: cut {bytes} bytes of an unacknowledged, torn tail left by a crash"
+        );
+    }
+    // Retention runs in the background; a failure is reported, not fatal.
+    {
+        let log = log.clone();
+        std::thread::Builder::new()
+            .name("log-retention".into())
+            .spawn(move || {
+                loop {
+                    let now = chrono::Utc::now().timestamp_millis();
+                    match log.enforce_retention(now) {
+                        Ok((0, _)) => {}
+                        Ok((n, bytes)) => {
+                            eprintln!("log retention: deleted {n} segment(s), {bytes} bytes");
+                        }
+                        Err(e) => eprintln!("log retention: {e}"),
+                    }
+                    std::thread::sleep(Duration::from_secs(60));
+                }
+            })
+            .context("starting the retention thread")?;
+    }
+    let config = Config {
+        tokens,
+        max_body_bytes: a.max_body,
+        max_inflight_bytes: a.max_inflight,
+        limits: Limits {
+            max_future_ms: a.max_future_secs.saturating_mul(1000),
+        },
+    };
+    fleetscore_ingest::server::run(a.listen, log, config).map_err(anyhow::Error::msg)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn log(command: LogCommand) -> Result<ExitCode> {
+    match command {
+        LogCommand::Stats(a) => {
+            let log = open_existing(&a.log.log_dir)?;
+            let mut partitions = Vec::new();
+            for p in 0..log.partitions() {
+                let (start, end) = log.bounds(p)?;
+                partitions.push(serde_json::json!({
+                    "partition": p, "start_offset": start, "end_offset": end,
+                }));
+            }
+            let mut groups = serde_json::Map::new();
+            for g in &a.groups {
+                let committed = log.committed(g)?;
+                groups.insert(
+                    g.clone(),
+                    serde_json::json!(
+                        committed
+                            .iter()
+                            .map(|(p, o)| (p.to_string(), *o))
+                            .collect::<std::collections::BTreeMap<_, _>>()
+                    ),
+                );
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "log_dir": a.log.log_dir,
+                    "partitions": partitions,
+                    "groups": groups,
+                }))?
+            );
+        }
+        LogCommand::Read(a) => {
+            use std::io::Write;
+            let log = open_existing(&a.log.log_dir)?;
+            let partitions: Vec<u32> = match a.partition {
+                Some(p) => vec![p],
+                None => (0..log.partitions()).collect(),
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for p in partitions {
+                let mut next = a.from;
+                let mut printed = 0u64;
+                'partition: loop {
+                    let r = log.read(p, next, 1 << 20)?;
+                    if r.records.is_empty() {
+                        break;
+                    }
+                    next = r.next_offset;
+                    for (offset, bytes) in r.records {
+                        if a.limit.is_some_and(|l| printed >= l) {
+                            break 'partition;
+                        }
+                        let reading = Reading::decode(&bytes)
+                            .map_err(|e| anyhow::anyhow!("partition {p} offset {offset}: {e}"))?;
+                        writeln!(
+                            out,
+                            "{}",
+                            serde_json::json!({
+                                "partition": p, "offset": offset, "device": reading.device,
+                                "tag": reading.tag, "ts": reading.ts_ms, "value": reading.value,
+                            })
+                        )?;
+                        printed += 1;
+                    }
+                }
+            }
+            out.flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,477 @@
+//! One partition: a folder of segment files, each a sequence of record batches.
+//!
+//! A batch on disk, little-endian:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 4 | magic `FSB1` |
+//! | 4 | length of the rest of the batch after the CRC |
+//! | 4 | CRC-32 (IEEE) of the rest of the batch after the CRC |
+//! | 8 | offset of the first record |
+//! | 4 | number of records |
+//! | 8 | append time, milliseconds since the epoch |
+//! | … | records, each a 4-byte length and its bytes |
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::{Records, sync_dir};
+
+const MAGIC: &[u8; 4] = b"FSB1";
+/// Magic, length, CRC.
+const PREFIX: usize = 12;
+/// Prefix, first offset, count, append time.
+pub(crate) const HEADER: usize = PREFIX + 8 + 4 + 8;
+/// A batch claiming to be longer than this is corrupt (no append writes one).
+const MAX_BATCH: usize = 1 << 30;
+/// An index entry is kept about every this many bytes of a segment.
+const INDEX_EVERY: u64 = 256 << 10;
+
+/// A segment: its first offset, how much of it is durable, and a sparse index.
+#[derive(Debug, Clone)]
+pub(crate) struct Segment {
+    pub(crate) base: u64,
+    pub(crate) path: PathBuf,
+    /// Bytes that are durable (readers stop here).
+    pub(crate) len: u64,
+    /// Offset after the last durable record.
+    pub(crate) end: u64,
+    /// `(first offset of a batch, its byte position)`, about every [`INDEX_EVERY`] bytes.
+    pub(crate) index: Vec<(u64, u64)>,
+    /// Append time of the newest batch (for retention by age).
+    pub(crate) newest_ms: i64,
+}
+
+/// What a reader needs: the segments as of now (durable parts only).
+pub(crate) struct View {
+    segments: Vec<Segment>,
+}
+
+pub(crate) struct Partition {
+    dir: PathBuf,
+    segments: Vec<Segment>,
+    /// Append handle of the last segment.
+    active: File,
+    /// Bytes written to the active segment, durable or not.
+    written: u64,
+    /// Offset the next appended record gets.
+    next_offset: u64,
+    /// Offsets below this are durable.
+    pub(crate) durable_offset: u64,
+    /// Newest append time written (durable or not).
+    written_newest_ms: i64,
+    /// Index entries for written, not yet durable batches.
+    pending_index: Vec<(u64, u64)>,
+    /// Bytes cut from a torn tail when the partition was opened.
+    pub(crate) cut_on_open: u64,
+    buf: Vec<u8>,
+}
+
+fn segment_name(base: u64) -> String {
+    format!("{base:020}.seg")
+}
+
+impl Partition {
+    /// Opens (or creates) the partition in `dir`; checks the active segment and cuts a torn
+    /// tail.
+    pub(crate) fn open(dir: &Path, number: u32) -> Result<Partition> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let entry = entry.map_err(|e| Error::io(dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(".seg") {
+                let base = stem.parse::<u64>().map_err(|_| Error::Corrupt {
+                    path: entry.path().display().to_string(),
+                    position: 0,
+                    reason: "a segment's name must be its first offset".into(),
+                })?;
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+        if bases.is_empty() {
+            File::create(dir.join(segment_name(0))).map_err(|e| Error::io(dir, e))?;
+            sync_dir(dir)?;
+            bases.push(0);
+        }
+        let mut segments = Vec::with_capacity(bases.len());
+        let mut cut = 0;
+        let last = bases.len() - 1;
+        for (i, &base) in bases.iter().enumerate() {
+            let path = dir.join(segment_name(base));
+            let (segment, torn) = scan(&path, base, i == last)?;
+            if let Some(prev) = segments.last().map(|s: &Segment| s.end)
+                && prev != base
+            {
+                return Err(Error::Corrupt {
+                    path: path.display().to_string(),
+                    position: 0,
+                    reason: format!(
+                        "partition {number}: the previous segment ends at offset {prev}, this one starts at {base}"
+                    ),
+                });
+            }
+            if let Some(at) = torn {
+                let size = std::fs::metadata(&path)
+                    .map_err(|e| Error::io(&path, e))?
+                    .len();
+                cut = size - at;
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| Error::io(&path, e))?;
+                f.set_len(at).map_err(|e| Error::io(&path, e))?;
+                f.sync_all().map_err(|e| Error::io(&path, e))?;
+            }
+            segments.push(segment);
+        }
+        let tail = segments.last().expect("at least one segment");
+        let active = OpenOptions::new()
+            .append(true)
+            .open(&tail.path)
+            .map_err(|e| Error::io(&tail.path, e))?;
+        Ok(Partition {
+            dir: dir.to_path_buf(),
+            written: tail.len,
+            next_offset: tail.end,
+            durable_offset: tail.end,
+            written_newest_ms: tail.newest_ms,
+            pending_index: Vec::new(),
+            cut_on_open: cut,
+            active,
+            segments,
+            buf: Vec::new(),
+        })
+    }
+
+    pub(crate) fn start_offset(&self) -> u64 {
+        self.segments.first().map_or(0, |s| s.base)
+    }
+
+    pub(crate) fn view(&self) -> View {
+        View {
+            segments: self.segments.clone(),
+        }
+    }
+
+    /// Writes one batch (not yet durable); returns its first offset. A failed write is cut
+    /// again, so the segment stays a clean sequence of batches.
+    pub(crate) fn append(
+        &mut self,
+        payload: &[u8],
+        count: u32,
+        now_ms: i64,
+        segment_bytes: u64,
+    ) -> Result<u64> {
+        let size = (HEADER + payload.len()) as u64;
+        if self.written > 0 && self.written + size > segment_bytes {
+            self.roll()?;
+        }
+        let base = self.next_offset;
+        self.buf.clear();
+        self.buf.extend_from_slice(MAGIC);
+        self.buf
+            .extend_from_slice(&((HEADER - PREFIX + payload.len()) as u32).to_le_bytes());
+        self.buf.extend_from_slice(&[0; 4]);
+        self.buf.extend_from_slice(&base.to_le_bytes());
+        self.buf.extend_from_slice(&count.to_le_bytes());
+        self.buf.extend_from_slice(&now_ms.to_le_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&self.buf[PREFIX..]);
+        crc.update(payload);
+        let crc = crc.finalize();
+        self.buf[8..12].copy_from_slice(&crc.to_le_bytes());
+        let path = &self.segments.last().expect("active segment").path;
+        let written = self
+            .active
+            .write_all(&self.buf)
+            .and_then(|()| self.active.write_all(payload));
+        if let Err(e) = written {
+            let _ = self.active.set_len(self.written);
+            return Err(Error::io(path, e));
+        }
+        let last_indexed = self
+            .pending_index
+            .last()
+            .or(self.segments.last().and_then(|s| s.index.last()))
+            .map(|&(_, pos)| pos);
+        if last_indexed.is_none_or(|pos| self.written >= pos + INDEX_EVERY) {
+            self.pending_index.push((base, self.written));
+        }
+        self.written += size;
+        self.next_offset += u64::from(count);
+        self.written_newest_ms = now_ms;
+        Ok(base)
+    }
+
+    /// Makes everything written durable and visible to readers. On failure the unsynced
+    /// batches are cut, so none of them is ever read, and the error is returned for every
+    /// append they carried.
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        let tail = self.segments.last_mut().expect("active segment");
+        if let Err(e) = self.active.sync_data() {
+            let _ = self.active.set_len(tail.len);
+            self.written = tail.len;
+            self.next_offset = tail.end;
+            self.pending_index.clear();
+            return Err(Error::io(&tail.path, e));
+        }
+        tail.len = self.written;
+        tail.end = self.next_offset;
+        tail.newest_ms = self.written_newest_ms;
+        tail.index.append(&mut self.pending_index);
+        self.durable_offset = self.next_offset;
+        Ok(())
+    }
+
+    /// Seals the active segment (synced first) and starts a new one at the next offset.
+    fn roll(&mut self) -> Result<()> {
+        self.sync()?;
+        let path = self.dir.join(segment_name(self.next_offset));
+        let active = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        sync_dir(&self.dir)?;
+        self.active = active;
+        self.written = 0;
+        self.segments.push(Segment {
+            base: self.next_offset,
+            path,
+            len: 0,
+            end: self.next_offset,
+            index: Vec::new(),
+            newest_ms: self.written_newest_ms,
+        });
+        Ok(())
+    }
+
+    /// Deletes the oldest sealed segments past the limits; returns (segments, bytes) deleted.
+    pub(crate) fn enforce_retention(
+        &mut self,
+        now_ms: i64,
+        max_age_ms: Option<i64>,
+        max_bytes: Option<u64>,
+    ) -> Result<(usize, u64)> {
+        let mut total: u64 = self.segments.iter().map(|s| s.len).sum();
+        let mut deleted = (0, 0);
+        // The active (last) segment is never deleted.
+        while self.segments.len() > 1 {
+            let oldest = &self.segments[0];
+            let too_old = max_age_ms.is_some_and(|age| oldest.newest_ms < now_ms - age);
+            let too_big = max_bytes.is_some_and(|max| total > max);
+            if !(too_old || too_big) {
+                break;
+            }
+            std::fs::remove_file(&oldest.path).map_err(|e| Error::io(&oldest.path, e))?;
+            total -= oldest.len;
+            deleted.0 += 1;
+            deleted.1 += oldest.len;
+            self.segments.remove(0);
+        }
+        if deleted.0 > 0 {
+            sync_dir(&self.dir)?;
+        }
+        Ok(deleted)
+    }
+}
+
+/// Reads a batch header at `pos`: `(first offset, count, append time, batch length)`, or why
+/// there is no valid batch there.
+fn header(file: &File, path: &Path, pos: u64, size: u64) -> Result<Option<[u8; HEADER]>> {
+    if size - pos < HEADER as u64 {
+        return Ok(None);
+    }
+    let mut h = [0u8; HEADER];
+    file.read_exact_at(&mut h, pos)
+        .map_err(|e| Error::io(path, e))?;
+    Ok(Some(h))
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Checks a batch: magic, length within the file, CRC, first offset. Returns its body (after
+/// the CRC) or why it is not valid.
+fn check_batch(
+    file: &File,
+    path: &Path,
+    pos: u64,
+    size: u64,
+    expected_base: u64,
+    body: &mut Vec<u8>,
+) -> Result<std::result::Result<(), String>> {
+    let Some(h) = header(file, path, pos, size)? else {
+        return Ok(Err(format!(
+            "{} bytes, shorter than a batch header",
+            size - pos
+        )));
+    };
+    if &h[..4] != MAGIC {
+        return Ok(Err("no batch starts here (bad magic)".into()));
+    }
+    let len = u32_at(&h, 4) as usize;
+    if !(HEADER - PREFIX..=MAX_BATCH).contains(&len) || pos + (PREFIX + len) as u64 > size {
+        return Ok(Err(format!(
+            "a batch of {len} bytes does not fit in the {} left",
+            size - pos - PREFIX as u64
+        )));
+    }
+    body.resize(len, 0);
+    file.read_exact_at(body, pos + PREFIX as u64)
+        .map_err(|e| Error::io(path, e))?;
+    if crc32fast::hash(body) != u32_at(&h, 8) {
+        return Ok(Err("CRC mismatch".into()));
+    }
+    let base = u64_at(body, 0);
+    if base != expected_base {
+        return Ok(Err(format!(
+            "the batch starts at offset {base}, expected {expected_base}"
+        )));
+    }
+    Ok(Ok(()))
+}
+
+/// Scans a segment: builds its index and finds where it ends. In the active segment a bad
+/// batch is a torn tail (returned as where to cut); in a sealed one it is corruption.
+fn scan(path: &Path, base: u64, active: bool) -> Result<(Segment, Option<u64>)> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut seg = Segment {
+        base,
+        path: path.to_path_buf(),
+        len: 0,
+        end: base,
+        index: Vec::new(),
+        newest_ms: 0,
+    };
+    let mut pos = 0u64;
+    let mut body = Vec::new();
+    while pos < size {
+        match check_batch(&file, path, pos, size, seg.end, &mut body)? {
+            Ok(()) => {
+                let count = u32_at(&body, 8);
+                let time = u64_at(&body, 12) as i64;
+                if seg
+                    .index
+                    .last()
+                    .is_none_or(|&(_, p)| pos >= p + INDEX_EVERY)
+                {
+                    seg.index.push((seg.end, pos));
+                }
+                seg.end += u64::from(count);
+                seg.newest_ms = time;
+                pos += (PREFIX + body.len()) as u64;
+            }
+            Err(reason) if active => {
+                let _ = reason;
+                seg.len = pos;
+                return Ok((seg, Some(pos)));
+            }
+            Err(reason) => {
+                return Err(Error::Corrupt {
+                    path: path.display().to_string(),
+                    position: pos,
+                    reason,
+                });
+            }
+        }
+    }
+    seg.len = pos;
+    if seg.newest_ms == 0 {
+        seg.newest_ms = file
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as i64);
+    }
+    Ok((seg, None))
+}
+
+/// Reads durable records from `from` on, up to about `max_bytes`.
+pub(crate) fn read(view: &View, partition: u32, from: u64, max_bytes: usize) -> Result<Records> {
+    let start = view.segments.first().map_or(0, |s| s.base);
+    let end = view.segments.last().map_or(0, |s| s.end);
+    if from < start {
+        return Err(Error::OffsetOutOfRange {
+            partition,
+            requested: from,
+            start,
+        });
+    }
+    let mut out = Records {
+        records: Vec::new(),
+        next_offset: from.min(end),
+    };
+    let mut bytes = 0usize;
+    let first = view.segments.partition_point(|s| s.base <= from).max(1) - 1;
+    let mut body = Vec::new();
+    for seg in &view.segments[first..] {
+        if seg.end <= out.next_offset || seg.len == 0 {
+            continue;
+        }
+        let file = match File::open(&seg.path) {
+            Ok(f) => f,
+            // Deleted by retention since the view was taken.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::OffsetOutOfRange {
+                    partition,
+                    requested: out.next_offset,
+                    start: seg.end,
+                });
+            }
+            Err(e) => return Err(Error::io(&seg.path, e)),
+        };
+        let i = seg.index.partition_point(|&(o, _)| o <= out.next_offset);
+        let (mut offset, mut pos) = if i == 0 {
+            (seg.base, 0)
+        } else {
+            seg.index[i - 1]
+        };
+        while pos < seg.len {
+            if let Err(reason) = check_batch(&file, &seg.path, pos, seg.len, offset, &mut body)? {
+                return Err(Error::Corrupt {
+                    path: seg.path.display().to_string(),
+                    position: pos,
+                    reason,
+                });
+            }
+            let count = u32_at(&body, 8);
+            let batch_end = offset + u64::from(count);
+            if batch_end > out.next_offset {
+                let mut at = HEADER - PREFIX;
+                for o in offset..batch_end {
+                    let n = u32_at(&body, at) as usize;
+                    let record = body.get(at + 4..at + 4 + n).ok_or_else(|| Error::Corrupt {
+                        path: seg.path.display().to_string(),
+                        position: pos,
+                        reason: "a record runs past its batch".into(),
+                    })?;
+                    if o >= out.next_offset {
+                        out.records.push((o, record.to_vec()));
+                        bytes += n;
+                    }
+                    at += 4 + n;
+                }
+                out.next_offset = batch_end;
+            }
+            offset = batch_end;
+            pos += (PREFIX + body.len()) as u64;
+            if bytes >= max_bytes {
+                return Ok(out);
+            }
+        }
+    }
+    Ok(out)
+}
