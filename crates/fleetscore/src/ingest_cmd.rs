@@ -105,22 +105,15 @@ pub struct LogReadArgs {
     pub limit: Option<u64>,
 }
 
-/// Opens an existing log with the partition count it was created with.
+/// Opens an existing log to read, beside a server that may be writing it.
 fn open_existing(dir: &Path) -> Result<Log> {
-    let partitions = partitions_of(dir)?.with_context(|| {
-        format!(
+    if partitions_of(dir)?.is_none() {
+        bail!(
             "{}: no log here (start `fleetscore ingest serve` first)",
             dir.display()
-        )
-    })?;
-    Log::open(
-        dir,
-        Options {
-            partitions,
-            ..Options::default()
-        },
-    )
-    .with_context(|| format!("opening the log in {}", dir.display()))
+        );
+    }
+    Log::open_reader(dir).with_context(|| format!("reading the log in {}", dir.display()))
 }
 
 fn partitions_of(dir: &Path) -> Result<Option<u32>> {

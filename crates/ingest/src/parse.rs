@@ -3,7 +3,6 @@
 //! and the others go on.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::fmt;
 
 use serde::Deserialize;
@@ -96,7 +95,7 @@ pub fn parse(
 ) -> Parsed {
     let mut out = Checker {
         parsed: Parsed::default(),
-        seen: HashSet::new(),
+        valid_at: Vec::new(),
         limits,
         now_ms,
         admit,
@@ -148,12 +147,14 @@ pub fn parse(
         }
         Format::Csv => parse_csv(body, &mut out),
     }
+    out.refuse_repeats();
     out.parsed
 }
 
 struct Checker<'a> {
     parsed: Parsed,
-    seen: HashSet<(String, String, i64)>,
+    /// Where each valid reading was.
+    valid_at: Vec<At>,
     limits: &'a Limits,
     now_ms: i64,
     admit: &'a dyn Admit,
@@ -164,18 +165,57 @@ impl Checker<'_> {
         let checked = r.and_then(|r| {
             r.check(self.limits, self.now_ms)?;
             self.admit.device(&r.device).map_err(Invalid)?;
-            if !self.seen.insert((r.device.clone(), r.tag.clone(), r.ts_ms)) {
-                return Err(Invalid(format!(
-                    "repeats device {:?}, tag {:?} at the same `ts` as an earlier record of this request",
-                    r.device, r.tag
-                )));
-            }
             Ok(r)
         });
         match checked {
-            Ok(r) => self.parsed.readings.push(r),
+            Ok(r) => {
+                self.parsed.readings.push(r);
+                self.valid_at.push(at);
+            }
             Err(e) => self.parsed.rejected.push(Rejected { at, error: e.0 }),
         }
+    }
+
+    /// Refuses every repeat of an earlier reading's (device, tag, ts): sorting positions by key
+    /// finds them without hashing or copying an id per reading.
+    fn refuse_repeats(&mut self) {
+        let readings = &self.parsed.readings;
+        let mut order: Vec<u32> = (0..readings.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            let (x, y) = (&readings[a as usize], &readings[b as usize]);
+            (x.ts_ms, &x.device, &x.tag, a).cmp(&(y.ts_ms, &y.device, &y.tag, b))
+        });
+        let same =
+            |a: &Reading, b: &Reading| a.ts_ms == b.ts_ms && a.device == b.device && a.tag == b.tag;
+        let mut repeat = vec![false; readings.len()];
+        for w in order.windows(2) {
+            if same(&readings[w[0] as usize], &readings[w[1] as usize]) {
+                repeat[w[1] as usize] = true;
+            }
+        }
+        if !repeat.contains(&true) {
+            return;
+        }
+        let readings = std::mem::take(&mut self.parsed.readings);
+        let at = std::mem::take(&mut self.valid_at);
+        for ((r, at), repeat) in readings.into_iter().zip(at).zip(repeat) {
+            if repeat {
+                self.parsed.rejected.push(Rejected {
+                    at,
+                    error: format!(
+                        "repeats device {:?}, tag {:?} at the same `ts` as an earlier record of this request",
+                        r.device, r.tag
+                    ),
+                });
+            } else {
+                self.parsed.readings.push(r);
+                self.valid_at.push(at);
+            }
+        }
+        // Refusals in body order.
+        self.parsed.rejected.sort_by_key(|r| match r.at {
+            At::Line(l) | At::Index(l) => l,
+        });
     }
 }
 

@@ -154,6 +154,8 @@ struct Shared {
     partitions: Vec<Mutex<Partition>>,
     pending: AtomicUsize,
     offsets: Mutex<()>,
+    /// Held (locked) while a writer has the log open.
+    lock: Option<std::fs::File>,
 }
 
 /// A durable partitioned log in a folder. Cheap to clone; the writer thread stops when the
@@ -179,15 +181,33 @@ impl Drop for Writer {
 }
 
 impl Log {
-    /// Opens the log in `dir`, creating it with `options.partitions` partitions if it does not
-    /// exist; an existing log keeps its partition count (a different one is an error). Each
-    /// partition's active segment is checked and a torn tail cut; what was cut is reported in
-    /// [`Log::recovered`].
+    /// Opens the log in `dir` to write it, creating it with `options.partitions` partitions if
+    /// it does not exist; an existing log keeps its partition count (a different one is an
+    /// error). Only one process at a time may: the log's `lock` file is locked while it is open.
+    /// Each partition's active segment is checked and a torn tail cut; what was cut is reported
+    /// in [`Log::recovered`].
     pub fn open(dir: &Path, options: Options) -> Result<Log> {
         if options.partitions == 0 {
             return Err(Error::Config("a log needs at least one partition".into()));
         }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let lock_path = dir.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Config(format!(
+                    "another process is writing the log in {} (its `lock` file is locked)",
+                    dir.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
+        }
         let meta_path = dir.join("log.json");
         let partitions = match std::fs::read(&meta_path) {
             Ok(bytes) => {
@@ -224,6 +244,7 @@ impl Log {
             parts.push(Mutex::new(Partition::open(
                 &dir.join(format!("p-{p:04}")),
                 p,
+                true,
             )?));
         }
         let shared = Arc::new(Shared {
@@ -232,6 +253,7 @@ impl Log {
             partitions: parts,
             pending: AtomicUsize::new(0),
             offsets: Mutex::new(()),
+            lock: Some(lock),
         });
         let (tx, rx) = mpsc::channel();
         let thread = {
@@ -246,6 +268,44 @@ impl Log {
             writer: Arc::new(Writer {
                 tx: Mutex::new(Some(tx)),
                 thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    /// Opens an existing log to read it, beside the process that may be writing it: nothing
+    /// is repaired, created or locked, and a batch still being written is not read. It sees
+    /// the log as it was when opened; appends are refused.
+    pub fn open_reader(dir: &Path) -> Result<Log> {
+        let meta_path = dir.join("log.json");
+        let bytes = std::fs::read(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
+        let meta: Meta = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+            path: meta_path.display().to_string(),
+            position: 0,
+            reason: e.to_string(),
+        })?;
+        let mut parts = Vec::with_capacity(meta.partitions as usize);
+        for p in 0..meta.partitions {
+            parts.push(Mutex::new(Partition::open(
+                &dir.join(format!("p-{p:04}")),
+                p,
+                false,
+            )?));
+        }
+        Ok(Log {
+            shared: Arc::new(Shared {
+                dir: dir.to_path_buf(),
+                options: Options {
+                    partitions: meta.partitions,
+                    ..Options::default()
+                },
+                partitions: parts,
+                pending: AtomicUsize::new(0),
+                offsets: Mutex::new(()),
+                lock: None,
+            }),
+            writer: Arc::new(Writer {
+                tx: Mutex::new(None),
+                thread: Mutex::new(None),
             }),
         })
     }
@@ -312,6 +372,13 @@ impl Log {
             return Err(Error::Overloaded { pending, limit });
         }
         let tx = self.writer.tx.lock().expect("writer lock");
+        if tx.is_none() && self.shared.lock.is_none() {
+            self.shared.pending.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(Error::Config(
+                "this log was opened for reading; appends go through the process that writes it"
+                    .into(),
+            ));
+        }
         let sent = tx
             .as_ref()
             .map(|tx| tx.send(Request { batch, reply }).is_ok());
@@ -396,6 +463,11 @@ impl Log {
 
     /// Deletes sealed segments past the retention limits; returns (segments, bytes) deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<(usize, u64)> {
+        if self.shared.lock.is_none() {
+            return Err(Error::Config(
+                "this log was opened for reading; retention is the writer's".into(),
+            ));
+        }
         let o = &self.shared.options;
         let max_age_ms = o.retention_age.map(|a| a.as_millis() as i64);
         let mut total = (0, 0);

@@ -75,10 +75,13 @@ fn segment_name(base: u64) -> String {
 }
 
 impl Partition {
-    /// Opens (or creates) the partition in `dir`; checks the active segment and cuts a torn
-    /// tail.
-    pub(crate) fn open(dir: &Path, number: u32) -> Result<Partition> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    /// Opens (or creates) the partition in `dir`; checks the active segment and, when
+    /// `repair`, cuts a torn tail (a reader beside a running writer must not: what looks torn
+    /// may be a batch being written, so it just stops before it).
+    pub(crate) fn open(dir: &Path, number: u32, repair: bool) -> Result<Partition> {
+        if repair {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
         let mut bases = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
             let entry = entry.map_err(|e| Error::io(dir, e))?;
@@ -93,6 +96,13 @@ impl Partition {
             }
         }
         bases.sort_unstable();
+        if bases.is_empty() && !repair {
+            return Err(Error::Corrupt {
+                path: dir.display().to_string(),
+                position: 0,
+                reason: format!("partition {number} has no segment"),
+            });
+        }
         if bases.is_empty() {
             File::create(dir.join(segment_name(0))).map_err(|e| Error::io(dir, e))?;
             sync_dir(dir)?;
@@ -115,7 +125,7 @@ impl Partition {
                     ),
                 });
             }
-            if let Some(at) = torn {
+            if let Some(at) = torn.filter(|_| repair) {
                 let size = std::fs::metadata(&path)
                     .map_err(|e| Error::io(&path, e))?
                     .len();
@@ -131,7 +141,8 @@ impl Partition {
         }
         let tail = segments.last().expect("at least one segment");
         let active = OpenOptions::new()
-            .append(true)
+            .read(true)
+            .append(repair)
             .open(&tail.path)
             .map_err(|e| Error::io(&tail.path, e))?;
         Ok(Partition {

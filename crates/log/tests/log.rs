@@ -100,9 +100,6 @@ fn appended_records_read_back_in_order_with_dense_offsets_after_reopening() {
     assert!(log.read(1, 5, 1000).unwrap().records.is_empty());
     // New appends continue after what was there.
     assert_eq!(append(&log, 1, &["f"]), 5);
-    // The partition count is the log's own.
-    let e = Log::open(&dir, options(4)).err().unwrap();
-    assert!(e.to_string().contains("has 3 partitions"), "{e}");
     assert!(matches!(
         log.read(7, 0, 10),
         Err(Error::NoPartition {
@@ -110,6 +107,10 @@ fn appended_records_read_back_in_order_with_dense_offsets_after_reopening() {
             partitions: 3
         })
     ));
+    // The partition count is the log's own.
+    drop(log);
+    let e = Log::open(&dir, options(4)).err().unwrap();
+    assert!(e.to_string().contains("has 3 partitions"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -338,5 +339,39 @@ fn an_append_past_the_pending_limit_is_refused_not_queued() {
     }
     first.wait().unwrap();
     assert_eq!(log.pending_bytes(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn one_writer_at_a_time_and_readers_beside_it_repair_nothing() {
+    let dir = tempdir("reader");
+    let log = Log::open(&dir, options(2)).unwrap();
+    append(&log, 1, &["a", "b"]);
+    let e = Log::open(&dir, options(2)).err().unwrap().to_string();
+    assert!(e.contains("another process is writing the log"), "{e}");
+
+    // A batch being written looks like a torn tail to a reader: it stops before it, cuts
+    // nothing, and the writer's later appends land where they should.
+    let seg = segments(&dir, 1).pop().unwrap();
+    let size = std::fs::metadata(&seg).unwrap().len();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(b"FSB1\x40\x00").unwrap();
+    drop(f);
+    let reader = Log::open_reader(&dir).unwrap();
+    assert_eq!(read_all(&reader, 1, 0).len(), 2);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), size + 6);
+    let mut b = Batch::default();
+    b.push(0, b"x");
+    let e = reader.append(b).unwrap_err().to_string();
+    assert!(e.contains("opened for reading"), "{e}");
+    assert!(reader.enforce_retention(0).is_err());
+    // Consumers commit offsets from wherever they read.
+    reader.commit("agg", &BTreeMap::from([(1, 2)])).unwrap();
+    assert_eq!(log.committed("agg").unwrap(), BTreeMap::from([(1, 2)]));
+    drop(log);
+    // The next writer cuts the torn bytes and goes on.
+    let log = Log::open(&dir, options(2)).unwrap();
+    assert_eq!(log.recovered(), vec![(1, 6)]);
+    assert_eq!(append(&log, 1, &["c"]), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
