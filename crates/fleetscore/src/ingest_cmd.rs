@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use fleetscore_ingest::mqtt::MqttConfig;
 use fleetscore_ingest::server::{Config, Tokens};
 use fleetscore_ingest::{Limits, Reading};
 use fleetscore_log::{Log, Options};
@@ -68,6 +69,24 @@ pub struct ServeArgs {
     /// Per partition, the oldest sealed segments are deleted while it holds more bytes.
     #[arg(long)]
     pub retention_bytes: Option<u64>,
+    /// Also take readings from this MQTT broker (`mqtt://host[:port]`), QoS 1, each
+    /// acknowledged once on disk.
+    #[arg(long, env = "FLEETSCORE_MQTT")]
+    pub mqtt: Option<String>,
+    /// MQTT topic pattern: `{device}` and `{tag}` segments name the reading's sensor.
+    #[arg(
+        long,
+        env = "FLEETSCORE_MQTT_TOPIC",
+        default_value = "sensors/{device}/{tag}"
+    )]
+    pub mqtt_topic: String,
+    /// MQTT client id (the broker keeps the session, and messages not yet acknowledged, under it).
+    #[arg(
+        long,
+        env = "FLEETSCORE_MQTT_CLIENT_ID",
+        default_value = "fleetscore-ingest"
+    )]
+    pub mqtt_client_id: String,
 }
 
 /// `fleetscore log ...`.
@@ -134,6 +153,12 @@ fn partitions_of(dir: &Path) -> Result<Option<u32>> {
 
 pub fn ingest(command: IngestCommand) -> Result<ExitCode> {
     let IngestCommand::Serve(a) = command;
+    let mqtt = a
+        .mqtt
+        .as_deref()
+        .map(|url| MqttConfig::new(url, &a.mqtt_topic, &a.mqtt_client_id))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let tokens = a
         .tokens
         .as_deref()
@@ -194,7 +219,7 @@ pub fn ingest(command: IngestCommand) -> Result<ExitCode> {
             max_future_ms: a.max_future_secs.saturating_mul(1000),
         },
     };
-    fleetscore_ingest::server::run(a.listen, log, config).map_err(anyhow::Error::msg)?;
+    fleetscore_ingest::server::run(a.listen, log, config, mqtt).map_err(anyhow::Error::msg)?;
     Ok(ExitCode::SUCCESS)
 }
 

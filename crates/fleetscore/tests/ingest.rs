@@ -423,3 +423,188 @@ fn a_sigkill_under_load_loses_no_acknowledged_reading() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A Mosquitto broker on a loopback port, with persistence; killed when dropped.
+struct Broker {
+    child: Child,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_broker(bin: &str, dir: &Path, port: u16) -> Broker {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let conf = dir.join("mosquitto.conf");
+    let mut text = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nlog_dest stderr\nlog_type error\n",
+        data.display()
+    );
+    // As root, Mosquitto otherwise drops to its own user, who cannot write our folder.
+    if std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false)
+    {
+        text.push_str("user root\n");
+    }
+    std::fs::write(&conf, text).unwrap();
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .spawn()
+        .expect("start mosquitto");
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "mosquitto did not start on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Broker { child }
+}
+
+/// Publishes each line as a QoS 1 message to `topic`; false if the broker refused.
+fn publish(pub_bin: &str, port: u16, topic: &str, lines: &[String]) -> bool {
+    let mut child = Command::new(pub_bin)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-l",
+        ])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all((lines.join("\n") + "\n").as_bytes())
+        .unwrap();
+    child.wait().unwrap().success()
+}
+
+fn stats(addr: SocketAddr) -> serde_json::Value {
+    let (_, text) = request(addr, "GET", "/v1/stats", &[], b"").unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn mqtt_readings_are_acknowledged_once_stored_across_broker_and_server_restarts() {
+    let (Ok(broker_bin), Ok(pub_bin)) = (
+        std::env::var("FLEETSCORE_TEST_MOSQUITTO"),
+        std::env::var("FLEETSCORE_TEST_MOSQUITTO_PUB"),
+    ) else {
+        eprintln!("FLEETSCORE_TEST_MOSQUITTO(_PUB) not set: MQTT ingest not checked");
+        return;
+    };
+    let dir = tempdir("mqtt");
+    let log_dir = dir.join("log");
+    let port = free_port();
+    let mut broker = start_broker(&broker_bin, &dir.join("broker"), port);
+    let mqtt = format!("mqtt://127.0.0.1:{port}");
+    let client_id = format!("fleetscore-test-{}", std::process::id());
+    let args = [
+        "--mqtt",
+        mqtt.as_str(),
+        "--mqtt-client-id",
+        client_id.as_str(),
+    ];
+    let server = serve(&log_dir, &args);
+    wait_for("the MQTT connection", || {
+        stats(server.addr)["mqtt"]["connected"] == true
+    });
+
+    let base = 1_767_225_600_000i64;
+    let json = |from: i64, to: i64| -> Vec<String> {
+        (from..to)
+            .map(|i| format!(r#"{{"ts":{},"value":{i}}}"#, base + i * 1000))
+            .collect()
+    };
+    assert!(publish(&pub_bin, port, "sensors/d1/temp", &json(0, 100)));
+    assert!(publish(
+        &pub_bin,
+        port,
+        "sensors/d2/hum",
+        &["1.5".into(), "2.5".into(), "3.5".into()]
+    ));
+    assert!(publish(
+        &pub_bin,
+        port,
+        "sensors/d3/bad",
+        &["abc".into(), r#"{"value":"x"}"#.into(), "NaN".into()]
+    ));
+    wait_for("103 readings in the log", || {
+        log_contents(&log_dir).len() >= 103
+    });
+    let s = stats(server.addr);
+    assert_eq!(s["mqtt"]["accepted"], 103, "{s}");
+    assert_eq!(s["mqtt"]["rejected"], 3, "{s}");
+
+    // The broker restarts: the server reconnects, subscribes again, and goes on.
+    drop(broker);
+    broker = start_broker(&broker_bin, &dir.join("broker"), port);
+    wait_for("a reconnect", || {
+        let m = &stats(server.addr)["mqtt"];
+        m["connected"] == true && m["connections"].as_u64() >= Some(2)
+    });
+    assert!(publish(&pub_bin, port, "sensors/d1/temp", &json(100, 150)));
+    wait_for("153 readings in the log", || {
+        log_contents(&log_dir).len() >= 153
+    });
+
+    // The server is killed: the broker keeps what is published meanwhile for its session, and
+    // the restarted server (same client id) receives it.
+    drop(server);
+    std::thread::sleep(Duration::from_millis(1500)); // the broker's autosave
+    assert!(publish(&pub_bin, port, "sensors/d1/temp", &json(150, 170)));
+    let server = serve(&log_dir, &args);
+    wait_for("173 readings in the log", || {
+        log_contents(&log_dir).len() >= 173
+    });
+    drop(server);
+    drop(broker);
+
+    let held = log_contents(&log_dir);
+    let d1: HashSet<i64> = held.iter().filter(|r| r.0 == "d1").map(|r| r.2).collect();
+    assert_eq!(
+        d1,
+        (0..170).map(|i| base + i * 1000).collect::<HashSet<_>>()
+    );
+    assert!(held.iter().all(|r| r.0 != "d3"));
+    let d2: Vec<f64> = held.iter().filter(|r| r.0 == "d2").map(|r| r.3).collect();
+    assert_eq!(d2, [1.5, 2.5, 3.5]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

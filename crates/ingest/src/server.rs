@@ -27,6 +27,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::mqtt::{MqttConfig, MqttStats};
 use crate::parse::{self, Admit, At, Format};
 use crate::reading::Limits;
 
@@ -137,19 +138,27 @@ struct State {
     config: Config,
     inflight: Arc<Semaphore>,
     stats: Stats,
+    mqtt: Option<Arc<MqttStats>>,
 }
 
 /// Inflight budget unit: permits are KiB.
 const PERMIT_BYTES: usize = 1024;
 
-/// Serves until the listener fails; each connection on its own task.
-pub async fn serve(listener: TcpListener, log: Log, config: Config) -> std::io::Result<()> {
+/// Serves until the process ends; each connection on its own task. `mqtt` is the MQTT
+/// source's counters, shown in `/v1/stats` when it runs.
+pub async fn serve(
+    listener: TcpListener,
+    log: Log,
+    config: Config,
+    mqtt: Option<Arc<MqttStats>>,
+) -> std::io::Result<()> {
     let permits = (config.max_inflight_bytes / PERMIT_BYTES).clamp(1, Semaphore::MAX_PERMITS);
     let state = Arc::new(State {
         log,
         inflight: Arc::new(Semaphore::new(permits)),
         config,
         stats: Stats::default(),
+        mqtt,
     });
     loop {
         let (stream, _) = match listener.accept().await {
@@ -177,8 +186,14 @@ pub async fn serve(listener: TcpListener, log: Log, config: Config) -> std::io::
 }
 
 /// Binds `addr` (refusing to serve without tokens on anything but loopback), prints where it
-/// listens, and serves on a runtime of its own until the process ends.
-pub fn run(addr: SocketAddr, log: Log, config: Config) -> Result<(), String> {
+/// listens, and serves on a runtime of its own until the process ends; with `mqtt`, also
+/// takes readings from that broker into the same log.
+pub fn run(
+    addr: SocketAddr,
+    log: Log,
+    config: Config,
+    mqtt: Option<MqttConfig>,
+) -> Result<(), String> {
     if config.tokens.is_none() && !addr.ip().is_loopback() {
         return Err(format!(
             "refusing to accept readings on {addr} without tokens: pass --tokens FILE, or listen on a loopback address"
@@ -196,9 +211,19 @@ pub fn run(addr: SocketAddr, log: Log, config: Config) -> Result<(), String> {
         let local = listener
             .local_addr()
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let mqtt_stats = mqtt.map(|m| {
+            let stats = Arc::new(MqttStats::default());
+            tokio::spawn(crate::mqtt::run(
+                m,
+                log.clone(),
+                config.limits,
+                stats.clone(),
+            ));
+            stats
+        });
         // Tests and scripts wait for this line to know the port.
         println!("listening on http://{local}");
-        serve(listener, log, config)
+        serve(listener, log, config, mqtt_stats)
             .await
             .map_err(|e| format!("serving {local}: {e}"))
     })
@@ -260,6 +285,13 @@ fn stats(state: &State) -> Response<Full<Bytes>> {
             "unauthorized": s.unauthorized.load(Ordering::Relaxed),
             "pending_bytes": state.log.pending_bytes(),
             "partitions": partitions,
+            "mqtt": state.mqtt.as_ref().map(|m| json!({
+                "connected": m.connected.load(Ordering::Relaxed),
+                "connections": m.connections.load(Ordering::Relaxed),
+                "received": m.received.load(Ordering::Relaxed),
+                "accepted": m.accepted.load(Ordering::Relaxed),
+                "rejected": m.rejected.load(Ordering::Relaxed),
+            })),
         }),
     )
 }

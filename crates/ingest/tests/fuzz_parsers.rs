@@ -39,7 +39,7 @@ fn json_line(r: &Reading) -> String {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(400))]
+    #![proptest_config(ProptestConfig::default())]
 
     #[test]
     fn arbitrary_bytes_never_panic_and_never_pass_a_bad_reading(

@@ -1,0 +1,376 @@
+//! Readings from an MQTT broker: subscribe at QoS 1 to a topic pattern such as
+//! `sensors/{device}/{tag}`, append each message's reading to the log, and acknowledge the
+//! message (PUBACK) only once the reading is on disk. A message the broker never saw
+//! acknowledged is sent again after a reconnect, so nothing acknowledged is lost and nothing
+//! unacknowledged is dropped. The session is persistent (clean session off); after a broker
+//! restart the client reconnects with backoff and subscribes again.
+//!
+//! A payload is a plain number (the value, timed on arrival) or a JSON object with `value` and
+//! optionally `ts` (RFC 3339 or epoch milliseconds). An invalid message is counted, reported
+//! and acknowledged, so the broker does not send it again forever.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use fleetscore_log::{Batch, Log};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+use serde::Deserialize;
+
+use crate::reading::{Invalid, Limits, Reading, parse_ts};
+
+/// Where and what to subscribe to.
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Topic pattern with `{device}` and `{tag}` segments, e.g. `sensors/{device}/{tag}`.
+    pub topic: TopicPattern,
+    /// Client id (the broker keeps the session under it).
+    pub client_id: String,
+}
+
+impl MqttConfig {
+    /// From `mqtt://host[:port]`, a topic pattern and a client id.
+    pub fn new(url: &str, topic: &str, client_id: &str) -> Result<MqttConfig, String> {
+        let rest = url.strip_prefix("mqtt://").ok_or_else(|| {
+            format!("MQTT broker {url:?}: use mqtt://host[:port] (TLS is not supported yet)")
+        })?;
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (
+                h.to_string(),
+                p.parse()
+                    .map_err(|_| format!("MQTT broker {url:?}: bad port {p:?}"))?,
+            ),
+            None => (rest.to_string(), 1883),
+        };
+        if host.is_empty() {
+            return Err(format!("MQTT broker {url:?}: no host"));
+        }
+        Ok(MqttConfig {
+            host,
+            port,
+            topic: TopicPattern::parse(topic)?,
+            client_id: client_id.to_string(),
+        })
+    }
+}
+
+/// A topic pattern: literal segments, and one `{device}` and one `{tag}` segment.
+#[derive(Debug, Clone)]
+pub struct TopicPattern {
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Segment {
+    Literal(String),
+    Device,
+    Tag,
+}
+
+impl TopicPattern {
+    /// Parses e.g. `sensors/{device}/{tag}`.
+    pub fn parse(pattern: &str) -> Result<TopicPattern, String> {
+        let segments: Vec<Segment> = pattern
+            .split('/')
+            .map(|s| match s {
+                "{device}" => Ok(Segment::Device),
+                "{tag}" => Ok(Segment::Tag),
+                s if s.contains(['{', '}', '+', '#']) => Err(format!(
+                    "topic pattern {pattern:?}: segment {s:?} must be literal, {{device}} or {{tag}}"
+                )),
+                s => Ok(Segment::Literal(s.to_string())),
+            })
+            .collect::<Result<_, _>>()?;
+        for (what, seg) in [("{device}", Segment::Device), ("{tag}", Segment::Tag)] {
+            if segments.iter().filter(|s| **s == seg).count() != 1 {
+                return Err(format!(
+                    "topic pattern {pattern:?} must have exactly one {what} segment"
+                ));
+            }
+        }
+        Ok(TopicPattern { segments })
+    }
+
+    /// The subscription filter: the pattern with `+` for device and tag.
+    pub fn filter(&self) -> String {
+        self.segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(l) => l.as_str(),
+                _ => "+",
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// The device and tag a topic names, if it matches.
+    pub fn device_and_tag<'t>(&self, topic: &'t str) -> Option<(&'t str, &'t str)> {
+        let parts: Vec<&str> = topic.split('/').collect();
+        if parts.len() != self.segments.len() {
+            return None;
+        }
+        let (mut device, mut tag) = (None, None);
+        for (p, s) in parts.iter().zip(&self.segments) {
+            match s {
+                Segment::Literal(l) if l != p => return None,
+                Segment::Literal(_) => {}
+                Segment::Device => device = Some(*p),
+                Segment::Tag => tag = Some(*p),
+            }
+        }
+        Some((device?, tag?))
+    }
+}
+
+/// What the MQTT source has done, for `/v1/stats`.
+#[derive(Debug, Default)]
+pub struct MqttStats {
+    /// Connected to the broker now.
+    pub connected: AtomicBool,
+    /// Connections made (the first and every reconnect).
+    pub connections: AtomicU64,
+    /// Messages received.
+    pub received: AtomicU64,
+    /// Readings appended and acknowledged to the broker.
+    pub accepted: AtomicU64,
+    /// Messages refused as invalid (and acknowledged, so not sent again).
+    pub rejected: AtomicU64,
+}
+
+#[derive(Deserialize)]
+struct Payload {
+    #[serde(default)]
+    ts: Option<serde_json::Value>,
+    value: f64,
+}
+
+/// The reading a message carries.
+pub fn reading_of(
+    device: &str,
+    tag: &str,
+    payload: &[u8],
+    limits: &Limits,
+    now_ms: i64,
+) -> Result<Reading, Invalid> {
+    let text = std::str::from_utf8(payload)
+        .map_err(|_| Invalid("the payload is not UTF-8".into()))?
+        .trim();
+    let (ts_ms, value) = if text.starts_with('{') {
+        let p: Payload = serde_json::from_str(text)
+            .map_err(|e| Invalid(format!("not a reading object: {e}")))?;
+        let ts = match p.ts {
+            None => now_ms,
+            Some(serde_json::Value::Number(n)) => n
+                .as_i64()
+                .ok_or_else(|| Invalid(format!("`ts` {n} is not whole milliseconds")))?,
+            Some(serde_json::Value::String(s)) => parse_ts(&s)?,
+            Some(other) => return Err(Invalid(format!("`ts` {other} is not a time"))),
+        };
+        (ts, p.value)
+    } else {
+        let v = text.parse::<f64>().map_err(|_| {
+            Invalid(format!(
+                "payload {text:?} is neither a number nor a JSON object with `value`"
+            ))
+        })?;
+        (now_ms, v)
+    };
+    let r = Reading {
+        device: device.to_string(),
+        tag: tag.to_string(),
+        ts_ms,
+        value,
+    };
+    r.check(limits, now_ms)?;
+    Ok(r)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Runs the MQTT source until the process ends: connect, subscribe, append, acknowledge,
+/// reconnect.
+pub async fn run(config: MqttConfig, log: Log, limits: Limits, stats: Arc<MqttStats>) {
+    let mut options = MqttOptions::new(&config.client_id, &config.host, config.port);
+    options
+        .set_keep_alive(Duration::from_secs(10))
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut events) = AsyncClient::new(options, 1024);
+    let filter = config.topic.filter();
+    // Acknowledgements go out in the order messages came in (as MQTT asks), each once its
+    // reading is durable, from a task of their own (never from the task polling the events).
+    let (to_ack, mut acks) =
+        tokio::sync::mpsc::unbounded_channel::<(Option<fleetscore_log::Ack>, Publish)>();
+    {
+        let client = client.clone();
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            while let Some((ack, publish)) = acks.recv().await {
+                if let Some(ack) = ack {
+                    match ack.durable().await {
+                        Ok(_) => {
+                            stats.accepted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            // Not acknowledged: the broker sends it again after a reconnect.
+                            eprintln!("mqtt: {}: not stored: {e}", publish.topic);
+                            continue;
+                        }
+                    }
+                }
+                let _ = client.ack(&publish).await;
+            }
+        });
+    }
+    let mut backoff = Duration::from_millis(200);
+    let mut record = Vec::new();
+    loop {
+        match events.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                stats.connected.store(true, Ordering::Relaxed);
+                stats.connections.fetch_add(1, Ordering::Relaxed);
+                backoff = Duration::from_millis(200);
+                eprintln!(
+                    "mqtt: connected to {}:{}, subscribing to {filter}",
+                    config.host, config.port
+                );
+                // Always: a restarted broker may have lost the session.
+                if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                    eprintln!("mqtt: subscribing to {filter}: {e}");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                stats.received.fetch_add(1, Ordering::Relaxed);
+                let parsed = match config.topic.device_and_tag(&publish.topic) {
+                    Some((device, tag)) => {
+                        reading_of(device, tag, &publish.payload, &limits, now_ms())
+                    }
+                    None => Err(Invalid(format!("topic does not match {}", filter))),
+                };
+                let ack = match parsed {
+                    Ok(r) => {
+                        record.clear();
+                        r.encode(&mut record);
+                        // Under overload, wait: not polling holds the broker back.
+                        loop {
+                            let mut batch = Batch::default();
+                            batch.push(log.partition_for(r.device.as_bytes()), &record);
+                            match log.append(batch) {
+                                Ok(ack) => break Some(ack),
+                                Err(fleetscore_log::Error::Overloaded { .. }) => {
+                                    tokio::time::sleep(Duration::from_millis(20)).await;
+                                }
+                                Err(e) => {
+                                    eprintln!("mqtt: {}: not stored: {e}", publish.topic);
+                                    break None;
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        stats.rejected.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("mqtt: {}: refused: {e}", publish.topic);
+                        None
+                    }
+                };
+                let _ = to_ack.send((ack, publish));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if stats.connected.swap(false, Ordering::Relaxed) {
+                    eprintln!(
+                        "mqtt: connection to {}:{} lost: {e}",
+                        config.host, config.port
+                    );
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_map_to_device_and_tag() {
+        let p = TopicPattern::parse("sensors/{device}/{tag}").unwrap();
+        assert_eq!(p.filter(), "sensors/+/+");
+        assert_eq!(p.device_and_tag("sensors/d1/temp"), Some(("d1", "temp")));
+        assert_eq!(p.device_and_tag("other/d1/temp"), None);
+        assert_eq!(p.device_and_tag("sensors/d1"), None);
+        let p = TopicPattern::parse("site/{tag}/x/{device}").unwrap();
+        assert_eq!(p.device_and_tag("site/t/x/d"), Some(("d", "t")));
+        assert!(TopicPattern::parse("sensors/{device}").is_err());
+        assert!(TopicPattern::parse("sensors/+/{device}/{tag}").is_err());
+    }
+
+    #[test]
+    fn payloads_are_numbers_or_reading_objects() {
+        let now = 1_767_225_600_000;
+        let l = Limits::default();
+        let r = reading_of("d", "t", b" 21.5\n", &l, now).unwrap();
+        assert_eq!((r.ts_ms, r.value), (now, 21.5));
+        let r = reading_of(
+            "d",
+            "t",
+            br#"{"ts":"2026-01-01T00:00:05Z","value":-1}"#,
+            &l,
+            now,
+        )
+        .unwrap();
+        assert_eq!((r.ts_ms, r.value), (now + 5000, -1.0));
+        let r = reading_of("d", "t", br#"{"ts":1767225601000,"value":2}"#, &l, now).unwrap();
+        assert_eq!(r.ts_ms, now + 1000);
+        assert!(
+            reading_of("d", "t", b"abc", &l, now)
+                .unwrap_err()
+                .0
+                .contains("neither a number")
+        );
+        assert!(
+            reading_of("d", "t", b"NaN", &l, now)
+                .unwrap_err()
+                .0
+                .contains("finite")
+        );
+        assert!(
+            reading_of("d", "t", br#"{"value":"x"}"#, &l, now)
+                .unwrap_err()
+                .0
+                .contains("not a reading object")
+        );
+        assert!(
+            reading_of("d", "t", &[0xff], &l, now)
+                .unwrap_err()
+                .0
+                .contains("UTF-8")
+        );
+    }
+
+    #[test]
+    fn broker_urls() {
+        let c = MqttConfig::new("mqtt://127.0.0.1:1884", "s/{device}/{tag}", "x").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 1884));
+        assert_eq!(
+            MqttConfig::new("mqtt://broker", "s/{device}/{tag}", "x")
+                .unwrap()
+                .port,
+            1883
+        );
+        assert!(MqttConfig::new("mqtts://broker", "s/{device}/{tag}", "x").is_err());
+    }
+}
