@@ -478,31 +478,27 @@ fn start_broker(bin: &str, dir: &Path, port: u16) -> Broker {
     Broker { child }
 }
 
-/// Publishes each line as a QoS 1 message to `topic`; false if the broker refused.
+/// Publishes each line as a QoS 1 message to `topic`, one `mosquitto_pub -m` each (its `-l`
+/// mode drops lines under load); false if the broker refused one.
 fn publish(pub_bin: &str, port: u16, topic: &str, lines: &[String]) -> bool {
-    let mut child = Command::new(pub_bin)
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            topic,
-            "-l",
-        ])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all((lines.join("\n") + "\n").as_bytes())
-        .unwrap();
-    child.wait().unwrap().success()
+    lines.iter().all(|line| {
+        Command::new(pub_bin)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-m",
+                line,
+            ])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
 }
 
 fn stats(addr: SocketAddr) -> serde_json::Value {

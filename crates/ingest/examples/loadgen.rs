@@ -49,18 +49,63 @@ struct Tally {
     readings: u64,
     requests: u64,
     refused: u64,
+    errors: u64,
     latencies_us: Vec<u64>,
 }
 
-fn connection(a: &Args, id: usize, deadline: Instant) -> Tally {
-    let mut stream = TcpStream::connect(&a.addr).expect("connect to the server");
+/// Sends one request and reads its answer: (status, body). A server refusing a request early
+/// (413, 429) may close the connection before reading the body; the answer is still read.
+fn exchange(
+    stream: &mut TcpStream,
+    reader: &mut BufReader<TcpStream>,
+    addr: &str,
+    body: &str,
+) -> std::io::Result<(u16, Vec<u8>)> {
+    let sent = write!(
+        stream,
+        "POST /v1/readings HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .and_then(|()| stream.write_all(body.as_bytes()));
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status: u16 = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut length = 0usize;
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().map_err(std::io::Error::other)?;
+        }
+    }
+    let mut response = vec![0; length];
+    reader.read_exact(&mut response)?;
+    if status == 200 {
+        sent?;
+    }
+    Ok((status, response))
+}
+
+fn connect(addr: &str) -> (TcpStream, BufReader<TcpStream>) {
+    let stream = TcpStream::connect(addr).expect("connect to the server");
     stream.set_nodelay(true).expect("nodelay");
-    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+    let reader = BufReader::new(stream.try_clone().expect("clone stream"));
+    (stream, reader)
+}
+
+fn connection(a: &Args, id: usize, deadline: Instant) -> Tally {
+    let (mut stream, mut reader) = connect(&a.addr);
     let mut tally = Tally::default();
     let mut seq: i64 = 0;
     let base: i64 = 1_767_225_600_000;
     let mut body = String::with_capacity(a.batch * 80);
-    let mut line = String::new();
     while Instant::now() < deadline {
         body.clear();
         for i in 0..a.batch {
@@ -77,47 +122,27 @@ fn connection(a: &Args, id: usize, deadline: Instant) -> Tally {
             );
         }
         let started = Instant::now();
-        write!(
-            stream,
-            "POST /v1/readings HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
-            a.addr,
-            body.len()
-        )
-        .and_then(|()| stream.write_all(body.as_bytes()))
-        .expect("send request");
-        // Status line, headers, then Content-Length bytes of body.
-        line.clear();
-        reader.read_line(&mut line).expect("status line");
-        let status: u16 = line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line {line:?}"));
-        let mut length = 0usize;
-        loop {
-            line.clear();
-            reader.read_line(&mut line).expect("header");
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().expect("content length");
-            }
-        }
-        let mut response = vec![0; length];
-        reader.read_exact(&mut response).expect("response body");
+        let answer = exchange(&mut stream, &mut reader, &a.addr, &body);
         tally.requests += 1;
         tally
             .latencies_us
             .push(started.elapsed().as_micros() as u64);
-        if status == 200 {
-            tally.readings += a.batch as u64;
-        } else {
-            tally.refused += 1;
-            if status == 429 {
+        match answer {
+            Ok((200, _)) => tally.readings += a.batch as u64,
+            Ok((429, _)) => {
+                tally.refused += 1;
                 std::thread::sleep(Duration::from_millis(10));
-            } else {
-                panic!("status {status}: {}", String::from_utf8_lossy(&response));
+                // The server may have closed the connection instead of reading the body.
+                (stream, reader) = connect(&a.addr);
+            }
+            Ok((status, response)) => {
+                panic!("status {status}: {}", String::from_utf8_lossy(&response))
+            }
+            Err(e) => {
+                tally.errors += 1;
+                eprintln!("request failed ({e}); reconnecting");
+                std::thread::sleep(Duration::from_millis(10));
+                (stream, reader) = connect(&a.addr);
             }
         }
     }
@@ -156,8 +181,9 @@ fn main() {
     let readings: u64 = tallies.iter().map(|t| t.readings).sum();
     let requests: u64 = tallies.iter().map(|t| t.requests).sum();
     let refused: u64 = tallies.iter().map(|t| t.refused).sum();
+    let errors: u64 = tallies.iter().map(|t| t.errors).sum();
     println!(
-        "{{\"connections\":{},\"batch\":{},\"seconds\":{elapsed:.3},\"requests\":{requests},\"refused\":{refused},\"readings\":{readings},\"readings_per_second\":{:.0},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3}}}",
+        "{{\"connections\":{},\"batch\":{},\"seconds\":{elapsed:.3},\"requests\":{requests},\"refused\":{refused},\"errors\":{errors},\"readings\":{readings},\"readings_per_second\":{:.0},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3}}}",
         a.connections,
         a.batch,
         readings as f64 / elapsed,
