@@ -130,9 +130,11 @@ def publish_all(port, n):
     flight each, until every PUBACK; (wall seconds, its JSON)."""
     t = time.monotonic()
     out = subprocess.run([str(MQTTGEN), "--port", str(port), "--messages", str(n), "--publishers", "4",
-                          "--inflight", "1000"], capture_output=True, text=True)
+                          "--inflight", "1000"], capture_output=True, text=True, timeout=300)
     if out.returncode != 0:
-        raise SystemExit(f"error: mqttgen failed: {out.stderr.strip()[-2000:]}")
+        lines = out.stderr.splitlines()
+        why = [l for i, l in enumerate(lines) if "panicked" in l or (i > 0 and "panicked" in lines[i - 1])]
+        raise SystemExit(f"error: mqttgen failed: {' '.join(why) or out.stderr[-2000:]}")
     return time.monotonic() - t, json.loads(out.stdout.strip().splitlines()[-1])
 
 
