@@ -218,7 +218,7 @@ impl Columns {
         let from = Runs::constant(spec.from_ms, n);
         let to = Runs::constant(spec.to_ms, n);
         let run_id = Runs::constant(spec.id.clone(), n);
-        let column = |name, values| Column { name, values };
+        let column = Column::new;
         Ok(parquet_direct::write_table(&[
             column("device", Values::TextRuns(&device)),
             column("tag", Values::TextRuns(&tag)),

@@ -140,6 +140,13 @@ pub struct Column<'a> {
     pub values: Values<'a>,
 }
 
+impl<'a> Column<'a> {
+    /// A column named `name`.
+    pub fn new(name: &'a str, values: Values<'a>) -> Column<'a> {
+        Column { name, values }
+    }
+}
+
 impl Values<'_> {
     fn rows(&self) -> usize {
         match self {
@@ -216,6 +223,13 @@ pub fn write_table(columns: &[Column<'_>]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// `v` in pages of at most [`PAGE_ROWS`] rows; an empty column still gets one (empty) page, as
+/// readers expect every column chunk to have a data page.
+fn pages<T>(v: &[T]) -> impl Iterator<Item = &[T]> {
+    let empty: &[T] = &[];
+    v.chunks(PAGE_ROWS).chain(v.is_empty().then_some(empty))
+}
+
 fn check_runs<T>(name: &str, r: &Runs<T>) -> Result<()> {
     let n = r.dictionary.len() as u32;
     if let Some((k, _)) = r.runs.iter().find(|(k, _)| *k >= n) {
@@ -244,7 +258,7 @@ fn write_column(out: &mut Vec<u8>, c: &Column<'_>) -> Chunk {
     let mut page = Vec::new();
     match c.values {
         Values::Float64(v) => {
-            for part in v.chunks(PAGE_ROWS) {
+            for part in pages(v) {
                 // PLAIN doubles: the page is the values' little-endian bytes, written in place.
                 data_page_header(out, part.len() * 8, part.len(), ENCODING_PLAIN);
                 let at = out.len();
@@ -266,7 +280,7 @@ fn write_column(out: &mut Vec<u8>, c: &Column<'_>) -> Chunk {
             }
         }
         Values::Timestamp(v) => {
-            for part in v.chunks(PAGE_ROWS) {
+            for part in pages(v) {
                 page.clear();
                 delta_binary_packed(&mut page, part);
                 data_page(out, &page, part.len(), ENCODING_DELTA_BINARY_PACKED);
@@ -299,12 +313,17 @@ fn write_column(out: &mut Vec<u8>, c: &Column<'_>) -> Chunk {
             dictionary_page(out, &dict_page, dictionary.len());
             let data_offset = out.len() as i64;
             let mut keys = Vec::with_capacity(PAGE_ROWS);
-            for part in v.chunks(PAGE_ROWS) {
-                keys.clear();
-                keys.extend(part.iter().map(|&x| key[(x as i16 + 128) as usize] as u64));
+            for part in pages(v) {
                 page.clear();
                 page.push(width);
-                bit_packed_run(&mut page, &keys, width);
+                if width == 0 {
+                    // One value throughout (or none): a single run, not bits of width zero.
+                    uleb(&mut page, (part.len() as u64) << 1);
+                } else {
+                    keys.clear();
+                    keys.extend(part.iter().map(|&x| key[(x as i16 + 128) as usize] as u64));
+                    bit_packed_run(&mut page, &keys, width);
+                }
                 data_page(out, &page, part.len(), ENCODING_RLE_DICTIONARY);
             }
             Chunk {
@@ -377,7 +396,8 @@ fn write_runs<T>(out: &mut Vec<u8>, r: &Runs<T>, dict_page: &[u8]) -> i64 {
             }
         }
     }
-    if page_rows > 0 {
+    if page_rows > 0 || data_offset == out.len() as i64 {
+        // The last page, or the one (empty) page of an empty column.
         data_page(out, &page, page_rows, ENCODING_RLE_DICTIONARY);
     }
     data_offset
@@ -787,26 +807,11 @@ mod tests {
 
     fn columns<'a>(s: &'a Sample) -> Vec<Column<'a>> {
         vec![
-            Column {
-                name: "f",
-                values: Values::Float64(&s.0),
-            },
-            Column {
-                name: "i",
-                values: Values::Int8(&s.1),
-            },
-            Column {
-                name: "t",
-                values: Values::Timestamp(&s.2),
-            },
-            Column {
-                name: "s",
-                values: Values::TextRuns(&s.3),
-            },
-            Column {
-                name: "w",
-                values: Values::TimestampRuns(&s.4),
-            },
+            Column::new("f", Values::Float64(&s.0)),
+            Column::new("i", Values::Int8(&s.1)),
+            Column::new("t", Values::Timestamp(&s.2)),
+            Column::new("s", Values::TextRuns(&s.3)),
+            Column::new("w", Values::TimestampRuns(&s.4)),
         ]
     }
 
@@ -942,14 +947,8 @@ mod tests {
         let a = [1.0, 2.0];
         let b = [1i64];
         let e = write_table(&[
-            Column {
-                name: "a",
-                values: Values::Float64(&a),
-            },
-            Column {
-                name: "b",
-                values: Values::Timestamp(&b),
-            },
+            Column::new("a", Values::Float64(&a)),
+            Column::new("b", Values::Timestamp(&b)),
         ])
         .unwrap_err();
         assert!(

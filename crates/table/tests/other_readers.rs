@@ -53,6 +53,8 @@ fn direct_parquet_reads_back_in_pyarrow_pandas_and_duckdb() {
         })
         .collect();
     let anomaly: Vec<i8> = (0..rows).map(|i| i8::from(i % 97 == 0)).collect();
+    // One value throughout: keys of zero bits.
+    let quiet: Vec<i8> = vec![0; rows];
     let window = Runs::constant(1_767_225_600_000, rows);
 
     let dir = tempdir("readers");
@@ -60,26 +62,26 @@ fn direct_parquet_reads_back_in_pyarrow_pandas_and_duckdb() {
     std::fs::write(
         &direct,
         write_table(&[
-            Column {
-                name: "device",
-                values: Values::TextRuns(&device),
-            },
-            Column {
-                name: "ts",
-                values: Values::Timestamp(&ts),
-            },
-            Column {
-                name: "window_start",
-                values: Values::TimestampRuns(&window),
-            },
-            Column {
-                name: "value",
-                values: Values::Float64(&value),
-            },
-            Column {
-                name: "anomaly",
-                values: Values::Int8(&anomaly),
-            },
+            Column::new("device", Values::TextRuns(&device)),
+            Column::new("ts", Values::Timestamp(&ts)),
+            Column::new("window_start", Values::TimestampRuns(&window)),
+            Column::new("value", Values::Float64(&value)),
+            Column::new("anomaly", Values::Int8(&anomaly)),
+            Column::new("quiet", Values::Int8(&quiet)),
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    // And a table of no rows.
+    let empty = dir.join("empty.parquet");
+    let no_text = Runs::<String>::default();
+    std::fs::write(
+        &empty,
+        write_table(&[
+            Column::new("device", Values::TextRuns(&no_text)),
+            Column::new("ts", Values::Timestamp(&[])),
+            Column::new("value", Values::Float64(&[])),
+            Column::new("anomaly", Values::Int8(&[])),
         ])
         .unwrap(),
     )
@@ -95,6 +97,7 @@ fn direct_parquet_reads_back_in_pyarrow_pandas_and_duckdb() {
         Field::new("window_start", tz, false),
         Field::new("value", DataType::Float64, false),
         Field::new("anomaly", DataType::Int8, false),
+        Field::new("quiet", DataType::Int8, false),
     ]));
     let batch = RecordBatch::try_new(
         schema.clone(),
@@ -104,6 +107,7 @@ fn direct_parquet_reads_back_in_pyarrow_pandas_and_duckdb() {
             utc(vec![1_767_225_600_000; rows]),
             Arc::new(Float64Array::from(value)),
             Arc::new(Int8Array::from(anomaly)),
+            Arc::new(Int8Array::from(quiet)),
         ],
     )
     .unwrap();
@@ -140,6 +144,10 @@ for q in [
     x = con.execute(q.format(direct)).fetchall()
     y = con.execute(q.format(reference)).fetchall()
     assert repr(x) == repr(y), (q, x[:3], y[:3])
+e = pq.read_table(sys.argv[4])
+assert e.num_rows == 0 and e.column_names == ["device", "ts", "value", "anomaly"], e
+assert con.execute(f"SELECT count(*) FROM read_parquet('{sys.argv[4]}')").fetchone()[0] == 0
+assert len(pd.read_parquet(sys.argv[4])) == 0
 diff = con.execute(f"SELECT count(*) FROM (SELECT * FROM read_parquet('{direct}') EXCEPT ALL SELECT * FROM read_parquet('{reference}'))").fetchone()[0]
 assert diff == 0, diff
 print("ok")
@@ -151,6 +159,7 @@ print("ok")
             direct.to_str().unwrap(),
             reference.to_str().unwrap(),
             &rows.to_string(),
+            empty.to_str().unwrap(),
         ])
         .output()
         .unwrap();
