@@ -604,3 +604,63 @@ fn mqtt_readings_are_acknowledged_once_stored_across_broker_and_server_restarts(
     assert_eq!(d2, [1.5, 2.5, 3.5]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sigterm_stops_the_server_after_answering_what_it_was_doing() {
+    let dir = tempdir("sigterm");
+    let log_dir = dir.join("log");
+    let mut child = bin()
+        .args(["ingest", "serve", "--listen", "127.0.0.1:0", "--log-dir"])
+        .arg(&log_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (s, _) = post(
+        addr,
+        "application/x-ndjson",
+        None,
+        r#"{"device":"d","tag":"t","ts":1767225600000,"value":1}"#,
+    );
+    assert_eq!(s, 200);
+    // A client holding an idle keep-alive connection does not keep the server up.
+    let idle = TcpStream::connect(addr).unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "still running after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(idle);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{status}: {err}");
+    assert!(err.contains("stopped: 1 readings accepted"), "{err}");
+    assert_eq!(log_contents(&log_dir).len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

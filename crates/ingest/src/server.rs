@@ -144,13 +144,15 @@ struct State {
 /// Inflight budget unit: permits are KiB.
 const PERMIT_BYTES: usize = 1024;
 
-/// Serves until the process ends; each connection on its own task. `mqtt` is the MQTT
-/// source's counters, shown in `/v1/stats` when it runs.
+/// Serves until `shutdown` completes, each connection on its own task; then stops accepting,
+/// lets every connection finish the request it is on (up to 10 s), and returns. `mqtt` is the
+/// MQTT source's counters, shown in `/v1/stats` when it runs.
 pub async fn serve(
     listener: TcpListener,
     log: Log,
     config: Config,
     mqtt: Option<Arc<MqttStats>>,
+    shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let permits = (config.max_inflight_bytes / PERMIT_BYTES).clamp(1, Semaphore::MAX_PERMITS);
     let state = Arc::new(State {
@@ -160,34 +162,84 @@ pub async fn serve(
         stats: Stats::default(),
         mqtt,
     });
+    let (stopping, stop_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(s) => s,
-            // Out of file descriptors and the like: wait a moment rather than spin or stop.
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        // Finished connections are reaped as we go, so the set stays small.
+        while connections.try_join_next().is_some() {}
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors and the like: wait a moment rather than spin or stop.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        tokio::spawn(async move {
+        let mut stop = stop_rx.clone();
+        connections.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(&state, req).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.changed() => {
+                    // Answer the request in progress, then close.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
         });
+    }
+    drop(listener);
+    let _ = stopping.send(true);
+    let open = connections.len();
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    eprintln!(
+        "stopped: {} readings accepted; {open} connection(s) were open{}",
+        state.stats.accepted.load(Ordering::Relaxed),
+        if drained.is_ok() {
+            ", all closed"
+        } else {
+            ", some still busy after 10 s were dropped unanswered"
+        }
+    );
+    Ok(())
+}
+
+/// SIGINT or SIGTERM (what Kubernetes sends before it kills a pod).
+async fn termination() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }
 
 /// Binds `addr` (refusing to serve without tokens on anything but loopback), prints where it
-/// listens, and serves on a runtime of its own until the process ends; with `mqtt`, also
-/// takes readings from that broker into the same log.
+/// listens, and serves on a runtime of its own until SIGINT or SIGTERM (then it answers the
+/// requests in progress and returns); with `mqtt`, also takes readings from that broker into
+/// the same log.
 pub fn run(
     addr: SocketAddr,
     log: Log,
@@ -223,7 +275,7 @@ pub fn run(
         });
         // Tests and scripts wait for this line to know the port.
         println!("listening on http://{local}");
-        serve(listener, log, config, mqtt_stats)
+        serve(listener, log, config, mqtt_stats, termination())
             .await
             .map_err(|e| format!("serving {local}: {e}"))
     })
