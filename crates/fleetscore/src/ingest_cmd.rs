@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use fleetscore_ingest::kafka::KafkaConfig;
 use fleetscore_ingest::mqtt::MqttConfig;
 use fleetscore_ingest::server::{Config, Tokens};
 use fleetscore_ingest::{Limits, Reading};
@@ -87,6 +88,17 @@ pub struct ServeArgs {
         default_value = "fleetscore-ingest"
     )]
     pub mqtt_client_id: String,
+    /// Also consume readings from this Kafka topic (`kafka://host:port/topic`; Kafka or Event
+    /// Hubs' Kafka endpoint, no TLS yet), committing offsets only once the readings are on disk.
+    #[arg(long, env = "FLEETSCORE_KAFKA")]
+    pub kafka: Option<String>,
+    /// The Kafka consumer group (processes in one group share the topic's partitions).
+    #[arg(
+        long,
+        env = "FLEETSCORE_KAFKA_GROUP",
+        default_value = "fleetscore-ingest"
+    )]
+    pub kafka_group: String,
 }
 
 /// `fleetscore log ...`.
@@ -159,6 +171,12 @@ pub fn ingest(command: IngestCommand) -> Result<ExitCode> {
         .map(|url| MqttConfig::new(url, &a.mqtt_topic, &a.mqtt_client_id))
         .transpose()
         .map_err(anyhow::Error::msg)?;
+    let kafka = a
+        .kafka
+        .as_deref()
+        .map(|url| KafkaConfig::new(url, &a.kafka_group))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let tokens = a
         .tokens
         .as_deref()
@@ -219,7 +237,8 @@ pub fn ingest(command: IngestCommand) -> Result<ExitCode> {
             max_future_ms: a.max_future_secs.saturating_mul(1000),
         },
     };
-    fleetscore_ingest::server::run(a.listen, log, config, mqtt).map_err(anyhow::Error::msg)?;
+    fleetscore_ingest::server::run(a.listen, log, config, mqtt, kafka)
+        .map_err(anyhow::Error::msg)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -664,3 +664,131 @@ fn sigterm_stops_the_server_after_answering_what_it_was_doing() {
     assert_eq!(log_contents(&log_dir).len(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A tansu broker (Kafka protocol, in memory) on a loopback port; killed when dropped.
+struct Kafka {
+    child: Child,
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Produces `n` readings from `from` (device k0..k6, ts 1767225600000 + i) and one record that
+/// is not a reading, to topic `readings`, with kafka-python.
+fn produce(python: &str, broker: &str, from: u64, n: u64) {
+    let script = r#"
+import sys, json
+from kafka import KafkaProducer
+p = KafkaProducer(bootstrap_servers=sys.argv[1], acks="all")
+start, n = int(sys.argv[2]), int(sys.argv[3])
+for i in range(start, start + n):
+    v = {"device": f"k{i % 7}", "tag": "t", "ts": 1767225600000 + i, "value": i % 100}
+    p.send("readings", json.dumps(v).encode(), key=f"k{i % 7}".encode())
+p.send("readings", b"not a reading")
+p.flush()
+"#;
+    let o = Command::new(python)
+        .args(["-c", script, broker, &from.to_string(), &n.to_string()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn kafka_offsets_are_committed_only_for_stored_readings_across_a_sigkill() {
+    let (Ok(tansu), Ok(python)) = (
+        std::env::var("FLEETSCORE_TEST_TANSU"),
+        std::env::var("FLEETSCORE_TEST_PYTHON"),
+    ) else {
+        eprintln!(
+            "FLEETSCORE_TEST_TANSU or FLEETSCORE_TEST_PYTHON not set: Kafka ingest not checked"
+        );
+        return;
+    };
+    let dir = tempdir("kafka");
+    let log_dir = dir.join("log");
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let _kafka = Kafka {
+        child: Command::new(&tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu"),
+    };
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "tansu did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let created = Command::new(&tansu)
+        .args([
+            "topic",
+            "create",
+            "--broker",
+            &url,
+            "--partitions",
+            "3",
+            "readings",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let broker = format!("127.0.0.1:{port}");
+    produce(&python, &broker, 0, 300);
+
+    let source = format!("kafka://127.0.0.1:{port}/readings");
+    let args = ["--kafka", source.as_str(), "--kafka-group", "test"];
+    let server = serve(&log_dir, &args);
+    wait_for("300 readings from Kafka", || {
+        log_contents(&log_dir).len() >= 300
+    });
+    let s = stats(server.addr);
+    assert_eq!(s["kafka"]["partitions"], 3, "{s}");
+    assert_eq!(s["kafka"]["rejected"], 1, "{s}");
+
+    // Killed, then more is produced: the restarted server resumes from the committed offsets
+    // (after the dead member's session ends and the group rebalances).
+    drop(server);
+    produce(&python, &broker, 300, 200);
+    let server = serve(&log_dir, &args);
+    wait_for("500 readings from Kafka", || {
+        log_contents(&log_dir).len() >= 500
+    });
+    drop(server);
+
+    let held = log_contents(&log_dir);
+    let keys: HashSet<(String, i64)> = held.iter().map(|r| (r.0.clone(), r.2)).collect();
+    for i in 0..500i64 {
+        assert!(
+            keys.contains(&(format!("k{}", i % 7), 1_767_225_600_000 + i)),
+            "reading {i} lost"
+        );
+    }
+    // Committed offsets are per stored batch: at most what was in flight at the kill repeats.
+    assert!(
+        held.len() < 800,
+        "{} readings held for 500 produced",
+        held.len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

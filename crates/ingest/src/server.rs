@@ -27,6 +27,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::kafka::{KafkaConfig, KafkaStats};
 use crate::mqtt::{MqttConfig, MqttStats};
 use crate::parse::{self, Admit, At, Format};
 use crate::reading::Limits;
@@ -138,20 +139,29 @@ struct State {
     config: Config,
     inflight: Arc<Semaphore>,
     stats: Stats,
-    mqtt: Option<Arc<MqttStats>>,
+    sources: Sources,
+}
+
+/// The counters of the sources running beside the HTTP server, for `/v1/stats`.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// The MQTT source's, when it runs.
+    pub mqtt: Option<Arc<MqttStats>>,
+    /// The Kafka source's, when it runs.
+    pub kafka: Option<Arc<KafkaStats>>,
 }
 
 /// Inflight budget unit: permits are KiB.
 const PERMIT_BYTES: usize = 1024;
 
 /// Serves until `shutdown` completes, each connection on its own task; then stops accepting,
-/// lets every connection finish the request it is on (up to 10 s), and returns. `mqtt` is the
-/// MQTT source's counters, shown in `/v1/stats` when it runs.
+/// lets every connection finish the request it is on (up to 10 s), and returns. `sources` are
+/// the counters of the MQTT and Kafka sources, shown in `/v1/stats`.
 pub async fn serve(
     listener: TcpListener,
     log: Log,
     config: Config,
-    mqtt: Option<Arc<MqttStats>>,
+    sources: Sources,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let permits = (config.max_inflight_bytes / PERMIT_BYTES).clamp(1, Semaphore::MAX_PERMITS);
@@ -160,7 +170,7 @@ pub async fn serve(
         inflight: Arc::new(Semaphore::new(permits)),
         config,
         stats: Stats::default(),
-        mqtt,
+        sources,
     });
     let (stopping, stop_rx) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
@@ -245,6 +255,7 @@ pub fn run(
     log: Log,
     config: Config,
     mqtt: Option<MqttConfig>,
+    kafka: Option<KafkaConfig>,
 ) -> Result<(), String> {
     if config.tokens.is_none() && !addr.ip().is_loopback() {
         return Err(format!(
@@ -263,7 +274,7 @@ pub fn run(
         let local = listener
             .local_addr()
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        let mqtt_stats = mqtt.map(|m| {
+        let mqtt = mqtt.map(|m| {
             let stats = Arc::new(MqttStats::default());
             tokio::spawn(crate::mqtt::run(
                 m,
@@ -273,11 +284,27 @@ pub fn run(
             ));
             stats
         });
+        let kafka = kafka.map(|k| {
+            let stats = Arc::new(KafkaStats::default());
+            tokio::spawn(crate::kafka::run(
+                k,
+                log.clone(),
+                config.limits,
+                stats.clone(),
+            ));
+            stats
+        });
         // Tests and scripts wait for this line to know the port.
         println!("listening on http://{local}");
-        serve(listener, log, config, mqtt_stats, termination())
-            .await
-            .map_err(|e| format!("serving {local}: {e}"))
+        serve(
+            listener,
+            log,
+            config,
+            Sources { mqtt, kafka },
+            termination(),
+        )
+        .await
+        .map_err(|e| format!("serving {local}: {e}"))
     })
 }
 
@@ -337,7 +364,15 @@ fn stats(state: &State) -> Response<Full<Bytes>> {
             "unauthorized": s.unauthorized.load(Ordering::Relaxed),
             "pending_bytes": state.log.pending_bytes(),
             "partitions": partitions,
-            "mqtt": state.mqtt.as_ref().map(|m| json!({
+            "kafka": state.sources.kafka.as_ref().map(|k| json!({
+                "joined": k.joined.load(Ordering::Relaxed),
+                "partitions": k.partitions.load(Ordering::Relaxed),
+                "joins": k.joins.load(Ordering::Relaxed),
+                "records": k.records.load(Ordering::Relaxed),
+                "accepted": k.accepted.load(Ordering::Relaxed),
+                "rejected": k.rejected.load(Ordering::Relaxed),
+            })),
+            "mqtt": state.sources.mqtt.as_ref().map(|m| json!({
                 "connected": m.connected.load(Ordering::Relaxed),
                 "connections": m.connections.load(Ordering::Relaxed),
                 "received": m.received.load(Ordering::Relaxed),
