@@ -424,7 +424,7 @@ fn a_sigkill_under_load_loses_no_acknowledged_reading() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A Mosquitto broker on a loopback port, with persistence; killed when dropped.
+/// A broker process (Mosquitto, tansu) on a loopback port; killed when dropped.
 struct Broker {
     child: Child,
 }
@@ -665,18 +665,6 @@ fn sigterm_stops_the_server_after_answering_what_it_was_doing() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A tansu broker (Kafka protocol, in memory) on a loopback port; killed when dropped.
-struct Kafka {
-    child: Child,
-}
-
-impl Drop for Kafka {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Produces `n` readings from `from` (device k0..k6, ts 1767225600000 + i) and one record that
 /// is not a reading, to topic `readings`, with kafka-python.
 fn produce(python: &str, broker: &str, from: u64, n: u64) {
@@ -713,7 +701,8 @@ fn kafka_offsets_are_committed_only_for_stored_readings_across_a_sigkill() {
     let log_dir = dir.join("log");
     let port = free_port();
     let url = format!("tcp://127.0.0.1:{port}");
-    let _kafka = Kafka {
+    // tansu: the Kafka protocol, in memory.
+    let _kafka = Broker {
         child: Command::new(&tansu)
             .args([
                 "broker",

@@ -344,31 +344,53 @@ fn write_column(out: &mut Vec<u8>, c: &Column<'_>) -> Chunk {
                 dict_page.extend_from_slice(s.as_bytes());
             }
             let data_offset = write_runs(out, r, &dict_page);
-            Chunk {
-                physical: TYPE_BYTE_ARRAY,
-                encodings: vec![ENCODING_PLAIN, ENCODING_RLE_DICTIONARY, ENCODING_RLE],
-                dictionary_offset: Some(start),
+            let bound = |s: Option<&String>| s.map(|s| s.as_bytes().to_vec());
+            runs_chunk(
+                TYPE_BYTE_ARRAY,
+                start,
                 data_offset,
-                size: out.len() as i64 - start,
-                min: r.dictionary.iter().min().map(|s| s.as_bytes().to_vec()),
-                max: r.dictionary.iter().max().map(|s| s.as_bytes().to_vec()),
-                nan_count: None,
-            }
+                out.len(),
+                (
+                    bound(r.dictionary.iter().min()),
+                    bound(r.dictionary.iter().max()),
+                ),
+            )
         }
         Values::TimestampRuns(r) => {
             let dict_page: Vec<u8> = r.dictionary.iter().flat_map(|d| d.to_le_bytes()).collect();
             let data_offset = write_runs(out, r, &dict_page);
-            Chunk {
-                physical: TYPE_INT64,
-                encodings: vec![ENCODING_PLAIN, ENCODING_RLE_DICTIONARY, ENCODING_RLE],
-                dictionary_offset: Some(start),
+            let bound = |m: Option<&i64>| m.map(|m| m.to_le_bytes().to_vec());
+            runs_chunk(
+                TYPE_INT64,
+                start,
                 data_offset,
-                size: out.len() as i64 - start,
-                min: r.dictionary.iter().min().map(|m| m.to_le_bytes().to_vec()),
-                max: r.dictionary.iter().max().map(|m| m.to_le_bytes().to_vec()),
-                nan_count: None,
-            }
+                out.len(),
+                (
+                    bound(r.dictionary.iter().min()),
+                    bound(r.dictionary.iter().max()),
+                ),
+            )
         }
+    }
+}
+
+/// The chunk of a dictionary-and-runs column written from `start` to `end`, with its bounds.
+fn runs_chunk(
+    physical: i32,
+    start: i64,
+    data_offset: i64,
+    end: usize,
+    (min, max): (Option<Vec<u8>>, Option<Vec<u8>>),
+) -> Chunk {
+    Chunk {
+        physical,
+        encodings: vec![ENCODING_PLAIN, ENCODING_RLE_DICTIONARY, ENCODING_RLE],
+        dictionary_offset: Some(start),
+        data_offset,
+        size: end as i64 - start,
+        min,
+        max,
+        nan_count: None,
     }
 }
 
