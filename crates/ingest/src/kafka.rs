@@ -199,6 +199,15 @@ async fn consume(
             // Encoded readings by log partition, appended in one batch below.
             let mut encoded: Vec<(u32, Vec<u8>)> = Vec::new();
             for (p, records) in fetched {
+                let Some(records) = records else {
+                    let earliest = conn.earliest_offset(&config.topic, p).await?;
+                    eprintln!(
+                        "kafka: {} partition {p}: offset {} is no longer held; going on from {earliest}",
+                        config.topic, next[&p]
+                    );
+                    next.insert(p, earliest);
+                    continue;
+                };
                 let mut end = next[&p];
                 for (offset, value) in records {
                     if offset < end {
@@ -483,6 +492,7 @@ const API_HEARTBEAT: i16 = 12;
 const API_SYNC_GROUP: i16 = 14;
 /// Brokers since Kafka 2.2 answer a first join with a member id to join again with.
 const MEMBER_ID_REQUIRED: i16 = 79;
+const OFFSET_OUT_OF_RANGE: i16 = 1;
 
 impl Conn {
     async fn connect(addr: &str, client_id: &str) -> Res<Conn> {
@@ -793,12 +803,14 @@ impl Conn {
         Err(format!("no earliest offset for partition {partition}"))
     }
 
-    /// Records of each partition from its offset: `(partition, [(offset, value)])`.
+    /// Records of each partition from its offset: `(partition, [(offset, value)])`, or `None`
+    /// for a partition whose offset the broker no longer holds.
+    #[allow(clippy::type_complexity)]
     async fn fetch(
         &mut self,
         topic: &str,
         wanted: &[(i32, i64)],
-    ) -> Res<Vec<(i32, Vec<(i64, Vec<u8>)>)>> {
+    ) -> Res<Vec<(i32, Option<Vec<(i64, Vec<u8>)>>)>> {
         let wait = Duration::from_millis(200);
         let mut w = W(Vec::new());
         w.i32(-1)
@@ -831,8 +843,13 @@ impl Conn {
                     r.i64()?;
                 }
                 let records = r.bytes()?;
+                if code == OFFSET_OUT_OF_RANGE {
+                    // Deleted by the topic's retention: the caller starts over at the earliest.
+                    out.push((p, None));
+                    continue;
+                }
                 check(code, &format!("fetching partition {p}"))?;
-                out.push((p, record_batches(records)?));
+                out.push((p, Some(record_batches(records)?)));
             }
         }
         Ok(out)
