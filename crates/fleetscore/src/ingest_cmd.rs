@@ -88,8 +88,8 @@ pub struct ServeArgs {
         default_value = "fleetscore-ingest"
     )]
     pub mqtt_client_id: String,
-    /// Also consume readings from this Kafka topic (`kafka://host:port/topic`; Kafka or Event
-    /// Hubs' Kafka endpoint, no TLS yet), committing offsets only once the readings are on disk.
+    /// Also consume readings from this Kafka topic (`kafka://host:port/topic`; plaintext, no
+    /// TLS or SASL yet), committing offsets only once the readings are on disk.
     #[arg(long, env = "FLEETSCORE_KAFKA")]
     pub kafka: Option<String>,
     /// The Kafka consumer group (processes in one group share the topic's partitions).

@@ -1,4 +1,4 @@
-//! Readings from a Kafka topic (the protocol Kafka and Azure Event Hubs speak), consumed as a
+//! Readings from a Kafka topic, consumed as a
 //! member of a consumer group: offsets are committed to the group only after the readings of
 //! the records before them are durable in the log, so a crash re-reads what was not yet stored
 //! and never skips anything.
@@ -7,9 +7,12 @@
 //! still serves (Metadata v1, FindCoordinator v1, JoinGroup v1, SyncGroup v1, Heartbeat v1,
 //! OffsetFetch v1, OffsetCommit v2, ListOffsets v1, Fetch v4), and reads record batches of magic
 //! 2 (uncompressed or gzip). One broker connection serves everything when the broker is its
-//! own group coordinator and partition leader (a single-node cluster, or Event Hubs' endpoint);
+//! own group coordinator and partition leader (a single-node cluster);
 //! other leaders get connections of their own. The group uses the range assignor: partitions
 //! are split among members in member-id order, so several fleetscore processes share a topic.
+//!
+//! Plaintext only: no TLS or SASL yet, so Azure Event Hubs' Kafka endpoint (which requires
+//! both) is not reachable.
 //!
 //! A record's value is one reading as JSON (`{"device", "tag", "ts", "value"}`, as in an HTTP
 //! body) or several as JSON lines; an invalid one is counted and skipped (its offset is still
