@@ -223,14 +223,25 @@ impl Partition {
     /// batches are cut, so none of them is ever read, and the error is returned for every
     /// append they carried.
     pub(crate) fn sync(&mut self) -> Result<()> {
-        let tail = self.segments.last_mut().expect("active segment");
-        if let Err(e) = self.active.sync_data() {
+        if let Err(e) = self.sync_written() {
+            let tail = self.segments.last().expect("active segment");
             let _ = self.active.set_len(tail.len);
             self.written = tail.len;
             self.next_offset = tail.end;
+            self.written_newest_ms = tail.newest_ms;
             self.pending_index.clear();
-            return Err(Error::io(&tail.path, e));
+            return Err(e);
         }
+        Ok(())
+    }
+
+    /// `fdatasync`s the active segment and, if that worked, makes what was written visible;
+    /// on failure changes nothing (the caller decides whether to cut).
+    fn sync_written(&mut self) -> Result<()> {
+        let tail = self.segments.last_mut().expect("active segment");
+        self.active
+            .sync_data()
+            .map_err(|e| Error::io(&tail.path, e))?;
         tail.len = self.written;
         tail.end = self.next_offset;
         tail.newest_ms = self.written_newest_ms;
@@ -239,9 +250,11 @@ impl Partition {
         Ok(())
     }
 
-    /// Seals the active segment (synced first) and starts a new one at the next offset.
+    /// Seals the active segment (synced first) and starts a new one at the next offset. If the
+    /// sync fails nothing is cut here: the round's closing [`Partition::sync`] fails (and cuts)
+    /// for every append of the round, or succeeds for all of them.
     fn roll(&mut self) -> Result<()> {
-        self.sync()?;
+        self.sync_written()?;
         let path = self.dir.join(segment_name(self.next_offset));
         let active = OpenOptions::new()
             .create(true)
