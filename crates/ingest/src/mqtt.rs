@@ -190,6 +190,16 @@ pub fn reading_of(
     Ok(r)
 }
 
+/// What became of a message, which decides whether the broker gets its PUBACK.
+enum Outcome {
+    /// Appended: acknowledged once durable.
+    Appended(fleetscore_log::Ack),
+    /// Invalid: acknowledged (sending it again would not help).
+    Refused,
+    /// The log could not take it: not acknowledged, so the broker sends it again.
+    NotStored,
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -210,15 +220,14 @@ pub async fn run(config: MqttConfig, log: Log, limits: Limits, stats: Arc<MqttSt
     let filter = config.topic.filter();
     // Acknowledgements go out in the order messages came in (as MQTT asks), each once its
     // reading is durable, from a task of their own (never from the task polling the events).
-    let (to_ack, mut acks) =
-        tokio::sync::mpsc::unbounded_channel::<(Option<fleetscore_log::Ack>, Publish)>();
+    let (to_ack, mut acks) = tokio::sync::mpsc::unbounded_channel::<(Outcome, Publish)>();
     {
         let client = client.clone();
         let stats = stats.clone();
         tokio::spawn(async move {
-            while let Some((ack, publish)) = acks.recv().await {
-                if let Some(ack) = ack {
-                    match ack.durable().await {
+            while let Some((outcome, publish)) = acks.recv().await {
+                match outcome {
+                    Outcome::Appended(ack) => match ack.durable().await {
                         Ok(_) => {
                             stats.accepted.fetch_add(1, Ordering::Relaxed);
                         }
@@ -227,7 +236,9 @@ pub async fn run(config: MqttConfig, log: Log, limits: Limits, stats: Arc<MqttSt
                             eprintln!("mqtt: {}: not stored: {e}", publish.topic);
                             continue;
                         }
-                    }
+                    },
+                    Outcome::Refused => {}
+                    Outcome::NotStored => continue,
                 }
                 let _ = client.ack(&publish).await;
             }
@@ -258,7 +269,7 @@ pub async fn run(config: MqttConfig, log: Log, limits: Limits, stats: Arc<MqttSt
                     }
                     None => Err(Invalid(format!("topic does not match {}", filter))),
                 };
-                let ack = match parsed {
+                let outcome = match parsed {
                     Ok(r) => {
                         record.clear();
                         r.encode(&mut record);
@@ -267,13 +278,14 @@ pub async fn run(config: MqttConfig, log: Log, limits: Limits, stats: Arc<MqttSt
                             let mut batch = Batch::default();
                             batch.push(log.partition_for(r.device.as_bytes()), &record);
                             match log.append(batch) {
-                                Ok(ack) => break Some(ack),
+                                Ok(ack) => break Outcome::Appended(ack),
                                 Err(fleetscore_log::Error::Overloaded { .. }) => {
                                     tokio::time::sleep(Duration::from_millis(20)).await;
                                 }
                                 Err(e) => {
+                                    // Not acknowledged: the broker sends it again later.
                                     eprintln!("mqtt: {}: not stored: {e}", publish.topic);
-                                    break None;
+                                    break Outcome::NotStored;
                                 }
                             }
                         }
@@ -281,10 +293,10 @@ pub async fn run(config: MqttConfig, log: Log, limits: Limits, stats: Arc<MqttSt
                     Err(e) => {
                         stats.rejected.fetch_add(1, Ordering::Relaxed);
                         eprintln!("mqtt: {}: refused: {e}", publish.topic);
-                        None
+                        Outcome::Refused
                     }
                 };
-                let _ = to_ack.send((ack, publish));
+                let _ = to_ack.send((outcome, publish));
             }
             Ok(_) => {}
             Err(e) => {
