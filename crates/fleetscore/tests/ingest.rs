@@ -317,6 +317,27 @@ fn every_kind_of_request_gets_a_clear_answer_and_only_valid_readings_are_kept() 
 #[test]
 fn without_tokens_it_listens_only_on_loopback() {
     let dir = tempdir("open");
+    // A tokens file that is not one, or with a guessable token, is refused at start.
+    for (text, want) in [
+        ("[]", "not a tokens file"),
+        (
+            r#"{"tokens": [{"name": "weak", "token": "abc"}]}"#,
+            "token `weak` is shorter than 16 characters",
+        ),
+    ] {
+        let tokens = dir.join("tokens.json");
+        std::fs::write(&tokens, text).unwrap();
+        let o = bin()
+            .args(["ingest", "serve", "--listen", "127.0.0.1:0", "--tokens"])
+            .arg(&tokens)
+            .arg("--log-dir")
+            .arg(dir.join("log"))
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(want), "{err}");
+    }
     let o = bin()
         .args(["ingest", "serve", "--listen", "0.0.0.0:0", "--log-dir"])
         .arg(dir.join("log"))

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use fleetscore_log::{Batch, Log};
+use fleetscore_log::Log;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -199,8 +199,8 @@ async fn consume(
                 continue;
             }
             let fetched = conn.fetch(&config.topic, &wanted).await?;
-            // Encoded readings by log partition, appended in one batch below.
-            let mut encoded: Vec<(u32, Vec<u8>)> = Vec::new();
+            // The fetched readings, appended in one batch below.
+            let mut readings = Vec::new();
             for (p, records) in fetched {
                 let Some(records) = records else {
                     let earliest = conn.earliest_offset(&config.topic, p).await?;
@@ -228,38 +228,24 @@ async fn consume(
                             config.topic, r.error
                         );
                     }
-                    for r in &parsed.readings {
-                        let mut record = Vec::with_capacity(48);
-                        r.encode(&mut record);
-                        encoded.push((log.partition_for(r.device.as_bytes()), record));
-                    }
+                    readings.extend(parsed.readings);
                     end = offset + 1;
                 }
                 if end > next[&p] {
                     progressed.insert(p, end);
                 }
             }
-            if !encoded.is_empty() {
-                // Under overload, wait and try again: not fetching holds the topic back.
-                let ack = loop {
-                    let mut batch = Batch::default();
-                    for (partition, record) in &encoded {
-                        batch.push(*partition, record);
-                    }
-                    match log.append(batch) {
-                        Ok(ack) => break ack,
-                        Err(fleetscore_log::Error::Overloaded { .. }) => {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                        Err(e) => return Err(format!("readings not stored: {e}")),
-                    }
-                };
-                ack.durable()
+            if !readings.is_empty() {
+                // Under overload this waits: not fetching holds the topic back.
+                crate::append_when_room(log, &readings)
+                    .await
+                    .map_err(|e| format!("readings not stored: {e}"))?
+                    .durable()
                     .await
                     .map_err(|e| format!("readings not stored: {e}"))?;
                 stats
                     .accepted
-                    .fetch_add(encoded.len() as u64, Ordering::Relaxed);
+                    .fetch_add(readings.len() as u64, Ordering::Relaxed);
             }
         }
         if !progressed.is_empty() {

@@ -1,5 +1,6 @@
 //! Ingest: readings in over HTTP ([`server`]), from an MQTT broker ([`mqtt`]) and from a Kafka
-//! topic ([`kafka`]), checked one by one, appended to the durable log ([`fleetscore_log`]) partitioned by device, and
+//! topic ([`kafka`]), checked one by one, appended to the durable log ([`fleetscore_log`])
+//! partitioned by device, and
 //! acknowledged (HTTP 200, MQTT PUBACK, Kafka offset commit) only once they are on disk.
 //!
 //! Delivery is at least once: a request answered 200 is durable in full; a request that failed
@@ -15,3 +16,36 @@ mod reading;
 pub mod server;
 
 pub use reading::{Invalid, Limits, MAX_ID_BYTES, MIN_TS_MS, Reading, parse_ts};
+
+use std::time::Duration;
+
+use fleetscore_log::{Ack, Batch, Log};
+
+/// The log batch of `readings`, each in its device's partition.
+pub(crate) fn batch_of<'a>(log: &Log, readings: impl IntoIterator<Item = &'a Reading>) -> Batch {
+    let mut batch = Batch::default();
+    let mut record = Vec::with_capacity(64);
+    for r in readings {
+        record.clear();
+        r.encode(&mut record);
+        batch.push(log.partition_for(r.device.as_bytes()), &record);
+    }
+    batch
+}
+
+/// Appends `readings`, waiting while the log is over its bound of bytes not yet on disk: for
+/// the sources that pull (MQTT, Kafka), where not reading on holds the producer back. (HTTP
+/// answers 429 instead.)
+pub(crate) async fn append_when_room(
+    log: &Log,
+    readings: &[Reading],
+) -> fleetscore_log::Result<Ack> {
+    loop {
+        match log.append(batch_of(log, readings)) {
+            Err(fleetscore_log::Error::Overloaded { .. }) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            appended => return appended,
+        }
+    }
+}

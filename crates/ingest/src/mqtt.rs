@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use fleetscore_log::{Batch, Log};
+use fleetscore_log::Log;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use serde::Deserialize;
 
@@ -245,7 +245,6 @@ pub async fn run(config: MqttConfig, log: Log, limits: Limits, stats: Arc<MqttSt
         });
     }
     let mut backoff = Duration::from_millis(200);
-    let mut record = Vec::new();
     loop {
         match events.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -270,26 +269,14 @@ pub async fn run(config: MqttConfig, log: Log, limits: Limits, stats: Arc<MqttSt
                     None => Err(Invalid(format!("topic does not match {}", filter))),
                 };
                 let outcome = match parsed {
-                    Ok(r) => {
-                        record.clear();
-                        r.encode(&mut record);
-                        // Under overload, wait: not polling holds the broker back.
-                        loop {
-                            let mut batch = Batch::default();
-                            batch.push(log.partition_for(r.device.as_bytes()), &record);
-                            match log.append(batch) {
-                                Ok(ack) => break Outcome::Appended(ack),
-                                Err(fleetscore_log::Error::Overloaded { .. }) => {
-                                    tokio::time::sleep(Duration::from_millis(20)).await;
-                                }
-                                Err(e) => {
-                                    // Not acknowledged: the broker sends it again later.
-                                    eprintln!("mqtt: {}: not stored: {e}", publish.topic);
-                                    break Outcome::NotStored;
-                                }
-                            }
+                    Ok(r) => match crate::append_when_room(&log, std::slice::from_ref(&r)).await {
+                        Ok(ack) => Outcome::Appended(ack),
+                        Err(e) => {
+                            // Not acknowledged: the broker sends it again later.
+                            eprintln!("mqtt: {}: not stored: {e}", publish.topic);
+                            Outcome::NotStored
                         }
-                    }
+                    },
                     Err(e) => {
                         stats.rejected.fetch_add(1, Ordering::Relaxed);
                         eprintln!("mqtt: {}: refused: {e}", publish.topic);

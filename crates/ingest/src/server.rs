@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use fleetscore_log::{Batch, Log};
+use fleetscore_log::Log;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
@@ -507,13 +507,7 @@ async fn ingest(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             json!({ "accepted": 0, "rejected_count": parsed.rejected.len(), "rejected": rejected }),
         );
     }
-    let mut batch = Batch::default();
-    let mut record = Vec::with_capacity(64);
-    for r in &parsed.readings {
-        record.clear();
-        r.encode(&mut record);
-        batch.push(state.log.partition_for(r.device.as_bytes()), &record);
-    }
+    let batch = crate::batch_of(&state.log, &parsed.readings);
     let ack = match state.log.append(batch) {
         Ok(ack) => ack,
         Err(fleetscore_log::Error::Overloaded { .. }) => {
