@@ -137,7 +137,7 @@ pub struct LogReadArgs {
 }
 
 /// Opens an existing log to read, beside a server that may be writing it.
-fn open_existing(dir: &Path) -> Result<Log> {
+pub(crate) fn open_existing(dir: &Path) -> Result<Log> {
     if partitions_of(dir)?.is_none() {
         bail!(
             "{}: no log here (start `fleetscore ingest serve` first)",

@@ -1,5 +1,6 @@
 //! The `fleetscore` command line: parses arguments and hands each subcommand to its module.
 
+mod aggregate_cmd;
 mod autoscale;
 mod fleet_cmd;
 mod ingest_cmd;
@@ -64,6 +65,11 @@ enum Command {
         #[command(subcommand)]
         command: ingest_cmd::IngestCommand,
     },
+    /// Readings from the log into event-time windows (features) in the store.
+    Aggregate {
+        #[command(subcommand)]
+        command: aggregate_cmd::AggregateCommand,
+    },
     /// The durable log of ingested readings.
     Log {
         #[command(subcommand)]
@@ -106,6 +112,7 @@ fn main() -> ExitCode {
         Command::Runs { command } => fleet_cmd::runs(&cli.store, command),
         Command::Predictions { command } => fleet_cmd::predictions(&cli.store, command),
         Command::Ingest { command } => ingest_cmd::ingest(command),
+        Command::Aggregate { command } => aggregate_cmd::aggregate(&cli.store, command),
         Command::Log { command } => ingest_cmd::log(command),
     };
     match result {

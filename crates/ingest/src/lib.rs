@@ -12,7 +12,7 @@
 pub mod kafka;
 pub mod mqtt;
 pub mod parse;
-mod reading;
+pub mod reading;
 pub mod server;
 
 pub use reading::{Invalid, Limits, MAX_ID_BYTES, MIN_TS_MS, Reading, parse_ts};

@@ -136,6 +136,75 @@ impl Reading {
     }
 }
 
+/// A record read in place: the bytes that name its series (device and tag as encoded, so
+/// equal series have equal bytes), its time and its value.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    /// Device and tag, as [`Reading::encode`] wrote them; [`series_ids`] splits them.
+    pub series: &'a [u8],
+    /// Milliseconds since the epoch.
+    pub ts_ms: i64,
+    /// The value.
+    pub value: f64,
+}
+
+/// Reads a record written by [`Reading::encode`] without copying it (the ids are checked
+/// for UTF-8 only by [`series_ids`]).
+pub fn view(b: &[u8]) -> Result<RecordView<'_>, Invalid> {
+    let id_end = |at: usize| -> Result<usize, Invalid> {
+        let n = b
+            .get(at..at + 2)
+            .map(|l| u16::from_le_bytes([l[0], l[1]]) as usize)
+            .ok_or_else(|| Invalid("record too short for an id length".into()))?;
+        Ok(at + 2 + n)
+    };
+    let series_end = id_end(id_end(0)?)?;
+    if b.len() != series_end + 16 {
+        return Err(Invalid(format!(
+            "record has {} bytes, its ids say {}",
+            b.len(),
+            series_end + 16
+        )));
+    }
+    Ok(RecordView {
+        series: &b[..series_end],
+        ts_ms: i64::from_le_bytes(b[series_end..series_end + 8].try_into().expect("8 bytes")),
+        value: f64::from_le_bytes(b[series_end + 8..].try_into().expect("8 bytes")),
+    })
+}
+
+/// The device and tag of a record's series bytes ([`RecordView::series`]).
+pub fn series_ids(series: &[u8]) -> Result<(&str, &str), Invalid> {
+    let id = |at: usize| -> Result<(&str, usize), Invalid> {
+        let n = series
+            .get(at..at + 2)
+            .map(|l| u16::from_le_bytes([l[0], l[1]]) as usize)
+            .ok_or_else(|| Invalid("series too short for an id length".into()))?;
+        let s = series
+            .get(at + 2..at + 2 + n)
+            .ok_or_else(|| Invalid("series too short for its id".into()))?;
+        let s = std::str::from_utf8(s)
+            .map_err(|_| Invalid("an id in the record is not UTF-8".into()))?;
+        Ok((s, at + 2 + n))
+    };
+    let (device, at) = id(0)?;
+    let (tag, end) = id(at)?;
+    if end != series.len() {
+        return Err(Invalid("series bytes run past their two ids".into()));
+    }
+    Ok((device, tag))
+}
+
+/// The series bytes of a device and tag, as [`Reading::encode`] starts a record.
+pub fn series_key(device: &str, tag: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + device.len() + tag.len());
+    for id in [device, tag] {
+        out.extend_from_slice(&(id.len() as u16).to_le_bytes());
+        out.extend_from_slice(id.as_bytes());
+    }
+    out
+}
+
 /// Parses a time: RFC 3339 text (`2026-01-01T00:00:05Z`, any offset), the same without an
 /// offset (`2026-01-01 00:00:05`, taken as UTC), or milliseconds since the epoch as an integer
 /// in text.
@@ -180,6 +249,22 @@ mod tests {
         assert_eq!(Reading::decode(&b).unwrap(), r);
         assert!(Reading::decode(&b[..b.len() - 1]).is_err());
         assert!(Reading::decode(&b[..3]).is_err());
+    }
+
+    #[test]
+    fn records_read_in_place_agree_with_decode() {
+        let r = reading();
+        let mut b = Vec::new();
+        r.encode(&mut b);
+        let v = view(&b).unwrap();
+        assert_eq!((v.ts_ms, v.value), (r.ts_ms, r.value));
+        assert_eq!(v.series, series_key(&r.device, &r.tag).as_slice());
+        assert_eq!(series_ids(v.series).unwrap(), ("dev-1", "température"));
+        assert!(view(&b[..b.len() - 1]).is_err());
+        assert!(view(&b[..3]).is_err());
+        let mut bad = b.clone();
+        bad[2] = 0xff;
+        assert!(series_ids(view(&bad).unwrap().series).is_err());
     }
 
     #[test]

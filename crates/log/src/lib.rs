@@ -274,7 +274,7 @@ impl Log {
 
     /// Opens an existing log to read it, beside the process that may be writing it: nothing
     /// is repaired, created or locked, and a batch still being written is not read. It sees
-    /// the log as it was when opened; appends are refused.
+    /// the log as it was when opened, until [`Log::refresh`]; appends are refused.
     pub fn open_reader(dir: &Path) -> Result<Log> {
         let meta_path = dir.join("log.json");
         let bytes = std::fs::read(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
@@ -406,6 +406,36 @@ impl Log {
             .expect("partition lock")
             .view();
         partition::read(&view, partition, from, max_bytes)
+    }
+
+    /// Like [`Log::read`], handing each record to `each` with its offset instead of copying
+    /// it out; returns the offset to read from next.
+    pub fn read_each(
+        &self,
+        partition: u32,
+        from: u64,
+        max_bytes: usize,
+        each: &mut dyn FnMut(u64, &[u8]),
+    ) -> Result<u64> {
+        let view = self
+            .partition(partition)?
+            .lock()
+            .expect("partition lock")
+            .view();
+        partition::read_each(&view, partition, from, max_bytes, each)
+    }
+
+    /// For a log opened with [`Log::open_reader`]: takes in what the writer has appended since
+    /// it was opened or last refreshed (and forgets segments retention deleted), so a reader
+    /// can follow the log. A writer's own log is always current: this does nothing.
+    pub fn refresh(&self) -> Result<()> {
+        if self.shared.lock.is_some() {
+            return Ok(());
+        }
+        for p in &self.shared.partitions {
+            p.lock().expect("partition lock").refresh()?;
+        }
+        Ok(())
     }
 
     /// Records `offsets` (partition → next offset to read) as what consumer `group` has

@@ -169,6 +169,48 @@ impl Partition {
         }
     }
 
+    /// For a reader beside the writer: takes in what was appended since it last looked (new
+    /// batches of the last segment, new segments) and forgets segments retention deleted.
+    pub(crate) fn refresh(&mut self) -> Result<()> {
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))? {
+            let entry = entry.map_err(|e| Error::io(&self.dir, e))?;
+            let name = entry.file_name();
+            if let Some(base) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".seg"))
+                .and_then(|stem| stem.parse::<u64>().ok())
+            {
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+        let first = bases.first().copied().unwrap_or(u64::MAX);
+        // Segments older than the oldest file left were deleted by retention; the active one
+        // never is.
+        while self.segments.len() > 1 && self.segments[0].base < first {
+            self.segments.remove(0);
+        }
+        let last_base = self.segments.last().expect("a segment").base;
+        let newer: Vec<u64> = bases.into_iter().filter(|&b| b > last_base).collect();
+        // Scanned leniently: a batch being written looks torn until it is complete (`read`
+        // checks every batch's CRC again anyway).
+        scan_more(self.segments.last_mut().expect("a segment"), true)?;
+        for base in newer {
+            let end = self.segments.last().expect("a segment").end;
+            if base != end {
+                // Written but not yet made durable, or a roll in progress: look again later.
+                break;
+            }
+            let (segment, _) = scan(&self.dir.join(segment_name(base)), base, true)?;
+            self.segments.push(segment);
+        }
+        let tail = self.segments.last().expect("a segment");
+        self.durable_offset = tail.end;
+        self.next_offset = tail.end;
+        Ok(())
+    }
+
     /// Writes one batch (not yet durable); returns its first offset. A failed write is cut
     /// again, so the segment stays a clean sequence of batches.
     pub(crate) fn append(
@@ -369,8 +411,6 @@ fn check_batch(
 /// Scans a segment: builds its index and finds where it ends. In the active segment a bad
 /// batch is a torn tail (returned as where to cut); in a sealed one it is corruption.
 fn scan(path: &Path, base: u64, active: bool) -> Result<(Segment, Option<u64>)> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut seg = Segment {
         base,
         path: path.to_path_buf(),
@@ -379,7 +419,19 @@ fn scan(path: &Path, base: u64, active: bool) -> Result<(Segment, Option<u64>)> 
         index: Vec::new(),
         newest_ms: 0,
     };
-    let mut pos = 0u64;
+    let torn = scan_more(&mut seg, active)?;
+    Ok((seg, torn))
+}
+
+/// Goes on scanning `seg` from its `len`: extends its index, `end` and `len` over the valid
+/// batches after it, and returns where a bad batch starts if there is one (in the active
+/// segment a torn tail, or a batch being written; in a sealed one, corruption is an error).
+fn scan_more(seg: &mut Segment, active: bool) -> Result<Option<u64>> {
+    let path = seg.path.clone();
+    let path = path.as_path();
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut pos = seg.len;
     let mut body = Vec::new();
     while pos < size {
         match check_batch(&file, path, pos, size, seg.end, &mut body)? {
@@ -397,10 +449,9 @@ fn scan(path: &Path, base: u64, active: bool) -> Result<(Segment, Option<u64>)> 
                 seg.newest_ms = time;
                 pos += (PREFIX + body.len()) as u64;
             }
-            Err(reason) if active => {
-                let _ = reason;
+            Err(_) if active => {
                 seg.len = pos;
-                return Ok((seg, Some(pos)));
+                return Ok(Some(pos));
             }
             Err(reason) => {
                 return Err(Error::Corrupt {
@@ -420,11 +471,30 @@ fn scan(path: &Path, base: u64, active: bool) -> Result<(Segment, Option<u64>)> 
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_millis() as i64);
     }
-    Ok((seg, None))
+    Ok(None)
 }
 
 /// Reads durable records from `from` on, up to about `max_bytes`.
 pub(crate) fn read(view: &View, partition: u32, from: u64, max_bytes: usize) -> Result<Records> {
+    let mut records = Vec::new();
+    let next_offset = read_each(view, partition, from, max_bytes, &mut |o, r| {
+        records.push((o, r.to_vec()));
+    })?;
+    Ok(Records {
+        records,
+        next_offset,
+    })
+}
+
+/// Hands each durable record from `from` on, up to about `max_bytes`, to `each` with its
+/// offset; returns the offset to read from next.
+pub(crate) fn read_each(
+    view: &View,
+    partition: u32,
+    from: u64,
+    max_bytes: usize,
+    each: &mut dyn FnMut(u64, &[u8]),
+) -> Result<u64> {
     let start = view.segments.first().map_or(0, |s| s.base);
     let end = view.segments.last().map_or(0, |s| s.end);
     if from < start {
@@ -434,15 +504,12 @@ pub(crate) fn read(view: &View, partition: u32, from: u64, max_bytes: usize) -> 
             start,
         });
     }
-    let mut out = Records {
-        records: Vec::new(),
-        next_offset: from.min(end),
-    };
+    let mut next = from.min(end);
     let mut bytes = 0usize;
     let first = view.segments.partition_point(|s| s.base <= from).max(1) - 1;
     let mut body = Vec::new();
     for seg in &view.segments[first..] {
-        if seg.end <= out.next_offset || seg.len == 0 {
+        if seg.end <= next || seg.len == 0 {
             continue;
         }
         let file = match File::open(&seg.path) {
@@ -451,13 +518,13 @@ pub(crate) fn read(view: &View, partition: u32, from: u64, max_bytes: usize) -> 
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::OffsetOutOfRange {
                     partition,
-                    requested: out.next_offset,
+                    requested: next,
                     start: seg.end,
                 });
             }
             Err(e) => return Err(Error::io(&seg.path, e)),
         };
-        let i = seg.index.partition_point(|&(o, _)| o <= out.next_offset);
+        let i = seg.index.partition_point(|&(o, _)| o <= next);
         let (mut offset, mut pos) = if i == 0 {
             (seg.base, 0)
         } else {
@@ -473,7 +540,7 @@ pub(crate) fn read(view: &View, partition: u32, from: u64, max_bytes: usize) -> 
             }
             let count = u32_at(&body, 8);
             let batch_end = offset + u64::from(count);
-            if batch_end > out.next_offset {
+            if batch_end > next {
                 let mut at = HEADER - PREFIX;
                 for o in offset..batch_end {
                     let n = u32_at(&body, at) as usize;
@@ -482,20 +549,20 @@ pub(crate) fn read(view: &View, partition: u32, from: u64, max_bytes: usize) -> 
                         position: pos,
                         reason: "a record runs past its batch".into(),
                     })?;
-                    if o >= out.next_offset {
-                        out.records.push((o, record.to_vec()));
+                    if o >= next {
+                        each(o, record);
                         bytes += n;
                     }
                     at += 4 + n;
                 }
-                out.next_offset = batch_end;
+                next = batch_end;
             }
             offset = batch_end;
             pos += (PREFIX + body.len()) as u64;
             if bytes >= max_bytes {
-                return Ok(out);
+                return Ok(next);
             }
         }
     }
-    Ok(out)
+    Ok(next)
 }

@@ -375,3 +375,68 @@ fn one_writer_at_a_time_and_readers_beside_it_repair_nothing() {
     assert_eq!(append(&log, 1, &["c"]), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_reader_follows_the_writer_with_refresh() {
+    let dir = tempdir("follow");
+    let log = Log::open(
+        &dir,
+        Options {
+            partitions: 2,
+            segment_bytes: 200,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    append(&log, 0, &["a", "b"]);
+    let reader = Log::open_reader(&dir).unwrap();
+    assert_eq!(reader.bounds(0).unwrap(), (0, 2));
+    // Enough appends to roll several segments.
+    for i in 0..30 {
+        append(&log, 0, &[&format!("record-{i:02}-{}", "x".repeat(20))]);
+    }
+    append(&log, 1, &["z"]);
+    assert_eq!(
+        reader.bounds(0).unwrap(),
+        (0, 2),
+        "a snapshot until refreshed"
+    );
+    reader.refresh().unwrap();
+    assert_eq!(reader.bounds(0).unwrap(), (0, 32));
+    assert_eq!(reader.bounds(1).unwrap(), (0, 1));
+    let all = read_all(&reader, 0, 0);
+    assert_eq!(all.len(), 32);
+    assert_eq!(all[31].1, format!("record-29-{}", "x".repeat(20)));
+    let mut seen = Vec::new();
+    let next = reader
+        .read_each(0, 5, 1 << 20, &mut |o, r| {
+            seen.push((o, String::from_utf8(r.to_vec()).unwrap()))
+        })
+        .unwrap();
+    assert_eq!(next, 32);
+    assert_eq!(seen, all[5..].to_vec());
+    // Retention deletes old segments; the reader forgets them on refresh.
+    drop(log);
+    let log = Log::open(
+        &dir,
+        Options {
+            partitions: 2,
+            segment_bytes: 200,
+            retention_bytes: Some(300),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let (deleted, _) = log.enforce_retention(0).unwrap();
+    assert!(deleted > 0);
+    reader.refresh().unwrap();
+    let (start, end) = reader.bounds(0).unwrap();
+    assert!(start > 0 && end == 32, "{start}..{end}");
+    assert!(matches!(
+        reader.read(0, 0, 100),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(read_all(&reader, 0, start).len() as u64, 32 - start);
+    drop(log);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -10,6 +10,16 @@
 //! readings/hour={YYYY-MM-DDTHH}/bucket={BB}/{hash}.parquet
 //!                                                  readings (ts, device, tag, value) of one
 //!                                                  hour and device bucket, one file per import
+//! features/hour={YYYY-MM-DDTHH}/bucket={BB}/p{PPPP}-{from}-{to}-e{epoch}.parquet
+//!                                                  closed windows (device, tag, window_start,
+//!                                                  window_end, count, mean, min, max, std,
+//!                                                  first, last) starting in that hour, of the
+//!                                                  bucket's devices, closed by one aggregation
+//!                                                  epoch from a log partition's offsets
+//!                                                  [from, to)
+//! late/{name}/p{PPPP}-{from}-{to}-e{epoch}.parquet readings that came after their window closed
+//! aggregate/{name}/checkpoint                      the aggregator's offsets and open windows
+//! aggregate/{name}/intent.json                     the epoch it is writing
 //! predictions/run={run}/shard-{NNNNN}.parquet      one shard task's predictions
 //! logs/run={run}/shard-{NNNNN}.attempt-{K}.log     each attempt's log and timings
 //! runs/{run}.json                                  the run record
@@ -142,6 +152,50 @@ pub fn parse_readings_key(key: &str) -> Option<(String, u32)> {
     let hour = parts.next()?.strip_prefix("hour=")?.to_string();
     let bucket = parts.next()?.strip_prefix("bucket=")?.parse().ok()?;
     Some((hour, bucket))
+}
+
+/// Prefix of all features (closed windows).
+pub const FEATURES: &str = "features";
+
+/// Folder of the windows that start in one hour.
+pub fn features_hour(hour: &str) -> String {
+    format!("{FEATURES}/hour={hour}")
+}
+
+/// Folder of the windows that start in one hour, of one device bucket.
+pub fn features_dir(hour: &str, bucket: u32) -> String {
+    format!("{}/bucket={bucket:02}", features_hour(hour))
+}
+
+/// The name of what an aggregation epoch wrote from a partition's offsets `[from, to)`.
+pub fn epoch_file(partition: u32, from: u64, to: u64, epoch: u64) -> String {
+    format!("p{partition:04}-{from:020}-{to:020}-e{epoch:010}.parquet")
+}
+
+/// Parses `features/hour=H/bucket=B/...` into (hour, bucket).
+pub fn parse_features_key(key: &str) -> Option<(String, u32)> {
+    let mut parts = key.split('/');
+    if parts.next()? != FEATURES {
+        return None;
+    }
+    let hour = parts.next()?.strip_prefix("hour=")?.to_string();
+    let bucket = parts.next()?.strip_prefix("bucket=")?.parse().ok()?;
+    Some((hour, bucket))
+}
+
+/// Folder of an aggregator's late readings.
+pub fn late_dir(name: &str) -> String {
+    format!("late/{}", segment(name))
+}
+
+/// An aggregator's checkpoint (offsets and open windows).
+pub fn aggregate_checkpoint(name: &str) -> String {
+    format!("aggregate/{}/checkpoint", segment(name))
+}
+
+/// The epoch an aggregator is writing (replayed after a crash).
+pub fn aggregate_intent(name: &str) -> String {
+    format!("aggregate/{}/intent.json", segment(name))
 }
 
 /// One shard's predictions.

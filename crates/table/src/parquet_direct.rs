@@ -12,6 +12,7 @@
 //!   run, however long), so readers can decode them as dictionaries;
 //! - [`Values::Timestamp`]: milliseconds since the epoch (UTC), `DELTA_BINARY_PACKED`, so a
 //!   regular step costs almost nothing;
+//! - [`Values::Int64`]: counts and other integers, `DELTA_BINARY_PACKED` like times;
 //! - [`Values::Float64`]: `PLAIN` and uncompressed, which is a copy;
 //! - [`Values::Int8`]: a dictionary of the distinct values and bit-packed keys (1 bit a row for
 //!   a 0/1 flag).
@@ -36,6 +37,8 @@ pub enum Values<'a> {
     Float64(&'a [f64]),
     /// Signed 8-bit integers (stored as Parquet `INT32` annotated `INT(8, signed)`).
     Int8(&'a [i8]),
+    /// Signed 64-bit integers (`DELTA_BINARY_PACKED`, as times are).
+    Int64(&'a [i64]),
     /// Milliseconds since 1970-01-01T00:00:00Z (a UTC timestamp in milliseconds).
     Timestamp(&'a [i64]),
     /// UTF-8 text given as `runs` of rows, each `(index into dictionary, number of rows)`.
@@ -152,7 +155,7 @@ impl Values<'_> {
         match self {
             Values::Float64(v) => v.len(),
             Values::Int8(v) => v.len(),
-            Values::Timestamp(v) => v.len(),
+            Values::Int64(v) | Values::Timestamp(v) => v.len(),
             Values::TextRuns(r) => r.rows,
             Values::TimestampRuns(r) => r.rows,
         }
@@ -205,7 +208,7 @@ pub fn write_table(columns: &[Column<'_>]) -> Result<Vec<u8>> {
             .map(|c| match c.values {
                 Values::Float64(v) => v.len() * 8,
                 Values::Int8(v) => v.len() / 8 + 64,
-                Values::Timestamp(v) => v.len() + 1024,
+                Values::Int64(v) | Values::Timestamp(v) => v.len() + 1024,
                 _ => 1024,
             })
             .sum::<usize>();
@@ -279,7 +282,7 @@ fn write_column(out: &mut Vec<u8>, c: &Column<'_>) -> Chunk {
                 nan_count: Some(nans),
             }
         }
-        Values::Timestamp(v) => {
+        Values::Int64(v) | Values::Timestamp(v) => {
             for part in pages(v) {
                 page.clear();
                 delta_binary_packed(&mut page, part);
@@ -586,7 +589,7 @@ fn file_metadata(out: &mut Vec<u8>, columns: &[Column<'_>], chunks: &[Chunk], ro
         t.i32(3, REQUIRED);
         t.binary(4, c.name.as_bytes());
         match c.values {
-            Values::Float64(_) => {}
+            Values::Float64(_) | Values::Int64(_) => {}
             Values::Int8(_) => {
                 t.i32(6, CONVERTED_INT_8);
                 t.begin(10);
@@ -789,7 +792,7 @@ impl<'a> Thrift<'a> {
 mod tests {
     use super::*;
     use arrow_array::cast::AsArray;
-    use arrow_array::types::{Float64Type, Int8Type, TimestampMillisecondType};
+    use arrow_array::types::{Float64Type, Int8Type, Int64Type, TimestampMillisecondType};
     use arrow_schema::{DataType, TimeUnit};
 
     /// Floats, 8-bit integers, times, text runs and time runs.
@@ -834,6 +837,7 @@ mod tests {
             Column::new("t", Values::Timestamp(&s.2)),
             Column::new("s", Values::TextRuns(&s.3)),
             Column::new("w", Values::TimestampRuns(&s.4)),
+            Column::new("n", Values::Int64(&s.2)),
         ]
     }
 
@@ -859,6 +863,7 @@ mod tests {
                 DataType::Timestamp(TimeUnit::Millisecond, Some(_))
             ));
             assert_eq!(schema.field(3).data_type(), &DataType::Utf8);
+            assert_eq!(schema.field(5).data_type(), &DataType::Int64);
             assert!(schema.fields().iter().all(|f| !f.is_nullable()));
         }
         let mut f = Vec::new();
@@ -866,7 +871,15 @@ mod tests {
         let mut t = Vec::new();
         let mut text = Vec::new();
         let mut w = Vec::new();
+        let mut n: Vec<i64> = Vec::new();
         for b in &batches {
+            n.extend(
+                b.column(5)
+                    .as_primitive::<Int64Type>()
+                    .values()
+                    .iter()
+                    .copied(),
+            );
             f.extend(
                 b.column(0)
                     .as_primitive::<Float64Type>()
@@ -908,6 +921,7 @@ mod tests {
         assert_eq!(t, s.2);
         assert_eq!(text, expand(&s.3));
         assert_eq!(w, expand(&s.4));
+        assert_eq!(n, s.2);
     }
 
     #[test]

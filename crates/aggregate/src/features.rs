@@ -1,0 +1,225 @@
+//! Features tables: closed windows as Parquet, written and read back.
+//!
+//! Columns: `device`, `tag` (text), `window_start`, `window_end` (UTC millisecond
+//! timestamps), `count` (int64), then the doubles `mean`, `min`, `max`, `std`, `first`, `last`.
+//! Rows are sorted by device, tag and window start, so device and tag are stored as a
+//! dictionary and runs of rows.
+
+use std::collections::HashMap;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
+use arrow_array::{Array, RecordBatch};
+use fleetscore_table::parquet_direct::{self, Column, TextRunsBuilder, Values};
+
+use crate::engine::Stats;
+use crate::error::{Error, Result};
+
+/// The statistics a window has, by column name: what a model's feature mapping may name.
+pub const STATS: [&str; 7] = ["count", "mean", "min", "max", "std", "first", "last"];
+
+/// One closed window, named.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Row<'a> {
+    /// Device id.
+    pub device: &'a str,
+    /// Tag (sensor) id.
+    pub tag: &'a str,
+    /// Window start, epoch milliseconds (inclusive).
+    pub start: i64,
+    /// Window end (exclusive).
+    pub end: i64,
+    /// Statistics.
+    pub stats: Stats,
+}
+
+/// A features table's Parquet bytes; `rows` must be sorted by (device, tag, start).
+pub fn to_parquet(rows: &[Row<'_>]) -> Result<Vec<u8>> {
+    let mut device = TextRunsBuilder::default();
+    let mut tag = TextRunsBuilder::default();
+    let mut i = 0;
+    while i < rows.len() {
+        let d = rows[i].device;
+        let n = rows[i..].iter().take_while(|r| r.device == d).count();
+        device.push(d, n);
+        let mut j = i;
+        while j < i + n {
+            let t = rows[j].tag;
+            let m = rows[j..i + n].iter().take_while(|r| r.tag == t).count();
+            tag.push(t, m);
+            j += m;
+        }
+        i += n;
+    }
+    let (device, tag) = (device.finish(), tag.finish());
+    let start: Vec<i64> = rows.iter().map(|r| r.start).collect();
+    let end: Vec<i64> = rows.iter().map(|r| r.end).collect();
+    let count: Vec<i64> = rows.iter().map(|r| r.stats.count).collect();
+    let col = |f: fn(&Stats) -> f64| rows.iter().map(|r| f(&r.stats)).collect::<Vec<f64>>();
+    let floats = [
+        col(|s| s.mean),
+        col(|s| s.min),
+        col(|s| s.max),
+        col(|s| s.std),
+        col(|s| s.first),
+        col(|s| s.last),
+    ];
+    let mut columns = vec![
+        Column::new("device", Values::TextRuns(&device)),
+        Column::new("tag", Values::TextRuns(&tag)),
+        Column::new("window_start", Values::Timestamp(&start)),
+        Column::new("window_end", Values::Timestamp(&end)),
+        Column::new("count", Values::Int64(&count)),
+    ];
+    for (name, values) in STATS[1..].iter().zip(&floats) {
+        columns.push(Column::new(name, Values::Float64(values)));
+    }
+    Ok(parquet_direct::write_table(&columns)?)
+}
+
+/// The windows of one series read back: starts, ends and one column per statistic (in
+/// [`STATS`] order; `count` as a double), sorted by start.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Windows {
+    /// Window starts.
+    pub start: Vec<i64>,
+    /// Window ends.
+    pub end: Vec<i64>,
+    /// One column per statistic of [`STATS`].
+    pub stats: [Vec<f64>; 7],
+}
+
+impl Windows {
+    /// The column of a statistic named as in [`STATS`].
+    pub fn column(&self, name: &str) -> Option<&[f64]> {
+        STATS
+            .iter()
+            .position(|s| *s == name)
+            .map(|i| self.stats[i].as_slice())
+    }
+
+    /// Number of windows.
+    pub fn len(&self) -> usize {
+        self.start.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.start.is_empty()
+    }
+}
+
+/// Reads features files (named by `name`, for errors), keeping windows that start in
+/// `[from, to)` of the series `wanted` accepts, grouped by (device, tag) and sorted by start.
+pub fn read(
+    files: &[(String, bytes::Bytes)],
+    from: i64,
+    to: i64,
+    wanted: &dyn Fn(&str, &str) -> bool,
+) -> Result<HashMap<(String, String), Windows>> {
+    let mut out: HashMap<(String, String), Windows> = HashMap::new();
+    for (name, bytes) in files {
+        for batch in fleetscore_table::from_parquet_bytes(name, bytes.clone())? {
+            add_batch(name, &batch, from, to, wanted, &mut out)?;
+        }
+    }
+    for w in out.values_mut() {
+        if !w.start.is_sorted() {
+            let mut order: Vec<usize> = (0..w.len()).collect();
+            order.sort_by_key(|&i| w.start[i]);
+            w.start = order.iter().map(|&i| w.start[i]).collect();
+            w.end = order.iter().map(|&i| w.end[i]).collect();
+            for c in &mut w.stats {
+                *c = order.iter().map(|&i| c[i]).collect();
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn add_batch(
+    name: &str,
+    batch: &RecordBatch,
+    from: i64,
+    to: i64,
+    wanted: &dyn Fn(&str, &str) -> bool,
+    out: &mut HashMap<(String, String), Windows>,
+) -> Result<()> {
+    let column = |c: &str| {
+        batch
+            .column_by_name(c)
+            .ok_or_else(|| Error::Invalid(format!("{name}: a features table has no `{c}` column")))
+    };
+    let text = |c: &str| -> Result<Vec<Option<String>>> {
+        let a = arrow_cast_utf8(column(c)?.as_ref())
+            .ok_or_else(|| Error::Invalid(format!("{name}: `{c}` is not text")))?;
+        Ok(a)
+    };
+    let device = text("device")?;
+    let tag = text("tag")?;
+    let times = |c: &str| -> Result<Vec<i64>> {
+        column(c)?
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .map(|a| a.values().to_vec())
+            .ok_or_else(|| Error::Invalid(format!("{name}: `{c}` is not a millisecond time")))
+    };
+    let start = times("window_start")?;
+    let end = times("window_end")?;
+    let count = column("count")?
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| Error::Invalid(format!("{name}: `count` is not an int64")))?
+        .clone();
+    let mut floats = Vec::with_capacity(6);
+    for c in &STATS[1..] {
+        floats.push(
+            column(c)?
+                .as_primitive_opt::<Float64Type>()
+                .ok_or_else(|| Error::Invalid(format!("{name}: `{c}` is not a double")))?
+                .clone(),
+        );
+    }
+    let mut last: Option<(usize, (String, String))> = None;
+    for i in 0..batch.num_rows() {
+        if start[i] < from || start[i] >= to {
+            continue;
+        }
+        let (Some(d), Some(t)) = (&device[i], &tag[i]) else {
+            return Err(Error::Invalid(format!(
+                "{name}: row {i} has no device or tag"
+            )));
+        };
+        let same = last
+            .as_ref()
+            .is_some_and(|(_, (ld, lt))| ld == d && lt == t);
+        if !same {
+            last = wanted(d, t).then(|| (i, (d.clone(), t.clone())));
+            if last.is_none() {
+                continue;
+            }
+        }
+        let Some((_, key)) = &last else { continue };
+        let w = out.entry(key.clone()).or_default();
+        w.start.push(start[i]);
+        w.end.push(end[i]);
+        w.stats[0].push(count.value(i) as f64);
+        for (k, f) in floats.iter().enumerate() {
+            w.stats[k + 1].push(f.value(i));
+        }
+    }
+    Ok(())
+}
+
+/// A text column (plain or dictionary) as owned strings.
+fn arrow_cast_utf8(a: &dyn Array) -> Option<Vec<Option<String>>> {
+    if let Some(s) = a.as_string_opt::<i32>() {
+        return Some(s.iter().map(|v| v.map(str::to_owned)).collect());
+    }
+    let d = a.as_dictionary_opt::<arrow_array::types::Int32Type>()?;
+    let values = d.values().as_string_opt::<i32>()?;
+    Some(
+        d.keys()
+            .iter()
+            .map(|k| k.map(|k| values.value(k as usize).to_owned()))
+            .collect(),
+    )
+}

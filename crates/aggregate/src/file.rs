@@ -1,0 +1,267 @@
+//! The aggregation over a readings file (CSV or Parquet with `device`, `tag`, `ts` and
+//! `value` columns), for backfills and archived data: the same windows, filters and
+//! statistics as the stream, with the whole file as one partition whose windows all close at
+//! its end (rows may come in any order; none is late).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, TimeUnit};
+use fleetscore_ingest::reading::parse_ts;
+
+use crate::engine::{Closed, Config, Engine};
+use crate::error::{Error, Result};
+use crate::features::{self, Row};
+
+/// Rows per batch read.
+const BATCH_ROWS: usize = 65_536;
+
+/// Aggregates a readings file; returns the engine (for ids and counters) and every window,
+/// sorted by device, tag and start.
+pub fn aggregate(path: &Path, config: Config) -> Result<(Engine, Vec<Closed>)> {
+    let mut config = config;
+    // Nothing closes before the end of the file, so no reading is late whatever its order.
+    config.delay_ms = i64::MAX;
+    config.lateness_ms = 0;
+    let mut engine = Engine::new(config, 1)?;
+    let reader = fleetscore_table::open(path, BATCH_ROWS)?;
+    let mut row = 0u64;
+    for batch in reader {
+        let batch = batch?;
+        push_batch(&mut engine, path, &batch, row)?;
+        row += batch.num_rows() as u64;
+    }
+    engine.advance(0, i64::MAX);
+    let (mut closed, _) = engine.take();
+    closed.sort_by(|a, b| (engine.ids(a.series), a.start).cmp(&(engine.ids(b.series), b.start)));
+    Ok((engine, closed))
+}
+
+/// Writes windows (sorted as [`aggregate`] returns them) as a features Parquet file, through a
+/// temporary file renamed into place.
+pub fn write(engine: &Engine, closed: &[Closed], path: &Path) -> Result<()> {
+    if !path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+    {
+        return Err(Error::Invalid(format!(
+            "{}: features are written as Parquet (a .parquet file)",
+            path.display()
+        )));
+    }
+    let rows: Vec<Row<'_>> = closed
+        .iter()
+        .map(|c| {
+            let (device, tag) = engine.ids(c.series);
+            Row {
+                device,
+                tag,
+                start: c.start,
+                end: c.end,
+                stats: c.stats,
+            }
+        })
+        .collect();
+    let bytes = features::to_parquet(&rows)?;
+    let tmp = path.with_extension("parquet.tmp");
+    let io = |e: std::io::Error| Error::Invalid(format!("{}: {e}", path.display()));
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(())
+}
+
+fn push_batch(engine: &mut Engine, path: &Path, batch: &RecordBatch, first_row: u64) -> Result<()> {
+    let column = |name: &str| -> Result<&ArrayRef> {
+        let schema = batch.schema_ref();
+        let i = schema
+            .fields()
+            .iter()
+            .position(|f| f.name().eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}: no `{name}` column (readings need device, tag, ts and value)",
+                    path.display()
+                ))
+            })?;
+        Ok(batch.column(i))
+    };
+    let at = |i: usize| format!("{} row {}", path.display(), first_row + i as u64);
+    let ts = times(column("ts")?, &at)?;
+    let values = values(column("value")?, &at)?;
+    let device = column("device")?;
+    let tag = column("tag")?;
+    let (device, tag) = (text(path, device, "device")?, text(path, tag, "tag")?);
+    let n = batch.num_rows();
+    // Consecutive rows of one series are common: remember the last one.
+    let mut last: Option<((u32, u32), u32)> = None;
+    let mut ids: HashMap<(u32, u32), u32> = HashMap::new();
+    let mut plain: Option<(String, String, u32)> = None;
+    for i in 0..n {
+        let (Some(k), Some(t)) = (device.key(i), tag.key(i)) else {
+            return Err(Error::Invalid(format!("{}: no device or tag", at(i))));
+        };
+        let id = match (&device, &tag) {
+            (Text::Dict(..), Text::Dict(..)) => match last {
+                Some((pair, id)) if pair == (k, t) => id,
+                _ => {
+                    let id = *ids
+                        .entry((k, t))
+                        .or_insert_with(|| engine.series_id(0, device.value(k), tag.value(t)));
+                    last = Some(((k, t), id));
+                    id
+                }
+            },
+            _ => {
+                let (d, g) = (device.value(k), tag.value(t));
+                match &plain {
+                    Some((pd, pg, id)) if pd == d && pg == g => *id,
+                    _ => {
+                        let id = engine.series_id(0, d, g);
+                        plain = Some((d.to_owned(), g.to_owned(), id));
+                        id
+                    }
+                }
+            }
+        };
+        engine.push(id, first_row + i as u64, ts[i], values[i]);
+    }
+    Ok(())
+}
+
+fn text<'a>(path: &Path, a: &'a ArrayRef, name: &str) -> Result<Text<'a>> {
+    if let Some(s) = a.as_string_opt::<i32>() {
+        return Ok(Text::Plain(s));
+    }
+    if let Some(d) = a.as_dictionary_opt::<Int32Type>()
+        && let Some(v) = d.values().as_string_opt::<i32>()
+    {
+        return Ok(Text::Dict(d.keys(), v));
+    }
+    Err(Error::Invalid(format!(
+        "{}: `{name}` is {}, not text",
+        path.display(),
+        a.data_type()
+    )))
+}
+
+/// A text column, plain or dictionary-encoded; `key(i)` is a row's dictionary key (or row).
+enum Text<'a> {
+    Plain(&'a arrow_array::StringArray),
+    Dict(
+        &'a arrow_array::PrimitiveArray<Int32Type>,
+        &'a arrow_array::StringArray,
+    ),
+}
+
+impl Text<'_> {
+    fn key(&self, i: usize) -> Option<u32> {
+        match self {
+            Text::Plain(s) => s.is_valid(i).then_some(i as u32),
+            Text::Dict(k, _) => k.is_valid(i).then(|| k.value(i) as u32),
+        }
+    }
+
+    fn value(&self, key: u32) -> &str {
+        match self {
+            Text::Plain(s) => s.value(key as usize),
+            Text::Dict(_, v) => v.value(key as usize),
+        }
+    }
+}
+
+/// The `ts` column as epoch milliseconds: a timestamp of any unit, integers (milliseconds) or
+/// text as ingest accepts it.
+fn times(a: &ArrayRef, at: &dyn Fn(usize) -> String) -> Result<Vec<i64>> {
+    if a.null_count() > 0 {
+        let i = (0..a.len()).find(|&i| a.is_null(i)).unwrap_or(0);
+        return Err(Error::Invalid(format!("{}: no ts", at(i))));
+    }
+    Ok(match a.data_type() {
+        DataType::Timestamp(TimeUnit::Millisecond, _) => a
+            .as_primitive::<TimestampMillisecondType>()
+            .values()
+            .to_vec(),
+        DataType::Timestamp(TimeUnit::Second, _) => a
+            .as_primitive::<TimestampSecondType>()
+            .values()
+            .iter()
+            .map(|v| v * 1000)
+            .collect(),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => a
+            .as_primitive::<TimestampMicrosecondType>()
+            .values()
+            .iter()
+            .map(|v| v.div_euclid(1000))
+            .collect(),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => a
+            .as_primitive::<TimestampNanosecondType>()
+            .values()
+            .iter()
+            .map(|v| v.div_euclid(1_000_000))
+            .collect(),
+        DataType::Int64 => a.as_primitive::<Int64Type>().values().to_vec(),
+        DataType::Utf8 => {
+            let s = a.as_string::<i32>();
+            let mut out = Vec::with_capacity(s.len());
+            for (i, v) in s.iter().enumerate() {
+                let v = v.unwrap_or_default();
+                out.push(
+                    parse_ts(v).map_err(|e| Error::Invalid(format!("{}: ts: {}", at(i), e.0)))?,
+                );
+            }
+            out
+        }
+        other => {
+            return Err(Error::Invalid(format!(
+                "{}: `ts` is {other}, not a time",
+                at(0)
+            )));
+        }
+    })
+}
+
+/// The `value` column as doubles: floats, integers or text numbers.
+fn values(a: &ArrayRef, at: &dyn Fn(usize) -> String) -> Result<Vec<f64>> {
+    if a.null_count() > 0 {
+        let i = (0..a.len()).find(|&i| a.is_null(i)).unwrap_or(0);
+        return Err(Error::Invalid(format!("{}: no value", at(i))));
+    }
+    Ok(match a.data_type() {
+        DataType::Float64 => a.as_primitive::<Float64Type>().values().to_vec(),
+        DataType::Float32 => a
+            .as_primitive::<Float32Type>()
+            .values()
+            .iter()
+            .map(|&v| f64::from(v))
+            .collect(),
+        DataType::Int64 => a
+            .as_primitive::<Int64Type>()
+            .values()
+            .iter()
+            .map(|&v| v as f64)
+            .collect(),
+        DataType::Utf8 => {
+            let s = a.as_string::<i32>();
+            let mut out = Vec::with_capacity(s.len());
+            for (i, v) in s.iter().enumerate() {
+                let v = v.unwrap_or_default().trim();
+                out.push(v.parse::<f64>().map_err(|_| {
+                    Error::Invalid(format!("{}: value `{v}` is not a number", at(i)))
+                })?);
+            }
+            out
+        }
+        other => {
+            return Err(Error::Invalid(format!(
+                "{}: `value` is {other}, not a number",
+                at(0)
+            )));
+        }
+    })
+}

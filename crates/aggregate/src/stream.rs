@@ -1,0 +1,550 @@
+//! Aggregating the durable log into the store, exactly once, in epochs.
+//!
+//! An epoch takes a range of offsets from every partition (and, for partitions without new
+//! readings, the watermark an idle timeout or the end of input moves them to). It goes:
+//!
+//! 1. write the epoch's *intent* (`aggregate/{name}/intent.json`): its number, the offset
+//!    range of every partition and the watermark moves — everything that decides its output;
+//! 2. feed those records to the [`Engine`] (which has no clock: its output depends only on the
+//!    records and moves);
+//! 3. write the windows it closed to `features/…` and its late readings to `late/…`, under
+//!    names made of the partition, the offset range and the epoch number;
+//! 4. write the checkpoint (`aggregate/{name}/checkpoint`): epoch, offsets and the engine's
+//!    open windows, in one object (a put replaces it atomically).
+//!
+//! After a crash, the checkpoint is the last completed epoch. If the intent names the epoch
+//! after it, that epoch is replayed exactly — the same records, the same moves, from the same
+//! state — so it rewrites the same files with the same bytes: whatever the crash left half
+//! done is completed, nothing is written twice and no window is lost. Then aggregation goes
+//! on from the checkpoint's offsets.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use fleetscore_log::Log;
+use fleetscore_store::{Store, layout};
+use fleetscore_table::parquet_direct::{self, Column, TextRunsBuilder, Values};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Closed, Config, Counters, Engine, Late};
+use crate::error::{Error, Result};
+use crate::features::{self, Row};
+
+/// How an aggregator runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Its name: the key of its checkpoint and late readings, and its consumer group in the
+    /// log (whose committed offsets mirror the checkpoint's, for lag reporting).
+    pub name: String,
+    /// Most records read from one partition in one epoch.
+    pub epoch_records: u64,
+    /// How long to wait when there is nothing new.
+    pub poll: Duration,
+    /// Read to the end of the log, close every window, and stop.
+    pub drain: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            name: "default".into(),
+            epoch_records: 1_000_000,
+            poll: Duration::from_millis(500),
+            drain: false,
+        }
+    }
+}
+
+/// What an epoch did.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Its number.
+    pub epoch: u64,
+    /// Records read.
+    pub records: u64,
+    /// Windows closed (rows written to features).
+    pub windows: u64,
+    /// Late readings written.
+    pub late: u64,
+    /// Records that were not readings (skipped; the first error is in `bad`).
+    pub bad_records: u64,
+    /// The first record that was not a reading.
+    pub bad: Option<String>,
+    /// Files written.
+    pub files: usize,
+    /// Records in the log not yet read after this epoch.
+    pub lag: u64,
+    /// Readings held in open windows.
+    pub buffered: usize,
+    /// Everything kept and dropped since the aggregator began.
+    pub counters: Counters,
+    /// Whether it was a replay of an epoch a crash interrupted.
+    pub replayed: bool,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
+/// The epoch being written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Intent {
+    epoch: u64,
+    from: Vec<u64>,
+    to: Vec<u64>,
+    /// `(partition, watermark)` moves applied before the records.
+    advance: Vec<(u32, i64)>,
+}
+
+/// The checkpoint's header (followed by the engine's snapshot and a CRC-32).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Header {
+    format: u32,
+    epoch: u64,
+    offsets: Vec<u64>,
+    config: Config,
+}
+
+const MAGIC: &[u8; 8] = b"FSAGGCK1";
+
+/// An aggregator over a log, writing to a store.
+pub struct Aggregator<'a> {
+    log: &'a Log,
+    store: &'a Store,
+    options: Options,
+    engine: Engine,
+    epoch: u64,
+    offsets: Vec<u64>,
+    /// Per partition: the log's end last seen and when it last moved.
+    activity: Vec<(u64, Instant)>,
+}
+
+impl<'a> Aggregator<'a> {
+    /// Opens the aggregator `options.name`: from its checkpoint if it has one (completing the
+    /// epoch a crash interrupted, if any), else from the start of the log. A checkpoint made
+    /// with other windows, or over a log with another number of partitions, is an error.
+    pub fn open(
+        log: &'a Log,
+        store: &'a Store,
+        config: Config,
+        options: Options,
+    ) -> Result<(Aggregator<'a>, Option<Report>)> {
+        config.check()?;
+        let partitions = log.partitions();
+        let key = layout::aggregate_checkpoint(&options.name);
+        let (engine, epoch, offsets) = match store.get_opt(&key)? {
+            Some(bytes) => {
+                let (header, state) = decode_checkpoint(&key, &bytes)?;
+                if (header.config.size_ms, header.config.hop_ms) != (config.size_ms, config.hop_ms)
+                {
+                    return Err(Error::Config(format!(
+                        "aggregator `{}` has open windows of {} ms every {} ms; it cannot go on with {} ms every {} ms (use another --name, or delete {key} to start over)",
+                        options.name,
+                        header.config.size_ms,
+                        header.config.hop_ms,
+                        config.size_ms,
+                        config.hop_ms
+                    )));
+                }
+                if header.offsets.len() != partitions as usize {
+                    return Err(Error::Config(format!(
+                        "aggregator `{}` read a log of {} partitions; this one has {partitions}",
+                        options.name,
+                        header.offsets.len()
+                    )));
+                }
+                (
+                    Engine::restore(config, state)?,
+                    header.epoch,
+                    header.offsets,
+                )
+            }
+            None => {
+                log.refresh()?;
+                let mut offsets = Vec::with_capacity(partitions as usize);
+                for p in 0..partitions {
+                    offsets.push(log.bounds(p)?.0);
+                }
+                (Engine::new(config, partitions)?, 0, offsets)
+            }
+        };
+        let now = Instant::now();
+        let mut agg = Aggregator {
+            log,
+            store,
+            activity: offsets.iter().map(|&o| (o, now)).collect(),
+            options,
+            engine,
+            epoch,
+            offsets,
+        };
+        let replayed = match agg.pending_intent()? {
+            Some(intent) => {
+                log.refresh()?;
+                let mut r = agg.apply(&intent)?;
+                r.replayed = true;
+                Some(r)
+            }
+            None => None,
+        };
+        Ok((agg, replayed))
+    }
+
+    /// The intent of the epoch after the checkpoint, if one was written.
+    fn pending_intent(&self) -> Result<Option<Intent>> {
+        let key = layout::aggregate_intent(&self.options.name);
+        let Some(bytes) = self.store.get_opt(&key)? else {
+            return Ok(None);
+        };
+        let intent: Intent =
+            serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
+        if intent.epoch != self.epoch + 1 {
+            return Ok(None);
+        }
+        if intent.from != self.offsets || intent.to.len() != self.offsets.len() {
+            return Err(Error::Corrupt(format!(
+                "{key}: epoch {} starts at offsets {:?}, but the checkpoint is at {:?}",
+                intent.epoch, intent.from, self.offsets
+            )));
+        }
+        Ok(Some(intent))
+    }
+
+    /// The engine (for its counters and watermarks).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The offsets aggregated so far, per partition.
+    pub fn offsets(&self) -> &[u64] {
+        &self.offsets
+    }
+
+    /// Runs one epoch over what is new in the log; `None` when there was nothing to do.
+    /// `now_ms` is the wall clock for idle timeouts; `end` treats the end of the log as the end
+    /// of input (every window closes).
+    pub fn step(&mut self, now_ms: i64, end: bool) -> Result<Option<Report>> {
+        self.log.refresh()?;
+        let mut to = self.offsets.clone();
+        let mut lag = 0;
+        for (p, to) in to.iter_mut().enumerate() {
+            let (start, last) = self.log.bounds(p as u32)?;
+            if self.offsets[p] < start {
+                return Err(Error::Invalid(format!(
+                    "partition {p}: the log's retention deleted offsets {}..{start} before aggregator `{}` read them",
+                    self.offsets[p], self.options.name
+                )));
+            }
+            *to = last.min(self.offsets[p].saturating_add(self.options.epoch_records));
+            lag += last - *to;
+            if last != self.activity[p].0 {
+                self.activity[p] = (last, Instant::now());
+            }
+        }
+        let idle = Duration::from_millis(self.engine.config().idle_timeout_ms as u64);
+        let mut advance = Vec::new();
+        for (p, (to, from)) in to.iter().zip(&self.offsets).enumerate() {
+            if to != from {
+                continue;
+            }
+            let wm = if end {
+                i64::MAX
+            } else if self.activity[p].1.elapsed() >= idle {
+                now_ms.saturating_sub(idle.as_millis() as i64)
+            } else {
+                continue;
+            };
+            if self.engine.would_close(p as u32, wm) {
+                advance.push((p as u32, wm));
+            }
+        }
+        if to == self.offsets && advance.is_empty() {
+            return Ok(None);
+        }
+        let intent = Intent {
+            epoch: self.epoch + 1,
+            from: self.offsets.clone(),
+            to,
+            advance,
+        };
+        self.store.put(
+            &layout::aggregate_intent(&self.options.name),
+            serde_json::to_vec(&intent).expect("serializable"),
+        )?;
+        let mut report = self.apply(&intent)?;
+        report.lag = lag;
+        Ok(Some(report))
+    }
+
+    /// Applies an epoch: feeds its records, writes what closed, checkpoints.
+    fn apply(&mut self, intent: &Intent) -> Result<Report> {
+        let started = Instant::now();
+        let mut report = Report {
+            epoch: intent.epoch,
+            ..Report::default()
+        };
+        for &(p, wm) in &intent.advance {
+            self.engine.advance(p, wm);
+        }
+        for p in 0..intent.to.len() {
+            let (mut at, to) = (intent.from[p], intent.to[p]);
+            while at < to {
+                let engine = &mut self.engine;
+                let next = self
+                    .log
+                    .read_each(p as u32, at, 8 << 20, &mut |offset, record| {
+                        if offset >= to {
+                            return;
+                        }
+                        report.records += 1;
+                        if let Err(e) = engine.push_record(p as u32, offset, record) {
+                            report.bad_records += 1;
+                            report.bad.get_or_insert_with(|| e.to_string());
+                        }
+                    })?;
+                if next <= at {
+                    return Err(Error::Invalid(format!(
+                        "partition {p}: offsets {at}..{to} were in the log when epoch {} began, and are not now",
+                        intent.epoch
+                    )));
+                }
+                at = next;
+            }
+        }
+        let (closed, late) = self.engine.take();
+        report.windows = closed.len() as u64;
+        report.late = late.len() as u64;
+        report.files = self.write(intent, &closed, &late)?;
+        self.epoch = intent.epoch;
+        self.offsets.clone_from(&intent.to);
+        let checkpoint = encode_checkpoint(
+            &Header {
+                format: 1,
+                epoch: self.epoch,
+                offsets: self.offsets.clone(),
+                config: self.engine.config().clone(),
+            },
+            &self.engine.snapshot(),
+        );
+        self.store.put(
+            &layout::aggregate_checkpoint(&self.options.name),
+            checkpoint,
+        )?;
+        // The log's consumer offsets mirror the checkpoint, so `log stats` shows the lag.
+        let committed: BTreeMap<u32, u64> = self
+            .offsets
+            .iter()
+            .enumerate()
+            .map(|(p, &o)| (p as u32, o))
+            .collect();
+        let _ = self.log.commit(&self.options.name, &committed);
+        report.buffered = self.engine.buffered();
+        report.counters = self.engine.counters();
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// Writes an epoch's closed windows (one file per partition, hour and device bucket) and
+    /// late readings (one file per partition); returns the number of files.
+    fn write(&self, intent: &Intent, closed: &[Closed], late: &[Late]) -> Result<usize> {
+        let engine = &self.engine;
+        let mut groups: BTreeMap<(u32, String, u32), Vec<Row<'_>>> = BTreeMap::new();
+        for c in closed {
+            let (device, tag) = engine.ids(c.series);
+            groups
+                .entry((
+                    engine.partition_of(c.series),
+                    hour_key(c.start),
+                    layout::bucket(device),
+                ))
+                .or_default()
+                .push(Row {
+                    device,
+                    tag,
+                    start: c.start,
+                    end: c.end,
+                    stats: c.stats,
+                });
+        }
+        let name = |p: u32| {
+            layout::epoch_file(
+                p,
+                intent.from[p as usize],
+                intent.to[p as usize],
+                intent.epoch,
+            )
+        };
+        let mut files = 0;
+        for ((p, hour, bucket), mut rows) in groups {
+            rows.sort_by(|a, b| (a.device, a.tag, a.start).cmp(&(b.device, b.tag, b.start)));
+            let key = format!("{}/{}", layout::features_dir(&hour, bucket), name(p));
+            self.store.put(&key, features::to_parquet(&rows)?)?;
+            files += 1;
+            fault_abort_after_file();
+        }
+        let mut by_part: BTreeMap<u32, Vec<&Late>> = BTreeMap::new();
+        for l in late {
+            by_part
+                .entry(engine.partition_of(l.series))
+                .or_default()
+                .push(l);
+        }
+        for (p, rows) in by_part {
+            let key = format!("{}/{}", layout::late_dir(&self.options.name), name(p));
+            self.store.put(&key, late_parquet(engine, &rows)?)?;
+            files += 1;
+        }
+        Ok(files)
+    }
+}
+
+/// Runs an aggregator until `stop` is set (or, with `options.drain`, until the log is read to
+/// its end and every window closed), calling `progress` after each epoch.
+pub fn run(
+    log: &Log,
+    store: &Store,
+    config: Config,
+    options: Options,
+    stop: &AtomicBool,
+    progress: &mut dyn FnMut(&Report),
+) -> Result<Counters> {
+    let poll = options.poll;
+    let drain = options.drain;
+    let (mut agg, replayed) = Aggregator::open(log, store, config, options)?;
+    if let Some(r) = replayed {
+        progress(&r);
+    }
+    while !stop.load(Ordering::Relaxed) {
+        match agg.step(now_ms(), false)? {
+            Some(r) => progress(&r),
+            None if drain => {
+                // Caught up: the end of the log is the end of input.
+                while let Some(r) = agg.step(now_ms(), true)? {
+                    progress(&r);
+                }
+                break;
+            }
+            None => std::thread::sleep(poll),
+        }
+    }
+    Ok(agg.engine.counters())
+}
+
+/// An aggregator's checkpoint as JSON (epoch, offsets, configuration, watermarks, counters,
+/// readings in open windows), or `None` if it has none.
+pub fn status(store: &Store, name: &str) -> Result<Option<serde_json::Value>> {
+    let key = layout::aggregate_checkpoint(name);
+    let Some(bytes) = store.get_opt(&key)? else {
+        return Ok(None);
+    };
+    let (header, state) = decode_checkpoint(&key, &bytes)?;
+    let engine = Engine::restore(header.config.clone(), state)?;
+    let watermarks: Vec<Option<String>> = (0..header.offsets.len() as u32)
+        .map(|p| {
+            let wm = engine.watermark(p);
+            (wm != i64::MIN).then(|| {
+                chrono::DateTime::<chrono::Utc>::from_timestamp_millis(wm)
+                    .map_or_else(|| wm.to_string(), |t| t.to_rfc3339())
+            })
+        })
+        .collect();
+    Ok(Some(serde_json::json!({
+        "name": name,
+        "epoch": header.epoch,
+        "offsets": header.offsets,
+        "watermarks": watermarks,
+        "config": header.config,
+        "counters": engine.counters(),
+        "buffered_readings": engine.buffered(),
+    })))
+}
+
+/// Fault injection for tests of real processes: `FLEETSCORE_FAULT_AGGREGATE_ABORT_AFTER=N`
+/// aborts the process right after its N-th features file, in the middle of an epoch.
+fn fault_abort_after_file() {
+    static LEFT: std::sync::OnceLock<Option<std::sync::atomic::AtomicU64>> =
+        std::sync::OnceLock::new();
+    let left = LEFT.get_or_init(|| {
+        std::env::var("FLEETSCORE_FAULT_AGGREGATE_ABORT_AFTER")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(std::sync::atomic::AtomicU64::new)
+    });
+    if let Some(left) = left
+        && left.fetch_sub(1, Ordering::SeqCst) == 1
+    {
+        eprintln!("aborting (FLEETSCORE_FAULT_AGGREGATE_ABORT_AFTER)");
+        std::process::abort();
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The hour key (`YYYY-MM-DDTHH`) of an epoch-millisecond time, as the store's layout uses.
+pub fn hour_key(ms: i64) -> String {
+    let hour = ms.div_euclid(3_600_000) * 3_600_000;
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(hour)
+        .map(|t| t.format("%Y-%m-%dT%H").to_string())
+        .unwrap_or_else(|| "out-of-range".into())
+}
+
+/// Late readings as Parquet: device, tag, ts, value, offset, and the watermark they missed.
+fn late_parquet(engine: &Engine, rows: &[&Late]) -> Result<Vec<u8>> {
+    let mut rows = rows.to_vec();
+    rows.sort_by(|a, b| {
+        (engine.ids(a.series), a.ts, a.offset).cmp(&(engine.ids(b.series), b.ts, b.offset))
+    });
+    let mut device = TextRunsBuilder::default();
+    let mut tag = TextRunsBuilder::default();
+    for r in &rows {
+        let (d, t) = engine.ids(r.series);
+        device.push(d, 1);
+        tag.push(t, 1);
+    }
+    let (device, tag) = (device.finish(), tag.finish());
+    let ts: Vec<i64> = rows.iter().map(|r| r.ts).collect();
+    let value: Vec<f64> = rows.iter().map(|r| r.value).collect();
+    let offset: Vec<i64> = rows.iter().map(|r| r.offset as i64).collect();
+    let watermark: Vec<i64> = rows.iter().map(|r| r.watermark).collect();
+    Ok(parquet_direct::write_table(&[
+        Column::new("device", Values::TextRuns(&device)),
+        Column::new("tag", Values::TextRuns(&tag)),
+        Column::new("ts", Values::Timestamp(&ts)),
+        Column::new("value", Values::Float64(&value)),
+        Column::new("offset", Values::Int64(&offset)),
+        Column::new("watermark", Values::Timestamp(&watermark)),
+    ])?)
+}
+
+fn encode_checkpoint(header: &Header, state: &[u8]) -> Vec<u8> {
+    let header = serde_json::to_vec(header).expect("serializable");
+    let mut out = Vec::with_capacity(16 + header.len() + state.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(state);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+fn decode_checkpoint<'b>(key: &str, bytes: &'b [u8]) -> Result<(Header, &'b [u8])> {
+    let corrupt = |why: &str| Error::Corrupt(format!("checkpoint {key}: {why}"));
+    if bytes.len() < MAGIC.len() + 8 || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(corrupt("not an aggregator checkpoint (bad magic)"));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32fast::hash(body).to_le_bytes() != crc {
+        return Err(corrupt("CRC mismatch"));
+    }
+    let n = u32::from_le_bytes(body[8..12].try_into().expect("4")) as usize;
+    let json = body
+        .get(12..12 + n)
+        .ok_or_else(|| corrupt("header runs past the end"))?;
+    let header: Header =
+        serde_json::from_slice(json).map_err(|e| corrupt(&format!("header: {e}")))?;
+    Ok((header, &body[12 + n..]))
+}

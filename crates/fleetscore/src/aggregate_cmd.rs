@@ -1,0 +1,292 @@
+//! `fleetscore aggregate ...`: readings from the durable log (or a file) into event-time
+//! windows, written to the store's `features/`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use fleetscore_aggregate::stream::{self, Options, Report};
+use fleetscore_aggregate::{Config, Filters, Range, file};
+use fleetscore_store::{Store, layout};
+
+use crate::fleet_cmd::StoreArgs;
+use crate::ingest_cmd::{LogDirArgs, open_existing};
+
+/// `fleetscore aggregate ...`.
+#[derive(Debug, Subcommand)]
+pub enum AggregateCommand {
+    /// Follow the log: aggregate readings per (device, tag) over event-time windows, and write
+    /// each window to the store's features/ once the watermark closes it. Stopping or killing
+    /// it at any point is safe: it goes on from its checkpoint, and no window is lost or
+    /// written twice.
+    Run(RunArgs),
+    /// Aggregate a readings file (CSV or Parquet: device, tag, ts, value) into a features
+    /// Parquet file, every window closed at the end of the file.
+    File(FileArgs),
+    /// An aggregator's checkpoint: its offsets, watermarks and counters, as JSON.
+    Status(StatusArgs),
+}
+
+/// Windows, watermarks and filters.
+#[derive(Debug, Args)]
+pub struct WindowArgs {
+    /// Window length (`500ms`, `30s`, `1m`, `1h`).
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub window: Duration,
+    /// Distance between window starts, for hopping windows (default: the window length,
+    /// tumbling windows).
+    #[arg(long, value_parser = parse_duration)]
+    pub hop: Option<Duration>,
+    /// Allowed out-of-order delay: a partition's watermark trails its newest reading by this.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub delay: Duration,
+    /// Allowed lateness: a window closes when the watermark passes its end plus this.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub lateness: Duration,
+    /// A partition with no new readings for this long has its watermark moved to the clock
+    /// minus this, so its last windows close.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Keep only values of a tag within a range: `TAG=MIN:MAX` (repeatable).
+    #[arg(long = "range", value_parser = parse_range)]
+    pub ranges: Vec<(String, Range)>,
+    /// Keep NaN values (dropped by default).
+    #[arg(long)]
+    pub keep_nan: bool,
+    /// Keep repeats of a (device, tag, ts) (by default the first to arrive is kept).
+    #[arg(long)]
+    pub keep_repeats: bool,
+}
+
+impl WindowArgs {
+    fn config(&self) -> Result<Config> {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let config = Config {
+            size_ms: ms(self.window),
+            hop_ms: ms(self.hop.unwrap_or(self.window)),
+            delay_ms: ms(self.delay),
+            lateness_ms: ms(self.lateness),
+            idle_timeout_ms: ms(self.idle_timeout),
+            filters: Filters {
+                ranges: self.ranges.iter().cloned().collect(),
+                drop_nan: !self.keep_nan,
+                drop_repeats: !self.keep_repeats,
+            },
+        };
+        config.check()?;
+        Ok(config)
+    }
+}
+
+/// `fleetscore aggregate run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub log: LogDirArgs,
+    #[command(flatten)]
+    pub windows: WindowArgs,
+    /// The aggregator's name: its checkpoint, late readings and consumer group.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Read to the end of the log, close every window, and exit (a backfill, or a batch job).
+    #[arg(long)]
+    pub drain: bool,
+    /// Most readings taken from one partition per epoch (one checkpoint per epoch).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub epoch_readings: u64,
+    /// How long to wait for new readings when caught up, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub poll_ms: u64,
+    /// Print one JSON line per epoch instead of a sentence.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `fleetscore aggregate file`.
+#[derive(Debug, Args)]
+pub struct FileArgs {
+    /// Readings: CSV or Parquet with device, tag, ts and value columns.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The features file to write (Parquet).
+    #[arg(long)]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub windows: WindowArgs,
+}
+
+/// `fleetscore aggregate status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The aggregator's name.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+}
+
+pub fn aggregate(store: &StoreArgs, command: AggregateCommand) -> Result<ExitCode> {
+    match command {
+        AggregateCommand::Run(a) => run(store, a),
+        AggregateCommand::File(a) => file_cmd(a),
+        AggregateCommand::Status(a) => status(store, a),
+    }
+}
+
+fn run(store_args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
+    let config = a.windows.config()?;
+    let store = Store::open(&store_args.store)
+        .with_context(|| format!("cannot open store {}", store_args.store))?;
+    let log = open_existing(&a.log.log_dir)?;
+    let options = Options {
+        name: a.name.clone(),
+        epoch_records: a.epoch_readings.max(1),
+        poll: Duration::from_millis(a.poll_ms),
+        drain: a.drain,
+    };
+    eprintln!(
+        "aggregating {} ({} partitions) into {} as `{}`: {} ms windows every {} ms, delay {} ms, lateness {} ms",
+        a.log.log_dir.display(),
+        log.partitions(),
+        store.location(),
+        a.name,
+        config.size_ms,
+        config.hop_ms,
+        config.delay_ms,
+        config.lateness_ms
+    );
+    let started = Instant::now();
+    let stop = AtomicBool::new(false);
+    let json = a.json;
+    let counters = stream::run(&log, &store, config, options, &stop, &mut |r: &Report| {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "epoch": r.epoch, "records": r.records, "windows": r.windows,
+                    "late": r.late, "bad_records": r.bad_records, "files": r.files,
+                    "lag": r.lag, "buffered": r.buffered, "replayed": r.replayed,
+                    "seconds": r.seconds, "counters": r.counters,
+                })
+            );
+        } else {
+            eprintln!(
+                "epoch {}{}: {} readings, {} windows closed, {} late, {} files in {:.3}s; {} readings in open windows, {} behind",
+                r.epoch,
+                if r.replayed {
+                    " (replayed after a crash)"
+                } else {
+                    ""
+                },
+                r.records,
+                r.windows,
+                r.late,
+                r.files,
+                r.seconds,
+                r.buffered,
+                r.lag
+            );
+        }
+        if let Some(bad) = &r.bad {
+            eprintln!("  {} records skipped; the first: {bad}", r.bad_records);
+        }
+    })?;
+    eprintln!(
+        "done in {:.1}s: {} readings, {} windows; dropped {} NaN, {} out of range, {} repeats; {} late",
+        started.elapsed().as_secs_f64(),
+        counters.readings,
+        counters.windows,
+        counters.nan,
+        counters.out_of_range,
+        counters.repeats,
+        counters.late
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn file_cmd(a: FileArgs) -> Result<ExitCode> {
+    let config = a.windows.config()?;
+    let started = Instant::now();
+    let (engine, closed) = file::aggregate(&a.input, config)?;
+    let read = started.elapsed();
+    file::write(&engine, &closed, &a.output)?;
+    let c = engine.counters();
+    eprintln!(
+        "{} readings → {} windows in {} in {:.3}s ({:.3}s reading and aggregating); dropped {} NaN, {} out of range, {} repeats",
+        c.readings,
+        closed.len(),
+        a.output.display(),
+        started.elapsed().as_secs_f64(),
+        read.as_secs_f64(),
+        c.nan,
+        c.out_of_range,
+        c.repeats
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(store_args: &StoreArgs, a: StatusArgs) -> Result<ExitCode> {
+    let store = Store::open(&store_args.store)
+        .with_context(|| format!("cannot open store {}", store_args.store))?;
+    let key = layout::aggregate_checkpoint(&a.name);
+    let Some(status) = stream::status(&store, &a.name)? else {
+        bail!(
+            "no aggregator `{}` in {} ({key} does not exist)",
+            a.name,
+            store.location()
+        );
+    };
+    println!("{}", serde_json::to_string_pretty(&status)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `500ms`, `30s`, `1m`, `2h`, or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (like 500ms, 30s, 1m, 1h)"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h, d)")),
+    };
+    Ok(Duration::from_millis(n.saturating_mul(ms)))
+}
+
+/// `TAG=MIN:MAX`.
+fn parse_range(s: &str) -> Result<(String, Range), String> {
+    let bad = || format!("`{s}` is not TAG=MIN:MAX (e.g. temperature=-40:125)");
+    let (tag, range) = s.split_once('=').ok_or_else(bad)?;
+    let (min, max) = range.split_once(':').ok_or_else(bad)?;
+    let min: f64 = min.trim().parse().map_err(|_| bad())?;
+    let max: f64 = max.trim().parse().map_err(|_| bad())?;
+    if tag.is_empty() || min.is_nan() || max.is_nan() || min > max {
+        return Err(bad());
+    }
+    Ok((tag.to_string(), Range { min, max }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_ranges_parse_or_say_why_not() {
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert!(parse_duration("1w").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("soon").is_err());
+        let (tag, r) = parse_range("temperature=-40:125.5").unwrap();
+        assert_eq!((tag.as_str(), r.min, r.max), ("temperature", -40.0, 125.5));
+        assert!(parse_range("t=5:1").is_err());
+        assert!(parse_range("t=5").is_err());
+    }
+}
