@@ -84,8 +84,9 @@ pub enum RegistryCommand {
         /// Tag (for a single file, instead of --pattern).
         #[arg(long, requires = "device")]
         tag: Option<String>,
-        /// Reading columns that feed the model(s) in a run, in feature order (default: `value`,
-        /// the raw reading, for one-feature models).
+        /// What feeds the model(s) in a run, in feature order: `value` (the raw reading; the
+        /// default, for one-feature models), or statistics of closed windows from
+        /// `fleetscore aggregate` (count, mean, min, max, std, first, last).
         #[arg(long, value_delimiter = ',')]
         features: Vec<String>,
     },

@@ -385,3 +385,115 @@ fn a_killed_aggregator_neither_loses_nor_duplicates_a_window() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn float_column(b: &RecordBatch, c: &str) -> Vec<f64> {
+    b.column_by_name(c)
+        .unwrap_or_else(|| panic!("no {c}"))
+        .as_primitive::<Float64Type>()
+        .values()
+        .to_vec()
+}
+
+#[test]
+fn the_reference_fleet_flows_from_readings_to_windows_to_predictions() {
+    let dir = tempdir("e2e");
+    let (log, store) = (dir.join("log"), dir.join("store"));
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference");
+    let csv = std::fs::read_to_string(reference.join("sensor_data.csv")).unwrap();
+    let server = serve(&log, &[]);
+    let (s, body) = post(server.addr, "text/csv", None, &csv);
+    assert_eq!(s, 200, "{body}");
+    let store_arg = |c: &mut std::process::Command| {
+        c.arg("--store").arg(&store);
+    };
+    // Readings → windows.
+    check(&aggregate(&store, &log, &["--drain"]).output().unwrap());
+    // Models fed the windows' mean.
+    let mut c = bin();
+    store_arg(&mut c);
+    c.args(["models", "import"])
+        .arg(reference.join("models"))
+        .args(["--pattern", "model_{device}_{tag}", "--features", "mean"]);
+    let err = check(&c.output().unwrap());
+    assert!(err.contains("15 imported"), "{err}");
+    // Windows → predictions.
+    let mut c = bin();
+    store_arg(&mut c);
+    c.args([
+        "run",
+        "--from",
+        "2018-08-28T00:00:00Z",
+        "--to",
+        "2018-08-30T00:00:00Z",
+        "--run-id",
+        "windows",
+    ]);
+    let o = c.output().unwrap();
+    check(&o);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("succeeded — 15 models scored"), "{out}");
+    let windows = features(&store);
+    assert!(
+        out.contains(&format!("{} rows", windows.len())),
+        "{out}: {} windows",
+        windows.len()
+    );
+
+    // The same windows from the file, scored by `models score` (checked against scikit-learn
+    // elsewhere), give the same scores as the run.
+    let feats = dir.join("features.parquet");
+    let mut c = bin();
+    c.args(["aggregate", "file", "--input"])
+        .arg(reference.join("sensor_data.csv"))
+        .arg("--output")
+        .arg(&feats);
+    check(&c.output().unwrap());
+    let mut from_file = 0;
+    for b in batches(&feats) {
+        from_file += b.num_rows();
+    }
+    assert_eq!(
+        from_file,
+        windows.len(),
+        "file and stream give the same windows"
+    );
+    let scored = dir.join("scored.parquet");
+    let mut c = bin();
+    c.args(["models", "score"])
+        .arg(reference.join("models/model_2_3"))
+        .arg("--input")
+        .arg(&feats)
+        .args([
+            "--where",
+            "device=2",
+            "--where",
+            "tag=3",
+            "--features",
+            "mean",
+            "--output",
+        ])
+        .arg(&scored);
+    check(&c.output().unwrap());
+    let want: Vec<f64> = batches(&scored)
+        .iter()
+        .flat_map(|b| float_column(b, "score"))
+        .collect();
+    let mut got = Vec::new();
+    for f in parquet_files(&store.join("predictions")) {
+        for b in batches(&f) {
+            let score = float_column(&b, "score");
+            for (i, s) in score.iter().enumerate() {
+                if text(&b, "device", i) == "2" && text(&b, "tag", i) == "3" {
+                    got.push(*s);
+                }
+            }
+        }
+    }
+    assert!(want.len() > 100, "{} windows of 2/3", want.len());
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-12 * w.abs().max(1.0), "{g} vs {w}");
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -66,6 +66,48 @@ pub fn default_features() -> Vec<String> {
 /// The column of raw readings.
 pub const READING_VALUE: &str = "value";
 
+/// Where a model's rows come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureSource {
+    /// Raw readings: one row per reading, the feature is its `value`.
+    Readings,
+    /// Closed windows from `features/`: one row per window, the features are statistics
+    /// (`mean`, `std`, ...).
+    Windows,
+}
+
+impl FeatureSource {
+    /// The source of a model's feature mapping; a name neither source has, or a mix of the
+    /// two, is an error naming it.
+    pub fn of(features: &[String]) -> Result<FeatureSource> {
+        let stats = fleetscore_aggregate::features::STATS;
+        let explain = || {
+            format!(
+                "a model is fed the raw `{READING_VALUE}` or statistics of windows ({})",
+                stats.join(", ")
+            )
+        };
+        if let Some(f) = features
+            .iter()
+            .find(|f| *f != READING_VALUE && !stats.contains(&f.as_str()))
+        {
+            return Err(Error::Invalid(format!(
+                "unknown feature `{f}`: {}",
+                explain()
+            )));
+        }
+        match features.iter().filter(|f| *f == READING_VALUE).count() {
+            0 => Ok(FeatureSource::Windows),
+            n if n == features.len() => Ok(FeatureSource::Readings),
+            _ => Err(Error::Invalid(format!(
+                "features {} mix raw readings and windows: {}",
+                features.join(","),
+                explain()
+            ))),
+        }
+    }
+}
+
 /// The version of a model file: its content hash.
 pub fn version_of(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
@@ -243,6 +285,7 @@ impl<'s> Importer<'s> {
                 features.join(",")
             )));
         }
+        FeatureSource::of(&features)?;
         let version = version_of(bytes);
         let bucket = layout::bucket(device);
         let catalog = self.catalog(bucket)?;

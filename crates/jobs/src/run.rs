@@ -22,7 +22,8 @@ use crate::coordinator::{
 };
 use crate::error::{Error, Result, RetryHint};
 use crate::readings::{self, hours_between};
-use crate::registry;
+use crate::registry::{self, FeatureSource};
+use fleetscore_aggregate::features;
 
 /// How a run executes.
 #[derive(Debug, Clone)]
@@ -101,11 +102,16 @@ pub fn plan(
                 features: meta.features,
             });
     }
-    // Which buckets have readings in the window: one listing per hour.
+    // Which buckets have readings or closed windows in the window: two listings per hour.
     let mut with_data = BTreeSet::new();
     for hour in hours_between(from_ms, to_ms) {
         for entry in store.list(&layout::readings_hour(&hour))? {
             if let Some((_, b)) = layout::parse_readings_key(&entry.key) {
+                with_data.insert(b);
+            }
+        }
+        for entry in store.list(&layout::features_hour(&hour))? {
+            if let Some((_, b)) = layout::parse_features_key(&entry.key) {
                 with_data.insert(b);
             }
         }
@@ -257,30 +263,57 @@ pub fn execute_task(
         task.models.len(),
         task.buckets
     ));
-    let wanted: BTreeSet<(&str, &str)> = task
-        .models
-        .iter()
-        .map(|m| (m.device.as_str(), m.tag.as_str()))
-        .collect();
-    let slice = readings::read_slice(store, &task.buckets, spec.from_ms, spec.to_ms, &|d, t| {
-        wanted.contains(&(d, t))
-    })?;
+    let source = |m: &ModelRef| FeatureSource::of(&m.features);
+    let wanted = |kind: FeatureSource| -> BTreeSet<(&str, &str)> {
+        task.models
+            .iter()
+            .filter(|m| source(m).ok() == Some(kind))
+            .map(|m| (m.device.as_str(), m.tag.as_str()))
+            .collect()
+    };
+    let (raw, windowed) = (
+        wanted(FeatureSource::Readings),
+        wanted(FeatureSource::Windows),
+    );
+    let slice = if raw.is_empty() {
+        BTreeMap::new()
+    } else {
+        readings::read_slice(store, &task.buckets, spec.from_ms, spec.to_ms, &|d, t| {
+            raw.contains(&(d, t))
+        })?
+    };
+    let windows = if windowed.is_empty() {
+        HashMap::new()
+    } else {
+        read_windows(store, &task.buckets, spec.from_ms, spec.to_ms, &|d, t| {
+            windowed.contains(&(d, t))
+        })?
+    };
     let mut result = TaskResult {
         read_seconds: started.elapsed().as_secs_f64(),
         ..TaskResult::default()
     };
-    let rows = slice.values().map(Vec::len).sum::<usize>();
+    let rows = slice.values().map(Vec::len).sum::<usize>()
+        + windows.values().map(features::Windows::len).sum::<usize>();
     line(format!(
-        "read {rows} rows of {} sensors in {:.3}s",
-        slice.len(),
+        "read {rows} rows of {} sensors ({} as windows) in {:.3}s",
+        slice.len() + windows.len(),
+        windows.len(),
         result.read_seconds
     ));
     let score_started = Instant::now();
-    // The files of the models that have readings, fetched together.
+    let rows_of = |m: &ModelRef| -> Option<Rows<'_>> {
+        let key = (m.device.clone(), m.tag.clone());
+        match source(m).ok()? {
+            FeatureSource::Readings => slice.get(&key).map(Rows::Readings),
+            FeatureSource::Windows => windows.get(&key).map(Rows::Windows),
+        }
+    };
+    // The files of the models that have data, fetched together.
     let keys: Vec<String> = task
         .models
         .iter()
-        .filter(|m| slice.contains_key(&(m.device.clone(), m.tag.clone())))
+        .filter(|m| source(m).is_err() || rows_of(m).is_some())
         .map(|m| layout::model_file(&m.device, &m.tag, &m.version))
         .collect();
     let mut files: HashMap<String, Result<Vec<u8>>> = match store.get_many(&keys) {
@@ -302,22 +335,21 @@ pub fn execute_task(
     let mut predicted = Vec::new();
     let mut x = Vec::new();
     for m in &task.models {
-        let Some(series) = slice.get(&(m.device.clone(), m.tag.clone())) else {
-            result.models_without_data += 1;
-            continue;
+        let data = match source(m) {
+            Ok(_) => match rows_of(m) {
+                Some(rows) => Ok(rows),
+                None => {
+                    result.models_without_data += 1;
+                    continue;
+                }
+            },
+            Err(e) => Err(e),
         };
         let file = files
             .remove(&layout::model_file(&m.device, &m.tag, &m.version))
             .unwrap_or_else(|| registry::model_bytes(store, &m.device, &m.tag, &m.version));
-        let scored = file.and_then(|bytes| {
-            let model = Model::from_bytes(&bytes)?;
-            // Raw readings have one column to feed a model: the value.
-            if let Some(missing) = m.features.iter().find(|f| *f != registry::READING_VALUE) {
-                return Err(Error::Invalid(format!(
-                    "the model is fed `{missing}`, which readings do not have (they have: {})",
-                    registry::READING_VALUE
-                )));
-            }
+        let scored = data.and_then(|data| {
+            let model = Model::from_bytes(&file?)?;
             if model.n_features() != m.features.len() {
                 return Err(Error::Invalid(format!(
                     "the model expects {} features; its configuration feeds it {} ({})",
@@ -326,44 +358,54 @@ pub fn execute_task(
                     m.features.join(",")
                 )));
             }
-            x.clear();
-            x.extend(series.iter().map(|r| r.1));
-            decision.resize(x.len(), 0.0);
-            predicted.resize(x.len(), 0i8);
+            data.matrix(&m.features, &mut x)?;
+            decision.resize(data.len(), 0.0);
+            predicted.resize(data.len(), 0i8);
             model.score(&x, &mut decision, &mut predicted)?;
-            Ok(())
+            Ok(data)
         });
-        if let Err(e) = scored {
-            // A store failure is the task's problem (retry); anything else is this model's.
-            if matches!(e, Error::Store(_)) && e.retry() == RetryHint::Retry {
-                return Err(e);
+        let data = match scored {
+            Ok(data) => data,
+            Err(e) => {
+                // A store failure is the task's problem (retry); anything else is this model's.
+                if matches!(e, Error::Store(_)) && e.retry() == RetryHint::Retry {
+                    return Err(e);
+                }
+                line(format!(
+                    "model {}/{} {}: FAILED: {e}",
+                    m.device, m.tag, m.version
+                ));
+                result.failures.push(ModelFailure {
+                    device: m.device.clone(),
+                    tag: m.tag.clone(),
+                    version: m.version.clone(),
+                    reason: e.to_string(),
+                });
+                continue;
             }
-            line(format!(
-                "model {}/{} {}: FAILED: {e}",
-                m.device, m.tag, m.version
-            ));
-            result.failures.push(ModelFailure {
-                device: m.device.clone(),
-                tag: m.tag.clone(),
-                version: m.version.clone(),
-                reason: e.to_string(),
-            });
-            continue;
-        }
+        };
+        let n = data.len();
         let anomalies = predicted.iter().filter(|&&p| p == -1).count();
         line(format!(
-            "model {}/{} {}: {} rows, {anomalies} anomalies",
-            m.device,
-            m.tag,
-            m.version,
-            series.len()
+            "model {}/{} {}: {n} rows, {anomalies} anomalies",
+            m.device, m.tag, m.version,
         ));
         result.models_scored += 1;
-        result.rows += series.len() as u64;
+        result.rows += n as u64;
         result.anomalies += anomalies as u64;
-        cols.add_model(m, series.len());
-        cols.ts.extend(series.iter().map(|r| r.0));
-        cols.value.extend(series.iter().map(|r| r.1));
+        cols.add_model(m, n);
+        match data {
+            Rows::Readings(series) => {
+                cols.ts.extend(series.iter().map(|r| r.0));
+                cols.value.extend(series.iter().map(|r| r.1));
+            }
+            Rows::Windows(w) => {
+                // A window's row: its start, and the model's first feature.
+                cols.ts.extend_from_slice(&w.start);
+                cols.value
+                    .extend_from_slice(w.column(&m.features[0]).unwrap_or_default());
+            }
+        }
         cols.score.extend_from_slice(&decision);
         cols.anomaly
             .extend(predicted.iter().map(|&p| i8::from(p == -1)));
@@ -394,6 +436,73 @@ pub fn execute_task(
         log.into_bytes(),
     )?;
     Ok(result)
+}
+
+/// The rows a model scores: raw readings, or closed windows.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    Readings(&'a readings::Series),
+    Windows(&'a features::Windows),
+}
+
+impl Rows<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Rows::Readings(s) => s.len(),
+            Rows::Windows(w) => w.len(),
+        }
+    }
+
+    /// The row-major matrix of the named features into `x`.
+    fn matrix(&self, names: &[String], x: &mut Vec<f64>) -> Result<()> {
+        x.clear();
+        match self {
+            // Raw readings have one column (checked by `FeatureSource::of`).
+            Rows::Readings(s) => x.extend(s.iter().map(|r| r.1)),
+            Rows::Windows(w) => {
+                let columns = names
+                    .iter()
+                    .map(|n| {
+                        w.column(n)
+                            .ok_or_else(|| Error::Invalid(format!("windows have no `{n}` column")))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                x.reserve(w.len() * columns.len());
+                for i in 0..w.len() {
+                    x.extend(columns.iter().map(|c| c[i]));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the closed windows of `buckets` that start in `[from, to)`, for the series `wanted`
+/// accepts. Each file is read once.
+fn read_windows(
+    store: &Store,
+    buckets: &[u32],
+    from_ms: i64,
+    to_ms: i64,
+    wanted: &dyn Fn(&str, &str) -> bool,
+) -> Result<HashMap<(String, String), features::Windows>> {
+    let mut keys = Vec::new();
+    for hour in hours_between(from_ms, to_ms) {
+        for &bucket in buckets {
+            keys.extend(
+                store
+                    .list(&layout::features_dir(&hour, bucket))?
+                    .into_iter()
+                    .map(|e| e.key),
+            );
+        }
+    }
+    let files: Vec<(String, bytes::Bytes)> =
+        keys.iter().cloned().zip(store.get_many(&keys)?).collect();
+    features::read(&files, from_ms, to_ms, wanted).map_err(|e| Error::Corrupt {
+        what: "features".into(),
+        message: e.to_string(),
+    })
 }
 
 /// Executes one claimed task with heartbeats, and completes or fails it.
