@@ -1,10 +1,11 @@
-# Sourced by run-models.sh and run-fleet.sh: creates or updates the venv .venv/bench from
-# requirements.txt (rebuilt from scratch when the requirements or the Python version change)
-# and builds the release binary unless SKIP_BUILD=1. Sets ROOT, HERE and VENV.
+# Sourced by the run-*.sh benchmarks: creates or updates the venv .venv/bench from
+# requirements.txt (or BENCH_VENV from BENCH_REQ; rebuilt from scratch when the requirements or
+# the Python version change) and builds the release binary unless SKIP_BUILD=1. Sets ROOT,
+# HERE and VENV.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 HERE="$ROOT/scripts/bench"
-VENV="$ROOT/.venv/bench"
-REQ="$HERE/requirements.txt"
+VENV="${BENCH_VENV:-$ROOT/.venv/bench}"
+REQ="${BENCH_REQ:-$HERE/requirements.txt}"
 cd "$ROOT"
 
 if [ -z "${PYTHON:-}" ]; then

@@ -30,16 +30,18 @@ pub fn aggregate(path: &Path, config: Config) -> Result<(Engine, Vec<Closed>)> {
     config.delay_ms = i64::MAX;
     config.lateness_ms = 0;
     let mut engine = Engine::new(config, 1)?;
-    let reader = fleetscore_table::open(path, BATCH_ROWS)?;
+    let reader = fleetscore_table::open_dictionary_text(path, BATCH_ROWS)?;
     let mut row = 0u64;
+    let mut resolver = Resolver::default();
     for batch in reader {
         let batch = batch?;
-        push_batch(&mut engine, path, &batch, row)?;
+        push_batch(&mut engine, &mut resolver, path, &batch, row)?;
         row += batch.num_rows() as u64;
     }
     engine.advance(0, i64::MAX);
     let (mut closed, _) = engine.take();
-    closed.sort_by(|a, b| (engine.ids(a.series), a.start).cmp(&(engine.ids(b.series), b.start)));
+    let rank = engine.ranks();
+    closed.sort_unstable_by_key(|c| (rank[c.series as usize], c.start));
     Ok((engine, closed))
 }
 
@@ -76,7 +78,48 @@ pub fn write(engine: &Engine, closed: &[Closed], path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn push_batch(engine: &mut Engine, path: &Path, batch: &RecordBatch, first_row: u64) -> Result<()> {
+/// Series ids of rows: for dictionary columns, a table from (device key, tag key) kept while
+/// the dictionaries stay the same (a Parquet column chunk's batches share one).
+#[derive(Default)]
+struct Resolver {
+    dictionaries: Option<(ArrayRef, ArrayRef)>,
+    /// `ids[device key * tags + tag key]`: series id + 1, or 0 when not yet seen.
+    ids: Vec<u32>,
+    tags: usize,
+    /// Beyond this many entries a table is too big: a map instead.
+    map: HashMap<(u32, u32), u32>,
+}
+
+/// The most entries a dense (device key, tag key) table may have.
+const MAX_DENSE: usize = 1 << 24;
+
+impl Resolver {
+    fn reset(&mut self, devices: &ArrayRef, tags: &ArrayRef) {
+        let same = self.dictionaries.as_ref().is_some_and(|(d, t)| {
+            (std::sync::Arc::ptr_eq(d, devices) || d.to_data() == devices.to_data())
+                && (std::sync::Arc::ptr_eq(t, tags) || t.to_data() == tags.to_data())
+        });
+        if same {
+            return;
+        }
+        self.dictionaries = Some((devices.clone(), tags.clone()));
+        self.tags = tags.len();
+        self.ids.clear();
+        self.map.clear();
+        let cells = devices.len().saturating_mul(tags.len());
+        if cells <= MAX_DENSE {
+            self.ids.resize(cells, 0);
+        }
+    }
+}
+
+fn push_batch(
+    engine: &mut Engine,
+    resolver: &mut Resolver,
+    path: &Path,
+    batch: &RecordBatch,
+    first_row: u64,
+) -> Result<()> {
     let column = |name: &str| -> Result<&ArrayRef> {
         let schema = batch.schema_ref();
         let i = schema
@@ -98,25 +141,31 @@ fn push_batch(engine: &mut Engine, path: &Path, batch: &RecordBatch, first_row: 
     let tag = column("tag")?;
     let (device, tag) = (text(path, device, "device")?, text(path, tag, "tag")?);
     let n = batch.num_rows();
-    // Consecutive rows of one series are common: remember the last one.
-    let mut last: Option<((u32, u32), u32)> = None;
-    let mut ids: HashMap<(u32, u32), u32> = HashMap::new();
+    if let (Text::Dict(_, _, devices), Text::Dict(_, _, tags)) = (&device, &tag) {
+        resolver.reset(devices, tags);
+    }
+    // Consecutive rows of one series are common in plain text: remember the last one.
     let mut plain: Option<(String, String, u32)> = None;
     for i in 0..n {
         let (Some(k), Some(t)) = (device.key(i), tag.key(i)) else {
             return Err(Error::Invalid(format!("{}: no device or tag", at(i))));
         };
         let id = match (&device, &tag) {
-            (Text::Dict(..), Text::Dict(..)) => match last {
-                Some((pair, id)) if pair == (k, t) => id,
-                _ => {
-                    let id = *ids
+            (Text::Dict(..), Text::Dict(..)) => {
+                let cell = k as usize * resolver.tags + t as usize;
+                match resolver.ids.get(cell) {
+                    Some(&id) if id != 0 => id - 1,
+                    Some(_) => {
+                        let id = engine.series_id(0, device.value(k), tag.value(t));
+                        resolver.ids[cell] = id + 1;
+                        id
+                    }
+                    None => *resolver
+                        .map
                         .entry((k, t))
-                        .or_insert_with(|| engine.series_id(0, device.value(k), tag.value(t)));
-                    last = Some(((k, t), id));
-                    id
+                        .or_insert_with(|| engine.series_id(0, device.value(k), tag.value(t))),
                 }
-            },
+            }
             _ => {
                 let (d, g) = (device.value(k), tag.value(t));
                 match &plain {
@@ -141,7 +190,7 @@ fn text<'a>(path: &Path, a: &'a ArrayRef, name: &str) -> Result<Text<'a>> {
     if let Some(d) = a.as_dictionary_opt::<Int32Type>()
         && let Some(v) = d.values().as_string_opt::<i32>()
     {
-        return Ok(Text::Dict(d.keys(), v));
+        return Ok(Text::Dict(d.keys(), v, d.values()));
     }
     Err(Error::Invalid(format!(
         "{}: `{name}` is {}, not text",
@@ -156,6 +205,7 @@ enum Text<'a> {
     Dict(
         &'a arrow_array::PrimitiveArray<Int32Type>,
         &'a arrow_array::StringArray,
+        &'a ArrayRef,
     ),
 }
 
@@ -163,14 +213,14 @@ impl Text<'_> {
     fn key(&self, i: usize) -> Option<u32> {
         match self {
             Text::Plain(s) => s.is_valid(i).then_some(i as u32),
-            Text::Dict(k, _) => k.is_valid(i).then(|| k.value(i) as u32),
+            Text::Dict(k, _, _) => k.is_valid(i).then(|| k.value(i) as u32),
         }
     }
 
     fn value(&self, key: u32) -> &str {
         match self {
             Text::Plain(s) => s.value(key as usize),
-            Text::Dict(_, v) => v.value(key as usize),
+            Text::Dict(_, v, _) => v.value(key as usize),
         }
     }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use fleetscore_log::{Ack, Batch, Log};
 
 /// The log batch of `readings`, each in its device's partition.
-pub(crate) fn batch_of<'a>(log: &Log, readings: impl IntoIterator<Item = &'a Reading>) -> Batch {
+pub fn batch_of<'a>(log: &Log, readings: impl IntoIterator<Item = &'a Reading>) -> Batch {
     let mut batch = Batch::default();
     let mut record = Vec::with_capacity(64);
     for r in readings {

@@ -21,6 +21,8 @@ use crate::error::{Error, Result};
 use crate::{Records, sync_dir};
 
 const MAGIC: &[u8; 4] = b"FSB1";
+/// The writer's marker file of durable offsets in a partition's folder.
+const DURABLE: &str = "durable";
 /// Magic, length, CRC.
 const PREFIX: usize = 12;
 /// Prefix, first offset, count, append time.
@@ -55,6 +57,10 @@ pub(crate) struct Partition {
     segments: Vec<Segment>,
     /// Append handle of the last segment.
     active: File,
+    /// The writer's `durable` file: the offset below which records are durable, rewritten
+    /// after every sync, so that reader processes never read a batch that is written but not
+    /// yet synced (and could still be cut). `None` for readers.
+    marker: Option<File>,
     /// Bytes written to the active segment, durable or not.
     written: u64,
     /// Offset the next appended record gets.
@@ -108,12 +114,17 @@ impl Partition {
             sync_dir(dir)?;
             bases.push(0);
         }
+        let limit = if repair {
+            u64::MAX
+        } else {
+            durable_limit(dir)
+        };
         let mut segments = Vec::with_capacity(bases.len());
         let mut cut = 0;
         let last = bases.len() - 1;
         for (i, &base) in bases.iter().enumerate() {
             let path = dir.join(segment_name(base));
-            let (segment, torn) = scan(&path, base, i == last)?;
+            let (segment, torn) = scan(&path, base, i == last, limit)?;
             if let Some(prev) = segments.last().map(|s: &Segment| s.end)
                 && prev != base
             {
@@ -140,6 +151,20 @@ impl Partition {
             segments.push(segment);
         }
         let tail = segments.last().expect("at least one segment");
+        let marker = if repair {
+            let path = dir.join(DURABLE);
+            let f = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            f.write_all_at(&tail.end.to_le_bytes(), 0)
+                .map_err(|e| Error::io(&path, e))?;
+            Some(f)
+        } else {
+            None
+        };
         let active = OpenOptions::new()
             .read(true)
             .append(repair)
@@ -154,6 +179,7 @@ impl Partition {
             pending_index: Vec::new(),
             cut_on_open: cut,
             active,
+            marker,
             segments,
             buf: Vec::new(),
         })
@@ -193,16 +219,25 @@ impl Partition {
         }
         let last_base = self.segments.last().expect("a segment").base;
         let newer: Vec<u64> = bases.into_iter().filter(|&b| b > last_base).collect();
+        let limit = durable_limit(&self.dir);
         // Scanned leniently: a batch being written looks torn until it is complete (`read`
         // checks every batch's CRC again anyway).
-        scan_more(self.segments.last_mut().expect("a segment"), true)?;
+        scan_more(self.segments.last_mut().expect("a segment"), true, limit)?;
         for base in newer {
             let end = self.segments.last().expect("a segment").end;
             if base != end {
                 // Written but not yet made durable, or a roll in progress: look again later.
                 break;
             }
-            let (segment, _) = scan(&self.dir.join(segment_name(base)), base, true)?;
+            let mut segment = Segment {
+                base,
+                path: self.dir.join(segment_name(base)),
+                len: 0,
+                end: base,
+                index: Vec::new(),
+                newest_ms: 0,
+            };
+            scan_more(&mut segment, true, limit)?;
             self.segments.push(segment);
         }
         let tail = self.segments.last().expect("a segment");
@@ -289,6 +324,10 @@ impl Partition {
         tail.newest_ms = self.written_newest_ms;
         tail.index.append(&mut self.pending_index);
         self.durable_offset = self.next_offset;
+        if let Some(m) = &self.marker {
+            // Readers lag until the next sync if this fails; nothing durable is lost.
+            let _ = m.write_all_at(&self.durable_offset.to_le_bytes(), 0);
+        }
         Ok(())
     }
 
@@ -410,7 +449,16 @@ fn check_batch(
 
 /// Scans a segment: builds its index and finds where it ends. In the active segment a bad
 /// batch is a torn tail (returned as where to cut); in a sealed one it is corruption.
-fn scan(path: &Path, base: u64, active: bool) -> Result<(Segment, Option<u64>)> {
+/// What a reader may read of a partition: only what the writer has synced (a log written before
+/// the marker existed has none: everything).
+fn durable_limit(dir: &Path) -> u64 {
+    match std::fs::read(dir.join(DURABLE)) {
+        Ok(b) if b.len() == 8 => u64::from_le_bytes(b.try_into().expect("8 bytes")),
+        _ => u64::MAX,
+    }
+}
+
+fn scan(path: &Path, base: u64, active: bool, limit: u64) -> Result<(Segment, Option<u64>)> {
     let mut seg = Segment {
         base,
         path: path.to_path_buf(),
@@ -419,14 +467,15 @@ fn scan(path: &Path, base: u64, active: bool) -> Result<(Segment, Option<u64>)> 
         index: Vec::new(),
         newest_ms: 0,
     };
-    let torn = scan_more(&mut seg, active)?;
+    let torn = scan_more(&mut seg, active, limit)?;
     Ok((seg, torn))
 }
 
 /// Goes on scanning `seg` from its `len`: extends its index, `end` and `len` over the valid
 /// batches after it, and returns where a bad batch starts if there is one (in the active
 /// segment a torn tail, or a batch being written; in a sealed one, corruption is an error).
-fn scan_more(seg: &mut Segment, active: bool) -> Result<Option<u64>> {
+/// It stops before a batch that ends past `limit`.
+fn scan_more(seg: &mut Segment, active: bool, limit: u64) -> Result<Option<u64>> {
     let path = seg.path.clone();
     let path = path.as_path();
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -437,6 +486,9 @@ fn scan_more(seg: &mut Segment, active: bool) -> Result<Option<u64>> {
         match check_batch(&file, path, pos, size, seg.end, &mut body)? {
             Ok(()) => {
                 let count = u32_at(&body, 8);
+                if seg.end + u64::from(count) > limit {
+                    break;
+                }
                 let time = u64_at(&body, 12) as i64;
                 if seg
                     .index

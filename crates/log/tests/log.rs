@@ -440,3 +440,26 @@ fn a_reader_follows_the_writer_with_refresh() {
     drop(log);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_reader_process_reads_only_what_the_writer_synced() {
+    let dir = tempdir("synced");
+    let log = Log::open(&dir, options(1)).unwrap();
+    for i in 0..10 {
+        append(&log, 0, &[&format!("r{i}")]);
+    }
+    drop(log);
+    // As if the last six batches were written but their fsync had not returned: the writer's
+    // marker still says 4.
+    let marker = dir.join("p-0000").join("durable");
+    assert_eq!(std::fs::read(&marker).unwrap(), 10u64.to_le_bytes());
+    std::fs::write(&marker, 4u64.to_le_bytes()).unwrap();
+    let reader = Log::open_reader(&dir).unwrap();
+    assert_eq!(reader.bounds(0).unwrap(), (0, 4));
+    assert_eq!(read_all(&reader, 0, 0).len(), 4);
+    std::fs::write(&marker, 10u64.to_le_bytes()).unwrap();
+    reader.refresh().unwrap();
+    assert_eq!(reader.bounds(0).unwrap(), (0, 10));
+    assert_eq!(read_all(&reader, 0, 0).last().unwrap().1, "r9");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -32,10 +32,26 @@ pub(crate) struct ParquetReader {
 }
 
 impl ParquetReader {
-    pub(crate) fn new(file: File, path: &Path, batch_rows: usize) -> Result<ParquetReader> {
+    pub(crate) fn new(
+        file: File,
+        path: &Path,
+        batch_rows: usize,
+        dictionary_text: bool,
+    ) -> Result<ParquetReader> {
         let path = path.display().to_string();
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| parquet_error(&path, format!("not a readable Parquet file: {e}")))?;
+        let unreadable = |e| parquet_error(&path, format!("not a readable Parquet file: {e}"));
+        let mut builder = ParquetRecordBatchReaderBuilder::try_new(
+            file.try_clone().map_err(|e| parquet_error(&path, e))?,
+        )
+        .map_err(unreadable)?;
+        if dictionary_text {
+            // Text read as dictionary keys: dictionary-encoded pages then cost no string per row.
+            let options = ArrowReaderOptions::new()
+                .with_skip_arrow_metadata(true)
+                .with_schema(with_dictionary_text(builder.schema()));
+            builder =
+                ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).map_err(unreadable)?;
+        }
         let schema = builder.schema().clone();
         let inner = builder
             .with_batch_size(batch_rows.max(1))
