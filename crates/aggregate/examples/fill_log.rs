@@ -26,7 +26,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut readings = Vec::with_capacity(65_536);
     for batch in fleetscore_table::open(std::path::Path::new(input), 65_536)? {
         let batch = batch?;
-        let text = |c: &str| batch.column_by_name(c).map(|a| a.as_string::<i32>().clone());
+        let text = |c: &str| {
+            batch
+                .column_by_name(c)
+                .map(|a| a.as_string::<i32>().clone())
+        };
         let (Some(device), Some(tag)) = (text("device"), text("tag")) else {
             return Err("the file needs text columns device and tag".into());
         };

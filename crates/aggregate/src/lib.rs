@@ -6,7 +6,7 @@
 //!   statistics), with snapshots of its open windows; no I/O and no clock.
 //! - [`stream`]: the log-to-store driver: epochs with an intent and a checkpoint, so a crash at
 //!   any point neither loses nor duplicates a window.
-//! - [`file`]: the same aggregation over a readings file (every window closes at its end).
+//! - [`file`](mod@file): the same aggregation over a readings file (every window closes at its end).
 //! - [`features`]: the features table, written and read back.
 
 pub mod engine;

@@ -114,11 +114,7 @@ impl Partition {
             sync_dir(dir)?;
             bases.push(0);
         }
-        let limit = if repair {
-            u64::MAX
-        } else {
-            durable_limit(dir)
-        };
+        let limit = if repair { u64::MAX } else { durable_limit(dir) };
         let mut segments = Vec::with_capacity(bases.len());
         let mut cut = 0;
         let last = bases.len() - 1;

@@ -49,8 +49,8 @@ impl ParquetReader {
             let options = ArrowReaderOptions::new()
                 .with_skip_arrow_metadata(true)
                 .with_schema(with_dictionary_text(builder.schema()));
-            builder =
-                ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).map_err(unreadable)?;
+            builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
+                .map_err(unreadable)?;
         }
         let schema = builder.schema().clone();
         let inner = builder

@@ -7,7 +7,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use arrow_array::{
-    ArrayRef, Float64Array, Int8Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    ArrayRef, Float64Array, Int8Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
 };
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use fleetscore_table::parquet_direct::{
@@ -56,6 +57,9 @@ fn direct_parquet_reads_back_in_pyarrow_pandas_and_duckdb() {
     // One value throughout: keys of zero bits.
     let quiet: Vec<i8> = vec![0; rows];
     let window = Runs::constant(1_767_225_600_000, rows);
+    let count: Vec<i64> = (0..rows as i64)
+        .map(|i| i % 13 * (i % 1_000 - 500))
+        .collect();
 
     let dir = tempdir("readers");
     let direct = dir.join("direct.parquet");
@@ -68,6 +72,7 @@ fn direct_parquet_reads_back_in_pyarrow_pandas_and_duckdb() {
             Column::new("value", Values::Float64(&value)),
             Column::new("anomaly", Values::Int8(&anomaly)),
             Column::new("quiet", Values::Int8(&quiet)),
+            Column::new("count", Values::Int64(&count)),
         ])
         .unwrap(),
     )
@@ -98,6 +103,7 @@ fn direct_parquet_reads_back_in_pyarrow_pandas_and_duckdb() {
         Field::new("value", DataType::Float64, false),
         Field::new("anomaly", DataType::Int8, false),
         Field::new("quiet", DataType::Int8, false),
+        Field::new("count", DataType::Int64, false),
     ]));
     let batch = RecordBatch::try_new(
         schema.clone(),
@@ -108,6 +114,7 @@ fn direct_parquet_reads_back_in_pyarrow_pandas_and_duckdb() {
             Arc::new(Float64Array::from(value)),
             Arc::new(Int8Array::from(anomaly)),
             Arc::new(Int8Array::from(quiet)),
+            Arc::new(Int64Array::from(count)),
         ],
     )
     .unwrap();

@@ -1,0 +1,136 @@
+//! The log-to-store driver: idle partitions, the checkpoint's checks, and replay.
+
+use std::path::PathBuf;
+
+use fleetscore_aggregate::stream::{Aggregator, Options};
+use fleetscore_aggregate::{Config, Error};
+use fleetscore_ingest::Reading;
+use fleetscore_log::Log;
+use fleetscore_store::{Store, layout};
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "fleetscore-aggregate-stream-{name}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const T0: i64 = 1_767_225_600_000;
+
+/// A log of two partitions holding `n` readings of device `d` every 10 s.
+fn log_with(dir: &std::path::Path, n: i64) -> Log {
+    let log = Log::open(
+        &dir.join("log"),
+        fleetscore_log::Options {
+            partitions: 2,
+            ..fleetscore_log::Options::default()
+        },
+    )
+    .unwrap();
+    let readings: Vec<Reading> = (0..n)
+        .map(|i| Reading {
+            device: "d".into(),
+            tag: "t".into(),
+            ts_ms: T0 + i * 10_000,
+            value: i as f64,
+        })
+        .collect();
+    log.append(fleetscore_ingest::batch_of(&log, &readings))
+        .unwrap()
+        .wait()
+        .unwrap();
+    log
+}
+
+fn feature_files(store: &Store) -> usize {
+    store.list(layout::FEATURES).unwrap().len()
+}
+
+#[test]
+fn an_idle_partition_closes_its_last_windows() {
+    let dir = tempdir("idle");
+    let _writer = log_with(&dir, 30); // five minutes: windows 0..4, the last one open
+    let log = Log::open_reader(&dir.join("log")).unwrap();
+    let store = Store::open(dir.join("store").to_str().unwrap()).unwrap();
+    let config = Config {
+        idle_timeout_ms: 0,
+        ..Config::default()
+    };
+    let (mut agg, replayed) =
+        Aggregator::open(&log, &store, config.clone(), Options::default()).unwrap();
+    assert!(replayed.is_none());
+    let r = agg.step(T0 + 3_600_000, false).unwrap().unwrap();
+    assert_eq!(
+        (r.records, r.windows),
+        (30, 4),
+        "the watermark closed four windows"
+    );
+    // Nothing new: the partition is idle, and the clock (an hour on) closes the fifth.
+    let r = agg.step(T0 + 3_600_000, false).unwrap().unwrap();
+    assert_eq!((r.records, r.windows), (0, 1));
+    assert!(agg.step(T0 + 3_600_000, false).unwrap().is_none());
+    assert_eq!(feature_files(&store), 2, "one file per epoch that closed windows");
+
+    // The checkpoint goes on; it refuses other windows, and a damaged one is named.
+    drop(agg);
+    let other = Config {
+        size_ms: 30_000,
+        hop_ms: 30_000,
+        ..config.clone()
+    };
+    let err = Aggregator::open(&log, &store, other, Options::default())
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+    let key = layout::aggregate_checkpoint("default");
+    let mut bytes = store.get(&key).unwrap().to_vec();
+    let last = bytes.len() - 10;
+    bytes[last] ^= 1;
+    store.put(&key, bytes).unwrap();
+    let err = Aggregator::open(&log, &store, config, Options::default())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("CRC mismatch"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_interrupted_epoch_is_replayed_into_the_same_files() {
+    let dir = tempdir("replay");
+    let _writer = log_with(&dir, 60);
+    let log = Log::open_reader(&dir.join("log")).unwrap();
+    let store = Store::open(dir.join("store").to_str().unwrap()).unwrap();
+    let (mut agg, _) =
+        Aggregator::open(&log, &store, Config::default(), Options::default()).unwrap();
+    agg.step(T0, false).unwrap().unwrap();
+    let files: Vec<_> = store.list(layout::FEATURES).unwrap();
+    let before: Vec<_> = files
+        .iter()
+        .map(|e| (e.key.clone(), store.get(&e.key).unwrap()))
+        .collect();
+    assert!(!before.is_empty());
+    // As if the process died after writing the intent and before the checkpoint: put back the
+    // checkpoint of epoch 0 (none) and remove the files.
+    drop(agg);
+    store
+        .delete(&layout::aggregate_checkpoint("default"))
+        .unwrap();
+    for (k, _) in &before {
+        store.delete(k).unwrap();
+    }
+    let (_, replayed) =
+        Aggregator::open(&log, &store, Config::default(), Options::default()).unwrap();
+    let r = replayed.expect("the intent of epoch 1 is replayed");
+    assert!(r.replayed && r.epoch == 1);
+    for (k, bytes) in &before {
+        assert_eq!(
+            &store.get(k).unwrap(),
+            bytes,
+            "{k} rewritten with the same bytes"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
