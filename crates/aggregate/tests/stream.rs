@@ -72,7 +72,11 @@ fn an_idle_partition_closes_its_last_windows() {
     let r = agg.step(T0 + 3_600_000, false).unwrap().unwrap();
     assert_eq!((r.records, r.windows), (0, 1));
     assert!(agg.step(T0 + 3_600_000, false).unwrap().is_none());
-    assert_eq!(feature_files(&store), 2, "one file per epoch that closed windows");
+    assert_eq!(
+        feature_files(&store),
+        2,
+        "one file per epoch that closed windows"
+    );
 
     // The checkpoint goes on; it refuses other windows, and a damaged one is named.
     drop(agg);

@@ -139,6 +139,29 @@ fn run(store_args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
     let store = Store::open(&store_args.store)
         .with_context(|| format!("cannot open store {}", store_args.store))?;
     let log = open_existing(&a.log.log_dir)?;
+    // One aggregator per name and log: two would write the same checkpoint.
+    let lock_path = a
+        .log
+        .log_dir
+        .join(format!("aggregate-{}.lock", layout::segment(&a.name)));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot create {}", lock_path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "aggregator `{}` is already running on {} ({} is locked)",
+            a.name,
+            a.log.log_dir.display(),
+            lock_path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", lock_path.display()));
+        }
+    }
     let options = Options {
         name: a.name.clone(),
         epoch_records: a.epoch_readings.max(1),

@@ -289,6 +289,17 @@ fn windows_equal_a_direct_computation_and_late_readings_are_kept() {
     let status: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(status["counters"]["readings"], rows.len() + 2);
     assert_eq!(status["buffered_readings"], 0);
+    // One aggregator of a name per log at a time.
+    let mut running = spawn(aggregate(&store, &log, &[]));
+    std::thread::sleep(Duration::from_millis(300));
+    let o = aggregate(&store, &log, &["--drain"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("is already running"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    running.kill().unwrap();
+    running.wait().unwrap();
     let o = aggregate(&store, &log, &["--drain", "--window", "30s"])
         .output()
         .unwrap();
