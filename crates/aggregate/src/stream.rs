@@ -41,6 +41,10 @@ pub struct Options {
     pub epoch_records: u64,
     /// How long to wait when there is nothing new.
     pub poll: Duration,
+    /// When caught up, the least time from one epoch's start to the next: every epoch writes
+    /// a checkpoint of all open windows, so epochs back to back under a steady stream would
+    /// spend much of their time rewriting it. (Behind, epochs follow each other at once.)
+    pub epoch_interval: Duration,
     /// Read to the end of the log, close every window, and stop.
     pub drain: bool,
 }
@@ -51,6 +55,7 @@ impl Default for Options {
             name: "default".into(),
             epoch_records: 1_000_000,
             poll: Duration::from_millis(500),
+            epoch_interval: Duration::from_secs(1),
             drain: false,
         }
     }
@@ -407,15 +412,20 @@ pub fn run(
     stop: &AtomicBool,
     progress: &mut dyn FnMut(&Report),
 ) -> Result<Counters> {
-    let poll = options.poll;
-    let drain = options.drain;
+    let (poll, interval, drain) = (options.poll, options.epoch_interval, options.drain);
     let (mut agg, replayed) = Aggregator::open(log, store, config, options)?;
     if let Some(r) = replayed {
         progress(&r);
     }
     while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
         match agg.step(now_ms(), false)? {
-            Some(r) => progress(&r),
+            Some(r) => {
+                progress(&r);
+                if r.lag == 0 && !drain {
+                    std::thread::sleep(interval.saturating_sub(started.elapsed()));
+                }
+            }
             None if drain => {
                 // Caught up: the end of the log is the end of input.
                 while let Some(r) = agg.step(now_ms(), true)? {

@@ -100,6 +100,10 @@ pub struct RunArgs {
     /// How long to wait for new readings when caught up, in milliseconds.
     #[arg(long, default_value_t = 500)]
     pub poll_ms: u64,
+    /// When caught up, the least time between epochs, in milliseconds (each epoch writes a
+    /// checkpoint of every open window; behind, epochs follow each other at once).
+    #[arg(long, default_value_t = 1_000)]
+    pub epoch_interval_ms: u64,
     /// Print one JSON line per epoch instead of a sentence.
     #[arg(long)]
     pub json: bool,
@@ -166,6 +170,7 @@ fn run(store_args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
         name: a.name.clone(),
         epoch_records: a.epoch_readings.max(1),
         poll: Duration::from_millis(a.poll_ms),
+        epoch_interval: Duration::from_millis(a.epoch_interval_ms),
         drain: a.drain,
     };
     eprintln!(

@@ -334,7 +334,14 @@ fn a_killed_aggregator_neither_loses_nor_duplicates_a_window() {
             done.store(true, Ordering::SeqCst);
         })
     };
-    let small = ["--epoch-readings", "300", "--poll-ms", "10"];
+    let small = [
+        "--epoch-readings",
+        "300",
+        "--poll-ms",
+        "10",
+        "--epoch-interval-ms",
+        "0",
+    ];
     // One crash in the middle of an epoch, after some of its files were written.
     let mut first = aggregate(&killed, &log, &small);
     first.env("FLEETSCORE_FAULT_AGGREGATE_ABORT_AFTER", "3");
