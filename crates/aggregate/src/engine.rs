@@ -255,6 +255,8 @@ pub struct Counters {
     pub repeats: u64,
     /// Windows closed.
     pub windows: u64,
+    /// Readings the log's retention deleted before they were read (skipped, and said so).
+    pub deleted: u64,
 }
 
 struct Series {
@@ -454,6 +456,11 @@ impl Engine {
         self.slots.push(u32::MAX);
         self.index.insert(key, id);
         id
+    }
+
+    /// Counts readings that were deleted from the log before they could be read.
+    pub fn count_deleted(&mut self, readings: u64) {
+        self.counters.deleted += readings;
     }
 
     /// Takes in one log record (a reading as ingest encodes it) of `partition` at `offset`.
@@ -680,6 +687,7 @@ impl Engine {
             c.out_of_range,
             c.repeats,
             c.windows,
+            c.deleted,
         ] {
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -733,6 +741,7 @@ impl Engine {
             &mut c.out_of_range,
             &mut c.repeats,
             &mut c.windows,
+            &mut c.deleted,
         ] {
             *v = r.u64()?;
         }

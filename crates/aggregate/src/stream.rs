@@ -74,6 +74,8 @@ pub struct Report {
     pub late: u64,
     /// Records that were not readings (skipped; the first error is in `bad`).
     pub bad_records: u64,
+    /// Readings the log's retention deleted before they were read: skipped.
+    pub deleted: u64,
     /// The first record that was not a reading.
     pub bad: Option<String>,
     /// Files written.
@@ -96,6 +98,9 @@ struct Intent {
     epoch: u64,
     from: Vec<u64>,
     to: Vec<u64>,
+    /// Where reading starts, when the log's retention deleted records from `from` on.
+    #[serde(default)]
+    read_from: Vec<u64>,
     /// `(partition, watermark)` moves applied before the records.
     advance: Vec<(u32, i64)>,
 }
@@ -230,16 +235,14 @@ impl<'a> Aggregator<'a> {
     pub fn step(&mut self, now_ms: i64, end: bool) -> Result<Option<Report>> {
         self.log.refresh()?;
         let mut to = self.offsets.clone();
+        // Records the log's retention deleted before they were read cannot be aggregated: they
+        // are skipped, counted and reported, rather than stopping aggregation for good.
+        let mut read_from = self.offsets.clone();
         let mut lag = 0;
         for (p, to) in to.iter_mut().enumerate() {
             let (start, last) = self.log.bounds(p as u32)?;
-            if self.offsets[p] < start {
-                return Err(Error::Invalid(format!(
-                    "partition {p}: the log's retention deleted offsets {}..{start} before aggregator `{}` read them",
-                    self.offsets[p], self.options.name
-                )));
-            }
-            *to = last.min(self.offsets[p].saturating_add(self.options.epoch_records));
+            read_from[p] = read_from[p].max(start);
+            *to = last.min(read_from[p].saturating_add(self.options.epoch_records));
             lag += last - *to;
             if last != self.activity[p].0 {
                 self.activity[p] = (last, Instant::now());
@@ -269,6 +272,7 @@ impl<'a> Aggregator<'a> {
             epoch: self.epoch + 1,
             from: self.offsets.clone(),
             to,
+            read_from,
             advance,
         };
         self.store.put(
@@ -292,9 +296,16 @@ impl<'a> Aggregator<'a> {
         }
         for p in 0..intent.to.len() {
             let (mut at, to) = (intent.from[p], intent.to[p]);
+            if let Some(&start) = intent.read_from.get(p)
+                && start > at
+            {
+                report.deleted += start - at;
+                self.engine.count_deleted(start - at);
+                at = start;
+            }
             while at < to {
                 let engine = &mut self.engine;
-                let next = self
+                let read = self
                     .log
                     .read_each(p as u32, at, 8 << 20, &mut |offset, record| {
                         if offset >= to {
@@ -305,7 +316,18 @@ impl<'a> Aggregator<'a> {
                             report.bad_records += 1;
                             report.bad.get_or_insert_with(|| e.to_string());
                         }
-                    })?;
+                    });
+                let next = match read {
+                    // Retention deleted them since the epoch began (a replay after a long
+                    // outage): skipped and counted, like those deleted before.
+                    Err(fleetscore_log::Error::OffsetOutOfRange { start, .. }) if start > at => {
+                        let skip = start.min(to) - at;
+                        report.deleted += skip;
+                        self.engine.count_deleted(skip);
+                        start.min(to)
+                    }
+                    other => other?,
+                };
                 if next <= at {
                     return Err(Error::Invalid(format!(
                         "partition {p}: offsets {at}..{to} were in the log when epoch {} began, and are not now",

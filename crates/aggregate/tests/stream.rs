@@ -138,3 +138,43 @@ fn an_interrupted_epoch_is_replayed_into_the_same_files() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn readings_retention_deleted_unread_are_skipped_and_counted() {
+    let dir = tempdir("retention");
+    let options = fleetscore_log::Options {
+        partitions: 1,
+        segment_bytes: 300,
+        retention_bytes: Some(600),
+        ..fleetscore_log::Options::default()
+    };
+    let writer = Log::open(&dir.join("log"), options).unwrap();
+    let log = Log::open_reader(&dir.join("log")).unwrap();
+    let store = Store::open(dir.join("store").to_str().unwrap()).unwrap();
+    let (mut agg, _) =
+        Aggregator::open(&log, &store, Config::default(), Options::default()).unwrap();
+    // Many small batches (many segments), then retention, all before the aggregator reads.
+    for i in 0..60 {
+        let r = Reading {
+            device: "d".into(),
+            tag: "t".into(),
+            ts_ms: T0 + i * 1_000,
+            value: i as f64,
+        };
+        writer
+            .append(fleetscore_ingest::batch_of(&writer, [&r]))
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    let (segments, _) = writer.enforce_retention(T0).unwrap();
+    assert!(segments > 0);
+    log.refresh().unwrap();
+    let (start, end) = log.bounds(0).unwrap();
+    assert!(start > 0 && end == 60);
+    let r = agg.step(T0, false).unwrap().unwrap();
+    assert_eq!((r.deleted, r.records), (start, 60 - start));
+    assert_eq!(agg.engine().counters().deleted, start);
+    assert_eq!(agg.offsets(), &[60]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

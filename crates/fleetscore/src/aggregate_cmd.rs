@@ -193,7 +193,7 @@ fn run(store_args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
                 "{}",
                 serde_json::json!({
                     "epoch": r.epoch, "records": r.records, "windows": r.windows,
-                    "late": r.late, "bad_records": r.bad_records, "files": r.files,
+                    "late": r.late, "bad_records": r.bad_records, "deleted": r.deleted, "files": r.files,
                     "lag": r.lag, "buffered": r.buffered, "replayed": r.replayed,
                     "seconds": r.seconds, "counters": r.counters,
                 })
@@ -216,19 +216,26 @@ fn run(store_args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
                 r.lag
             );
         }
+        if r.deleted > 0 {
+            eprintln!(
+                "  WARNING: the log's retention deleted {} readings before they were aggregated; skipped",
+                r.deleted
+            );
+        }
         if let Some(bad) = &r.bad {
             eprintln!("  {} records skipped; the first: {bad}", r.bad_records);
         }
     })?;
     eprintln!(
-        "done in {:.1}s: {} readings, {} windows; dropped {} NaN, {} out of range, {} repeats; {} late",
+        "done in {:.1}s: {} readings, {} windows; dropped {} NaN, {} out of range, {} repeats; {} late; {} deleted by retention unread",
         started.elapsed().as_secs_f64(),
         counters.readings,
         counters.windows,
         counters.nan,
         counters.out_of_range,
         counters.repeats,
-        counters.late
+        counters.late,
+        counters.deleted
     );
     Ok(ExitCode::SUCCESS)
 }

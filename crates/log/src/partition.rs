@@ -207,21 +207,40 @@ impl Partition {
             }
         }
         bases.sort_unstable();
-        let first = bases.first().copied().unwrap_or(u64::MAX);
-        // Segments older than the oldest file left were deleted by retention; the active one
-        // never is.
-        while self.segments.len() > 1 && self.segments[0].base < first {
-            self.segments.remove(0);
-        }
-        let last_base = self.segments.last().expect("a segment").base;
-        let newer: Vec<u64> = bases.into_iter().filter(|&b| b > last_base).collect();
+        let Some(&first) = bases.first() else {
+            return Err(Error::Corrupt {
+                path: self.dir.display().to_string(),
+                position: 0,
+                reason: "the partition has no segment left".into(),
+            });
+        };
+        // Segments older than the oldest file left were deleted by retention (oldest first) —
+        // possibly every segment this reader knew, if it fell far enough behind.
+        self.segments.retain(|s| s.base >= first);
         let limit = durable_limit(&self.dir);
         // Scanned leniently: a batch being written looks torn until it is complete (`read`
         // checks every batch's CRC again anyway).
-        scan_more(self.segments.last_mut().expect("a segment"), true, limit)?;
-        for base in newer {
-            let end = self.segments.last().expect("a segment").end;
-            if base != end {
+        if let Some(tail) = self.segments.last_mut() {
+            match scan_more(tail, true, limit) {
+                Ok(_) => {}
+                // Deleted by retention since the listing: start again from the files left.
+                Err(Error::Io {
+                    kind: std::io::ErrorKind::NotFound,
+                    ..
+                }) => {
+                    self.segments.clear();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let last_base = self.segments.last().map(|s| s.base);
+        for base in bases
+            .into_iter()
+            .filter(|&b| last_base.is_none_or(|l| b > l))
+        {
+            if let Some(prev) = self.segments.last()
+                && prev.end != base
+            {
                 // Written but not yet made durable, or a roll in progress: look again later.
                 break;
             }
@@ -233,8 +252,22 @@ impl Partition {
                 index: Vec::new(),
                 newest_ms: 0,
             };
-            scan_more(&mut segment, true, limit)?;
-            self.segments.push(segment);
+            match scan_more(&mut segment, true, limit) {
+                Ok(_) => self.segments.push(segment),
+                Err(Error::Io { kind, .. })
+                    if kind == std::io::ErrorKind::NotFound && self.segments.is_empty() =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if self.segments.is_empty() {
+            return Err(Error::Corrupt {
+                path: self.dir.display().to_string(),
+                position: 0,
+                reason: "segments were deleted while being read; try again".into(),
+            });
         }
         let tail = self.segments.last().expect("a segment");
         self.durable_offset = tail.end;
