@@ -402,6 +402,13 @@ impl Engine {
         self.parts[partition as usize].watermark
     }
 
+    /// In a partition that has seen readings, the start of the first window not yet closed
+    /// (`None` before its first reading).
+    pub fn open_from(&self, partition: u32) -> Option<i64> {
+        let p = &self.parts[partition as usize];
+        (p.max_ts != i64::MIN).then(|| p.closed_through.saturating_add(self.config.hop_ms))
+    }
+
     /// The device and tag of a series.
     pub fn ids(&self, series: u32) -> (&str, &str) {
         let s = &self.series[series as usize];

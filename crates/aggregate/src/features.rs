@@ -124,9 +124,12 @@ pub fn read(
         }
     }
     for w in out.values_mut() {
-        if !w.start.is_sorted() {
+        // Sorted by start, each window once: while a compaction is replacing files with their
+        // merge, a reader may see a window in both.
+        if !w.start.is_sorted_by(|a, b| a < b) {
             let mut order: Vec<usize> = (0..w.len()).collect();
             order.sort_by_key(|&i| w.start[i]);
+            order.dedup_by_key(|i| w.start[*i]);
             w.start = order.iter().map(|&i| w.start[i]).collect();
             w.end = order.iter().map(|&i| w.end[i]).collect();
             for c in &mut w.stats {
@@ -207,6 +210,34 @@ fn add_batch(
         }
     }
     Ok(())
+}
+
+/// Merges features files into one table (each window once, sorted): what compaction writes.
+pub fn merge(files: &[(String, bytes::Bytes)]) -> Result<Vec<u8>> {
+    let windows = read(files, i64::MIN, i64::MAX, &|_, _| true)?;
+    let mut series: Vec<(&(String, String), &Windows)> = windows.iter().collect();
+    series.sort_by(|a, b| a.0.cmp(b.0));
+    let mut rows = Vec::new();
+    for ((device, tag), w) in series {
+        for i in 0..w.len() {
+            rows.push(Row {
+                device,
+                tag,
+                start: w.start[i],
+                end: w.end[i],
+                stats: Stats {
+                    count: w.stats[0][i] as i64,
+                    mean: w.stats[1][i],
+                    min: w.stats[2][i],
+                    max: w.stats[3][i],
+                    std: w.stats[4][i],
+                    first: w.stats[5][i],
+                    last: w.stats[6][i],
+                },
+            });
+        }
+    }
+    to_parquet(&rows)
 }
 
 /// A text column (plain or dictionary) as owned strings.

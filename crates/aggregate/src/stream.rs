@@ -18,7 +18,7 @@
 //! done is completed, nothing is written twice and no window is lost. Then aggregation goes
 //! on from the checkpoint's offsets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -80,6 +80,8 @@ pub struct Report {
     pub bad: Option<String>,
     /// Files written.
     pub files: usize,
+    /// Features files merged into others by compaction after the epoch.
+    pub compacted: usize,
     /// Records in the log not yet read after this epoch.
     pub lag: u64,
     /// Readings held in open windows.
@@ -112,6 +114,9 @@ struct Header {
     epoch: u64,
     offsets: Vec<u64>,
     config: Config,
+    /// Hours (start, epoch ms) with features files not yet compacted.
+    #[serde(default)]
+    hours: BTreeSet<i64>,
 }
 
 const MAGIC: &[u8; 8] = b"FSAGGCK1";
@@ -126,6 +131,8 @@ pub struct Aggregator<'a> {
     offsets: Vec<u64>,
     /// Per partition: the log's end last seen and when it last moved.
     activity: Vec<(u64, Instant)>,
+    /// Hours (start, epoch ms) with features files not yet compacted.
+    hours: BTreeSet<i64>,
 }
 
 impl<'a> Aggregator<'a> {
@@ -141,7 +148,7 @@ impl<'a> Aggregator<'a> {
         config.check()?;
         let partitions = log.partitions();
         let key = layout::aggregate_checkpoint(&options.name);
-        let (engine, epoch, offsets) = match store.get_opt(&key)? {
+        let (engine, epoch, offsets, hours) = match store.get_opt(&key)? {
             Some(bytes) => {
                 let (header, state) = decode_checkpoint(&key, &bytes)?;
                 if (header.config.size_ms, header.config.hop_ms) != (config.size_ms, config.hop_ms)
@@ -166,6 +173,7 @@ impl<'a> Aggregator<'a> {
                     Engine::restore(config, state)?,
                     header.epoch,
                     header.offsets,
+                    header.hours,
                 )
             }
             None => {
@@ -174,7 +182,12 @@ impl<'a> Aggregator<'a> {
                 for p in 0..partitions {
                     offsets.push(log.bounds(p)?.0);
                 }
-                (Engine::new(config, partitions)?, 0, offsets)
+                (
+                    Engine::new(config, partitions)?,
+                    0,
+                    offsets,
+                    BTreeSet::new(),
+                )
             }
         };
         let now = Instant::now();
@@ -186,6 +199,7 @@ impl<'a> Aggregator<'a> {
             engine,
             epoch,
             offsets,
+            hours,
         };
         let replayed = match agg.pending_intent()? {
             Some(intent) => {
@@ -349,6 +363,7 @@ impl<'a> Aggregator<'a> {
                 epoch: self.epoch,
                 offsets: self.offsets.clone(),
                 config: self.engine.config().clone(),
+                hours: self.hours.clone(),
             },
             &self.engine.snapshot(),
         );
@@ -364,6 +379,7 @@ impl<'a> Aggregator<'a> {
             .map(|(p, &o)| (p as u32, o))
             .collect();
         let _ = self.log.commit(&self.options.name, &committed);
+        report.compacted = self.compact()?;
         report.buffered = self.engine.buffered();
         report.counters = self.engine.counters();
         report.seconds = started.elapsed().as_secs_f64();
@@ -372,7 +388,10 @@ impl<'a> Aggregator<'a> {
 
     /// Writes an epoch's closed windows (one file per partition, hour and device bucket) and
     /// late readings (one file per partition); returns the number of files.
-    fn write(&self, intent: &Intent, closed: &[Closed], late: &[Late]) -> Result<usize> {
+    fn write(&mut self, intent: &Intent, closed: &[Closed], late: &[Late]) -> Result<usize> {
+        for c in closed {
+            self.hours.insert(c.start.div_euclid(HOUR_MS) * HOUR_MS);
+        }
         let engine = &self.engine;
         let mut groups: BTreeMap<(u32, String, u32), Vec<Row<'_>>> = BTreeMap::new();
         for c in closed {
@@ -421,6 +440,64 @@ impl<'a> Aggregator<'a> {
             files += 1;
         }
         Ok(files)
+    }
+}
+
+impl Aggregator<'_> {
+    /// Merges the features files of every hour whose windows have all closed — in every
+    /// partition that has seen readings — into one file per device bucket, so that runs read a
+    /// few files an hour rather than one per partition and close. The merge is written before
+    /// its inputs are deleted (readers take each window once), and is named by its inputs, so
+    /// a compaction interrupted by a crash is simply done again. Returns the files merged.
+    fn compact(&mut self) -> Result<usize> {
+        let Some(open_from) = (0..self.offsets.len() as u32)
+            .filter_map(|p| self.engine.open_from(p))
+            .min()
+        else {
+            return Ok(0);
+        };
+        let done: Vec<i64> = self
+            .hours
+            .iter()
+            .copied()
+            .filter(|&h| h.saturating_add(HOUR_MS) <= open_from)
+            .collect();
+        let mut merged = 0;
+        for hour in done {
+            let key = hour_key(hour);
+            let mut buckets: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+            for e in self.store.list(&layout::features_hour(&key))? {
+                if let Some((_, b)) = layout::parse_features_key(&e.key) {
+                    buckets.entry(b).or_default().push(e.key);
+                }
+            }
+            for (bucket, keys) in buckets {
+                if keys.len() < 2 {
+                    continue;
+                }
+                let names: Vec<String> = keys
+                    .iter()
+                    .map(|k| k.rsplit('/').next().unwrap_or(k).to_string())
+                    .collect();
+                let files: Vec<(String, bytes::Bytes)> = keys
+                    .iter()
+                    .cloned()
+                    .zip(self.store.get_many(&keys)?)
+                    .collect();
+                let out = format!(
+                    "{}/{}",
+                    layout::features_dir(&key, bucket),
+                    layout::compacted_file(&names)
+                );
+                self.store.put(&out, features::merge(&files)?)?;
+                for k in keys.iter().filter(|k| **k != out) {
+                    self.store.delete(k)?;
+                }
+                merged += keys.len();
+            }
+            self.hours.remove(&hour);
+        }
+        Ok(merged)
     }
 }
 
@@ -515,9 +592,11 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+const HOUR_MS: i64 = 3_600_000;
+
 /// The hour key (`YYYY-MM-DDTHH`) of an epoch-millisecond time, as the store's layout uses.
 pub fn hour_key(ms: i64) -> String {
-    let hour = ms.div_euclid(3_600_000) * 3_600_000;
+    let hour = ms.div_euclid(HOUR_MS) * HOUR_MS;
     chrono::DateTime::<chrono::Utc>::from_timestamp_millis(hour)
         .map(|t| t.format("%Y-%m-%dT%H").to_string())
         .unwrap_or_else(|| "out-of-range".into())

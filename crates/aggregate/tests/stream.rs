@@ -68,15 +68,33 @@ fn an_idle_partition_closes_its_last_windows() {
         (30, 4),
         "the watermark closed four windows"
     );
-    // Nothing new: the partition is idle, and the clock (an hour on) closes the fifth.
+    assert_eq!((feature_files(&store), r.compacted), (1, 0));
+    // Nothing new: the partition is idle, and the clock (an hour on) closes the fifth. Every
+    // window of the hour is then closed: its two files are merged into one.
     let r = agg.step(T0 + 3_600_000, false).unwrap().unwrap();
-    assert_eq!((r.records, r.windows), (0, 1));
+    assert_eq!((r.records, r.windows, r.compacted), (0, 1, 2));
     assert!(agg.step(T0 + 3_600_000, false).unwrap().is_none());
-    assert_eq!(
-        feature_files(&store),
-        2,
-        "one file per epoch that closed windows"
-    );
+    let files = store.list(layout::FEATURES).unwrap();
+    assert_eq!(files.len(), 1);
+    assert!(files[0].key.contains("/compacted-"), "{}", files[0].key);
+    let merged = fleetscore_aggregate::features::read(
+        &[(files[0].key.clone(), store.get(&files[0].key).unwrap())],
+        i64::MIN,
+        i64::MAX,
+        &|_, _| true,
+    )
+    .unwrap();
+    let w = &merged[&("d".to_string(), "t".to_string())];
+    assert_eq!(w.start, (0..5).map(|i| T0 + i * 60_000).collect::<Vec<_>>());
+    assert_eq!(w.column("count").unwrap(), &[6.0; 5]);
+    // A reader that sees a window in two files (a merge not yet done) takes it once.
+    let file = (files[0].key.clone(), store.get(&files[0].key).unwrap());
+    let twice =
+        fleetscore_aggregate::features::read(&[file.clone(), file], i64::MIN, i64::MAX, &|_, _| {
+            true
+        })
+        .unwrap();
+    assert_eq!(&twice, &merged);
 
     // The checkpoint goes on; it refuses other windows, and a damaged one is named.
     drop(agg);

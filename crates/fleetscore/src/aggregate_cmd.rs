@@ -194,6 +194,7 @@ fn run(store_args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
                 serde_json::json!({
                     "epoch": r.epoch, "records": r.records, "windows": r.windows,
                     "late": r.late, "bad_records": r.bad_records, "deleted": r.deleted, "files": r.files,
+                    "compacted": r.compacted,
                     "lag": r.lag, "buffered": r.buffered, "replayed": r.replayed,
                     "seconds": r.seconds, "counters": r.counters,
                 })
@@ -215,6 +216,9 @@ fn run(store_args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
                 r.buffered,
                 r.lag
             );
+        }
+        if r.compacted > 0 {
+            eprintln!("  compacted {} features files of closed hours", r.compacted);
         }
         if r.deleted > 0 {
             eprintln!(

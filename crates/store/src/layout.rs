@@ -17,6 +17,9 @@
 //!                                                  bucket's devices, closed by one aggregation
 //!                                                  epoch from a log partition's offsets
 //!                                                  [from, to)
+//! features/hour={…}/bucket={BB}/compacted-{hash}.parquet
+//!                                                  the merge of an hour's files once every
+//!                                                  partition has closed its windows
 //! late/{name}/p{PPPP}-{from}-{to}-e{epoch}.parquet readings that came after their window closed
 //! aggregate/{name}/checkpoint                      the aggregator's offsets and open windows
 //! aggregate/{name}/intent.json                     the epoch it is writing
@@ -170,6 +173,21 @@ pub fn features_dir(hour: &str, bucket: u32) -> String {
 /// The name of what an aggregation epoch wrote from a partition's offsets `[from, to)`.
 pub fn epoch_file(partition: u32, from: u64, to: u64, epoch: u64) -> String {
     format!("p{partition:04}-{from:020}-{to:020}-e{epoch:010}.parquet")
+}
+
+/// The name of the merge of features files (FNV-1a of their sorted names), so compacting the
+/// same files again writes the same name.
+pub fn compacted_file(inputs: &[String]) -> String {
+    let mut names: Vec<&String> = inputs.iter().collect();
+    names.sort();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for n in names {
+        for &b in n.as_bytes().iter().chain(b"\n") {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("compacted-{h:016x}.parquet")
 }
 
 /// Parses `features/hour=H/bucket=B/...` into (hour, bucket).
