@@ -244,7 +244,7 @@ def main():
         "",
         "From the durable log instead of a file (`fleetscore aggregate run --drain`: 8 partitions, "
         "event-time watermarks, epochs of at most 1,000,000 readings per partition, each with its "
-        "intent, features files and checkpoint in a local store):",
+        "intent, features files and checkpoint in a local store; then the hour's files compacted):",
         "",
         "| step | wall | CPU | readings/s | peak RSS |",
         "|---|---|---|---|---|",
