@@ -92,6 +92,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "default")]
     pub name: String,
     /// Read to the end of the log, close every window, and exit (a backfill, or a batch job).
+    /// The end of the log is taken as the end of input: readings appended later are late for
+    /// the windows it closed.
     #[arg(long)]
     pub drain: bool,
     /// Most readings taken from one partition per epoch (one checkpoint per epoch).
