@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use fleetscore_log::Log;
-use fleetscore_store::{Store, layout};
+use fleetscore_store::Store;
+use fleetscore_store::layout::{self, HOUR_MS, hour_key};
 use fleetscore_table::parquet_direct::{self, Column, TextRunsBuilder, Values};
 use serde::{Deserialize, Serialize};
 
@@ -590,16 +591,6 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-const HOUR_MS: i64 = 3_600_000;
-
-/// The hour key (`YYYY-MM-DDTHH`) of an epoch-millisecond time, as the store's layout uses.
-pub fn hour_key(ms: i64) -> String {
-    let hour = ms.div_euclid(HOUR_MS) * HOUR_MS;
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(hour)
-        .map(|t| t.format("%Y-%m-%dT%H").to_string())
-        .unwrap_or_else(|| "out-of-range".into())
 }
 
 /// Late readings as Parquet: device, tag, ts, value, offset, and the watermark they missed.

@@ -81,15 +81,8 @@ fn stored_schema() -> SchemaRef {
     fleetscore_table::with_dictionary_text(&schema())
 }
 
-const HOUR_MS: i64 = 3_600_000;
-
-/// The hour key (`YYYY-MM-DDTHH`) of an epoch-millisecond time.
-pub fn hour_key(ms: i64) -> String {
-    let hour = ms.div_euclid(HOUR_MS) * HOUR_MS;
-    DateTime::<Utc>::from_timestamp_millis(hour)
-        .map(|t| t.format("%Y-%m-%dT%H").to_string())
-        .unwrap_or_else(|| "out-of-range".into())
-}
+use fleetscore_store::layout::HOUR_MS;
+pub use fleetscore_store::layout::hour_key;
 
 /// Hour keys of every hour that overlaps `[from, to)`.
 pub fn hours_between(from_ms: i64, to_ms: i64) -> Vec<String> {

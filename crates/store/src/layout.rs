@@ -133,6 +133,18 @@ pub fn parse_catalog_key(key: &str) -> Option<(u32, u64)> {
     Some((b.parse().ok()?, generation.parse().ok()?))
 }
 
+/// Milliseconds in an hour: readings and features are kept by the hour.
+pub const HOUR_MS: i64 = 3_600_000;
+
+/// The hour key (`YYYY-MM-DDTHH`, UTC) of an epoch-millisecond time, as the `hour=` folders of
+/// readings and features name it.
+pub fn hour_key(ms: i64) -> String {
+    let hour = ms.div_euclid(HOUR_MS) * HOUR_MS;
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(hour)
+        .map(|t| t.format("%Y-%m-%dT%H").to_string())
+        .unwrap_or_else(|| "out-of-range".into())
+}
+
 /// Prefix of all readings.
 pub const READINGS: &str = "readings";
 
