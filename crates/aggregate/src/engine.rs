@@ -56,6 +56,8 @@ pub struct Config {
     /// Distance between window starts (equal to the size for tumbling windows).
     pub hop_ms: i64,
     /// Allowed out-of-order delay: the watermark trails the largest event time by this much.
+    /// `i64::MAX`: readings never move the watermark; only [`Engine::advance`] does (a file,
+    /// whose windows all close at its end).
     pub delay_ms: i64,
     /// Allowed lateness: a window closes when the watermark passes its end plus this.
     pub lateness_ms: i64,
@@ -174,13 +176,8 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Statistics of readings sorted by time (not empty).
-    pub fn of(rows: &[(i64, f64)]) -> Stats {
-        Stats::of_values(rows.iter().map(|r| r.1))
-    }
-
     /// Statistics of values in time order (not empty).
-    fn of_values(values: impl Iterator<Item = f64> + Clone) -> Stats {
+    fn of(values: impl Iterator<Item = f64> + Clone) -> Stats {
         let (mut n, mut sum, mut min, mut max) = (0usize, 0.0, f64::INFINITY, f64::NEG_INFINITY);
         let (mut first, mut last) = (f64::NAN, f64::NAN);
         for v in values.clone() {
@@ -660,7 +657,7 @@ impl Engine {
                     series,
                     start: window,
                     end,
-                    stats: Stats::of_values(group[lo..hi].iter().map(|e| e.value)),
+                    stats: Stats::of(group[lo..hi].iter().map(|e| e.value)),
                 });
                 self.counters.windows += 1;
                 window += config.hop_ms;

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
+use arrow_array::types::{Float64Type, Int32Type, Int64Type, TimestampMillisecondType};
 use arrow_array::{Array, RecordBatch};
 use fleetscore_table::parquet_direct::{self, Column, TextRunsBuilder, Values};
 
@@ -153,10 +153,8 @@ fn add_batch(
             .column_by_name(c)
             .ok_or_else(|| Error::Invalid(format!("{name}: a features table has no `{c}` column")))
     };
-    let text = |c: &str| -> Result<Vec<Option<String>>> {
-        let a = arrow_cast_utf8(column(c)?.as_ref())
-            .ok_or_else(|| Error::Invalid(format!("{name}: `{c}` is not text")))?;
-        Ok(a)
+    let text = |c: &str| -> Result<Text<'_>> {
+        Text::of(column(c)?).ok_or_else(|| Error::Invalid(format!("{name}: `{c}` is not text")))
     };
     let device = text("device")?;
     let tag = text("tag")?;
@@ -181,27 +179,28 @@ fn add_batch(
                 .clone(),
         );
     }
-    let mut last: Option<(usize, (String, String))> = None;
+    // Rows come sorted by series: the series of the previous row, and whether it is wanted.
+    let mut last: Option<((String, String), bool)> = None;
     for i in 0..batch.num_rows() {
         if start[i] < from || start[i] >= to {
             continue;
         }
-        let (Some(d), Some(t)) = (&device[i], &tag[i]) else {
+        let (Some(dk), Some(tk)) = (device.key(i), tag.key(i)) else {
             return Err(Error::Invalid(format!(
                 "{name}: row {i} has no device or tag"
             )));
         };
-        let same = last
-            .as_ref()
-            .is_some_and(|(_, (ld, lt))| ld == d && lt == t);
-        if !same {
-            last = wanted(d, t).then(|| (i, (d.clone(), t.clone())));
-            if last.is_none() {
-                continue;
+        let (d, t) = (device.value(dk), tag.value(tk));
+        if last.as_ref().is_none_or(|((ld, lt), _)| ld != d || lt != t) {
+            let key = (d.to_owned(), t.to_owned());
+            let want = wanted(d, t);
+            if want {
+                out.entry(key.clone()).or_default();
             }
+            last = Some((key, want));
         }
-        let Some((_, key)) = &last else { continue };
-        let w = out.entry(key.clone()).or_default();
+        let Some((key, true)) = &last else { continue };
+        let w = out.get_mut(key).expect("entered above");
         w.start.push(start[i]);
         w.end.push(end[i]);
         w.stats[0].push(count.value(i) as f64);
@@ -210,6 +209,49 @@ fn add_batch(
         }
     }
     Ok(())
+}
+
+/// A text column, plain or dictionary-encoded (as Parquet text is read either way): a row's
+/// `key` is its dictionary key (or its row), and `value` the text of a key — no string is
+/// built per row.
+pub(crate) enum Text<'a> {
+    Plain(&'a arrow_array::StringArray),
+    Dict(
+        &'a arrow_array::PrimitiveArray<Int32Type>,
+        &'a arrow_array::StringArray,
+        &'a arrow_array::ArrayRef,
+    ),
+}
+
+impl<'a> Text<'a> {
+    /// The column as text, if it is.
+    pub(crate) fn of(a: &'a arrow_array::ArrayRef) -> Option<Text<'a>> {
+        if let Some(s) = a.as_string_opt::<i32>() {
+            return Some(Text::Plain(s));
+        }
+        let d = a.as_dictionary_opt::<Int32Type>()?;
+        Some(Text::Dict(
+            d.keys(),
+            d.values().as_string_opt::<i32>()?,
+            d.values(),
+        ))
+    }
+
+    /// A row's key (`None` for a null).
+    pub(crate) fn key(&self, i: usize) -> Option<u32> {
+        match self {
+            Text::Plain(s) => s.is_valid(i).then_some(i as u32),
+            Text::Dict(k, _, _) => k.is_valid(i).then(|| k.value(i) as u32),
+        }
+    }
+
+    /// The text of a key.
+    pub(crate) fn value(&self, key: u32) -> &'a str {
+        match self {
+            Text::Plain(s) => s.value(key as usize),
+            Text::Dict(_, v, _) => v.value(key as usize),
+        }
+    }
 }
 
 /// Merges features files into one table (each window once, sorted): what compaction writes.
@@ -238,19 +280,4 @@ pub fn merge(files: &[(String, bytes::Bytes)]) -> Result<Vec<u8>> {
         }
     }
     to_parquet(&rows)
-}
-
-/// A text column (plain or dictionary) as owned strings.
-fn arrow_cast_utf8(a: &dyn Array) -> Option<Vec<Option<String>>> {
-    if let Some(s) = a.as_string_opt::<i32>() {
-        return Some(s.iter().map(|v| v.map(str::to_owned)).collect());
-    }
-    let d = a.as_dictionary_opt::<arrow_array::types::Int32Type>()?;
-    let values = d.values().as_string_opt::<i32>()?;
-    Some(
-        d.keys()
-            .iter()
-            .map(|k| k.map(|k| values.value(k as usize).to_owned()))
-            .collect(),
-    )
 }

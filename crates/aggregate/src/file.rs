@@ -8,8 +8,8 @@ use std::path::Path;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
-    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+    Float32Type, Float64Type, Int64Type, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType,
 };
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
@@ -17,7 +17,7 @@ use fleetscore_ingest::reading::parse_ts;
 
 use crate::engine::{Closed, Config, Engine};
 use crate::error::{Error, Result};
-use crate::features::{self, Row};
+use crate::features::{self, Row, Text};
 
 /// Rows per batch read.
 const BATCH_ROWS: usize = 65_536;
@@ -184,45 +184,13 @@ fn push_batch(
 }
 
 fn text<'a>(path: &Path, a: &'a ArrayRef, name: &str) -> Result<Text<'a>> {
-    if let Some(s) = a.as_string_opt::<i32>() {
-        return Ok(Text::Plain(s));
-    }
-    if let Some(d) = a.as_dictionary_opt::<Int32Type>()
-        && let Some(v) = d.values().as_string_opt::<i32>()
-    {
-        return Ok(Text::Dict(d.keys(), v, d.values()));
-    }
-    Err(Error::Invalid(format!(
-        "{}: `{name}` is {}, not text",
-        path.display(),
-        a.data_type()
-    )))
-}
-
-/// A text column, plain or dictionary-encoded; `key(i)` is a row's dictionary key (or row).
-enum Text<'a> {
-    Plain(&'a arrow_array::StringArray),
-    Dict(
-        &'a arrow_array::PrimitiveArray<Int32Type>,
-        &'a arrow_array::StringArray,
-        &'a ArrayRef,
-    ),
-}
-
-impl Text<'_> {
-    fn key(&self, i: usize) -> Option<u32> {
-        match self {
-            Text::Plain(s) => s.is_valid(i).then_some(i as u32),
-            Text::Dict(k, _, _) => k.is_valid(i).then(|| k.value(i) as u32),
-        }
-    }
-
-    fn value(&self, key: u32) -> &str {
-        match self {
-            Text::Plain(s) => s.value(key as usize),
-            Text::Dict(_, v, _) => v.value(key as usize),
-        }
-    }
+    Text::of(a).ok_or_else(|| {
+        Error::Invalid(format!(
+            "{}: `{name}` is {}, not text",
+            path.display(),
+            a.data_type()
+        ))
+    })
 }
 
 /// The `ts` column as epoch milliseconds: a timestamp of any unit, integers (milliseconds) or
