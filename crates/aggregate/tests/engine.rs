@@ -234,6 +234,22 @@ fn filters_drop_nan_out_of_range_and_repeats() {
     assert_eq!((s.count, s.mean, s.first, s.last), (2, 21.0, 20.0, 22.0));
     let c = engine.counters();
     assert_eq!((c.readings, c.repeats, c.nan, c.out_of_range), (5, 1, 1, 1));
+    // Kept when asked: the repeat and the NaN count in the window.
+    let mut c = config(60_000, 60_000, 0);
+    c.filters.drop_nan = false;
+    c.filters.drop_repeats = false;
+    let mut engine = Engine::new(c, 1).unwrap();
+    let id = engine.series_id(0, "d", "temp");
+    engine.push(id, 0, T0 + 1_000, 20.0);
+    engine.push(id, 1, T0 + 1_000, 99.0);
+    engine.push(id, 2, T0 + 2_000, f64::NAN);
+    engine.advance(0, i64::MAX);
+    let (closed, _) = engine.take();
+    let s = closed[0].stats;
+    assert_eq!((s.count, s.first, s.min, s.max), (3, 20.0, 20.0, 99.0));
+    assert!(s.mean.is_nan() && s.last.is_nan());
+    let c = engine.counters();
+    assert_eq!((c.repeats, c.nan), (0, 0));
     assert!(Engine::new(config(60_000, 70_000, 0), 1).is_err());
     assert!(Engine::new(config(0, 0, 0), 1).is_err());
 }

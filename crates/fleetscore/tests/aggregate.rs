@@ -220,22 +220,47 @@ fn windows_equal_a_direct_computation_and_late_readings_are_kept() {
     // A repeat of a reading's (device, tag, ts) with another value, while its window is
     // open: the first is kept.
     let newest = rows.iter().max_by_key(|r| r.2).unwrap();
-    let repeat = (newest.0.clone(), newest.1.clone(), newest.2, 1e6);
+    let repeat = (newest.0.clone(), newest.1.clone(), newest.2, 99.0);
     // Long after its window closed: late.
     let late_one = ("dev-00".to_string(), "t0".to_string(), T0 + 1_500, 42.5);
+    // Outside the range given for its tag: dropped.
+    let outlier = ("dev-01".to_string(), "t1".to_string(), T0 + 123_456, 500.0);
     let (s, body) = post(
         server.addr,
         "application/x-ndjson",
         None,
-        &json_lines(&[repeat, late_one.clone()]),
+        &json_lines(&[repeat, late_one.clone(), outlier]),
     );
     assert_eq!(s, 200, "{body}");
     let err = check(
-        &aggregate(&store, &log, &["--drain", "--epoch-readings", "1000"])
-            .output()
-            .unwrap(),
+        &aggregate(
+            &store,
+            &log,
+            &[
+                "--drain",
+                "--epoch-readings",
+                "1000",
+                "--range",
+                "t1=-100:100",
+            ],
+        )
+        .output()
+        .unwrap(),
     );
     assert!(err.contains("1 repeats; 1 late"), "{err}");
+    assert!(err.contains("1 out of range"), "{err}");
+    // The log's consumer offsets mirror the checkpoint: `log stats` shows the group caught up.
+    let o = bin()
+        .args(["log", "stats", "--log-dir"])
+        .arg(&log)
+        .args(["--group", "default"])
+        .output()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for p in stats["partitions"].as_array().unwrap() {
+        let n = p["partition"].to_string();
+        assert_eq!(stats["groups"]["default"][&n], p["end_offset"], "{stats}");
+    }
 
     // The windows, directly: every reading in its minute, first arrival per time.
     let mut members: BTreeMap<(String, String, i64), Vec<(i64, f64)>> = BTreeMap::new();
@@ -287,7 +312,8 @@ fn windows_equal_a_direct_computation_and_late_readings_are_kept() {
         .output()
         .unwrap();
     let status: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(status["counters"]["readings"], rows.len() + 2);
+    assert_eq!(status["counters"]["readings"], rows.len() + 3);
+    assert_eq!(status["counters"]["out_of_range"], 1);
     assert_eq!(status["buffered_readings"], 0);
     // One aggregator of a name per log at a time.
     let mut running = spawn(aggregate(&store, &log, &[]));
@@ -513,5 +539,48 @@ fn the_reference_fleet_flows_from_readings_to_windows_to_predictions() {
         assert!((g - w).abs() <= 1e-12 * w.abs().max(1.0), "{g} vs {w}");
     }
     drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn aggregating_a_file_names_what_is_wrong_with_it() {
+    let dir = tempdir("file");
+    let run = |input: &Path, output: &str| {
+        let o = bin()
+            .args(["aggregate", "file", "--input"])
+            .arg(input)
+            .arg("--output")
+            .arg(dir.join(output))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let csv = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let no_value = csv("no-value.csv", "device,tag,ts\nd,t,2026-01-01T00:00:00Z\n");
+    let err = run(&no_value, "f.parquet");
+    assert!(err.contains("no `value` column"), "{err}");
+    let bad_value = csv(
+        "bad.csv",
+        "device,tag,ts,value\nd,t,2026-01-01T00:00:00Z,abc\n",
+    );
+    let err = run(&bad_value, "f.parquet");
+    assert!(err.contains("value `abc` is not a number"), "{err}");
+    let bad_ts = csv("bad-ts.csv", "device,tag,ts,value\nd,t,yesterday,1\n");
+    let err = run(&bad_ts, "f.parquet");
+    assert!(err.contains("ts:") && err.contains("yesterday"), "{err}");
+    let good = csv(
+        "good.csv",
+        "device,tag,ts,value\nd,t,2026-01-01T00:00:00Z,1\n",
+    );
+    let err = run(&good, "f.csv");
+    assert!(err.contains("features are written as Parquet"), "{err}");
+    let err = run(&dir.join("missing.csv"), "f.parquet");
+    assert!(err.contains("missing.csv"), "{err}");
+    assert!(!dir.join("f.parquet").exists() && !dir.join("f.csv").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
