@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use fleetscore_aggregate::stream::{self, Options, Report};
 use fleetscore_aggregate::{Config, Filters, Range, file};
-use fleetscore_store::{Store, layout};
+use fleetscore_store::layout;
 
 use crate::fleet_cmd::StoreArgs;
 use crate::ingest_cmd::{LogDirArgs, open_existing};
@@ -142,8 +142,7 @@ pub fn aggregate(store: &StoreArgs, command: AggregateCommand) -> Result<ExitCod
 
 fn run(store_args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
     let config = a.windows.config()?;
-    let store = Store::open(&store_args.store)
-        .with_context(|| format!("cannot open store {}", store_args.store))?;
+    let store = store_args.open()?;
     let log = open_existing(&a.log.log_dir)?;
     // One aggregator per name and log: two would write the same checkpoint.
     let lock_path = a
@@ -268,8 +267,7 @@ fn file_cmd(a: FileArgs) -> Result<ExitCode> {
 }
 
 fn status(store_args: &StoreArgs, a: StatusArgs) -> Result<ExitCode> {
-    let store = Store::open(&store_args.store)
-        .with_context(|| format!("cannot open store {}", store_args.store))?;
+    let store = store_args.open()?;
     let key = layout::aggregate_checkpoint(&a.name);
     let Some(status) = stream::status(&store, &a.name)? else {
         bail!(

@@ -37,7 +37,7 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
-    fn open(&self) -> Result<Store> {
+    pub(crate) fn open(&self) -> Result<Store> {
         Store::open(&self.store).with_context(|| format!("cannot open store {}", self.store))
     }
 
