@@ -13,7 +13,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use fleetscore_ingest::reading;
+use fleetscore_core::reading;
+pub use fleetscore_table::windows::Stats;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -156,56 +157,36 @@ impl Config {
     }
 }
 
-/// A closed window's statistics over the readings in it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Stats {
-    /// Readings in the window (after filters and repeats).
-    pub count: i64,
-    /// Arithmetic mean.
-    pub mean: f64,
-    /// Smallest value.
-    pub min: f64,
-    /// Largest value.
-    pub max: f64,
-    /// Sample standard deviation (n − 1), computed in two passes; NaN for one reading.
-    pub std: f64,
-    /// The value with the earliest event time.
-    pub first: f64,
-    /// The value with the latest event time.
-    pub last: f64,
-}
-
-impl Stats {
-    /// Statistics of values in time order (not empty).
-    fn of(values: impl Iterator<Item = f64> + Clone) -> Stats {
-        let (mut n, mut sum, mut min, mut max) = (0usize, 0.0, f64::INFINITY, f64::NEG_INFINITY);
-        let (mut first, mut last) = (f64::NAN, f64::NAN);
-        for v in values.clone() {
-            if n == 0 {
-                first = v;
-            }
-            last = v;
-            n += 1;
-            sum += v;
-            min = min.min(v);
-            max = max.max(v);
+/// Statistics of values in time order (not empty): the sample std in two passes (mean, then
+/// the sum of squared deviations).
+fn stats_of(values: impl Iterator<Item = f64> + Clone) -> Stats {
+    let (mut n, mut sum, mut min, mut max) = (0usize, 0.0, f64::INFINITY, f64::NEG_INFINITY);
+    let (mut first, mut last) = (f64::NAN, f64::NAN);
+    for v in values.clone() {
+        if n == 0 {
+            first = v;
         }
-        let mean = sum / n as f64;
-        let std = if n > 1 {
-            let ss: f64 = values.map(|v| (v - mean) * (v - mean)).sum();
-            (ss / (n - 1) as f64).sqrt()
-        } else {
-            f64::NAN
-        };
-        Stats {
-            count: n as i64,
-            mean,
-            min,
-            max,
-            std,
-            first,
-            last,
-        }
+        last = v;
+        n += 1;
+        sum += v;
+        min = min.min(v);
+        max = max.max(v);
+    }
+    let mean = sum / n as f64;
+    let std = if n > 1 {
+        let ss: f64 = values.map(|v| (v - mean) * (v - mean)).sum();
+        (ss / (n - 1) as f64).sqrt()
+    } else {
+        f64::NAN
+    };
+    Stats {
+        count: n as i64,
+        mean,
+        min,
+        max,
+        std,
+        first,
+        last,
     }
 }
 
@@ -657,7 +638,7 @@ impl Engine {
                     series,
                     start: window,
                     end,
-                    stats: Stats::of(group[lo..hi].iter().map(|e| e.value)),
+                    stats: stats_of(group[lo..hi].iter().map(|e| e.value)),
                 });
                 self.counters.windows += 1;
                 window += config.hop_ms;

@@ -13,11 +13,12 @@ use arrow_array::types::{
 };
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
-use fleetscore_ingest::reading::parse_ts;
+use fleetscore_core::reading::parse_ts;
 
 use crate::engine::{Closed, Config, Engine};
 use crate::error::{Error, Result};
-use crate::features::{self, Row, Text};
+use fleetscore_table::Text;
+use fleetscore_table::windows::{self as features, Row};
 
 /// Rows per batch read.
 const BATCH_ROWS: usize = 65_536;

@@ -7,11 +7,12 @@
 //! - [`stream`]: the log-to-store driver: epochs with an intent and a checkpoint, so a crash at
 //!   any point neither loses nor duplicates a window.
 //! - [`file`](mod@file): the same aggregation over a readings file (every window closes at its end).
-//! - [`features`]: the features table, written and read back.
+//!
+//! The windows table itself (its schema, writer and reader) is `fleetscore_table::windows`,
+//! shared with the runs that read it.
 
 pub mod engine;
 pub mod error;
-pub mod features;
 pub mod file;
 pub mod stream;
 

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Closed, Config, Counters, Engine, Late};
 use crate::error::{Error, Result};
-use crate::features::{self, Row};
+use fleetscore_table::windows::{self as features, Row};
 
 /// How an aggregator runs.
 #[derive(Debug, Clone)]
@@ -587,11 +587,7 @@ fn fault_abort_after_file() {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+use fleetscore_core::now_ms;
 
 /// Late readings as Parquet: device, tag, ts, value, offset, and the watermark they missed.
 fn late_parquet(engine: &Engine, rows: &[&Late]) -> Result<Vec<u8>> {

@@ -77,7 +77,7 @@ fn an_idle_partition_closes_its_last_windows() {
     let files = store.list(layout::FEATURES).unwrap();
     assert_eq!(files.len(), 1);
     assert!(files[0].key.contains("/compacted-"), "{}", files[0].key);
-    let merged = fleetscore_aggregate::features::read(
+    let merged = fleetscore_table::windows::read(
         &[(files[0].key.clone(), store.get(&files[0].key).unwrap())],
         i64::MIN,
         i64::MAX,
@@ -90,10 +90,8 @@ fn an_idle_partition_closes_its_last_windows() {
     // A reader that sees a window in two files (a merge not yet done) takes it once.
     let file = (files[0].key.clone(), store.get(&files[0].key).unwrap());
     let twice =
-        fleetscore_aggregate::features::read(&[file.clone(), file], i64::MIN, i64::MAX, &|_, _| {
-            true
-        })
-        .unwrap();
+        fleetscore_table::windows::read(&[file.clone(), file], i64::MIN, i64::MAX, &|_, _| true)
+            .unwrap();
     assert_eq!(&twice, &merged);
 
     // The checkpoint goes on; it refuses other windows, and a damaged one is named.

@@ -231,9 +231,7 @@ pub enum PredictionsCommand {
 }
 
 fn parse_time(s: &str, what: &str) -> Result<i64> {
-    readings::parse_time(s).with_context(|| {
-        format!("--{what} {s:?} is not a time (use RFC 3339, `YYYY-MM-DD HH:MM:SS` or epoch ms)")
-    })
+    readings::parse_time(s).map_err(|e| anyhow::anyhow!("--{what} {e}"))
 }
 
 pub fn registry(args: &StoreArgs, command: RegistryCommand) -> Result<ExitCode> {

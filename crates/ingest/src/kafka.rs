@@ -18,6 +18,7 @@
 //! body) or several as JSON lines; an invalid one is counted and skipped (its offset is still
 //! committed, so it is not read again forever).
 
+use fleetscore_core::now_ms;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
@@ -300,13 +301,6 @@ fn range_assign(
             ((*id).clone(), share)
         })
         .collect()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 // ---- Wire encoding ----

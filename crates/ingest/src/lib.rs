@@ -12,9 +12,11 @@
 pub mod kafka;
 pub mod mqtt;
 pub mod parse;
-pub mod reading;
 pub mod server;
 
+/// The reading and its checks and codec live in [`fleetscore_core`], shared with the layers
+/// that read the log back.
+pub use fleetscore_core::reading;
 pub use reading::{Invalid, Limits, MAX_ID_BYTES, MIN_TS_MS, Reading, parse_ts};
 
 use std::time::Duration;

@@ -9,6 +9,7 @@
 //! optionally `ts` (RFC 3339 or epoch milliseconds). An invalid message is counted, reported
 //! and acknowledged, so the broker does not send it again forever.
 
+use fleetscore_core::now_ms;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -198,13 +199,6 @@ enum Outcome {
     Refused,
     /// The log could not take it: not acknowledged, so the broker sends it again.
     NotStored,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Runs the MQTT source until the process ends: connect, subscribe, append, acknowledge,

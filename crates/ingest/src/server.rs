@@ -11,6 +11,7 @@
 //! | 429 | too many bytes are in flight or waiting for disk; `Retry-After` says when to retry |
 //! | 503 | the log could not store the readings (nothing of the request is acknowledged) |
 
+use fleetscore_core::now_ms;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -471,7 +472,7 @@ async fn ingest(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         }
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
     };
-    let now = fleetscore_now_ms();
+    let now = now_ms();
     let scope = token.and_then(|t| t.devices.as_ref()).map(Scope);
     let parsed = parse::parse(
         &body,
@@ -541,11 +542,4 @@ async fn ingest(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             format!("readings not stored: {e}"),
         ),
     }
-}
-
-fn fleetscore_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

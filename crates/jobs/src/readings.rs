@@ -10,7 +10,6 @@ use arrow_array::{
     StringArray, TimestampMillisecondArray,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use chrono::{DateTime, Utc};
 
 use fleetscore_store::{Store, layout};
 use fleetscore_table::RowPosition;
@@ -95,24 +94,7 @@ pub fn hours_between(from_ms: i64, to_ms: i64) -> Vec<String> {
     out
 }
 
-/// Parses a time as users write it: RFC 3339, `YYYY-MM-DD HH:MM:SS[.fff]` (UTC), or epoch
-/// milliseconds.
-pub fn parse_time(s: &str) -> Option<i64> {
-    let s = s.trim();
-    if let Ok(ms) = s.parse::<i64>() {
-        return Some(ms);
-    }
-    arrow_cast::parse::string_to_timestamp_nanos(s)
-        .ok()
-        .map(|ns| ns.div_euclid(1_000_000))
-}
-
-/// Formats epoch milliseconds as the reference does: `YYYY-MM-DD HH:MM:SS.fff`.
-pub fn format_time(ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
-        .unwrap_or_else(|| ms.to_string())
-}
+pub use fleetscore_core::time::{format_time, parse_time};
 
 /// A column as text (numbers are formatted), for device and tag ids.
 fn text_column(batch: &RecordBatch, name: &str) -> Result<StringArray> {
@@ -142,8 +124,7 @@ fn times_of(batch: &RecordBatch, name: &str, start: RowPosition) -> Result<Vec<i
                     if s.is_null(i) {
                         return Err(bad(i, "missing time".into()));
                     }
-                    parse_time(s.value(i))
-                        .ok_or_else(|| bad(i, format!("{:?} is not a time", s.value(i))))
+                    parse_time(s.value(i)).map_err(|e| bad(i, e.to_string()))
                 })
                 .collect()
         }
@@ -471,11 +452,11 @@ mod tests {
     #[test]
     fn times_parse_in_the_forms_users_write() {
         let want = 1_535_497_205_000; // 2018-08-28T23:00:05Z
-        assert_eq!(parse_time("2018-08-28 23:00:05.000"), Some(want));
-        assert_eq!(parse_time("2018-08-28T23:00:05Z"), Some(want));
-        assert_eq!(parse_time("2018-08-29T01:00:05+02:00"), Some(want));
-        assert_eq!(parse_time("1535497205000"), Some(want));
-        assert_eq!(parse_time("yesterday"), None);
+        assert_eq!(parse_time("2018-08-28 23:00:05.000"), Ok(want));
+        assert_eq!(parse_time("2018-08-28T23:00:05Z"), Ok(want));
+        assert_eq!(parse_time("2018-08-29T01:00:05+02:00"), Ok(want));
+        assert_eq!(parse_time("1535497205000"), Ok(want));
+        assert!(parse_time("yesterday").is_err());
         assert_eq!(hour_key(want), "2018-08-28T23");
         assert_eq!(format_time(want), "2018-08-28 23:00:05.000");
         assert_eq!(hours_between(want, want + 1), vec!["2018-08-28T23"]);

@@ -80,7 +80,7 @@ impl FeatureSource {
     /// The source of a model's feature mapping; a name neither source has, or a mix of the
     /// two, is an error naming it.
     pub fn of(features: &[String]) -> Result<FeatureSource> {
-        let stats = fleetscore_aggregate::features::STATS;
+        let stats = fleetscore_table::windows::STATS;
         let explain = || {
             format!(
                 "a model is fed the raw `{READING_VALUE}` or statistics of windows ({})",

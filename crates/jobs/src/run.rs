@@ -6,12 +6,11 @@
 //! retried or re-run task replaces its output and never duplicates it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use fleetscore_table::parquet_direct::{self, Column, Runs, TextRunsBuilder, Values};
+use arrow_schema::SchemaRef;
+use fleetscore_table::predictions;
 use serde::{Deserialize, Serialize};
 
 use fleetscore_models::Model;
@@ -23,7 +22,7 @@ use crate::coordinator::{
 use crate::error::{Error, Result, RetryHint};
 use crate::readings::{self, hours_between};
 use crate::registry::{self, FeatureSource};
-use fleetscore_aggregate::features;
+use fleetscore_table::windows as features;
 
 /// How a run executes.
 #[derive(Debug, Clone)]
@@ -56,10 +55,7 @@ impl Default for RunOptions {
     }
 }
 
-/// Epoch milliseconds now.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+pub use fleetscore_core::now_ms;
 
 /// A run id derived from its window, so running the same window again replaces its outputs.
 pub fn run_id_for(from_ms: i64, to_ms: i64) -> String {
@@ -165,79 +161,7 @@ pub fn plan(
 
 /// The schema of prediction tables.
 pub fn predictions_schema() -> SchemaRef {
-    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
-    Arc::new(Schema::new(vec![
-        Field::new("device", DataType::Utf8, false),
-        Field::new("tag", DataType::Utf8, false),
-        Field::new("ts", ts.clone(), false),
-        Field::new("window_start", ts.clone(), false),
-        Field::new("window_end", ts, false),
-        Field::new("value", DataType::Float64, false),
-        Field::new("score", DataType::Float64, false),
-        Field::new("anomaly", DataType::Int8, false),
-        Field::new("model_version", DataType::Utf8, false),
-        Field::new("run_id", DataType::Utf8, false),
-    ]))
-}
-
-/// Predictions of one task, column by column: the text columns as runs of rows (one run per
-/// model), the rest row by row. Written with [`fleetscore_table::parquet_direct`], whose columns
-/// read back as [`predictions_schema`].
-#[derive(Default)]
-struct Columns {
-    device: TextRunsBuilder,
-    tag: TextRunsBuilder,
-    version: TextRunsBuilder,
-    ts: Vec<i64>,
-    value: Vec<f64>,
-    score: Vec<f64>,
-    anomaly: Vec<i8>,
-}
-
-impl Columns {
-    /// Room for `rows` rows (growing tall vectors by doubling copied each row several times).
-    fn with_capacity(rows: usize) -> Columns {
-        Columns {
-            ts: Vec::with_capacity(rows),
-            value: Vec::with_capacity(rows),
-            score: Vec::with_capacity(rows),
-            anomaly: Vec::with_capacity(rows),
-            ..Columns::default()
-        }
-    }
-
-    /// Adds the rows of a model.
-    fn add_model(&mut self, m: &ModelRef, rows: usize) {
-        self.device.push(&m.device, rows);
-        self.tag.push(&m.tag, rows);
-        self.version.push(&m.version, rows);
-    }
-
-    /// The Parquet file, columns in [`predictions_schema`] order.
-    fn parquet(self, spec: &RunSpec) -> Result<Vec<u8>> {
-        let n = self.ts.len();
-        let (device, tag, version) = (
-            self.device.finish(),
-            self.tag.finish(),
-            self.version.finish(),
-        );
-        let from = Runs::constant(spec.from_ms, n);
-        let to = Runs::constant(spec.to_ms, n);
-        let run_id = Runs::constant(spec.id.clone(), n);
-        let column = Column::new;
-        Ok(parquet_direct::write_table(&[
-            column("device", Values::TextRuns(&device)),
-            column("tag", Values::TextRuns(&tag)),
-            column("ts", Values::Timestamp(&self.ts)),
-            column("window_start", Values::TimestampRuns(&from)),
-            column("window_end", Values::TimestampRuns(&to)),
-            column("value", Values::Float64(&self.value)),
-            column("score", Values::Float64(&self.score)),
-            column("anomaly", Values::Int8(&self.anomaly)),
-            column("model_version", Values::TextRuns(&version)),
-            column("run_id", Values::TextRuns(&run_id)),
-        ])?)
-    }
+    fleetscore_table::predictions::schema()
 }
 
 /// Executes one task: reads its slice, scores its models, writes predictions and log.
@@ -330,7 +254,7 @@ pub fn execute_task(
             })
             .collect(),
     };
-    let mut cols = Columns::with_capacity(rows);
+    let mut cols = predictions::Builder::with_capacity(rows);
     let mut decision = Vec::new();
     let mut predicted = Vec::new();
     let mut x = Vec::new();
@@ -393,7 +317,7 @@ pub fn execute_task(
         result.models_scored += 1;
         result.rows += n as u64;
         result.anomalies += anomalies as u64;
-        cols.add_model(m, n);
+        cols.add_model(&m.device, &m.tag, &m.version, n);
         match data {
             Rows::Readings(series) => {
                 cols.ts.extend(series.iter().map(|r| r.0));
@@ -412,7 +336,7 @@ pub fn execute_task(
     }
     result.score_seconds = score_started.elapsed().as_secs_f64();
     let write_started = Instant::now();
-    let bytes = cols.parquet(spec)?;
+    let bytes = cols.finish(&spec.id, spec.from_ms, spec.to_ms)?;
     // The first complete write wins: an attempt that lost its claim (paused, partitioned) and
     // wakes up after a newer attempt wrote cannot replace that output. Attempts compute the
     // same predictions from the same plan, so whichever lands first is the task's.
@@ -734,11 +658,7 @@ impl RunRecord {
     }
 }
 
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
+use fleetscore_core::rfc3339;
 
 /// Plans a run and hands its tasks to the coordinator: the outputs of an earlier run of the
 /// same window are deleted, and the run's record is written with status `running` and the

@@ -561,12 +561,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(dir, e))
 }
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use fleetscore_core::now_ms;
 
 /// Group commit: take everything queued, write it, sync each touched partition once, then
 /// acknowledge. A failed write or sync fails the appends of that partition's group (their

@@ -32,6 +32,14 @@ pub enum Error {
         /// The Parquet library's message.
         message: String,
     },
+    /// A table the pipeline wrote whose columns are not what its schema says.
+    #[error("{path}: {message}")]
+    Schema {
+        /// The file (or store key).
+        path: String,
+        /// Which column is missing or of the wrong type.
+        message: String,
+    },
     /// A column named in a request is not in the table.
     #[error("no column `{column}` (the table has: {available})")]
     NoColumn {

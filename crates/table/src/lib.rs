@@ -1,5 +1,6 @@
 //! Tables in and out: CSV and Parquet files read and written as streams of Arrow record batches,
-//! and the numeric feature matrix a model scores, taken from named columns.
+//! the numeric feature matrix a model scores, taken from named columns, and the two tables the
+//! pipeline itself writes: [`windows`] (closed windows, under `features/`) and [`predictions`].
 //!
 //! CSV columns are read as text and written back as they were read, so a CSV round trip keeps
 //! every input value to the character. Parquet keeps its column types.
@@ -7,19 +8,23 @@
 
 mod csv_io;
 mod error;
-mod features;
+mod matrix;
 pub mod parquet_direct;
 mod parquet_io;
+pub mod predictions;
+mod text;
+pub mod windows;
 
 use std::path::Path;
 
 pub use arrow_array::RecordBatch;
 pub use arrow_schema::SchemaRef;
 pub use error::{Error, Result};
-pub use features::{append_columns, feature_matrix, filter_equals};
+pub use matrix::{append_columns, feature_matrix, filter_equals};
 pub use parquet_io::{
     from_parquet_bytes, from_parquet_bytes_as, to_parquet_bytes, with_dictionary_text,
 };
+pub use text::Text;
 
 /// A table file format, chosen by file extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,5 @@
-//! Features tables: closed windows as Parquet, written and read back.
+//! The windows table (what the aggregator writes under `features/` and runs score): closed
+//! windows as Parquet, written and read back.
 //!
 //! Columns: `device`, `tag` (text), `window_start`, `window_end` (UTC millisecond
 //! timestamps), `count` (int64), then the doubles `mean`, `min`, `max`, `std`, `first`, `last`.
@@ -7,16 +8,35 @@
 
 use std::collections::HashMap;
 
+use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int32Type, Int64Type, TimestampMillisecondType};
-use arrow_array::{Array, RecordBatch};
-use fleetscore_table::parquet_direct::{self, Column, TextRunsBuilder, Values};
+use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
 
-use crate::engine::Stats;
 use crate::error::{Error, Result};
+use crate::parquet_direct::{self, Column, TextRunsBuilder, Values};
+use crate::text::Text;
 
 /// The statistics a window has, by column name: what a model's feature mapping may name.
 pub const STATS: [&str; 7] = ["count", "mean", "min", "max", "std", "first", "last"];
+
+/// A closed window's statistics over the readings in it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stats {
+    /// Readings in the window (after filters and repeats).
+    pub count: i64,
+    /// Arithmetic mean.
+    pub mean: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Sample standard deviation (n − 1); NaN for one reading.
+    pub std: f64,
+    /// The value with the earliest event time.
+    pub first: f64,
+    /// The value with the latest event time.
+    pub last: f64,
+}
 
 /// One closed window, named.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -74,7 +94,7 @@ pub fn to_parquet(rows: &[Row<'_>]) -> Result<Vec<u8>> {
     for (name, values) in STATS[1..].iter().zip(&floats) {
         columns.push(Column::new(name, Values::Float64(values)));
     }
-    Ok(parquet_direct::write_table(&columns)?)
+    parquet_direct::write_table(&columns)
 }
 
 /// The windows of one series read back: starts, ends and one column per statistic (in
@@ -119,7 +139,7 @@ pub fn read(
 ) -> Result<HashMap<(String, String), Windows>> {
     let mut out: HashMap<(String, String), Windows> = HashMap::new();
     for (name, bytes) in files {
-        for batch in fleetscore_table::from_parquet_bytes(name, bytes.clone())? {
+        for batch in crate::from_parquet_bytes(name, bytes.clone())? {
             add_batch(name, &batch, from, to, wanted, &mut out)?;
         }
     }
@@ -148,13 +168,17 @@ fn add_batch(
     wanted: &dyn Fn(&str, &str) -> bool,
     out: &mut HashMap<(String, String), Windows>,
 ) -> Result<()> {
+    let bad = |message: String| Error::Schema {
+        path: name.to_owned(),
+        message,
+    };
     let column = |c: &str| {
         batch
             .column_by_name(c)
-            .ok_or_else(|| Error::Invalid(format!("{name}: a features table has no `{c}` column")))
+            .ok_or_else(|| bad(format!("a features table has no `{c}` column")))
     };
     let text = |c: &str| -> Result<Text<'_>> {
-        Text::of(column(c)?).ok_or_else(|| Error::Invalid(format!("{name}: `{c}` is not text")))
+        Text::of(column(c)?).ok_or_else(|| bad(format!("`{c}` is not text")))
     };
     let device = text("device")?;
     let tag = text("tag")?;
@@ -162,20 +186,20 @@ fn add_batch(
         column(c)?
             .as_primitive_opt::<TimestampMillisecondType>()
             .map(|a| a.values().to_vec())
-            .ok_or_else(|| Error::Invalid(format!("{name}: `{c}` is not a millisecond time")))
+            .ok_or_else(|| bad(format!("`{c}` is not a millisecond time")))
     };
     let start = times("window_start")?;
     let end = times("window_end")?;
     let count = column("count")?
         .as_primitive_opt::<Int64Type>()
-        .ok_or_else(|| Error::Invalid(format!("{name}: `count` is not an int64")))?
+        .ok_or_else(|| bad("`count` is not an int64".into()))?
         .clone();
     let mut floats = Vec::with_capacity(6);
     for c in &STATS[1..] {
         floats.push(
             column(c)?
                 .as_primitive_opt::<Float64Type>()
-                .ok_or_else(|| Error::Invalid(format!("{name}: `{c}` is not a double")))?
+                .ok_or_else(|| bad(format!("`{c}` is not a double")))?
                 .clone(),
         );
     }
@@ -186,9 +210,7 @@ fn add_batch(
             continue;
         }
         let (Some(dk), Some(tk)) = (device.key(i), tag.key(i)) else {
-            return Err(Error::Invalid(format!(
-                "{name}: row {i} has no device or tag"
-            )));
+            return Err(bad(format!("row {i} has no device or tag")));
         };
         let (d, t) = (device.value(dk), tag.value(tk));
         if last.as_ref().is_none_or(|((ld, lt), _)| ld != d || lt != t) {
@@ -209,49 +231,6 @@ fn add_batch(
         }
     }
     Ok(())
-}
-
-/// A text column, plain or dictionary-encoded (as Parquet text is read either way): a row's
-/// `key` is its dictionary key (or its row), and `value` the text of a key — no string is
-/// built per row.
-pub(crate) enum Text<'a> {
-    Plain(&'a arrow_array::StringArray),
-    Dict(
-        &'a arrow_array::PrimitiveArray<Int32Type>,
-        &'a arrow_array::StringArray,
-        &'a arrow_array::ArrayRef,
-    ),
-}
-
-impl<'a> Text<'a> {
-    /// The column as text, if it is.
-    pub(crate) fn of(a: &'a arrow_array::ArrayRef) -> Option<Text<'a>> {
-        if let Some(s) = a.as_string_opt::<i32>() {
-            return Some(Text::Plain(s));
-        }
-        let d = a.as_dictionary_opt::<Int32Type>()?;
-        Some(Text::Dict(
-            d.keys(),
-            d.values().as_string_opt::<i32>()?,
-            d.values(),
-        ))
-    }
-
-    /// A row's key (`None` for a null).
-    pub(crate) fn key(&self, i: usize) -> Option<u32> {
-        match self {
-            Text::Plain(s) => s.is_valid(i).then_some(i as u32),
-            Text::Dict(k, _, _) => k.is_valid(i).then(|| k.value(i) as u32),
-        }
-    }
-
-    /// The text of a key.
-    pub(crate) fn value(&self, key: u32) -> &'a str {
-        match self {
-            Text::Plain(s) => s.value(key as usize),
-            Text::Dict(_, v, _) => v.value(key as usize),
-        }
-    }
 }
 
 /// Merges features files into one table (each window once, sorted): what compaction writes.

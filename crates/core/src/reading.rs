@@ -1,6 +1,8 @@
-//! A reading, its checks, and its encoding as a log record.
+//! A reading, the checks every reading passes, and its encoding as a log record.
 
 use std::fmt;
+
+use crate::time::parse_time;
 
 /// One sensor reading.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,7 +48,9 @@ impl Default for Limits {
     }
 }
 
-fn check_id(what: &str, id: &str) -> Result<(), Invalid> {
+/// Checks a device or tag id (`what` names which): not empty, at most [`MAX_ID_BYTES`], no
+/// control characters.
+pub fn check_id(what: &str, id: &str) -> Result<(), Invalid> {
     if id.is_empty() {
         return Err(Invalid(format!("`{what}` is empty")));
     }
@@ -205,27 +209,9 @@ pub fn series_key(device: &str, tag: &str) -> Vec<u8> {
     out
 }
 
-/// Parses a time: RFC 3339 text (`2026-01-01T00:00:05Z`, any offset), the same without an
-/// offset (`2026-01-01 00:00:05`, taken as UTC), or milliseconds since the epoch as an integer
-/// in text.
+/// Parses a reading's time in the grammar of [`crate::time`]; the error names the `ts` field.
 pub fn parse_ts(text: &str) -> Result<i64, Invalid> {
-    let t = text.trim();
-    if let Ok(ms) = t.parse::<i64>() {
-        return Ok(ms);
-    }
-    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
-        return Ok(d.timestamp_millis());
-    }
-    // Without an offset (as in the reference data), the time is UTC.
-    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
-        .iter()
-        .find_map(|f| chrono::NaiveDateTime::parse_from_str(t, f).ok())
-        .map(|d| d.and_utc().timestamp_millis())
-        .ok_or_else(|| {
-            Invalid(format!(
-                "`ts` {t:?} is neither RFC 3339 (2026-01-01T00:00:05Z) nor epoch milliseconds"
-            ))
-        })
+    parse_time(text).map_err(|e| Invalid(format!("`ts` {e}")))
 }
 
 #[cfg(test)]
@@ -299,5 +285,6 @@ mod tests {
             1_767_225_605_000
         );
         assert!(parse_ts("yesterday").unwrap_err().0.contains("RFC 3339"));
+        assert!(parse_ts("yesterday").unwrap_err().0.starts_with("`ts` "));
     }
 }

@@ -1,0 +1,15 @@
+//! The vocabulary every fleetscore layer shares, kept at the bottom of the dependency graph so
+//! that ingest, aggregation and batch scoring agree without depending on each other:
+//!
+//! - [`reading`]: a reading, the checks every reading passes, and its log record codec;
+//! - [`time`]: the one grammar of times users write (files, requests, flags) and its formats;
+//! - [`clock`]: the wall clock, behind a trait so that time-based logic can be tested.
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod reading;
+pub mod time;
+
+pub use clock::{Clock, ManualClock, SystemClock, now_ms};
+pub use reading::{Invalid, Limits, MAX_ID_BYTES, MIN_TS_MS, Reading, check_id, parse_ts};
+pub use time::{format_time, parse_time, rfc3339};
