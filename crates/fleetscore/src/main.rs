@@ -93,8 +93,24 @@ enum DataCommand {
     Import(fleet_cmd::DataImportArgs),
 }
 
+/// Libraries log through `tracing`; the binary writes their events to standard error, one line
+/// each, at the level `FLEETSCORE_LOG` names (`error`, `warn`, `info` (default), `debug`,
+/// `trace`). Standard output stays for what a command prints as its result.
+fn init_logging() {
+    let level = std::env::var("FLEETSCORE_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let result = match cli.command {
         Command::Models {
             command: ModelsCommand::File(command),
