@@ -14,7 +14,8 @@ Checks that:
 - every envFrom/secretKeyRef Secret and the TriggerAuthentication's secret keys exist;
 - the ScaledObject's scaleTargetRef names a Deployment defined there, its authenticationRef
   a TriggerAuthentication defined there, and its query uses only tables the PostgreSQL
-  coordinator creates;
+  coordinator creates and is the coordinator's own QUEUE_DEPTH_SQL (what `fleetscore
+  autoscale` counts);
 - the Dockerfile's final stage has ENTRYPOINT fleetscore and a non-root USER.
 
 Needs PyYAML. Exits 0 with a one-line summary, 1 with the problems listed.
@@ -181,6 +182,11 @@ def main():
 
     # KEDA.
     table_names = set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", POSTGRES_RS.read_text()))
+    # The coordinator's own queue-depth statement, so KEDA counts what `fleetscore autoscale` counts.
+    depth = re.search(r'pub const QUEUE_DEPTH_SQL: &str = "(.*?)";', POSTGRES_RS.read_text(), re.S)
+    depth_sql = " ".join(depth.group(1).replace("\\\n", " ").split()) if depth else None
+    if depth_sql is None:
+        problems.append(f"{POSTGRES_RS.relative_to(ROOT)}: no QUEUE_DEPTH_SQL constant")
     scaled = named("ScaledObject")
     if not scaled:
         problems.append("no ScaledObject")
@@ -197,6 +203,10 @@ def main():
             if auth and auth not in trigger_auths:
                 problems.append(f"{rel}: trigger uses TriggerAuthentication {auth}, not defined here")
             query = (t.get("metadata") or {}).get("query", "")
+            if t.get("type") == "postgresql" and depth_sql and " ".join(query.split()) != depth_sql:
+                problems.append(
+                    f"{rel}: the trigger's query is not the coordinator's QUEUE_DEPTH_SQL ({depth_sql})"
+                )
             for table in sorted(set(re.findall(r"\bfleetscore_\w+", query)) - table_names):
                 problems.append(
                     f"{rel}: query uses table {table}; the coordinator creates {sorted(table_names)}"

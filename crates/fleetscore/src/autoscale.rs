@@ -81,12 +81,7 @@ pub fn run(store: &StoreArgs, a: AutoscaleArgs) -> Result<ExitCode> {
             }
             _ => true,
         });
-        let queue: u32 = coordinator
-            .runs()?
-            .iter()
-            .filter(|r| r.status == "running")
-            .map(|r| r.tasks.pending + r.tasks.running)
-            .sum();
+        let queue = coordinator.queue_depth()?;
         let want = desired(queue, a.tasks_per_worker, a.min, a.max) as usize;
         if workers.len() < want {
             eprintln!(

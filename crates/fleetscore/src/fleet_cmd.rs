@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use fleetscore_jobs::TaskStatus;
 use fleetscore_jobs::coordinator::Coordinator;
 use fleetscore_jobs::coordinator::postgres::PostgresCoordinator;
 use fleetscore_jobs::coordinator::sqlite::SqliteCoordinator;
 use fleetscore_jobs::readings::{self, Columns};
 use fleetscore_jobs::registry::{self, Imported};
-use fleetscore_jobs::run::{self, RunOptions};
+use fleetscore_jobs::run::{self, RunOptions, RunRequest};
 use fleetscore_jobs::{coordinator::TaskState, export};
 use fleetscore_store::Store;
 
@@ -412,6 +413,17 @@ pub fn data_import(args: &StoreArgs, a: DataImportArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Fault injection for the tests of real processes (`FLEETSCORE_FAULT_TASK_DELAY_MS`: every
+/// task waits that long after its claim; `FLEETSCORE_FAULT_FAIL_SHARD=N`: every attempt at
+/// shard N fails with a retryable store error). Unset in production.
+fn faults_from_env() -> run::Faults {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    run::Faults {
+        task_delay: var("FLEETSCORE_FAULT_TASK_DELAY_MS").map(Duration::from_millis),
+        fail_shard: var("FLEETSCORE_FAULT_FAIL_SHARD").and_then(|n| u32::try_from(n).ok()),
+    }
+}
+
 /// A one-line progress display on a terminal.
 fn progress_printer() -> impl FnMut(&[TaskState]) {
     let tty = std::io::stderr().is_terminal();
@@ -421,7 +433,7 @@ fn progress_printer() -> impl FnMut(&[TaskState]) {
         }
         let done = tasks
             .iter()
-            .filter(|t| t.status == "done" || t.status == "failed")
+            .filter(|t| matches!(t.status, TaskStatus::Done | TaskStatus::Failed))
             .count();
         let rows: u64 = tasks
             .iter()
@@ -455,14 +467,18 @@ pub fn run(args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
         max_models_per_task: a.max_models_per_task.max(1),
         max_attempts: a.max_attempts.max(1),
         lease: Duration::from_secs(a.lease.max(1)),
+        faults: faults_from_env(),
         ..RunOptions::default()
     };
     if let Some(w) = a.workers {
         options.workers = w;
     }
+    let request = RunRequest {
+        run_id: a.run_id,
+        ..RunRequest::window(from, to).with_options(options)
+    };
     if a.detach {
-        let (spec, record) =
-            run::start(&store, coordinator.as_ref(), from, to, a.run_id, &options)?;
+        let (spec, record) = run::start(&store, coordinator.as_ref(), &request)?;
         println!(
             "run {}: planned {} models in {} tasks; workers sharing this coordinator and store execute it (`fleetscore runs show {}`)",
             spec.id, record.models, record.tasks, spec.id
@@ -472,10 +488,7 @@ pub fn run(args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
     let record = run::run(
         &store,
         coordinator.as_ref(),
-        from,
-        to,
-        a.run_id,
-        &options,
+        &request,
         &mut progress_printer(),
     )?;
     println!(
@@ -557,6 +570,7 @@ pub fn worker(args: &StoreArgs, a: WorkerArgs) -> Result<ExitCode> {
     let mut options = RunOptions {
         lease: Duration::from_secs(a.lease.max(1)),
         max_attempts: a.max_attempts.max(1),
+        faults: faults_from_env(),
         ..RunOptions::default()
     };
     if let Some(name) = a.name {
@@ -690,8 +704,10 @@ pub fn runs(args: &StoreArgs, command: RunsCommand) -> Result<ExitCode> {
                     _ => "-".into(),
                 };
                 // How long ago a task being executed last showed life.
-                let heartbeat = match (t.status.as_str(), t.heartbeat_ms) {
-                    ("running", Some(h)) => format!("{:.1}s ago", (now - h) as f64 / 1000.0),
+                let heartbeat = match (t.status, t.heartbeat_ms) {
+                    (TaskStatus::Running, Some(h)) => {
+                        format!("{:.1}s ago", (now - h) as f64 / 1000.0)
+                    }
                     _ => "-".into(),
                 };
                 writeln!(

@@ -72,7 +72,7 @@ fn main() {
     let mut all: Vec<f64> = latencies.into_iter().flatten().collect();
     all.sort_by(f64::total_cmp);
     let pct = |p: f64| all[((all.len() as f64 - 1.0) * p).round() as usize] * 1e6;
-    c.finish_run(&run.id, "succeeded", now_ms())
+    c.finish_run(&run.id, fleetscore_jobs::RunStatus::Succeeded, now_ms())
         .expect("finish");
     println!(
         "{{\"tasks\":{},\"threads\":{threads},\"wall_seconds\":{wall},\"tasks_per_second\":{},\"p50_us\":{},\"p99_us\":{}}}",

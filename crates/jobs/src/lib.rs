@@ -8,5 +8,7 @@ pub mod export;
 pub mod readings;
 pub mod registry;
 pub mod run;
+pub mod status;
 
 pub use error::{Error, Result, RetryHint};
+pub use status::{RunStatus, TaskStatus};

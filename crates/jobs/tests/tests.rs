@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use arrow_array::{Array, Float64Array, Int8Array, StringArray, TimestampMillisecondArray};
+use fleetscore_jobs::RunStatus;
 use fleetscore_jobs::coordinator::Coordinator;
 use fleetscore_jobs::coordinator::postgres::PostgresCoordinator;
 use fleetscore_jobs::coordinator::sqlite::SqliteCoordinator;
 use fleetscore_jobs::readings::{self, Columns};
 use fleetscore_jobs::registry::{self, Imported};
-use fleetscore_jobs::run::{self, RunOptions};
+use fleetscore_jobs::run::{self, RunOptions, RunRequest};
 use fleetscore_store::{Store, layout};
 
 fn reference(path: &str) -> PathBuf {
@@ -113,10 +114,7 @@ fn run_window(f: &Fleet, workers: usize) -> run::RunRecord {
     run::run(
         &f.store,
         f.coordinator.as_ref(),
-        FROM,
-        TO,
-        None,
-        &options(workers),
+        &RunRequest::window(FROM, TO).with_options(options(workers)),
         &mut |_| {},
     )
     .unwrap()
@@ -177,13 +175,13 @@ fn the_reference_fleet_run_on_the_postgresql_coordinator() {
     check_reference_run(&f);
     let runs = f.coordinator.runs().unwrap();
     assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0].status, "succeeded");
+    assert_eq!(runs[0].status, RunStatus::Succeeded);
 }
 
 fn check_reference_run(f: &Fleet) {
     import_reference(f);
     let record = run_window(f, 2);
-    assert_eq!(record.status, "succeeded");
+    assert_eq!(record.status, RunStatus::Succeeded);
     assert_eq!(
         (record.models, record.models_scored, record.models_failed),
         (15, 15, 0)
@@ -265,10 +263,7 @@ fn rerunning_a_window_replaces_its_predictions() {
     let second = run::run(
         &f.store,
         f.coordinator.as_ref(),
-        FROM,
-        TO,
-        None,
-        &opts,
+        &RunRequest::window(FROM, TO).with_options(opts),
         &mut |_| {},
     )
     .unwrap();
@@ -394,7 +389,7 @@ fn a_broken_model_fails_alone_and_the_run_goes_on() {
     let columns = ["mean".to_string(), "min".to_string(), "max".to_string()];
     registry::import(&f.store, "3", "1", &three, "test", Some(&columns)).unwrap();
     let record = run_window(&f, 2);
-    assert_eq!(record.status, "completed_with_failures");
+    assert_eq!(record.status, RunStatus::CompletedWithFailures);
     assert_eq!((record.models_scored, record.models_failed), (13, 1));
     let reasons: HashMap<String, String> = record
         .failures
@@ -417,10 +412,7 @@ fn a_window_without_readings_scores_nothing() {
     let record = run::run(
         &f.store,
         f.coordinator.as_ref(),
-        TO,
-        TO + 3_600_000,
-        None,
-        &options(2),
+        &RunRequest::window(TO, TO + 3_600_000).with_options(options(2)),
         &mut |_| {},
     )
     .unwrap();
@@ -432,14 +424,11 @@ fn a_window_without_readings_scores_nothing() {
         ),
         (0, 15, 0)
     );
-    assert_eq!(record.status, "succeeded");
+    assert_eq!(record.status, RunStatus::Succeeded);
     let err = run::run(
         &f.store,
         f.coordinator.as_ref(),
-        TO,
-        TO,
-        None,
-        &options(2),
+        &RunRequest::window(TO, TO).with_options(options(2)),
         &mut |_| {},
     )
     .unwrap_err();
@@ -547,7 +536,7 @@ fn a_poison_task_fails_alone_with_its_error() {
         .put(&victim.key, b"PAR1 this is not parquet".to_vec())
         .unwrap();
     let record = run_window(&f, 2);
-    assert_eq!(record.status, "completed_with_failures");
+    assert_eq!(record.status, RunStatus::CompletedWithFailures);
     assert_eq!(record.tasks_failed, 1, "{record:?}");
     let failure = &record.task_failures[0];
     assert_eq!(failure.attempts, 1, "a corrupt file is not retried");
@@ -565,10 +554,7 @@ fn a_stale_attempt_cannot_replace_a_newer_attempts_predictions() {
     let (spec, _) = run::start(
         &f.store,
         f.coordinator.as_ref(),
-        FROM,
-        TO,
-        None,
-        &options(1),
+        &RunRequest::window(FROM, TO).with_options(options(1)),
     )
     .unwrap();
     let task = f

@@ -9,6 +9,7 @@ pub mod sqlite;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RetryHint};
+use crate::status::{RunStatus, TaskStatus};
 
 /// A run as planned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,8 +99,8 @@ pub struct TaskResult {
 pub struct TaskState {
     /// Shard number.
     pub shard: u32,
-    /// `pending`, `running`, `done` or `failed`.
-    pub status: String,
+    /// Its state.
+    pub status: TaskStatus,
     /// Attempts so far.
     pub attempts: u32,
     /// Worker of the latest attempt.
@@ -124,8 +125,8 @@ pub struct TaskState {
 pub struct RunState {
     /// The run.
     pub spec: RunSpec,
-    /// `running`, `succeeded`, `completed_with_failures`.
-    pub status: String,
+    /// Its state.
+    pub status: RunStatus,
     /// When it was created, epoch ms.
     pub created_ms: i64,
     /// When it finished, epoch ms.
@@ -154,15 +155,20 @@ pub struct TaskCounts {
 
 impl TaskCounts {
     /// Counts `n` tasks in `status`.
-    pub(crate) fn add(&mut self, status: &str, n: u32) {
+    pub(crate) fn add(&mut self, status: TaskStatus, n: u32) {
         self.total += n;
         match status {
-            "pending" => self.pending += n,
-            "running" => self.running += n,
-            "done" => self.done += n,
-            "cancelled" => self.cancelled += n,
-            _ => self.failed += n,
+            TaskStatus::Pending => self.pending += n,
+            TaskStatus::Running => self.running += n,
+            TaskStatus::Done => self.done += n,
+            TaskStatus::Cancelled => self.cancelled += n,
+            TaskStatus::Failed => self.failed += n,
         }
+    }
+
+    /// Tasks that still need a worker: pending, or running under a lease.
+    pub fn queued(&self) -> u32 {
+        self.pending + self.running
     }
 }
 
@@ -172,11 +178,11 @@ pub(crate) fn status_after_failure(
     claim: &Claim,
     hint: RetryHint,
     max_attempts: u32,
-) -> &'static str {
+) -> TaskStatus {
     if hint == RetryHint::Retry && claim.attempt < max_attempts {
-        "pending"
+        TaskStatus::Pending
     } else {
-        "failed"
+        TaskStatus::Failed
     }
 }
 
@@ -227,7 +233,7 @@ pub trait Coordinator: Send + Sync {
     /// Every task of a run.
     fn tasks(&self, run_id: &str) -> Result<Vec<TaskState>>;
     /// Marks a run finished with its status.
-    fn finish_run(&self, run_id: &str, status: &str, now_ms: i64) -> Result<()>;
+    fn finish_run(&self, run_id: &str, status: RunStatus, now_ms: i64) -> Result<()>;
     /// Every run, newest first.
     fn runs(&self) -> Result<Vec<RunState>>;
     /// Cancels a running run: its pending tasks are not claimed any more (they end
@@ -236,6 +242,10 @@ pub trait Coordinator: Send + Sync {
     /// Every worker that holds a task of any run or was last seen at or after `since_ms`, by
     /// name.
     fn workers(&self, since_ms: i64) -> Result<Vec<WorkerState>>;
+    /// The queue depth: tasks of running runs that are pending or running — what an
+    /// autoscaler sizes workers by. (The KEDA manifest runs the same count as SQL,
+    /// [`postgres::QUEUE_DEPTH_SQL`].)
+    fn queue_depth(&self) -> Result<u32>;
 }
 
 /// A record as the JSON the coordinators keep in a text column.
@@ -253,7 +263,7 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Resu
 
 /// Folds (worker, run, shard, status, last seen) rows into [`WorkerState`]s, by name.
 pub(crate) fn fold_workers(
-    rows: impl IntoIterator<Item = (String, String, u32, String, i64)>,
+    rows: impl IntoIterator<Item = (String, String, u32, TaskStatus, i64)>,
 ) -> Vec<WorkerState> {
     let mut by_name: std::collections::BTreeMap<String, WorkerState> = Default::default();
     for (worker, run_id, shard, status, seen) in rows {
@@ -267,11 +277,12 @@ pub(crate) fn fold_workers(
                 last_seen_ms: seen,
             });
         w.last_seen_ms = w.last_seen_ms.max(seen);
-        match status.as_str() {
-            "running" => w.running.push((run_id, shard)),
-            "done" => w.done += 1,
-            "failed" | "pending" => w.failed += 1,
-            _ => {}
+        match status {
+            TaskStatus::Running => w.running.push((run_id, shard)),
+            TaskStatus::Done => w.done += 1,
+            // A pending latest attempt is one that failed and waits for its retry.
+            TaskStatus::Failed | TaskStatus::Pending => w.failed += 1,
+            TaskStatus::Cancelled => {}
         }
     }
     by_name.into_values().collect()
@@ -337,12 +348,12 @@ pub(crate) mod contract {
             .collect();
         assert_eq!(names, [("w2", 1, 10), ("w3", 1, 2_000)]);
         assert!(c.workers(1_000).unwrap().iter().all(|w| w.worker == "w3"));
-        c.finish_run("r1", "succeeded", 3_000).unwrap();
+        c.finish_run("r1", RunStatus::Succeeded, 3_000).unwrap();
         let runs = c.runs().unwrap();
         assert_eq!(runs.len(), 1);
         assert_eq!(
-            (runs[0].status.as_str(), runs[0].finished_ms),
-            ("succeeded", Some(3_000))
+            (runs[0].status, runs[0].finished_ms),
+            (RunStatus::Succeeded, Some(3_000))
         );
     }
 
@@ -350,7 +361,9 @@ pub(crate) mod contract {
     /// running ones can still complete.
     pub(crate) fn heartbeats_show_and_cancel_stops_claims(c: &dyn Coordinator) {
         plan(c, 3);
+        assert_eq!(c.queue_depth().unwrap(), 3, "three pending tasks");
         let a = c.claim(Some("r1"), "w1", 1_000, 10).unwrap().unwrap();
+        assert_eq!(c.queue_depth().unwrap(), 3, "two pending and one running");
         assert!(c.heartbeat(&a, 1_000, 500).unwrap());
         let held = c.tasks("r1").unwrap()[0].clone();
         assert_eq!(
@@ -366,20 +379,32 @@ pub(crate) mod contract {
         assert!(!c.cancel_run("r1", 601).unwrap(), "already cancelled");
         assert!(c.claim(Some("r1"), "w2", 1_000, 700).unwrap().is_none());
         assert!(c.claim(None, "w2", 1_000, 700).unwrap().is_none());
+        assert_eq!(
+            c.queue_depth().unwrap(),
+            0,
+            "a cancelled run queues nothing"
+        );
         assert!(c.complete(&a, &TaskResult::default(), 800).unwrap());
         let state = c.run("r1").unwrap().unwrap();
-        assert_eq!(state.status, "cancelled");
+        assert_eq!(state.status, RunStatus::Cancelled);
         assert_eq!(
             (state.tasks.done, state.tasks.cancelled, state.tasks.failed),
             (1, 2, 0)
         );
-        let statuses: Vec<String> = c
+        let statuses: Vec<TaskStatus> = c
             .tasks("r1")
             .unwrap()
             .into_iter()
             .map(|t| t.status)
             .collect();
-        assert_eq!(statuses, ["done", "cancelled", "cancelled"]);
+        assert_eq!(
+            statuses,
+            [
+                TaskStatus::Done,
+                TaskStatus::Cancelled,
+                TaskStatus::Cancelled
+            ]
+        );
     }
 
     /// Workers that serve every run take the oldest running run's tasks first, and never a
@@ -398,7 +423,7 @@ pub(crate) mod contract {
         c.create_run(&run("old"), &[task(0)], 1).unwrap();
         c.create_run(&run("new"), &[task(0), task(1)], 2).unwrap();
         c.create_run(&run("done"), &[task(0)], 0).unwrap();
-        c.finish_run("done", "cancelled", 3).unwrap();
+        c.finish_run("done", RunStatus::Cancelled, 3).unwrap();
         let order: Vec<(String, u32)> = std::iter::from_fn(|| {
             c.claim(None, "w", 1_000, 10)
                 .unwrap()
@@ -421,7 +446,7 @@ pub(crate) mod contract {
         }
         assert!(c.claim(Some("r1"), "w", 1_000, 5).unwrap().is_none());
         let t = &c.tasks("r1").unwrap()[0];
-        assert_eq!((t.status.as_str(), t.attempts), ("failed", 3));
+        assert_eq!((t.status, t.attempts), (TaskStatus::Failed, 3));
         assert_eq!(t.error.as_deref(), Some("store unreachable"));
 
         // Planning the run again starts over.
@@ -430,7 +455,7 @@ pub(crate) mod contract {
         assert_eq!(claim.attempt, 1);
         c.fail(&claim, "corrupt", RetryHint::DoNotRetry, 3, 1)
             .unwrap();
-        assert_eq!(c.tasks("r1").unwrap()[0].status, "failed");
+        assert_eq!(c.tasks("r1").unwrap()[0].status, TaskStatus::Failed);
     }
 
     /// Workers on their own connections claim concurrently: every task is claimed exactly

@@ -19,6 +19,7 @@ use super::{
     WorkerState, fold_workers, json, parse, status_after_failure,
 };
 use crate::error::{Error, Result, RetryHint};
+use crate::status::{RunStatus, TaskStatus};
 
 /// How long an operation keeps reconnecting before it reports the database as unreachable.
 pub const RECONNECT_FOR: Duration = Duration::from_secs(60);
@@ -59,6 +60,14 @@ CREATE INDEX IF NOT EXISTS fleetscore_tasks_claimable
 CREATE INDEX IF NOT EXISTS fleetscore_runs_status ON fleetscore_runs (status, created_ms);
 ALTER TABLE fleetscore_tasks ADD COLUMN IF NOT EXISTS heartbeat_ms BIGINT;
 ";
+
+/// The queue depth ([`Coordinator::queue_depth`]) as one SQL statement: the KEDA
+/// `ScaledObject` in `deploy/k8s/` runs this very query (`scripts/check-deploy.py` checks that
+/// they are the same), so Kubernetes scales workers by the count fleetscore's own autoscaler
+/// uses.
+pub const QUEUE_DEPTH_SQL: &str = "SELECT COUNT(*) FROM fleetscore_tasks t \
+JOIN fleetscore_runs r ON r.id = t.run_id \
+WHERE r.status = 'running' AND t.status IN ('pending', 'running')";
 
 /// Serialises schema creation between processes starting at once (`CREATE TABLE IF NOT
 /// EXISTS` alone races on the catalog).
@@ -281,7 +290,7 @@ impl Coordinator for PostgresCoordinator {
                     &claim.run_id,
                     &to_i32(claim.task.shard),
                     &to_i32(claim.attempt),
-                    &status,
+                    &status.as_str(),
                     &error,
                     &now_ms,
                 ],
@@ -310,7 +319,7 @@ impl Coordinator for PostgresCoordinator {
         let mut tasks = TaskCounts::default();
         for row in counts {
             let n = u32::try_from(row.get::<_, i64>(1)).unwrap_or(u32::MAX);
-            tasks.add(row.get::<_, &str>(0), n);
+            tasks.add(row.get::<_, &str>(0).parse()?, n);
         }
         Ok(Some(RunState {
             spec: RunSpec {
@@ -318,7 +327,7 @@ impl Coordinator for PostgresCoordinator {
                 from_ms: run.get(0),
                 to_ms: run.get(1),
             },
-            status: run.get(2),
+            status: run.get::<_, &str>(2).parse()?,
             created_ms: run.get(3),
             finished_ms: run.get(4),
             tasks,
@@ -339,7 +348,7 @@ impl Coordinator for PostgresCoordinator {
                 let spec: TaskSpec = parse("task spec", r.get::<_, &str>(4))?;
                 Ok(TaskState {
                     shard: to_u32(r.get(0)),
-                    status: r.get(1),
+                    status: r.get::<_, &str>(1).parse()?,
                     attempts: to_u32(r.get(2)),
                     worker: r.get(3),
                     models: spec.models.len(),
@@ -356,11 +365,11 @@ impl Coordinator for PostgresCoordinator {
             .collect()
     }
 
-    fn finish_run(&self, run_id: &str, status: &str, now_ms: i64) -> Result<()> {
+    fn finish_run(&self, run_id: &str, status: RunStatus, now_ms: i64) -> Result<()> {
         self.with(|client| {
             client.execute(
                 "UPDATE fleetscore_runs SET status = $2, finished_ms = $3 WHERE id = $1",
-                &[&run_id, &status, &now_ms],
+                &[&run_id, &status.as_str(), &now_ms],
             )
         })?;
         Ok(())
@@ -394,9 +403,19 @@ impl Coordinator for PostgresCoordinator {
                 &[&since_ms],
             )
         })?;
-        Ok(fold_workers(rows.iter().map(|r| {
-            (r.get(0), r.get(1), to_u32(r.get(2)), r.get(3), r.get(4))
-        })))
+        let rows = rows
+            .iter()
+            .map(|r| {
+                let status: TaskStatus = r.get::<_, &str>(3).parse()?;
+                Ok((r.get(0), r.get(1), to_u32(r.get(2)), status, r.get(4)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(fold_workers(rows))
+    }
+
+    fn queue_depth(&self) -> Result<u32> {
+        let n: i64 = self.with(|client| Ok(client.query_one(QUEUE_DEPTH_SQL, &[])?.get(0)))?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
     fn runs(&self) -> Result<Vec<RunState>> {

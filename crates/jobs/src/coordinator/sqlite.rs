@@ -13,6 +13,7 @@ use super::{
     WorkerState, fold_workers, json, parse, status_after_failure,
 };
 use crate::error::{Error, Result, RetryHint};
+use crate::status::RunStatus;
 
 /// A coordinator in a SQLite file.
 pub struct SqliteCoordinator {
@@ -186,7 +187,7 @@ impl Coordinator for SqliteCoordinator {
                     claim.run_id,
                     claim.task.shard,
                     claim.attempt,
-                    status,
+                    status.as_str(),
                     error,
                     now_ms
                 ],
@@ -237,7 +238,7 @@ impl Coordinator for SqliteCoordinator {
                 let spec: TaskSpec = parse("task spec", &spec)?;
                 out.push(TaskState {
                     shard,
-                    status,
+                    status: status.parse()?,
                     attempts,
                     worker,
                     models: spec.models.len(),
@@ -254,11 +255,11 @@ impl Coordinator for SqliteCoordinator {
         })
     }
 
-    fn finish_run(&self, run_id: &str, status: &str, now_ms: i64) -> Result<()> {
+    fn finish_run(&self, run_id: &str, status: RunStatus, now_ms: i64) -> Result<()> {
         self.with(|conn| {
             conn.execute(
                 "UPDATE runs SET status = ?2, finished_ms = ?3 WHERE id = ?1",
-                params![run_id, status, now_ms],
+                params![run_id, status.as_str(), now_ms],
             )?;
             Ok(())
         })
@@ -293,10 +294,31 @@ impl Coordinator for SqliteCoordinator {
             )?;
             let rows = stmt
                 .query_map(params![since_ms], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get(4)?,
+                    ))
                 })?
                 .collect::<std::result::Result<Vec<_>, _>>()?;
+            let rows = rows
+                .into_iter()
+                .map(|(w, run, shard, status, seen)| Ok((w, run, shard, status.parse()?, seen)))
+                .collect::<Result<Vec<_>>>()?;
             Ok(fold_workers(rows))
+        })
+    }
+
+    fn queue_depth(&self) -> Result<u32> {
+        self.with(|conn| {
+            Ok(conn.query_row(
+                "SELECT COUNT(*) FROM tasks t JOIN runs r ON r.id = t.run_id
+                 WHERE r.status = 'running' AND t.status IN ('pending', 'running')",
+                [],
+                |r| r.get(0),
+            )?)
         })
     }
 
@@ -343,7 +365,7 @@ fn run_state(conn: &Connection, run_id: &str) -> Result<Option<RunState>> {
         Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?))
     })? {
         let (s, n) = row?;
-        tasks.add(&s, n);
+        tasks.add(s.parse()?, n);
     }
     Ok(Some(RunState {
         spec: RunSpec {
@@ -351,7 +373,7 @@ fn run_state(conn: &Connection, run_id: &str) -> Result<Option<RunState>> {
             from_ms,
             to_ms,
         },
-        status,
+        status: status.parse()?,
         created_ms,
         finished_ms,
         tasks,

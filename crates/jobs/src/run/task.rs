@@ -1,0 +1,280 @@
+//! One shard task: read its buckets' readings (or closed windows) for the window once, load
+//! and score each of its models, and write one predictions file and one log.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
+
+use fleetscore_models::Model;
+use fleetscore_store::{Store, layout};
+use fleetscore_table::predictions;
+use fleetscore_table::windows as features;
+
+use crate::coordinator::{ModelFailure, ModelRef, RunSpec, TaskResult, TaskSpec};
+use crate::error::{Error, Result, RetryHint};
+use crate::readings::{self, hours_between};
+use crate::registry::{self, FeatureSource};
+
+/// Executes one task: reads its slice, scores its models, writes predictions and log.
+pub fn execute_task(
+    store: &Store,
+    spec: &RunSpec,
+    task: &TaskSpec,
+    worker: &str,
+    attempt: u32,
+) -> Result<TaskResult> {
+    let started = Instant::now();
+    let mut log = String::new();
+    let mut line = |s: String| {
+        log.push_str(&format!(
+            "{} {s}\n",
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ));
+    };
+    line(format!(
+        "run {} shard {} worker {worker}: {} models, buckets {:?}",
+        spec.id,
+        task.shard,
+        task.models.len(),
+        task.buckets
+    ));
+    let source = |m: &ModelRef| FeatureSource::of(&m.features);
+    let wanted = |kind: FeatureSource| -> BTreeSet<(&str, &str)> {
+        task.models
+            .iter()
+            .filter(|m| source(m).ok() == Some(kind))
+            .map(|m| (m.device.as_str(), m.tag.as_str()))
+            .collect()
+    };
+    let (raw, windowed) = (
+        wanted(FeatureSource::Readings),
+        wanted(FeatureSource::Windows),
+    );
+    let slice = if raw.is_empty() {
+        BTreeMap::new()
+    } else {
+        readings::read_slice(store, &task.buckets, spec.from_ms, spec.to_ms, &|d, t| {
+            raw.contains(&(d, t))
+        })?
+    };
+    let windows = if windowed.is_empty() {
+        HashMap::new()
+    } else {
+        read_windows(store, &task.buckets, spec.from_ms, spec.to_ms, &|d, t| {
+            windowed.contains(&(d, t))
+        })?
+    };
+    let mut result = TaskResult {
+        read_seconds: started.elapsed().as_secs_f64(),
+        ..TaskResult::default()
+    };
+    let rows = slice.values().map(Vec::len).sum::<usize>()
+        + windows.values().map(features::Windows::len).sum::<usize>();
+    line(format!(
+        "read {rows} rows of {} sensors ({} as windows) in {:.3}s",
+        slice.len() + windows.len(),
+        windows.len(),
+        result.read_seconds
+    ));
+    let score_started = Instant::now();
+    let rows_of = |m: &ModelRef| -> Option<Rows<'_>> {
+        let key = (m.device.clone(), m.tag.clone());
+        match source(m).ok()? {
+            FeatureSource::Readings => slice.get(&key).map(Rows::Readings),
+            FeatureSource::Windows => windows.get(&key).map(Rows::Windows),
+        }
+    };
+    // The files of the models that have data, fetched together.
+    let keys: Vec<String> = task
+        .models
+        .iter()
+        .filter(|m| source(m).is_err() || rows_of(m).is_some())
+        .map(|m| layout::model_file(&m.device, &m.tag, &m.version))
+        .collect();
+    let mut files: HashMap<String, Result<Vec<u8>>> = match store.get_many(&keys) {
+        Ok(all) => keys
+            .into_iter()
+            .zip(all.into_iter().map(|b| Ok(b.to_vec())))
+            .collect(),
+        // One missing file must not hide the others: fall back to one request each.
+        Err(_) => keys
+            .into_iter()
+            .map(|k| {
+                let r = store.get(&k).map(|b| b.to_vec()).map_err(Error::from);
+                (k, r)
+            })
+            .collect(),
+    };
+    let mut cols = predictions::Builder::with_capacity(rows);
+    let mut decision = Vec::new();
+    let mut predicted = Vec::new();
+    let mut x = Vec::new();
+    for m in &task.models {
+        let data = match source(m) {
+            Ok(_) => match rows_of(m) {
+                Some(rows) => Ok(rows),
+                None => {
+                    result.models_without_data += 1;
+                    continue;
+                }
+            },
+            Err(e) => Err(e),
+        };
+        let file = files
+            .remove(&layout::model_file(&m.device, &m.tag, &m.version))
+            .unwrap_or_else(|| registry::model_bytes(store, &m.device, &m.tag, &m.version));
+        let scored = data.and_then(|data| {
+            let model = Model::from_bytes(&file?)?;
+            if model.n_features() != m.features.len() {
+                return Err(Error::Invalid(format!(
+                    "the model expects {} features; its configuration feeds it {} ({})",
+                    model.n_features(),
+                    m.features.len(),
+                    m.features.join(",")
+                )));
+            }
+            data.matrix(&m.features, &mut x)?;
+            decision.resize(data.len(), 0.0);
+            predicted.resize(data.len(), 0i8);
+            model.score(&x, &mut decision, &mut predicted)?;
+            Ok(data)
+        });
+        let data = match scored {
+            Ok(data) => data,
+            Err(e) => {
+                // A store failure is the task's problem (retry); anything else is this model's.
+                if matches!(e, Error::Store(_)) && e.retry() == RetryHint::Retry {
+                    return Err(e);
+                }
+                line(format!(
+                    "model {}/{} {}: FAILED: {e}",
+                    m.device, m.tag, m.version
+                ));
+                result.failures.push(ModelFailure {
+                    device: m.device.clone(),
+                    tag: m.tag.clone(),
+                    version: m.version.clone(),
+                    reason: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let n = data.len();
+        let anomalies = predicted.iter().filter(|&&p| p == -1).count();
+        line(format!(
+            "model {}/{} {}: {n} rows, {anomalies} anomalies",
+            m.device, m.tag, m.version,
+        ));
+        result.models_scored += 1;
+        result.rows += n as u64;
+        result.anomalies += anomalies as u64;
+        cols.add_model(&m.device, &m.tag, &m.version, n);
+        match data {
+            Rows::Readings(series) => {
+                cols.ts.extend(series.iter().map(|r| r.0));
+                cols.value.extend(series.iter().map(|r| r.1));
+            }
+            Rows::Windows(w) => {
+                // A window's row: its start, and the model's first feature.
+                cols.ts.extend_from_slice(&w.start);
+                cols.value
+                    .extend_from_slice(w.column(&m.features[0]).unwrap_or_default());
+            }
+        }
+        cols.score.extend_from_slice(&decision);
+        cols.anomaly
+            .extend(predicted.iter().map(|&p| i8::from(p == -1)));
+    }
+    result.score_seconds = score_started.elapsed().as_secs_f64();
+    let write_started = Instant::now();
+    let bytes = cols.finish(&spec.id, spec.from_ms, spec.to_ms)?;
+    // The first complete write wins: an attempt that lost its claim (paused, partitioned) and
+    // wakes up after a newer attempt wrote cannot replace that output. Attempts compute the
+    // same predictions from the same plan, so whichever lands first is the task's.
+    if !store.put_if_absent(&layout::predictions(&spec.id, task.shard), bytes)? {
+        line("predictions were already written by an earlier attempt: kept".into());
+    }
+    result.write_seconds = write_started.elapsed().as_secs_f64();
+    line(format!(
+        "done: {} models scored, {} without data, {} failed; {} rows, {} anomalies; read {:.3}s, score {:.3}s, write {:.3}s",
+        result.models_scored,
+        result.models_without_data,
+        result.failures.len(),
+        result.rows,
+        result.anomalies,
+        result.read_seconds,
+        result.score_seconds,
+        result.write_seconds
+    ));
+    store.put(
+        &layout::task_log(&spec.id, task.shard, attempt),
+        log.into_bytes(),
+    )?;
+    Ok(result)
+}
+
+/// The rows a model scores: raw readings, or closed windows.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    Readings(&'a readings::Series),
+    Windows(&'a features::Windows),
+}
+
+impl Rows<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Rows::Readings(s) => s.len(),
+            Rows::Windows(w) => w.len(),
+        }
+    }
+
+    /// The row-major matrix of the named features into `x`.
+    fn matrix(&self, names: &[String], x: &mut Vec<f64>) -> Result<()> {
+        x.clear();
+        match self {
+            // Raw readings have one column (checked by `FeatureSource::of`).
+            Rows::Readings(s) => x.extend(s.iter().map(|r| r.1)),
+            Rows::Windows(w) => {
+                let columns = names
+                    .iter()
+                    .map(|n| {
+                        w.column(n)
+                            .ok_or_else(|| Error::Invalid(format!("windows have no `{n}` column")))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                x.reserve(w.len() * columns.len());
+                for i in 0..w.len() {
+                    x.extend(columns.iter().map(|c| c[i]));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the closed windows of `buckets` that start in `[from, to)`, for the series `wanted`
+/// accepts. Each file is read once.
+fn read_windows(
+    store: &Store,
+    buckets: &[u32],
+    from_ms: i64,
+    to_ms: i64,
+    wanted: &dyn Fn(&str, &str) -> bool,
+) -> Result<HashMap<(String, String), features::Windows>> {
+    let mut keys = Vec::new();
+    for hour in hours_between(from_ms, to_ms) {
+        for &bucket in buckets {
+            keys.extend(
+                store
+                    .list(&layout::features_dir(&hour, bucket))?
+                    .into_iter()
+                    .map(|e| e.key),
+            );
+        }
+    }
+    let files: Vec<(String, bytes::Bytes)> =
+        keys.iter().cloned().zip(store.get_many(&keys)?).collect();
+    features::read(&files, from_ms, to_ms, wanted).map_err(|e| Error::Corrupt {
+        what: "features".into(),
+        message: e.to_string(),
+    })
+}
