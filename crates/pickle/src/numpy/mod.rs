@@ -1,9 +1,19 @@
 //! numpy dtypes and arrays as they appear in pickles: parsed from their descriptors and raw bytes,
 //! checked against each other, and read back as plain Rust vectors.
+//!
+//! Everything that knows numpy's layout lives under this module, so the VM does not: it hands
+//! `reconstruct` the arguments and state of numpy's constructors, and `joblib` the stream that
+//! carries joblib's inline array data.
+
+mod joblib;
+mod reconstruct;
 
 use std::fmt;
 
 use crate::value::Value;
+
+pub(crate) use joblib::InlineData;
+pub(crate) use reconstruct::{Reconstruct, Scalar};
 
 /// Reads a number of type `$t` from exactly `size_of::<$t>()` bytes in the given byte order;
 /// `return None` from the caller when the slice has another length.
@@ -193,13 +203,13 @@ pub struct NdArray {
 }
 
 /// Number of elements of a shape, or `None` on overflow.
-pub(crate) fn element_count(shape: &[usize]) -> Option<usize> {
+fn element_count(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }
 
 impl NdArray {
     /// Builds an array from raw bytes, checking the size and converting Fortran order to C order.
-    pub(crate) fn from_raw(
+    fn from_raw(
         dtype: DType,
         shape: Vec<usize>,
         fortran: bool,
@@ -231,7 +241,7 @@ impl NdArray {
     }
 
     /// Builds an object array.
-    pub(crate) fn from_objects(
+    fn from_objects(
         dtype: DType,
         shape: Vec<usize>,
         fortran: bool,
