@@ -48,6 +48,10 @@ pub struct Options {
     pub epoch_interval: Duration,
     /// Read to the end of the log, close every window, and stop.
     pub drain: bool,
+    /// Fault injection for the tests of real processes (the binary fills it from
+    /// `FLEETSCORE_FAULT_AGGREGATE_ABORT_AFTER`): abort the process right after writing this
+    /// many features files, in the middle of an epoch. `None` in production.
+    pub abort_after_files: Option<u64>,
 }
 
 impl Default for Options {
@@ -58,6 +62,7 @@ impl Default for Options {
             poll: Duration::from_millis(500),
             epoch_interval: Duration::from_secs(1),
             drain: false,
+            abort_after_files: None,
         }
     }
 }
@@ -134,6 +139,8 @@ pub struct Aggregator<'a> {
     activity: Vec<(u64, Instant)>,
     /// Hours (start, epoch ms) with features files not yet compacted.
     hours: BTreeSet<i64>,
+    /// Features files written so far, for [`Options::abort_after_files`].
+    files_written: u64,
 }
 
 impl<'a> Aggregator<'a> {
@@ -201,6 +208,7 @@ impl<'a> Aggregator<'a> {
             epoch,
             offsets,
             hours,
+            files_written: 0,
         };
         let replayed = match agg.pending_intent()? {
             Some(intent) => {
@@ -426,7 +434,14 @@ impl<'a> Aggregator<'a> {
             let key = format!("{}/{}", layout::features_dir(&hour, bucket), name(p));
             self.store.put(&key, features::to_parquet(&rows)?)?;
             files += 1;
-            fault_abort_after_file();
+            self.files_written += 1;
+            if self.options.abort_after_files == Some(self.files_written) {
+                tracing::error!(
+                    "aborting after {} features files (injected fault)",
+                    self.files_written
+                );
+                std::process::abort();
+            }
         }
         let mut by_part: BTreeMap<u32, Vec<&Late>> = BTreeMap::new();
         for l in late {
@@ -568,26 +583,42 @@ pub fn status(store: &Store, name: &str) -> Result<Option<serde_json::Value>> {
     })))
 }
 
-/// Fault injection for tests of real processes: `FLEETSCORE_FAULT_AGGREGATE_ABORT_AFTER=N`
-/// aborts the process right after its N-th features file, in the middle of an epoch.
-fn fault_abort_after_file() {
-    static LEFT: std::sync::OnceLock<Option<std::sync::atomic::AtomicU64>> =
-        std::sync::OnceLock::new();
-    let left = LEFT.get_or_init(|| {
-        std::env::var("FLEETSCORE_FAULT_AGGREGATE_ABORT_AFTER")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map(std::sync::atomic::AtomicU64::new)
-    });
-    if let Some(left) = left
-        && left.fetch_sub(1, Ordering::SeqCst) == 1
-    {
-        eprintln!("aborting (FLEETSCORE_FAULT_AGGREGATE_ABORT_AFTER)");
-        std::process::abort();
-    }
+use fleetscore_core::now_ms;
+
+/// The claim of one aggregator name on one log: two aggregators of a name would write the same
+/// checkpoint. Held while this value lives (an `flock` on `aggregate-{name}.lock` in the log's
+/// folder, which the kernel releases if the process dies).
+#[derive(Debug)]
+pub struct NameLock {
+    /// The locked file; closing it releases the lock.
+    _file: std::fs::File,
 }
 
-use fleetscore_core::now_ms;
+impl NameLock {
+    /// Takes the lock of aggregator `name` on the log in `log_dir`; an error if another
+    /// process holds it.
+    pub fn take(log_dir: &std::path::Path, name: &str) -> Result<NameLock> {
+        let path = log_dir.join(format!("aggregate-{}.lock", layout::segment(name)));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::Invalid(format!("cannot create {}: {e}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => Ok(NameLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Invalid(format!(
+                "aggregator `{name}` is already running on {} ({} is locked)",
+                log_dir.display(),
+                path.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::Invalid(format!(
+                "cannot lock {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+}
 
 /// Late readings as Parquet: device, tag, ts, value, offset, and the watermark they missed.
 fn late_parquet(engine: &Engine, rows: &[&Late]) -> Result<Vec<u8>> {

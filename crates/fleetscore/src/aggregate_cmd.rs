@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use fleetscore_aggregate::stream::{self, Options, Report};
 use fleetscore_aggregate::{Config, Filters, Range, file};
@@ -144,35 +144,16 @@ fn run(store_args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
     let config = a.windows.config()?;
     let store = store_args.open()?;
     let log = open_existing(&a.log.log_dir)?;
-    // One aggregator per name and log: two would write the same checkpoint.
-    let lock_path = a
-        .log
-        .log_dir
-        .join(format!("aggregate-{}.lock", layout::segment(&a.name)));
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("cannot create {}", lock_path.display()))?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => bail!(
-            "aggregator `{}` is already running on {} ({} is locked)",
-            a.name,
-            a.log.log_dir.display(),
-            lock_path.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(e).with_context(|| format!("cannot lock {}", lock_path.display()));
-        }
-    }
+    let _lock = stream::NameLock::take(&a.log.log_dir, &a.name)?;
     let options = Options {
         name: a.name.clone(),
         epoch_records: a.epoch_readings.max(1),
         poll: Duration::from_millis(a.poll_ms),
         epoch_interval: Duration::from_millis(a.epoch_interval_ms),
         drain: a.drain,
+        abort_after_files: std::env::var("FLEETSCORE_FAULT_AGGREGATE_ABORT_AFTER")
+            .ok()
+            .and_then(|v| v.parse().ok()),
     };
     eprintln!(
         "aggregating {} ({} partitions) into {} as `{}`: {} ms windows every {} ms, delay {} ms, lateness {} ms",

@@ -2,16 +2,14 @@
 //! `predictions export`. They share a store (`--store`) and a coordinator database (`--db`).
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use fleetscore_jobs::TaskStatus;
-use fleetscore_jobs::coordinator::Coordinator;
-use fleetscore_jobs::coordinator::postgres::PostgresCoordinator;
-use fleetscore_jobs::coordinator::sqlite::SqliteCoordinator;
+use fleetscore_jobs::coordinator::{self, Coordinator};
 use fleetscore_jobs::readings::{self, Columns};
 use fleetscore_jobs::registry::{self, Imported};
 use fleetscore_jobs::run::{self, RunOptions, RunRequest};
@@ -43,28 +41,10 @@ impl StoreArgs {
     }
 
     pub(crate) fn coordinator(&self) -> Result<Box<dyn Coordinator>> {
-        if let Some(url) = self
-            .db
-            .as_deref()
-            .filter(|d| d.starts_with("postgres://") || d.starts_with("postgresql://"))
-        {
-            let c = PostgresCoordinator::connect(url).with_context(|| {
-                // The URL may hold a password: name the host only.
-                let host = url.rsplit('@').next().unwrap_or(url);
-                format!("cannot use the PostgreSQL coordinator at {host}")
-            })?;
-            return Ok(Box::new(c));
-        }
-        let path = match &self.db {
-            Some(p) => PathBuf::from(p),
-            None if !self.store.contains("://") => {
-                Path::new(&self.store).join("coordinator.sqlite")
-            }
-            None => PathBuf::from("fleetscore.sqlite"),
-        };
-        let c = SqliteCoordinator::open(&path)
-            .with_context(|| format!("cannot open coordinator database {}", path.display()))?;
-        Ok(Box::new(c))
+        let location = coordinator::Location::of(self.db.as_deref(), &self.store);
+        location
+            .open()
+            .with_context(|| format!("cannot use {location}"))
     }
 }
 
@@ -246,88 +226,53 @@ pub fn registry(args: &StoreArgs, command: RegistryCommand) -> Result<ExitCode> 
             features,
         } => {
             let features = (!features.is_empty()).then_some(features.as_slice());
-            let files: Vec<(PathBuf, String, String)> = if let (Some(d), Some(t)) = (device, tag) {
+            let files = if let (Some(device), Some(tag)) = (device, tag) {
                 if path.is_dir() {
                     bail!(
                         "--device/--tag name one file; {} is a folder",
                         path.display()
                     );
                 }
-                vec![(path.clone(), d, t)]
+                vec![registry::ModelFile {
+                    path: path.clone(),
+                    device,
+                    tag,
+                }]
             } else {
-                let mut out = Vec::new();
-                let entries: Vec<PathBuf> = if path.is_dir() {
-                    let mut v: Vec<PathBuf> = std::fs::read_dir(&path)
-                        .with_context(|| format!("cannot read {}", path.display()))?
-                        .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|p| p.is_file())
-                        .collect();
-                    v.sort();
-                    v
-                } else {
-                    vec![path.clone()]
-                };
-                for p in entries {
-                    let name = p
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    match registry::match_pattern(&pattern, &name) {
-                        Some((d, t)) => out.push((p, d, t)),
-                        None => eprintln!(
-                            "skipped {}: the name does not match {pattern:?}",
-                            p.display()
-                        ),
-                    }
+                let (files, skipped) = registry::model_files(&path, &pattern)?;
+                for p in skipped {
+                    eprintln!(
+                        "skipped {}: the name does not match {pattern:?}",
+                        p.display()
+                    );
                 }
-                out
+                files
             };
             if files.is_empty() {
                 bail!("no model files matching {pattern:?} in {}", path.display());
             }
             let (mut new, mut same, mut failed) = (0, 0, 0);
-            // New versions become current a few thousand at a time: one catalog write per
-            // device bucket and batch, and an interrupted import keeps what it committed.
-            let mut importer = registry::Importer::new(&store);
-            for (p, d, t) in files {
-                if importer.staged() >= 5_000 {
-                    importer.commit()?;
-                }
-                let result = std::fs::read(&p)
-                    .with_context(|| format!("cannot read {}", p.display()))
-                    .and_then(|bytes| {
-                        importer
-                            .add(&d, &t, &bytes, &p.display().to_string(), features)
-                            .with_context(|| format!("{}", p.display()))
-                    });
-                match result {
-                    Ok((meta, outcome)) => {
-                        let what = match outcome {
-                            Imported::New => {
-                                new += 1;
-                                "imported"
-                            }
-                            Imported::Restored => {
-                                new += 1;
-                                "restored"
-                            }
-                            Imported::Unchanged => {
-                                same += 1;
-                                "unchanged"
-                            }
-                        };
-                        println!(
-                            "{what:9} {d}/{t} {} {} ({} features)",
-                            meta.version, meta.estimator, meta.n_features
-                        );
+            registry::import_files(&store, &files, features, &mut |f, result| match result {
+                Ok((meta, outcome)) => {
+                    let what = match outcome {
+                        Imported::New => "imported",
+                        Imported::Restored => "restored",
+                        Imported::Unchanged => "unchanged",
+                    };
+                    match outcome {
+                        Imported::Unchanged => same += 1,
+                        Imported::New | Imported::Restored => new += 1,
                     }
-                    Err(e) => {
-                        failed += 1;
-                        eprintln!("error: {e:#}");
-                    }
+                    println!(
+                        "{what:9} {}/{} {} {} ({} features)",
+                        f.device, f.tag, meta.version, meta.estimator, meta.n_features
+                    );
                 }
-            }
-            importer.commit()?;
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("error: {e}");
+                }
+            })?;
             eprintln!("{new} imported, {same} unchanged, {failed} refused");
             Ok(if failed > 0 {
                 ExitCode::from(2)

@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
+use fleetscore_jobs::score_file::{ScoreFile, Scored, feature_columns, score_file};
 use fleetscore_models::Model;
-use fleetscore_table::{append_columns, feature_matrix, filter_equals};
+use fleetscore_table::feature_matrix;
 
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
@@ -141,32 +142,6 @@ fn inspect(path: &Path, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The feature columns: as given, or the names the model stores.
-fn feature_columns(model: &Model, given: &[String]) -> Result<Vec<String>> {
-    let info = model.info();
-    let columns = if given.is_empty() {
-        match &info.feature_names {
-            Some(names) => names.clone(),
-            None => bail!(
-                "--features is needed: the model does not store feature names (it takes {} feature{})",
-                info.n_features,
-                if info.n_features == 1 { "" } else { "s" }
-            ),
-        }
-    } else {
-        given.to_vec()
-    };
-    if columns.len() != info.n_features {
-        bail!(
-            "the model expects {} features, --features names {} ({})",
-            info.n_features,
-            columns.len(),
-            columns.join(",")
-        );
-    }
-    Ok(columns)
-}
-
 fn score(args: ScoreArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let model = load_model(&args.model)?;
@@ -180,74 +155,18 @@ fn score(args: ScoreArgs) -> Result<ExitCode> {
             columns.join(",")
         );
     }
-    let threads = args.threads.unwrap_or_else(default_threads).max(1);
-    let mut reader = fleetscore_table::open(&args.input, args.batch_rows)
-        .with_context(|| format!("cannot open input {}", args.input.display()))?;
-    for taken in ["score", "anomaly"] {
-        if reader.schema().column_with_name(taken).is_some() {
-            bail!(
-                "{} already has a column `{taken}`, which the output would repeat",
-                args.input.display()
-            );
-        }
-    }
-    if let Some(parent) = args.output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-    }
-    let tmp = temp_path(&args.output);
-    let mut writer = None;
+    let request = ScoreFile {
+        input: &args.input,
+        output: &args.output,
+        columns: &columns,
+        conditions: &args.conditions,
+        threads: args.threads.unwrap_or_else(default_threads).max(1),
+        batch_rows: args.batch_rows,
+    };
     let progress = Progress::new();
-    let (mut rows, mut anomalies) = (0u64, 0u64);
-    let mut x = Vec::new();
-    let result: Result<()> = (|| {
-        loop {
-            let start = reader.next_position();
-            let Some(batch) = reader.next() else { break };
-            let batch = batch.with_context(|| format!("cannot read {}", args.input.display()))?;
-            let batch = filter_equals(&batch, &args.conditions)?;
-            feature_matrix(&batch, &columns, start, &mut x)
-                .with_context(|| format!("bad input in {}", args.input.display()))?;
-            let n = batch.num_rows();
-            let mut decision = vec![0.0; n];
-            let mut predicted = vec![0i8; n];
-            model
-                .score_parallel(&x, &mut decision, &mut predicted, threads)
-                .with_context(|| format!("cannot score {}", args.input.display()))?;
-            let anomaly: Vec<i8> = predicted.iter().map(|&p| i8::from(p == -1)).collect();
-            anomalies += anomaly.iter().map(|&a| a as u64).sum::<u64>();
-            rows += n as u64;
-            let out = append_columns(&batch, "score", decision, "anomaly", anomaly)?;
-            if writer.is_none() {
-                writer = Some(
-                    fleetscore_table::create(&tmp, out.schema())
-                        .with_context(|| format!("cannot create {}", args.output.display()))?,
-                );
-            }
-            writer.as_mut().expect("created above").write(&out)?;
-            progress.update(rows);
-        }
-        let writer = match writer.take() {
-            Some(w) => w,
-            // No rows: still write a table with the output's columns.
-            None => {
-                let empty = arrow_empty(&reader.schema());
-                let out = append_columns(&empty, "score", vec![], "anomaly", vec![])?;
-                let mut w = fleetscore_table::create(&tmp, out.schema())?;
-                w.write(&out)?;
-                w
-            }
-        };
-        writer.finish()?;
-        std::fs::rename(&tmp, &args.output)
-            .with_context(|| format!("cannot move the output into {}", args.output.display()))?;
-        Ok(())
-    })();
+    let scored = score_file(&model, &request, &mut |rows| progress.update(rows));
     progress.clear();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    let Scored { rows, anomalies } = scored?;
     eprintln!(
         "scored {rows} rows with {} ({anomalies} anomalies) in {:.2?} -> {}",
         model.info().estimator,
@@ -255,24 +174,6 @@ fn score(args: ScoreArgs) -> Result<ExitCode> {
         args.output.display()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-fn arrow_empty(schema: &fleetscore_table::SchemaRef) -> fleetscore_table::RecordBatch {
-    fleetscore_table::RecordBatch::new_empty(schema.clone())
-}
-
-/// The output is written beside its destination and renamed when complete, so a failed run
-/// never leaves a truncated table under the requested name.
-fn temp_path(output: &Path) -> PathBuf {
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let ext = output
-        .extension()
-        .map(|e| e.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    output.with_file_name(format!(".{name}.partial-{}.{ext}", std::process::id()))
 }
 
 /// A row counter on stderr, only when stderr is a terminal and the job takes a while.

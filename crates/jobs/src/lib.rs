@@ -8,6 +8,7 @@ pub mod export;
 pub mod readings;
 pub mod registry;
 pub mod run;
+pub mod score_file;
 pub mod status;
 
 pub use error::{Error, Result, RetryHint};

@@ -7,6 +7,7 @@
 //! never lose each other's changes.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -369,6 +370,85 @@ pub fn import(
     let imported = importer.add(device, tag, bytes, source, features)?;
     importer.commit()?;
     Ok(imported)
+}
+
+/// A model file to import, and the (device, tag) it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFile {
+    /// The file.
+    pub path: PathBuf,
+    /// Device id.
+    pub device: String,
+    /// Sensor tag.
+    pub tag: String,
+}
+
+/// The model files `path` names — the file itself, or a folder's files in name order — with
+/// (device, tag) from each file name by `pattern` (see [`match_pattern`]); the files whose names
+/// do not match come back apart, so the caller can say it skipped them.
+pub fn model_files(path: &Path, pattern: &str) -> Result<(Vec<ModelFile>, Vec<PathBuf>)> {
+    let entries: Vec<PathBuf> = if path.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| Error::Invalid(format!("cannot read {}: {e}", path.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let (mut files, mut skipped) = (Vec::new(), Vec::new());
+    for p in entries {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match match_pattern(pattern, &name) {
+            Some((device, tag)) => files.push(ModelFile {
+                path: p,
+                device,
+                tag,
+            }),
+            None => skipped.push(p),
+        }
+    }
+    Ok((files, skipped))
+}
+
+/// What importing one file stored: its metadata, and whether it is new.
+pub type ImportedFile = (ModelMeta, Imported);
+
+/// Models staged before [`import_files`] commits them: one catalog write per device bucket and
+/// batch, and an interrupted import keeps what it committed.
+pub const IMPORT_BATCH: usize = 5_000;
+
+/// Imports model files: each read, validated and stored on its own (one bad file fails alone,
+/// with its reason, and the others are imported), made current [`IMPORT_BATCH`] at a time.
+/// `each` hears every file's outcome as it happens; a store failure while committing stops
+/// the import with that error.
+pub fn import_files(
+    store: &Store,
+    files: &[ModelFile],
+    features: Option<&[String]>,
+    each: &mut dyn FnMut(&ModelFile, &Result<ImportedFile>),
+) -> Result<()> {
+    let mut importer = Importer::new(store);
+    for f in files {
+        if importer.staged() >= IMPORT_BATCH {
+            importer.commit()?;
+        }
+        let source = f.path.display().to_string();
+        let result = std::fs::read(&f.path)
+            .map_err(|e| Error::Invalid(format!("cannot read {source}: {e}")))
+            .and_then(|bytes| {
+                importer
+                    .add(&f.device, &f.tag, &bytes, &source, features)
+                    .map_err(|e| Error::Invalid(format!("{source}: {e}")))
+            });
+        each(f, &result);
+    }
+    importer.commit()
 }
 
 /// The current version of (device, tag), if any.

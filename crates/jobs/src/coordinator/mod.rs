@@ -11,6 +11,55 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, RetryHint};
 use crate::status::{RunStatus, TaskStatus};
 
+/// Where the coordinator database is: what `--db` (or `FLEETSCORE_DB`) names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A PostgreSQL URL (`postgres://` or `postgresql://`), for workers on many machines.
+    Postgres(String),
+    /// A SQLite file, embedded: one machine.
+    Sqlite(std::path::PathBuf),
+}
+
+impl Location {
+    /// The coordinator `db` names, or by default `coordinator.sqlite` in a local store's
+    /// folder (`store` is the store's location), else `./fleetscore.sqlite`.
+    pub fn of(db: Option<&str>, store: &str) -> Location {
+        match db {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Location::Postgres(url.to_owned())
+            }
+            Some(path) => Location::Sqlite(path.into()),
+            None if !store.contains("://") => {
+                Location::Sqlite(std::path::Path::new(store).join("coordinator.sqlite"))
+            }
+            None => Location::Sqlite("fleetscore.sqlite".into()),
+        }
+    }
+
+    /// Connects (PostgreSQL) or opens (SQLite), creating the tables if missing.
+    pub fn open(&self) -> Result<Box<dyn Coordinator>> {
+        Ok(match self {
+            Location::Postgres(url) => Box::new(postgres::PostgresCoordinator::connect(url)?),
+            Location::Sqlite(path) => Box::new(sqlite::SqliteCoordinator::open(path)?),
+        })
+    }
+}
+
+impl std::fmt::Display for Location {
+    /// For messages: a PostgreSQL URL may hold a password, so only its host and database are
+    /// shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Postgres(url) => write!(
+                f,
+                "the PostgreSQL coordinator at {}",
+                url.rsplit('@').next().unwrap_or(url)
+            ),
+            Location::Sqlite(path) => write!(f, "coordinator database {}", path.display()),
+        }
+    }
+}
+
 /// A run as planned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSpec {
@@ -490,5 +539,35 @@ pub(crate) mod contract {
         sorted.sort_unstable();
         assert_eq!(sorted, (0..200).collect::<Vec<_>>());
         assert_eq!(c.run("r1").unwrap().unwrap().tasks.done, 200);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Location;
+
+    #[test]
+    fn the_coordinator_location_follows_db_then_the_store_and_hides_passwords() {
+        let pg = Location::of(Some("postgres://u:secret@db.internal/fleet"), "az://c/p");
+        assert_eq!(
+            pg.to_string(),
+            "the PostgreSQL coordinator at db.internal/fleet"
+        );
+        assert!(matches!(
+            Location::of(Some("postgresql://h/d"), "x"),
+            Location::Postgres(_)
+        ));
+        assert_eq!(
+            Location::of(Some("c.sqlite"), "data"),
+            Location::Sqlite("c.sqlite".into())
+        );
+        assert_eq!(
+            Location::of(None, "data"),
+            Location::Sqlite(std::path::Path::new("data").join("coordinator.sqlite"))
+        );
+        assert_eq!(
+            Location::of(None, "s3://b/p"),
+            Location::Sqlite("fleetscore.sqlite".into())
+        );
     }
 }
