@@ -230,6 +230,25 @@ fn commit_bucket(store: &Store, bucket: u32, changes: &[ModelMeta]) -> Result<()
     )))
 }
 
+/// A model to import: its bytes, the (device, tag) it is for, where it came from, and what
+/// feeds it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewModel<'a> {
+    /// Device id.
+    pub device: &'a str,
+    /// Sensor tag.
+    pub tag: &'a str,
+    /// The model file's bytes (pickle or joblib).
+    pub bytes: &'a [u8],
+    /// Where it came from (a path), kept in its metadata.
+    pub source: &'a str,
+    /// The reading columns that feed it, in feature order (`None`: the raw `value`).
+    pub features: Option<&'a [String]>,
+}
+
+/// What importing a model stored: its metadata, and whether it is new.
+pub type ImportedFile = (ModelMeta, Imported);
+
 /// Imports many models at once: [`Importer::add`] validates and stores each file, and
 /// [`Importer::commit`] makes the new versions current with one catalog update per device
 /// bucket (instead of one per model).
@@ -267,14 +286,14 @@ impl<'s> Importer<'s> {
     /// Validates `bytes` as a model and stores it as (device, tag)'s next current version
     /// (current once committed). `features` names the reading columns that feed it (default:
     /// the raw `value`, for a model of one feature).
-    pub fn add(
-        &mut self,
-        device: &str,
-        tag: &str,
-        bytes: &[u8],
-        source: &str,
-        features: Option<&[String]>,
-    ) -> Result<(ModelMeta, Imported)> {
+    pub fn add(&mut self, new: &NewModel<'_>) -> Result<ImportedFile> {
+        let NewModel {
+            device,
+            tag,
+            bytes,
+            source,
+            features,
+        } = *new;
         let model = Model::from_bytes(bytes)?;
         let features = features.map_or_else(default_features, <[String]>::to_vec);
         if features.len() != model.n_features() {
@@ -358,16 +377,9 @@ impl<'s> Importer<'s> {
 
 /// Validates `bytes` as a model and stores it as the current version for (device, tag). (For
 /// many models, an [`Importer`] updates each catalog once.)
-pub fn import(
-    store: &Store,
-    device: &str,
-    tag: &str,
-    bytes: &[u8],
-    source: &str,
-    features: Option<&[String]>,
-) -> Result<(ModelMeta, Imported)> {
+pub fn import(store: &Store, new: &NewModel<'_>) -> Result<ImportedFile> {
     let mut importer = Importer::new(store);
-    let imported = importer.add(device, tag, bytes, source, features)?;
+    let imported = importer.add(new)?;
     importer.commit()?;
     Ok(imported)
 }
@@ -416,9 +428,6 @@ pub fn model_files(path: &Path, pattern: &str) -> Result<(Vec<ModelFile>, Vec<Pa
     Ok((files, skipped))
 }
 
-/// What importing one file stored: its metadata, and whether it is new.
-pub type ImportedFile = (ModelMeta, Imported);
-
 /// Models staged before [`import_files`] commits them: one catalog write per device bucket and
 /// batch, and an interrupted import keeps what it committed.
 pub const IMPORT_BATCH: usize = 5_000;
@@ -443,7 +452,13 @@ pub fn import_files(
             .map_err(|e| Error::Invalid(format!("cannot read {source}: {e}")))
             .and_then(|bytes| {
                 importer
-                    .add(&f.device, &f.tag, &bytes, &source, features)
+                    .add(&NewModel {
+                        device: &f.device,
+                        tag: &f.tag,
+                        bytes: &bytes,
+                        source: &source,
+                        features,
+                    })
                     .map_err(|e| Error::Invalid(format!("{source}: {e}")))
             });
         each(f, &result);

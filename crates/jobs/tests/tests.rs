@@ -10,7 +10,7 @@ use fleetscore_jobs::coordinator::Coordinator;
 use fleetscore_jobs::coordinator::postgres::PostgresCoordinator;
 use fleetscore_jobs::coordinator::sqlite::SqliteCoordinator;
 use fleetscore_jobs::readings::{self, Columns};
-use fleetscore_jobs::registry::{self, Imported};
+use fleetscore_jobs::registry::{self, Imported, NewModel};
 use fleetscore_jobs::run::{self, RunOptions, RunRequest};
 use fleetscore_store::{Store, layout};
 
@@ -66,11 +66,13 @@ fn import_reference(f: &Fleet) {
             let bytes = std::fs::read(&path).unwrap();
             let (_, outcome) = registry::import(
                 &f.store,
-                &d.to_string(),
-                &t.to_string(),
-                &bytes,
-                "test",
-                None,
+                &NewModel {
+                    device: &d.to_string(),
+                    tag: &t.to_string(),
+                    bytes: &bytes,
+                    source: "test",
+                    features: None,
+                },
             )
             .unwrap();
             assert_eq!(outcome, Imported::New);
@@ -287,11 +289,13 @@ fn an_import_larger_than_its_buffer_is_written_in_parts_and_scores_the_same() {
             let bytes = std::fs::read(reference(&format!("models/model_{d}_{t}"))).unwrap();
             registry::import(
                 &small.store,
-                &d.to_string(),
-                &t.to_string(),
-                &bytes,
-                "t",
-                None,
+                &NewModel {
+                    device: &d.to_string(),
+                    tag: &t.to_string(),
+                    bytes: &bytes,
+                    source: "t",
+                    features: None,
+                },
             )
             .unwrap();
         }
@@ -366,7 +370,17 @@ fn a_broken_model_fails_alone_and_the_run_goes_on() {
     )
     .unwrap();
     // Its import needs three reading columns named; `value` is the only one raw readings have.
-    let err = registry::import(&f.store, "3", "1", &three, "test", None).unwrap_err();
+    let err = registry::import(
+        &f.store,
+        &NewModel {
+            device: "3",
+            tag: "1",
+            bytes: &three,
+            source: "test",
+            features: None,
+        },
+    )
+    .unwrap_err();
     assert!(
         err.to_string()
             .contains("the model takes 3 features but is fed 1 reading column (value)"),
@@ -374,20 +388,50 @@ fn a_broken_model_fails_alone_and_the_run_goes_on() {
     );
     // Raw readings and window statistics cannot be mixed, and unknown names are refused.
     let columns = ["value".to_string(), "mean".to_string(), "max".to_string()];
-    let err = registry::import(&f.store, "3", "1", &three, "test", Some(&columns)).unwrap_err();
+    let err = registry::import(
+        &f.store,
+        &NewModel {
+            device: "3",
+            tag: "1",
+            bytes: &three,
+            source: "test",
+            features: Some(&columns),
+        },
+    )
+    .unwrap_err();
     assert!(
         err.to_string().contains("mix raw readings and windows"),
         "{err}"
     );
     let columns = ["mean".to_string(), "median".to_string(), "max".to_string()];
-    let err = registry::import(&f.store, "3", "1", &three, "test", Some(&columns)).unwrap_err();
+    let err = registry::import(
+        &f.store,
+        &NewModel {
+            device: "3",
+            tag: "1",
+            bytes: &three,
+            source: "test",
+            features: Some(&columns),
+        },
+    )
+    .unwrap_err();
     assert!(
         err.to_string().contains("unknown feature `median`"),
         "{err}"
     );
     // Fed windows, of which this store has none: it has no data, and is not a failure.
     let columns = ["mean".to_string(), "min".to_string(), "max".to_string()];
-    registry::import(&f.store, "3", "1", &three, "test", Some(&columns)).unwrap();
+    registry::import(
+        &f.store,
+        &NewModel {
+            device: "3",
+            tag: "1",
+            bytes: &three,
+            source: "test",
+            features: Some(&columns),
+        },
+    )
+    .unwrap();
     let record = run_window(&f, 2);
     assert_eq!(record.status, RunStatus::CompletedWithFailures);
     assert_eq!((record.models_scored, record.models_failed), (13, 1));
@@ -440,8 +484,28 @@ fn model_versions_are_kept_and_the_newest_import_is_current() {
     let f = fleet("versions");
     let a = std::fs::read(reference("models/model_1_1")).unwrap();
     let b = std::fs::read(reference("models/model_1_2")).unwrap();
-    let (va, _) = registry::import(&f.store, "d", "t", &a, "a", None).unwrap();
-    let (vb, outcome) = registry::import(&f.store, "d", "t", &b, "b", None).unwrap();
+    let (va, _) = registry::import(
+        &f.store,
+        &NewModel {
+            device: "d",
+            tag: "t",
+            bytes: &a,
+            source: "a",
+            features: None,
+        },
+    )
+    .unwrap();
+    let (vb, outcome) = registry::import(
+        &f.store,
+        &NewModel {
+            device: "d",
+            tag: "t",
+            bytes: &b,
+            source: "b",
+            features: None,
+        },
+    )
+    .unwrap();
     assert_eq!(outcome, Imported::New);
     assert_ne!(va.version, vb.version);
     assert_eq!(
@@ -451,7 +515,17 @@ fn model_versions_are_kept_and_the_newest_import_is_current() {
             .version,
         vb.version
     );
-    let (_, outcome) = registry::import(&f.store, "d", "t", &a, "a", None).unwrap();
+    let (_, outcome) = registry::import(
+        &f.store,
+        &NewModel {
+            device: "d",
+            tag: "t",
+            bytes: &a,
+            source: "a",
+            features: None,
+        },
+    )
+    .unwrap();
     assert_eq!(outcome, Imported::Restored);
     assert_eq!(registry::versions(&f.store, "d", "t").unwrap().len(), 2);
     // A hostile file never reaches the store.
@@ -460,7 +534,17 @@ fn model_versions_are_kept_and_the_newest_import_is_current() {
             .join("../pickle/tests/data/hostile/posix_system_stack_global_p4.pkl"),
     )
     .unwrap();
-    let err = registry::import(&f.store, "d", "evil", &hostile, "x", None).unwrap_err();
+    let err = registry::import(
+        &f.store,
+        &NewModel {
+            device: "d",
+            tag: "evil",
+            bytes: &hostile,
+            source: "x",
+            features: None,
+        },
+    )
+    .unwrap_err();
     assert!(
         err.to_string().contains("refused global `posix.system`"),
         "{err}"
@@ -486,7 +570,17 @@ fn concurrent_imports_into_one_bucket_keep_every_model() {
             let (store, bytes) = (&f.store, &bytes);
             s.spawn(move || {
                 for tag in 0..10 {
-                    registry::import(store, device, &tag.to_string(), bytes, "x", None).unwrap();
+                    registry::import(
+                        store,
+                        &NewModel {
+                            device,
+                            tag: &tag.to_string(),
+                            bytes,
+                            source: "x",
+                            features: None,
+                        },
+                    )
+                    .unwrap();
                 }
             });
         }
@@ -502,7 +596,13 @@ fn concurrent_imports_into_one_bucket_keep_every_model() {
     let mut importer = registry::Importer::new(&f.store);
     for tag in 10..20 {
         importer
-            .add(&devices[0], &tag.to_string(), &bytes, "x", None)
+            .add(&NewModel {
+                device: &devices[0],
+                tag: &tag.to_string(),
+                bytes: &bytes,
+                source: "x",
+                features: None,
+            })
             .unwrap();
     }
     assert_eq!(importer.staged(), 10);

@@ -97,23 +97,28 @@ pub trait BatchWriter {
 
 /// Opens a table file, in batches of up to `batch_rows` rows.
 pub fn open(path: &Path, batch_rows: usize) -> Result<Box<dyn BatchReader>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    Ok(match Format::from_path(path)? {
-        Format::Csv => Box::new(csv_io::CsvReader::new(file, path, batch_rows)?),
-        Format::Parquet => Box::new(parquet_io::ParquetReader::new(
-            file, path, batch_rows, false,
-        )?),
-    })
+    open_with(path, batch_rows, false)
 }
 
 /// Opens a table file like [`open`], but a Parquet file's text columns come as dictionaries
 /// (`Int32` keys), read from its dictionary pages without a string per row.
 pub fn open_dictionary_text(path: &Path, batch_rows: usize) -> Result<Box<dyn BatchReader>> {
+    open_with(path, batch_rows, true)
+}
+
+fn open_with(
+    path: &Path,
+    batch_rows: usize,
+    dictionary_text: bool,
+) -> Result<Box<dyn BatchReader>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     Ok(match Format::from_path(path)? {
         Format::Csv => Box::new(csv_io::CsvReader::new(file, path, batch_rows)?),
         Format::Parquet => Box::new(parquet_io::ParquetReader::new(
-            file, path, batch_rows, true,
+            file,
+            path,
+            batch_rows,
+            dictionary_text,
         )?),
     })
 }

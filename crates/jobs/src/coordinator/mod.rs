@@ -223,16 +223,23 @@ impl TaskCounts {
 
 /// Where a failed attempt leaves its task: back to `pending` if a retry can help and attempts
 /// remain, else `failed` for good. Both coordinators decide it here.
-pub(crate) fn status_after_failure(
-    claim: &Claim,
-    hint: RetryHint,
-    max_attempts: u32,
-) -> TaskStatus {
-    if hint == RetryHint::Retry && claim.attempt < max_attempts {
+pub(crate) fn status_after_failure(claim: &Claim, failure: &Failure<'_>) -> TaskStatus {
+    if failure.hint == RetryHint::Retry && claim.attempt < failure.max_attempts {
         TaskStatus::Pending
     } else {
         TaskStatus::Failed
     }
+}
+
+/// A failed attempt, as its worker reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct Failure<'a> {
+    /// The error, kept with the task.
+    pub error: &'a str,
+    /// Whether another attempt can help.
+    pub hint: RetryHint,
+    /// Attempts allowed in all; the last one fails the task for good.
+    pub max_attempts: u32,
 }
 
 /// A worker as the coordinator has seen it (from the tasks it claimed).
@@ -269,14 +276,7 @@ pub trait Coordinator: Send + Sync {
     fn complete(&self, claim: &Claim, result: &TaskResult, now_ms: i64) -> Result<bool>;
     /// Records a failed attempt: back to pending if a retry can help and attempts remain, else
     /// failed for good.
-    fn fail(
-        &self,
-        claim: &Claim,
-        error: &str,
-        hint: RetryHint,
-        max_attempts: u32,
-        now_ms: i64,
-    ) -> Result<()>;
+    fn fail(&self, claim: &Claim, failure: &Failure<'_>, now_ms: i64) -> Result<()>;
     /// A run's state.
     fn run(&self, run_id: &str) -> Result<Option<RunState>>;
     /// Every task of a run.
@@ -341,6 +341,14 @@ pub(crate) fn fold_workers(
 #[cfg(test)]
 pub(crate) mod contract {
     use super::*;
+
+    fn failure(error: &str, hint: RetryHint) -> Failure<'_> {
+        Failure {
+            error,
+            hint,
+            max_attempts: 3,
+        }
+    }
 
     fn plan(c: &dyn Coordinator, n: u32) -> RunSpec {
         let run = RunSpec {
@@ -490,7 +498,7 @@ pub(crate) mod contract {
         for attempt in 1..=3 {
             let claim = c.claim(Some("r1"), "w", 1_000, 0).unwrap().unwrap();
             assert_eq!(claim.attempt, attempt);
-            c.fail(&claim, "store unreachable", RetryHint::Retry, 3, 1)
+            c.fail(&claim, &failure("store unreachable", RetryHint::Retry), 1)
                 .unwrap();
         }
         assert!(c.claim(Some("r1"), "w", 1_000, 5).unwrap().is_none());
@@ -502,7 +510,7 @@ pub(crate) mod contract {
         plan(c, 1);
         let claim = c.claim(Some("r1"), "w", 1_000, 0).unwrap().unwrap();
         assert_eq!(claim.attempt, 1);
-        c.fail(&claim, "corrupt", RetryHint::DoNotRetry, 3, 1)
+        c.fail(&claim, &failure("corrupt", RetryHint::DoNotRetry), 1)
             .unwrap();
         assert_eq!(c.tasks("r1").unwrap()[0].status, TaskStatus::Failed);
     }

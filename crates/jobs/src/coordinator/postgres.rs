@@ -15,10 +15,10 @@ use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 
 use super::{
-    Claim, Coordinator, RunSpec, RunState, TaskCounts, TaskResult, TaskSpec, TaskState,
+    Claim, Coordinator, Failure, RunSpec, RunState, TaskCounts, TaskResult, TaskSpec, TaskState,
     WorkerState, fold_workers, json, parse, status_after_failure,
 };
-use crate::error::{Error, Result, RetryHint};
+use crate::error::{Error, Result};
 use crate::status::{RunStatus, TaskStatus};
 
 /// How long an operation keeps reconnecting before it reports the database as unreachable.
@@ -272,15 +272,8 @@ impl Coordinator for PostgresCoordinator {
         Ok(n == 1)
     }
 
-    fn fail(
-        &self,
-        claim: &Claim,
-        error: &str,
-        hint: RetryHint,
-        max_attempts: u32,
-        now_ms: i64,
-    ) -> Result<()> {
-        let status = status_after_failure(claim, hint, max_attempts);
+    fn fail(&self, claim: &Claim, failure: &Failure<'_>, now_ms: i64) -> Result<()> {
+        let status = status_after_failure(claim, failure);
         self.with(|client| {
             client.execute(
                 "UPDATE fleetscore_tasks SET status = $4, error = $5, finished_ms = $6,
@@ -291,7 +284,7 @@ impl Coordinator for PostgresCoordinator {
                     &to_i32(claim.task.shard),
                     &to_i32(claim.attempt),
                     &status.as_str(),
-                    &error,
+                    &failure.error,
                     &now_ms,
                 ],
             )

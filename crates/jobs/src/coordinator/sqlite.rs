@@ -9,10 +9,10 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    Claim, Coordinator, RunSpec, RunState, TaskCounts, TaskResult, TaskSpec, TaskState,
+    Claim, Coordinator, Failure, RunSpec, RunState, TaskCounts, TaskResult, TaskSpec, TaskState,
     WorkerState, fold_workers, json, parse, status_after_failure,
 };
-use crate::error::{Error, Result, RetryHint};
+use crate::error::{Error, Result};
 use crate::status::RunStatus;
 
 /// A coordinator in a SQLite file.
@@ -170,16 +170,9 @@ impl Coordinator for SqliteCoordinator {
         })
     }
 
-    fn fail(
-        &self,
-        claim: &Claim,
-        error: &str,
-        hint: RetryHint,
-        max_attempts: u32,
-        now_ms: i64,
-    ) -> Result<()> {
+    fn fail(&self, claim: &Claim, failure: &Failure<'_>, now_ms: i64) -> Result<()> {
         self.with(|conn| {
-            let status = status_after_failure(claim, hint, max_attempts);
+            let status = status_after_failure(claim, failure);
             conn.execute(
                 "UPDATE tasks SET status = ?4, error = ?5, finished_ms = ?6, lease_until_ms = NULL
                  WHERE run_id = ?1 AND shard = ?2 AND attempts = ?3 AND status = 'running'",
@@ -188,7 +181,7 @@ impl Coordinator for SqliteCoordinator {
                     claim.task.shard,
                     claim.attempt,
                     status.as_str(),
-                    error,
+                    failure.error,
                     now_ms
                 ],
             )?;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use fleetscore_store::{Store, layout};
 
 use super::{RunOptions, finalize, now_ms};
-use crate::coordinator::{Claim, Coordinator, RunSpec};
+use crate::coordinator::{Claim, Coordinator, Failure, RunSpec};
 use crate::error::{Error, Result};
 use crate::status::RunStatus;
 
@@ -36,13 +36,12 @@ fn execute_claim(
             coordinator.complete(claim, &result, now_ms())?;
         }
         Err(e) => {
-            coordinator.fail(
-                claim,
-                &e.to_string(),
-                e.retry(),
-                options.max_attempts,
-                now_ms(),
-            )?;
+            let failure = Failure {
+                error: &e.to_string(),
+                hint: e.retry(),
+                max_attempts: options.max_attempts,
+            };
+            coordinator.fail(claim, &failure, now_ms())?;
         }
     }
     Ok(())
