@@ -6,26 +6,66 @@
 //! - RFC 3339 with an offset (`2026-01-01T00:00:05Z`, `2026-01-01 01:00:05.250+01:00`);
 //! - `YYYY-MM-DD[ HH:MM[:SS[.fff]]]` without an offset, taken as UTC (the separator may be a
 //!   space or `T`), as the reference fleet's files write times.
+//!
+//! Supported times are those of years 1 to 9999 ([`MIN_TIME_MS`] to [`MAX_TIME_MS`]): every
+//! time outside is refused with the same message, wherever it comes from.
+//!
+//! Durations (window sizes, delays, timeouts) are a whole number and a unit: `500ms`, `30s`,
+//! `1m`, `1h`, `7d` ([`parse_duration`]).
 
 use std::fmt;
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 
-/// Text that is not a time in the grammar; says what was expected.
+/// The earliest supported time: 0001-01-01T00:00:00Z.
+pub const MIN_TIME_MS: i64 = -62_135_596_800_000;
+/// The latest supported time: 9999-12-31T23:59:59.999Z.
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
+/// Text that is not a supported time; says what was expected.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TimeError {
-    /// The text, trimmed.
-    pub text: String,
+pub enum TimeError {
+    /// Not in the grammar (the text, trimmed and cut to 64 characters).
+    Syntax(String),
+    /// In the grammar, but outside years 1 to 9999 (the text, cut likewise).
+    OutOfRange(String),
+}
+
+/// Text as errors quote it: at most 64 characters, so a hostile value is not echoed whole.
+fn quote(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        Some((end, _)) => format!("{:?}…", &text[..end]),
+        None => format!("{text:?}"),
+    }
 }
 
 impl fmt::Display for TimeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:?} is not a time: neither RFC 3339 (2026-01-01T00:00:05Z), \
-             `YYYY-MM-DD[ HH:MM[:SS[.fff]]]` (UTC) nor epoch milliseconds",
-            self.text
-        )
+        match self {
+            TimeError::Syntax(t) => write!(
+                f,
+                "{} is not a time: neither RFC 3339 (2026-01-01T00:00:05Z), \
+                 `YYYY-MM-DD[ HH:MM[:SS[.fff]]]` (UTC) nor epoch milliseconds",
+                quote(t)
+            ),
+            TimeError::OutOfRange(t) => write!(
+                f,
+                "{} is not a time: outside the supported range, years 1 to 9999 \
+                 (epoch milliseconds {MIN_TIME_MS} to {MAX_TIME_MS})",
+                quote(t)
+            ),
+        }
+    }
+}
+
+/// Checks that epoch milliseconds are a supported time (years 1 to 9999); `text` is what
+/// the error quotes.
+pub fn check_time(ms: i64, text: &str) -> Result<i64, TimeError> {
+    if (MIN_TIME_MS..=MAX_TIME_MS).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err(TimeError::OutOfRange(text.to_owned()))
     }
 }
 
@@ -34,8 +74,23 @@ impl std::error::Error for TimeError {}
 /// Parses a time in the grammar of this module into milliseconds since the epoch.
 pub fn parse_time(text: &str) -> Result<i64, TimeError> {
     let t = text.trim();
-    if let Ok(ms) = t.parse::<i64>() {
-        return Ok(ms);
+    if !t.is_empty()
+        && t.trim_start_matches('-')
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+    {
+        // Digits: epoch milliseconds, however many (too many is out of range, not a syntax
+        // error).
+        return match t.parse::<i64>() {
+            Ok(ms) => check_time(ms, t),
+            Err(_) if t.trim_start_matches('-').is_empty() => Err(TimeError::Syntax(t.to_owned())),
+            Err(_) => Err(TimeError::OutOfRange(t.to_owned())),
+        };
+    }
+    // A year of five digits or more is in the grammar's shape but past year 9999.
+    let year_digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    if year_digits > 4 && t.as_bytes().get(year_digits) == Some(&b'-') {
+        return Err(TimeError::OutOfRange(t.to_owned()));
     }
     // One separator between date and time, so that each form below is tried once.
     let mut norm = t.to_owned();
@@ -43,7 +98,7 @@ pub fn parse_time(text: &str) -> Result<i64, TimeError> {
         norm.replace_range(10..11, "T");
     }
     if let Ok(d) = DateTime::parse_from_rfc3339(&norm) {
-        return Ok(d.timestamp_millis());
+        return check_time(d.timestamp_millis(), t);
     }
     let naive = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"]
         .iter()
@@ -53,9 +108,29 @@ pub fn parse_time(text: &str) -> Result<i64, TimeError> {
                 .ok()
                 .and_then(|d| d.and_hms_opt(0, 0, 0))
         });
-    naive
-        .map(|d| d.and_utc().timestamp_millis())
-        .ok_or_else(|| TimeError { text: t.to_owned() })
+    match naive {
+        Some(d) => check_time(d.and_utc().timestamp_millis(), t),
+        None => Err(TimeError::Syntax(t.to_owned())),
+    }
+}
+
+/// Parses a duration: a whole number and a unit, `ms`, `s` (the default), `m`, `h` or `d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (like 500ms, 30s, 1m, 1h, 7d)"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h, d)")),
+    };
+    Ok(Duration::from_millis(n.saturating_mul(ms)))
 }
 
 /// Formats epoch milliseconds as the reference fleet writes times: `YYYY-MM-DD HH:MM:SS.fff`
@@ -114,6 +189,46 @@ mod tests {
             let e = parse_time(bad).unwrap_err().to_string();
             assert!(e.contains("is not a time") && e.contains("RFC 3339"), "{e}");
         }
+    }
+
+    #[test]
+    fn times_outside_years_1_to_9999_are_refused_the_same_way_whatever_their_form() {
+        assert_eq!(parse_time("9999-12-31 23:59:59.999"), Ok(MAX_TIME_MS));
+        assert_eq!(parse_time("0001-01-01T00:00:00Z"), Ok(MIN_TIME_MS));
+        assert_eq!(parse_time(&MAX_TIME_MS.to_string()), Ok(MAX_TIME_MS));
+        let huge = "9".repeat(301);
+        for bad in [
+            (MAX_TIME_MS + 1).to_string(),
+            i64::MIN.to_string(),
+            huge.clone(),
+            format!("-{huge}"),
+            "10000-01-01 00:00:00".to_string(),
+            "10000-01-01T00:00:00Z".to_string(),
+        ] {
+            let e = parse_time(&bad).unwrap_err();
+            assert!(matches!(e, TimeError::OutOfRange(_)), "{bad}: {e}");
+            let m = e.to_string();
+            assert!(
+                m.contains("outside the supported range, years 1 to 9999"),
+                "{m}"
+            );
+            assert!(m.len() < 250, "the text is not echoed whole: {m}");
+        }
+        assert!(matches!(parse_time("-"), Err(TimeError::Syntax(_))));
+    }
+
+    #[test]
+    fn durations_are_a_number_and_a_unit() {
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(2 * 86_400)));
+        assert!(parse_duration("1w").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("not a duration")
+        );
     }
 
     #[test]

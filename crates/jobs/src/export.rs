@@ -27,6 +27,7 @@ pub enum Format {
 /// Writes a run's predictions into `dir`; returns the files written. Shard by shard, so memory
 /// holds one shard at a time whatever the run's size.
 pub fn export(store: &Store, run_id: &str, format: Format, dir: &Path) -> Result<Vec<PathBuf>> {
+    crate::run::check_run_id(run_id)?;
     let shards = store.list(&layout::predictions_dir(run_id))?;
     if shards.is_empty() && crate::run::record(store, run_id)?.is_none() {
         return Err(Error::Invalid(format!("no run {run_id:?} in the store")));

@@ -94,6 +94,7 @@ pub fn hours_between(from_ms: i64, to_ms: i64) -> Vec<String> {
     out
 }
 
+use fleetscore_core::time::check_time;
 pub use fleetscore_core::time::{format_time, parse_time};
 
 /// A column as text (numbers are formatted), for device and tag ids.
@@ -152,7 +153,8 @@ fn times_of(batch: &RecordBatch, name: &str, start: RowPosition) -> Result<Vec<i
                     if v.is_null(i) {
                         Err(bad(i, "missing time".into()))
                     } else {
-                        Ok(v.value(i))
+                        let ms = v.value(i);
+                        check_time(ms, &ms.to_string()).map_err(|e| bad(i, e.to_string()))
                     }
                 })
                 .collect()

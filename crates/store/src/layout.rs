@@ -248,6 +248,35 @@ pub fn logs_dir(run: &str) -> String {
     format!("logs/run={run}")
 }
 
+/// The longest run id, in bytes.
+pub const MAX_RUN_ID_BYTES: usize = 128;
+
+/// Checks a run id: 1 to [`MAX_RUN_ID_BYTES`] bytes of `A-Z a-z 0-9 . _ -`, not starting with
+/// a dot. A run's keys are named by its id as one path segment (`predictions/run={id}/...`), so
+/// an id with a `/` would put one run's outputs inside another's, and re-planning that run
+/// would delete them.
+pub fn check_run_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_RUN_ID_BYTES {
+        return Err(format!(
+            "run id {:?} is {} bytes long (1 to {MAX_RUN_ID_BYTES})",
+            id.chars().take(MAX_RUN_ID_BYTES).collect::<String>(),
+            id.len()
+        ));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "run id {id:?} has {c:?}: use letters, digits, `.`, `_` and `-`"
+        ));
+    }
+    if id.starts_with('.') {
+        return Err(format!("run id {id:?} starts with a dot"));
+    }
+    Ok(())
+}
+
 /// A run's record.
 pub fn run_record(run: &str) -> String {
     format!("runs/{run}.json")
@@ -256,6 +285,24 @@ pub fn run_record(run: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_ids_are_one_safe_segment() {
+        for ok in [
+            "20180828T000000Z_20180830T000000Z",
+            "reference",
+            "a.b-c_d",
+            "x",
+        ] {
+            assert_eq!(check_run_id(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "p/q", "..", ".hidden", "a b", "é", "a\\b", "a%2Fb"] {
+            assert!(check_run_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_run_id(&"r".repeat(MAX_RUN_ID_BYTES)).is_ok());
+        let long = check_run_id(&"r".repeat(MAX_RUN_ID_BYTES + 1)).unwrap_err();
+        assert!(long.contains("129 bytes long"), "{long}");
+    }
 
     #[test]
     fn segments_round_trip_and_are_safe() {

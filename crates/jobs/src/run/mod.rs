@@ -40,6 +40,9 @@ pub struct RunOptions {
     pub max_attempts: u32,
     /// Name prefix of this process's workers (the worker id is `{prefix}-{n}`).
     pub worker_prefix: String,
+    /// The longest window a run may score: planning lists every hour of the window, so an
+    /// unbounded one (a typo in `--from`) would build state for millennia.
+    pub max_window: Duration,
     /// Injected faults (tests only).
     pub faults: Faults,
 }
@@ -56,6 +59,7 @@ impl Default for RunOptions {
                 std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into()),
                 std::process::id()
             ),
+            max_window: DEFAULT_MAX_WINDOW,
             faults: Faults::default(),
         }
     }
@@ -105,6 +109,14 @@ impl RunRequest {
     }
 }
 
+/// The default [`RunOptions::max_window`]: ten years.
+pub const DEFAULT_MAX_WINDOW: Duration = Duration::from_secs(3_653 * 86_400);
+
+/// Checks a run id given by a user ([`layout::check_run_id`]).
+pub fn check_run_id(id: &str) -> Result<()> {
+    layout::check_run_id(id).map_err(Error::Invalid)
+}
+
 /// A run id derived from its window, so running the same window again replaces its outputs.
 pub fn run_id_for(from_ms: i64, to_ms: i64) -> String {
     let f = |ms: i64| {
@@ -138,6 +150,19 @@ pub fn start(
             rfc3339(from_ms)
         )));
     }
+    let max_ms = i128::try_from(options.max_window.as_millis()).unwrap_or(i128::MAX);
+    if i128::from(to_ms) - i128::from(from_ms) > max_ms {
+        return Err(Error::Invalid(format!(
+            "the window from {} to {} is {} days long; a run scores at most {} days (--max-window)",
+            rfc3339(from_ms),
+            rfc3339(to_ms),
+            (i128::from(to_ms) - i128::from(from_ms)) / 86_400_000,
+            options.max_window.as_secs() / 86_400
+        )));
+    }
+    if let Some(id) = &request.run_id {
+        check_run_id(id)?;
+    }
     let started_ms = now_ms();
     let planning = Instant::now();
     let id = request
@@ -157,10 +182,18 @@ pub fn start(
         options.max_models_per_task,
     )?;
     // Running a window again replaces its outputs: a task writes its predictions once per run
-    // (see `execute_task`), so the earlier run's go first.
+    // (see `execute_task`), so the earlier run's go first — exactly this run's: the files
+    // directly in its folders (run ids are one path segment, so no other run's are below).
     for dir in [layout::predictions_dir(&id), layout::logs_dir(&id)] {
+        let inside = format!("{dir}/");
         for entry in store.list(&dir)? {
-            store.delete(&entry.key)?;
+            if entry
+                .key
+                .strip_prefix(&inside)
+                .is_some_and(|name| !name.contains('/'))
+            {
+                store.delete(&entry.key)?;
+            }
         }
     }
     let record = RunRecord {
@@ -335,6 +368,7 @@ pub fn run(
 /// Cancels a running run: no task of it is claimed any more (tasks being executed finish),
 /// and its record says `cancelled`. False if the run was not running.
 pub fn cancel(store: &Store, coordinator: &dyn Coordinator, run_id: &str) -> Result<bool> {
+    check_run_id(run_id)?;
     let now = now_ms();
     if !coordinator.cancel_run(run_id, now)? {
         return Ok(false);

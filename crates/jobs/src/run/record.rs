@@ -80,6 +80,7 @@ pub(super) fn missing_record(run_id: &str) -> Error {
 
 /// Reads a run record from the store.
 pub fn record(store: &Store, run_id: &str) -> Result<Option<RunRecord>> {
+    super::check_run_id(run_id)?;
     let key = layout::run_record(run_id);
     store
         .get_opt(&key)?
@@ -94,6 +95,7 @@ pub fn record(store: &Store, run_id: &str) -> Result<Option<RunRecord>> {
 
 /// Reads every prediction of a run.
 pub fn predictions(store: &Store, run_id: &str) -> Result<Vec<RecordBatch>> {
+    super::check_run_id(run_id)?;
     let mut out = Vec::new();
     for entry in store.list(&layout::predictions_dir(run_id))? {
         out.extend(fleetscore_table::from_parquet_bytes(
