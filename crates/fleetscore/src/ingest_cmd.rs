@@ -4,15 +4,17 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use fleetscore_core::SystemClock;
 use fleetscore_ingest::kafka::KafkaConfig;
 use fleetscore_ingest::mqtt::MqttConfig;
 use fleetscore_ingest::server::{Config, Tokens};
 use fleetscore_ingest::{Limits, Reading};
-use fleetscore_log::{Log, Options};
+use fleetscore_log::{Log, Meta, Options};
 
 /// Where the log lives.
 #[derive(Debug, Args)]
@@ -138,29 +140,13 @@ pub struct LogReadArgs {
 
 /// Opens an existing log to read, beside a server that may be writing it.
 pub(crate) fn open_existing(dir: &Path) -> Result<Log> {
-    if partitions_of(dir)?.is_none() {
+    if Meta::read(dir)?.is_none() {
         bail!(
             "{}: no log here (start `fleetscore ingest serve` first)",
             dir.display()
         );
     }
     Log::open_reader(dir).with_context(|| format!("reading the log in {}", dir.display()))
-}
-
-fn partitions_of(dir: &Path) -> Result<Option<u32>> {
-    let meta = dir.join("log.json");
-    match std::fs::read(&meta) {
-        Ok(b) => {
-            let v: serde_json::Value = serde_json::from_slice(&b)
-                .with_context(|| format!("{}: not a log description", meta.display()))?;
-            let p = v["partitions"]
-                .as_u64()
-                .with_context(|| format!("{}: no partition count", meta.display()))?;
-            Ok(Some(p as u32))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", meta.display())),
-    }
 }
 
 pub fn ingest(command: IngestCommand) -> Result<ExitCode> {
@@ -183,7 +169,7 @@ pub fn ingest(command: IngestCommand) -> Result<ExitCode> {
         .map(Tokens::load)
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    let existing = partitions_of(&a.log.log_dir)?;
+    let existing = Meta::read(&a.log.log_dir)?.map(|m| m.partitions);
     if let (Some(have), Some(want)) = (existing, a.partitions)
         && have != want
     {
@@ -204,31 +190,11 @@ pub fn ingest(command: IngestCommand) -> Result<ExitCode> {
         },
     )
     .with_context(|| format!("opening the log in {}", a.log.log_dir.display()))?;
-    for (p, bytes) in log.recovered() {
-        eprintln!(
-            "log partition {p}: cut {bytes} bytes of an unacknowledged, torn tail left by a crash"
-        );
-    }
-    // Retention runs in the background; a failure is reported, not fatal.
-    {
-        let log = log.clone();
-        std::thread::Builder::new()
-            .name("log-retention".into())
-            .spawn(move || {
-                loop {
-                    let now = chrono::Utc::now().timestamp_millis();
-                    match log.enforce_retention(now) {
-                        Ok((0, _)) => {}
-                        Ok((n, bytes)) => {
-                            eprintln!("log retention: deleted {n} segment(s), {bytes} bytes");
-                        }
-                        Err(e) => eprintln!("log retention: {e}"),
-                    }
-                    std::thread::sleep(Duration::from_secs(60));
-                }
-            })
-            .context("starting the retention thread")?;
-    }
+    // Retention runs in the background while the server does; a failed pass is logged, not
+    // fatal.
+    let _retention = log
+        .spawn_retention(Duration::from_secs(60), Arc::new(SystemClock))
+        .context("starting the retention thread")?;
     let config = Config {
         tokens,
         max_body_bytes: a.max_body,
