@@ -10,10 +10,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use fleetscore_core::SystemClock;
-use fleetscore_ingest::kafka::KafkaConfig;
-use fleetscore_ingest::mqtt::MqttConfig;
-use fleetscore_ingest::server::{Config, Tokens};
-use fleetscore_ingest::{Limits, Reading};
+use fleetscore_ingest::kafka::{KafkaConfig, KafkaSource};
+use fleetscore_ingest::mqtt::{MqttConfig, MqttSource};
+use fleetscore_ingest::server::{Config, HttpSource, SourceStats, Tokens};
+use fleetscore_ingest::{Limits, Reading, Runner};
 use fleetscore_log::{Log, Meta, Options};
 
 /// Where the log lives.
@@ -155,20 +155,13 @@ pub fn ingest(command: IngestCommand) -> Result<ExitCode> {
         .mqtt
         .as_deref()
         .map(|url| MqttConfig::new(url, &a.mqtt_topic, &a.mqtt_client_id))
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
+        .transpose()?;
     let kafka = a
         .kafka
         .as_deref()
         .map(|url| KafkaConfig::new(url, &a.kafka_group))
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
-    let tokens = a
-        .tokens
-        .as_deref()
-        .map(Tokens::load)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
+        .transpose()?;
+    let tokens = a.tokens.as_deref().map(Tokens::load).transpose()?;
     let existing = Meta::read(&a.log.log_dir)?.map(|m| m.partitions);
     if let (Some(have), Some(want)) = (existing, a.partitions)
         && have != want
@@ -195,16 +188,34 @@ pub fn ingest(command: IngestCommand) -> Result<ExitCode> {
     let _retention = log
         .spawn_retention(Duration::from_secs(60), Arc::new(SystemClock))
         .context("starting the retention thread")?;
+    let limits = Limits {
+        max_future_ms: a.max_future_secs.saturating_mul(1000),
+    };
     let config = Config {
         tokens,
         max_body_bytes: a.max_body,
         max_inflight_bytes: a.max_inflight,
-        limits: Limits {
-            max_future_ms: a.max_future_secs.saturating_mul(1000),
-        },
+        limits,
     };
-    fleetscore_ingest::server::run(a.listen, log, config, mqtt, kafka)
-        .map_err(anyhow::Error::msg)?;
+    // MQTT and Kafka beside HTTP, into the same log; their counters show in /v1/stats.
+    let mut runner = Runner::new(log);
+    let mut stats = SourceStats::default();
+    if let Some(m) = mqtt {
+        let source = MqttSource::new(m, limits);
+        stats.mqtt = Some(source.stats());
+        runner.add(source);
+    }
+    if let Some(k) = kafka {
+        let source = KafkaSource::new(k, limits);
+        stats.kafka = Some(source.stats());
+        runner.add(source);
+    }
+    let http = HttpSource::bind(a.listen, config, stats)?;
+    // Tests and scripts wait for this line to know the port.
+    println!("listening on http://{}", http.local_addr());
+    runner.add(http);
+    // Until SIGINT or SIGTERM; then the requests in progress are answered.
+    runner.run_until_terminated()?;
     Ok(ExitCode::SUCCESS)
 }
 

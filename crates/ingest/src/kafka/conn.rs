@@ -7,26 +7,32 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::Res;
 use super::wire::{
-    API_FETCH, API_FIND_COORDINATOR, API_LIST_OFFSETS, API_METADATA, OFFSET_OUT_OF_RANGE, R, W,
-    check, record_batches,
+    Api, FETCH, FIND_COORDINATOR, KafkaCode, LIST_OFFSETS, METADATA, R, W, record_batches,
 };
+use crate::error::{Error, Result};
 
 /// A broker connection: one request at a time.
 pub(super) struct Conn {
     stream: TcpStream,
     client_id: String,
+    /// The id of the last request sent; its answer must carry it.
     correlation: i32,
     addr: String,
 }
 
 impl Conn {
-    pub(super) async fn connect(addr: &str, client_id: &str) -> Res<Conn> {
+    /// Connects to `addr` (within 10 s).
+    pub(super) async fn connect(addr: &str, client_id: &str) -> Result<Conn> {
         let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
             .await
-            .map_err(|_| format!("connecting to {addr}: timed out"))?
-            .map_err(|e| format!("connecting to {addr}: {e}"))?;
+            .map_err(|_| Error::TimedOut {
+                what: format!("connecting to {addr}"),
+            })?
+            .map_err(|e| Error::Io {
+                what: format!("connecting to {addr}"),
+                source: e,
+            })?;
         let _ = stream.set_nodelay(true);
         Ok(Conn {
             stream,
@@ -36,19 +42,15 @@ impl Conn {
         })
     }
 
-    /// Sends a request and returns the response body (after the correlation id).
-    pub(super) async fn call(
-        &mut self,
-        api: i16,
-        version: i16,
-        body: &[u8],
-        wait: Duration,
-    ) -> Res<Vec<u8>> {
+    /// Sends a request and returns the response body (after the correlation id). `wait` is
+    /// how long the broker may hold the request by design (a fetch's wait, a join's
+    /// rebalance); the answer may take 30 s more.
+    pub(super) async fn call(&mut self, api: Api, body: &[u8], wait: Duration) -> Result<Vec<u8>> {
         self.correlation += 1;
         let mut w = W(Vec::with_capacity(body.len() + 32));
         w.i32(0)
-            .i16(api)
-            .i16(version)
+            .i16(api.key)
+            .i16(api.version)
             .i32(self.correlation)
             .str(&self.client_id);
         w.0.extend_from_slice(body);
@@ -67,11 +69,19 @@ impl Conn {
         };
         let buf = tokio::time::timeout(wait + Duration::from_secs(30), io)
             .await
-            .map_err(|_| format!("{addr}: no answer to request {api}"))?
-            .map_err(|e| format!("{addr}: {e}"))?;
+            .map_err(|_| Error::TimedOut {
+                what: format!("{addr}: waiting for the answer to {api}"),
+            })?
+            .map_err(|e| Error::Io {
+                what: addr.clone(),
+                source: e,
+            })?;
         let correlation = i32::from_be_bytes(buf[..4].try_into().expect("4"));
         if correlation != self.correlation {
-            return Err(format!("{addr}: answer to another request"));
+            return Err(Error::Protocol {
+                what: addr,
+                reason: "answer to another request".into(),
+            });
         }
         Ok(buf[4..].to_vec())
     }
@@ -80,10 +90,10 @@ impl Conn {
     pub(super) async fn metadata(
         &mut self,
         topic: &str,
-    ) -> Res<(BTreeMap<i32, String>, Vec<(i32, i32)>)> {
+    ) -> Result<(BTreeMap<i32, String>, Vec<(i32, i32)>)> {
         let mut w = W(Vec::new());
         w.i32(1).str(topic);
-        let resp = self.call(API_METADATA, 1, &w.0, Duration::ZERO).await?;
+        let resp = self.call(METADATA, &w.0, Duration::ZERO).await?;
         let mut r = R {
             b: &resp,
             what: "metadata",
@@ -99,12 +109,12 @@ impl Conn {
         let _controller = r.i32()?;
         let mut partitions = Vec::new();
         for _ in 0..r.count()? {
-            let code = r.i16()?;
+            let code = r.code()?;
             let name = r.str()?;
             let _internal = r.i8()?;
-            check(code, &format!("topic {name}"))?;
+            code.check(format_args!("topic {name}"))?;
             for _ in 0..r.count()? {
-                let code = r.i16()?;
+                let code = r.code()?;
                 let p = r.i32()?;
                 let leader = r.i32()?;
                 for _ in 0..r.count()? {
@@ -113,42 +123,45 @@ impl Conn {
                 for _ in 0..r.count()? {
                     r.i32()?;
                 }
-                check(code, &format!("topic {name} partition {p}"))?;
+                code.check(format_args!("topic {name} partition {p}"))?;
                 if name == topic {
                     partitions.push((p, leader));
                 }
             }
         }
         if partitions.is_empty() {
-            return Err(format!("topic {topic} has no partitions (does it exist?)"));
+            return Err(Error::Protocol {
+                what: "metadata".into(),
+                reason: format!("topic {topic} has no partitions (does it exist?)"),
+            });
         }
         Ok((brokers, partitions))
     }
 
-    pub(super) async fn find_coordinator(&mut self, group: &str) -> Res<String> {
+    /// The address of `group`'s coordinator.
+    pub(super) async fn find_coordinator(&mut self, group: &str) -> Result<String> {
         let mut w = W(Vec::new());
         w.str(group).i8(0);
-        let resp = self
-            .call(API_FIND_COORDINATOR, 1, &w.0, Duration::ZERO)
-            .await?;
+        let resp = self.call(FIND_COORDINATOR, &w.0, Duration::ZERO).await?;
         let mut r = R {
             b: &resp,
             what: "find coordinator",
         };
         let _throttle = r.i32()?;
-        let code = r.i16()?;
+        let code = r.code()?;
         let _message = r.str()?;
-        check(code, "finding the group coordinator")?;
+        code.check("finding the group coordinator")?;
         let _node = r.i32()?;
         let host = r.str()?;
         let port = r.i32()?;
         Ok(format!("{host}:{port}"))
     }
 
-    pub(super) async fn earliest_offset(&mut self, topic: &str, partition: i32) -> Res<i64> {
+    /// The first offset of `partition` the broker still holds.
+    pub(super) async fn earliest_offset(&mut self, topic: &str, partition: i32) -> Result<i64> {
         let mut w = W(Vec::new());
         w.i32(-1).i32(1).str(topic).i32(1).i32(partition).i64(-2);
-        let resp = self.call(API_LIST_OFFSETS, 1, &w.0, Duration::ZERO).await?;
+        let resp = self.call(LIST_OFFSETS, &w.0, Duration::ZERO).await?;
         let mut r = R {
             b: &resp,
             what: "list offsets",
@@ -157,7 +170,8 @@ impl Conn {
             let _t = r.str()?;
             for _ in 0..r.count()? {
                 let p = r.i32()?;
-                check(r.i16()?, &format!("earliest offset of partition {p}"))?;
+                r.code()?
+                    .check(format_args!("earliest offset of partition {p}"))?;
                 let _ts = r.i64()?;
                 let offset = r.i64()?;
                 if p == partition {
@@ -165,7 +179,10 @@ impl Conn {
                 }
             }
         }
-        Err(format!("no earliest offset for partition {partition}"))
+        Err(Error::Protocol {
+            what: "list offsets".into(),
+            reason: format!("no earliest offset for partition {partition}"),
+        })
     }
 
     /// Records of each partition from its offset: `(partition, [(offset, value)])`, or `None`
@@ -175,7 +192,7 @@ impl Conn {
         &mut self,
         topic: &str,
         wanted: &[(i32, i64)],
-    ) -> Res<Vec<(i32, Option<Vec<(i64, Vec<u8>)>>)>> {
+    ) -> Result<Vec<(i32, Option<Vec<(i64, Vec<u8>)>>)>> {
         let wait = Duration::from_millis(200);
         let mut w = W(Vec::new());
         w.i32(-1)
@@ -189,7 +206,7 @@ impl Conn {
         for (p, o) in wanted {
             w.i32(*p).i64(*o).i32(4 << 20);
         }
-        let resp = self.call(API_FETCH, 4, &w.0, wait).await?;
+        let resp = self.call(FETCH, &w.0, wait).await?;
         let mut r = R {
             b: &resp,
             what: "fetch",
@@ -200,7 +217,7 @@ impl Conn {
             let _t = r.str()?;
             for _ in 0..r.count()? {
                 let p = r.i32()?;
-                let code = r.i16()?;
+                let code = r.code()?;
                 let _hw = r.i64()?;
                 let _lso = r.i64()?;
                 for _ in 0..r.count()? {
@@ -208,12 +225,12 @@ impl Conn {
                     r.i64()?;
                 }
                 let records = r.bytes()?;
-                if code == OFFSET_OUT_OF_RANGE {
+                if code == KafkaCode::OFFSET_OUT_OF_RANGE {
                     // Deleted by the topic's retention: the caller starts over at the earliest.
                     out.push((p, None));
                     continue;
                 }
-                check(code, &format!("fetching partition {p}"))?;
+                code.check(format_args!("fetching partition {p}"))?;
                 out.push((p, Some(record_batches(records)?)));
             }
         }

@@ -2,15 +2,16 @@
 //! a rebalance.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use fleetscore_core::now_ms;
 use fleetscore_log::Log;
-use std::sync::atomic::Ordering;
 
 use super::conn::Conn;
 use super::group::range_assign;
-use super::{KafkaConfig, KafkaStats, Res};
+use super::{KafkaConfig, KafkaStats};
+use crate::error::{Error, Result};
 use crate::parse::{self, AnyDevice, Format};
 use crate::reading::Limits;
 
@@ -21,7 +22,7 @@ pub(super) async fn consume(
     limits: &Limits,
     stats: &KafkaStats,
     member_id: &mut String,
-) -> Res<()> {
+) -> Result<()> {
     let mut boot = Conn::connect(&config.bootstrap, &config.client_id).await?;
     let (brokers, partitions) = boot.metadata(&config.topic).await?;
     let coordinator = boot.find_coordinator(&config.group).await?;
@@ -49,9 +50,11 @@ pub(super) async fn consume(
         .await?;
     stats.partitions.store(mine.len() as u64, Ordering::Relaxed);
     stats.joined.store(true, Ordering::Relaxed);
-    eprintln!(
+    tracing::info!(
         "kafka: joined group {} (generation {}) with partitions {mine:?} of {}",
-        config.group, joined.generation, config.topic
+        config.group,
+        joined.generation,
+        config.topic
     );
     // Where to start: the committed offset, else the earliest still held.
     let committed = coord
@@ -64,11 +67,15 @@ pub(super) async fn consume(
             .iter()
             .find(|(id, _)| *id == p)
             .map(|(_, l)| *l)
-            .ok_or_else(|| format!("partition {p} has no leader"))?;
+            .ok_or_else(|| Error::Protocol {
+                what: "metadata".into(),
+                reason: format!("partition {p} has no leader"),
+            })?;
         if let std::collections::btree_map::Entry::Vacant(v) = leaders.entry(leader) {
-            let addr = brokers
-                .get(&leader)
-                .ok_or_else(|| format!("no address for broker {leader}"))?;
+            let addr = brokers.get(&leader).ok_or_else(|| Error::Protocol {
+                what: "metadata".into(),
+                reason: format!("no address for broker {leader}"),
+            })?;
             v.insert(Conn::connect(addr, &config.client_id).await?);
         }
         let offset = match committed.get(&p) {
@@ -105,9 +112,10 @@ pub(super) async fn consume(
             for (p, records) in fetched {
                 let Some(records) = records else {
                     let earliest = conn.earliest_offset(&config.topic, p).await?;
-                    eprintln!(
+                    tracing::warn!(
                         "kafka: {} partition {p}: offset {} is no longer held; going on from {earliest}",
-                        config.topic, next[&p]
+                        config.topic,
+                        next[&p]
                     );
                     next.insert(p, earliest);
                     continue;
@@ -124,9 +132,10 @@ pub(super) async fn consume(
                         .rejected
                         .fetch_add(parsed.rejected.len() as u64, Ordering::Relaxed);
                     for r in parsed.rejected.iter().take(3) {
-                        eprintln!(
+                        tracing::warn!(
                             "kafka: {} partition {p} offset {offset}: refused: {}",
-                            config.topic, r.error
+                            config.topic,
+                            r.error
                         );
                     }
                     readings.extend(parsed.readings);
@@ -139,11 +148,9 @@ pub(super) async fn consume(
             if !readings.is_empty() {
                 // Under overload this waits: not fetching holds the topic back.
                 crate::append_when_room(log, &readings)
-                    .await
-                    .map_err(|e| format!("readings not stored: {e}"))?
+                    .await?
                     .durable()
-                    .await
-                    .map_err(|e| format!("readings not stored: {e}"))?;
+                    .await?;
                 stats
                     .accepted
                     .fetch_add(readings.len() as u64, Ordering::Relaxed);

@@ -4,12 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::Res;
 use super::conn::Conn;
 use super::wire::{
-    API_HEARTBEAT, API_JOIN_GROUP, API_OFFSET_COMMIT, API_OFFSET_FETCH, API_SYNC_GROUP,
-    MEMBER_ID_REQUIRED, R, W, check,
+    HEARTBEAT, JOIN_GROUP, KafkaCode, OFFSET_COMMIT, OFFSET_FETCH, R, SYNC_GROUP, W,
 };
+use crate::error::Result;
 
 /// The range assignor: each member (in id order) gets a contiguous share of the partitions.
 pub(super) fn range_assign(
@@ -39,12 +38,14 @@ pub(super) fn range_assign(
         .collect()
 }
 
+/// This member's subscription metadata (consumer protocol v0): the one topic.
 pub(super) fn subscription(topic: &str) -> Vec<u8> {
     let mut w = W(Vec::new());
     w.i16(0).i32(1).str(topic).i32(-1);
     w.0
 }
 
+/// The topics a member's subscription metadata names (none if it cannot be read).
 fn subscription_topics(meta: &[u8]) -> Vec<String> {
     let mut r = R {
         b: meta,
@@ -64,20 +65,27 @@ fn subscription_topics(meta: &[u8]) -> Vec<String> {
     out
 }
 
+/// What joining told this member.
 pub(super) struct Joined {
+    /// The group's generation, which every later request of this membership names.
     pub(super) generation: i32,
+    /// The leader's member id: the leader assigns partitions.
     pub(super) leader: String,
+    /// This member's id.
     pub(super) member_id: String,
+    /// Every member's id and subscription metadata (for the leader only; empty otherwise).
     pub(super) members: Vec<(String, Vec<u8>)>,
 }
 
 impl Conn {
+    /// Joins `group` (again, with `member_id`, or as a new member when it is empty) for
+    /// `topic`; a broker asking for a member id first is answered by joining again with it.
     pub(super) async fn join_group(
         &mut self,
         group: &str,
         member_id: &str,
         topic: &str,
-    ) -> Res<Joined> {
+    ) -> Result<Joined> {
         let mut w = W(Vec::new());
         w.str(group)
             .i32(10_000) // session timeout
@@ -87,23 +95,21 @@ impl Conn {
             .i32(1)
             .str("range")
             .bytes(&subscription(topic));
-        let resp = self
-            .call(API_JOIN_GROUP, 1, &w.0, Duration::from_secs(5))
-            .await?;
+        let resp = self.call(JOIN_GROUP, &w.0, Duration::from_secs(5)).await?;
         let mut r = R {
             b: &resp,
             what: "join group",
         };
-        let code = r.i16()?;
+        let code = r.code()?;
         let generation = r.i32()?;
         let _protocol = r.str()?;
         let leader = r.str()?;
         let member_id = r.str()?;
-        if code == MEMBER_ID_REQUIRED && !member_id.is_empty() {
+        if code == KafkaCode::MEMBER_ID_REQUIRED && !member_id.is_empty() {
             // The broker named our member id; join again with it.
             return Box::pin(self.join_group(group, &member_id, topic)).await;
         }
-        check(code, "joining the group")?;
+        code.check("joining the group")?;
         let mut members = Vec::new();
         for _ in 0..r.count()? {
             let id = r.str()?;
@@ -118,6 +124,8 @@ impl Conn {
         })
     }
 
+    /// Ends the join: the leader hands in `assignments`, and every member learns its
+    /// partitions of `topic`.
     pub(super) async fn sync_group(
         &mut self,
         group: &str,
@@ -125,7 +133,7 @@ impl Conn {
         member_id: &str,
         assignments: &[(String, Vec<i32>)],
         topic: &str,
-    ) -> Res<Vec<i32>> {
+    ) -> Result<Vec<i32>> {
         let mut w = W(Vec::new());
         w.str(group)
             .i32(generation)
@@ -140,15 +148,13 @@ impl Conn {
             a.i32(-1);
             w.str(id).bytes(&a.0);
         }
-        let resp = self
-            .call(API_SYNC_GROUP, 1, &w.0, Duration::from_secs(5))
-            .await?;
+        let resp = self.call(SYNC_GROUP, &w.0, Duration::from_secs(5)).await?;
         let mut r = R {
             b: &resp,
             what: "sync group",
         };
         let _throttle = r.i32()?;
-        check(r.i16()?, "syncing the group")?;
+        r.code()?.check("syncing the group")?;
         let assignment = r.bytes()?;
         let mut mine = Vec::new();
         if !assignment.is_empty() {
@@ -170,35 +176,37 @@ impl Conn {
         Ok(mine)
     }
 
+    /// Tells the coordinator this member is alive; an error code here means rejoin.
     pub(super) async fn heartbeat(
         &mut self,
         group: &str,
         generation: i32,
         member_id: &str,
-    ) -> Res<()> {
+    ) -> Result<()> {
         let mut w = W(Vec::new());
         w.str(group).i32(generation).str(member_id);
-        let resp = self.call(API_HEARTBEAT, 1, &w.0, Duration::ZERO).await?;
+        let resp = self.call(HEARTBEAT, &w.0, Duration::ZERO).await?;
         let mut r = R {
             b: &resp,
             what: "heartbeat",
         };
         let _throttle = r.i32()?;
-        check(r.i16()?, "heartbeat")
+        r.code()?.check("heartbeat")
     }
 
+    /// The offsets `group` committed for `partitions` (-1 for none).
     pub(super) async fn offset_fetch(
         &mut self,
         group: &str,
         topic: &str,
         partitions: &[i32],
-    ) -> Res<BTreeMap<i32, i64>> {
+    ) -> Result<BTreeMap<i32, i64>> {
         let mut w = W(Vec::new());
         w.str(group).i32(1).str(topic).i32(partitions.len() as i32);
         for p in partitions {
             w.i32(*p);
         }
-        let resp = self.call(API_OFFSET_FETCH, 1, &w.0, Duration::ZERO).await?;
+        let resp = self.call(OFFSET_FETCH, &w.0, Duration::ZERO).await?;
         let mut r = R {
             b: &resp,
             what: "offset fetch",
@@ -210,13 +218,15 @@ impl Conn {
                 let p = r.i32()?;
                 let offset = r.i64()?;
                 let _meta = r.str()?;
-                check(r.i16()?, &format!("committed offset of partition {p}"))?;
+                r.code()?
+                    .check(format_args!("committed offset of partition {p}"))?;
                 out.insert(p, offset);
             }
         }
         Ok(out)
     }
 
+    /// Commits `offsets` (partition → next offset to read) for `group`.
     pub(super) async fn offset_commit(
         &mut self,
         group: &str,
@@ -224,7 +234,7 @@ impl Conn {
         member_id: &str,
         topic: &str,
         offsets: &BTreeMap<i32, i64>,
-    ) -> Res<()> {
+    ) -> Result<()> {
         let mut w = W(Vec::new());
         w.str(group)
             .i32(generation)
@@ -236,9 +246,7 @@ impl Conn {
         for (p, o) in offsets {
             w.i32(*p).i64(*o).null_str();
         }
-        let resp = self
-            .call(API_OFFSET_COMMIT, 2, &w.0, Duration::ZERO)
-            .await?;
+        let resp = self.call(OFFSET_COMMIT, &w.0, Duration::ZERO).await?;
         let mut r = R {
             b: &resp,
             what: "offset commit",
@@ -247,7 +255,7 @@ impl Conn {
             let _t = r.str()?;
             for _ in 0..r.count()? {
                 let p = r.i32()?;
-                check(r.i16()?, &format!("committing partition {p}"))?;
+                r.code()?.check(format_args!("committing partition {p}"))?;
             }
         }
         Ok(())
