@@ -4,15 +4,17 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use fleetscore_ingest::kafka::KafkaConfig;
-use fleetscore_ingest::mqtt::MqttConfig;
-use fleetscore_ingest::server::{Config, Tokens};
-use fleetscore_ingest::{Limits, Reading};
-use fleetscore_log::{Log, Options};
+use fleetscore_core::SystemClock;
+use fleetscore_ingest::kafka::{KafkaConfig, KafkaSource};
+use fleetscore_ingest::mqtt::{MqttConfig, MqttSource};
+use fleetscore_ingest::server::{Config, HttpSource, SourceStats, Tokens};
+use fleetscore_ingest::{Limits, Reading, Runner};
+use fleetscore_log::{Log, Meta, Options};
 
 /// Where the log lives.
 #[derive(Debug, Args)]
@@ -138,7 +140,7 @@ pub struct LogReadArgs {
 
 /// Opens an existing log to read, beside a server that may be writing it.
 pub(crate) fn open_existing(dir: &Path) -> Result<Log> {
-    if partitions_of(dir)?.is_none() {
+    if Meta::read(dir)?.is_none() {
         bail!(
             "{}: no log here (start `fleetscore ingest serve` first)",
             dir.display()
@@ -147,43 +149,20 @@ pub(crate) fn open_existing(dir: &Path) -> Result<Log> {
     Log::open_reader(dir).with_context(|| format!("reading the log in {}", dir.display()))
 }
 
-fn partitions_of(dir: &Path) -> Result<Option<u32>> {
-    let meta = dir.join("log.json");
-    match std::fs::read(&meta) {
-        Ok(b) => {
-            let v: serde_json::Value = serde_json::from_slice(&b)
-                .with_context(|| format!("{}: not a log description", meta.display()))?;
-            let p = v["partitions"]
-                .as_u64()
-                .with_context(|| format!("{}: no partition count", meta.display()))?;
-            Ok(Some(p as u32))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", meta.display())),
-    }
-}
-
 pub fn ingest(command: IngestCommand) -> Result<ExitCode> {
     let IngestCommand::Serve(a) = command;
     let mqtt = a
         .mqtt
         .as_deref()
         .map(|url| MqttConfig::new(url, &a.mqtt_topic, &a.mqtt_client_id))
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
+        .transpose()?;
     let kafka = a
         .kafka
         .as_deref()
         .map(|url| KafkaConfig::new(url, &a.kafka_group))
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
-    let tokens = a
-        .tokens
-        .as_deref()
-        .map(Tokens::load)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
-    let existing = partitions_of(&a.log.log_dir)?;
+        .transpose()?;
+    let tokens = a.tokens.as_deref().map(Tokens::load).transpose()?;
+    let existing = Meta::read(&a.log.log_dir)?.map(|m| m.partitions);
     if let (Some(have), Some(want)) = (existing, a.partitions)
         && have != want
     {
@@ -204,41 +183,39 @@ pub fn ingest(command: IngestCommand) -> Result<ExitCode> {
         },
     )
     .with_context(|| format!("opening the log in {}", a.log.log_dir.display()))?;
-    for (p, bytes) in log.recovered() {
-        eprintln!(
-            "log partition {p}: cut {bytes} bytes of an unacknowledged, torn tail left by a crash"
-        );
-    }
-    // Retention runs in the background; a failure is reported, not fatal.
-    {
-        let log = log.clone();
-        std::thread::Builder::new()
-            .name("log-retention".into())
-            .spawn(move || {
-                loop {
-                    let now = chrono::Utc::now().timestamp_millis();
-                    match log.enforce_retention(now) {
-                        Ok((0, _)) => {}
-                        Ok((n, bytes)) => {
-                            eprintln!("log retention: deleted {n} segment(s), {bytes} bytes");
-                        }
-                        Err(e) => eprintln!("log retention: {e}"),
-                    }
-                    std::thread::sleep(Duration::from_secs(60));
-                }
-            })
-            .context("starting the retention thread")?;
-    }
+    // Retention runs in the background while the server does; a failed pass is logged, not
+    // fatal.
+    let _retention = log
+        .spawn_retention(Duration::from_secs(60), Arc::new(SystemClock))
+        .context("starting the retention thread")?;
+    let limits = Limits {
+        max_future_ms: a.max_future_secs.saturating_mul(1000),
+    };
     let config = Config {
         tokens,
         max_body_bytes: a.max_body,
         max_inflight_bytes: a.max_inflight,
-        limits: Limits {
-            max_future_ms: a.max_future_secs.saturating_mul(1000),
-        },
+        limits,
     };
-    fleetscore_ingest::server::run(a.listen, log, config, mqtt, kafka)
-        .map_err(anyhow::Error::msg)?;
+    // MQTT and Kafka beside HTTP, into the same log; their counters show in /v1/stats.
+    let mut runner = Runner::new(log);
+    let mut stats = SourceStats::default();
+    if let Some(m) = mqtt {
+        let source = MqttSource::new(m, limits);
+        stats.mqtt = Some(source.stats());
+        runner.add(source);
+    }
+    if let Some(k) = kafka {
+        let source = KafkaSource::new(k, limits);
+        stats.kafka = Some(source.stats());
+        runner.add(source);
+    }
+    let http = HttpSource::bind(a.listen, config, stats)?;
+    // Tests and scripts wait for this line to know the port.
+    println!("listening on http://{}", http.local_addr());
+    runner.add(http);
+    // Until SIGINT or SIGTERM; then the requests in progress are answered.
+    runner.run_until_terminated()?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,16 +3,26 @@
 //! partitioned by device, and
 //! acknowledged (HTTP 200, MQTT PUBACK, Kafka offset commit) only once they are on disk.
 //!
+//! Each protocol is a [`Source`]; a [`Runner`] starts any set of them on one runtime and stops
+//! them together. The HTTP service is [`server::app`], which answers requests without a
+//! socket. Errors are [`Error`]; what the sources do unasked (connections, rebalances, refused
+//! messages) is logged through `tracing`.
+//!
 //! Delivery is at least once: a request answered 200 is durable in full; a request that failed
 //! (503, a dropped connection) may have been stored in part, and its retry can repeat
 //! readings, which the aggregator drops as exact (device, tag, ts) repeats.
 
 #![warn(missing_docs)]
 
+mod error;
 pub mod kafka;
 pub mod mqtt;
 pub mod parse;
 pub mod server;
+mod source;
+
+pub use error::{Error, Report, Result};
+pub use source::{Runner, Shutdown, Source, Stop};
 
 /// The reading and its checks and codec live in [`fleetscore_core`], shared with the layers
 /// that read the log back.

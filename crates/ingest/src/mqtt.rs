@@ -8,6 +8,8 @@
 //! A payload is a plain number (the value, timed on arrival) or a JSON object with `value` and
 //! optionally `ts` (RFC 3339 or epoch milliseconds). An invalid message is counted, reported
 //! and acknowledged, so the broker does not send it again forever.
+//!
+//! [`MqttSource`] is the MQTT [`Source`].
 
 use fleetscore_core::now_ms;
 use std::sync::Arc;
@@ -18,7 +20,9 @@ use fleetscore_log::Log;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use serde::Deserialize;
 
+use crate::error::{Error, Result};
 use crate::reading::{Invalid, Limits, Reading, parse_ts};
+use crate::source::{Shutdown, Source};
 
 /// Where and what to subscribe to.
 #[derive(Debug, Clone)]
@@ -35,21 +39,23 @@ pub struct MqttConfig {
 
 impl MqttConfig {
     /// From `mqtt://host[:port]`, a topic pattern and a client id.
-    pub fn new(url: &str, topic: &str, client_id: &str) -> Result<MqttConfig, String> {
+    pub fn new(url: &str, topic: &str, client_id: &str) -> Result<MqttConfig> {
         let rest = url.strip_prefix("mqtt://").ok_or_else(|| {
-            format!("MQTT broker {url:?}: use mqtt://host[:port] (TLS is not supported yet)")
+            Error::Config(format!(
+                "MQTT broker {url:?}: use mqtt://host[:port] (TLS is not supported yet)"
+            ))
         })?;
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) => (
                 h.to_string(),
                 p.parse()
-                    .map_err(|_| format!("MQTT broker {url:?}: bad port {p:?}"))?,
+                    .map_err(|_| Error::Config(format!("MQTT broker {url:?}: bad port {p:?}")))?,
             ),
             None => (rest.to_string(), 1883),
         };
         if host.is_empty() {
-            return Err(format!("MQTT broker {url:?}: no host"));
+            return Err(Error::Config(format!("MQTT broker {url:?}: no host")));
         }
         Ok(MqttConfig {
             host,
@@ -75,23 +81,23 @@ enum Segment {
 
 impl TopicPattern {
     /// Parses e.g. `sensors/{device}/{tag}`.
-    pub fn parse(pattern: &str) -> Result<TopicPattern, String> {
+    pub fn parse(pattern: &str) -> Result<TopicPattern> {
         let segments: Vec<Segment> = pattern
             .split('/')
             .map(|s| match s {
                 "{device}" => Ok(Segment::Device),
                 "{tag}" => Ok(Segment::Tag),
-                s if s.contains(['{', '}', '+', '#']) => Err(format!(
+                s if s.contains(['{', '}', '+', '#']) => Err(Error::Config(format!(
                     "topic pattern {pattern:?}: segment {s:?} must be literal, {{device}} or {{tag}}"
-                )),
+                ))),
                 s => Ok(Segment::Literal(s.to_string())),
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_>>()?;
         for (what, seg) in [("{device}", Segment::Device), ("{tag}", Segment::Tag)] {
             if segments.iter().filter(|s| **s == seg).count() != 1 {
-                return Err(format!(
+                return Err(Error::Config(format!(
                     "topic pattern {pattern:?} must have exactly one {what} segment"
-                ));
+                )));
             }
         }
         Ok(TopicPattern { segments })
@@ -128,7 +134,9 @@ impl TopicPattern {
     }
 }
 
-/// What the MQTT source has done, for `/v1/stats`.
+/// What the MQTT source has done, for `/v1/stats`. Atomics, so that the source's tasks update
+/// them while the HTTP server reads them, without a lock; each stands on its own (relaxed
+/// ordering), and nothing is decided from them but `connected`'s own log line.
 #[derive(Debug, Default)]
 pub struct MqttStats {
     /// Connected to the broker now.
@@ -157,7 +165,7 @@ pub fn reading_of(
     payload: &[u8],
     limits: &Limits,
     now_ms: i64,
-) -> Result<Reading, Invalid> {
+) -> std::result::Result<Reading, Invalid> {
     let text = std::str::from_utf8(payload)
         .map_err(|_| Invalid("the payload is not UTF-8".into()))?
         .trim();
@@ -201,9 +209,49 @@ enum Outcome {
     NotStored,
 }
 
-/// Runs the MQTT source until the process ends: connect, subscribe, append, acknowledge,
-/// reconnect.
-pub async fn run(config: MqttConfig, log: Log, limits: Limits, stats: Arc<MqttStats>) {
+/// The MQTT subscriber as a [`Source`]: connect, subscribe, append, acknowledge, reconnect,
+/// until shutdown.
+#[derive(Debug)]
+pub struct MqttSource {
+    config: MqttConfig,
+    limits: Limits,
+    /// Shared with whoever shows them (the HTTP server's `/v1/stats`).
+    stats: Arc<MqttStats>,
+}
+
+impl MqttSource {
+    /// The source for `config`, checking each reading against `limits`.
+    pub fn new(config: MqttConfig, limits: Limits) -> MqttSource {
+        MqttSource {
+            config,
+            limits,
+            stats: Arc::default(),
+        }
+    }
+
+    /// Its counters, to show beside the HTTP server's.
+    pub fn stats(&self) -> Arc<MqttStats> {
+        self.stats.clone()
+    }
+}
+
+impl Source for MqttSource {
+    fn name(&self) -> &'static str {
+        "mqtt"
+    }
+
+    /// Takes messages until shutdown; broker errors are retried (with backoff), never returned.
+    async fn run(self, log: Log, shutdown: Shutdown) -> Result<()> {
+        tokio::select! {
+            () = subscribe(self.config, log, self.limits, self.stats) => {}
+            () = shutdown.requested() => {}
+        }
+        Ok(())
+    }
+}
+
+/// Connects, subscribes, appends and acknowledges; reconnects after errors. Never returns.
+async fn subscribe(config: MqttConfig, log: Log, limits: Limits, stats: Arc<MqttStats>) {
     let mut options = MqttOptions::new(&config.client_id, &config.host, config.port);
     options
         .set_keep_alive(Duration::from_secs(10))
@@ -213,7 +261,10 @@ pub async fn run(config: MqttConfig, log: Log, limits: Limits, stats: Arc<MqttSt
     let (client, mut events) = AsyncClient::new(options, 1024);
     let filter = config.topic.filter();
     // Acknowledgements go out in the order messages came in (as MQTT asks), each once its
-    // reading is durable, from a task of their own (never from the task polling the events).
+    // reading is durable, from a task of their own (never from the task polling the events):
+    // this channel carries each message, with what became of it, to that task in arrival
+    // order. Unbounded, because what it holds is bounded by the log's pending bytes (an
+    // appended message waits there for its fsync) and by the broker's in-flight window.
     let (to_ack, mut acks) = tokio::sync::mpsc::unbounded_channel::<(Outcome, Publish)>();
     {
         let client = client.clone();
@@ -227,7 +278,7 @@ pub async fn run(config: MqttConfig, log: Log, limits: Limits, stats: Arc<MqttSt
                         }
                         Err(e) => {
                             // Not acknowledged: the broker sends it again after a reconnect.
-                            eprintln!("mqtt: {}: not stored: {e}", publish.topic);
+                            tracing::warn!("mqtt: {}: not stored: {e}", publish.topic);
                             continue;
                         }
                     },
@@ -245,13 +296,14 @@ pub async fn run(config: MqttConfig, log: Log, limits: Limits, stats: Arc<MqttSt
                 stats.connected.store(true, Ordering::Relaxed);
                 stats.connections.fetch_add(1, Ordering::Relaxed);
                 backoff = Duration::from_millis(200);
-                eprintln!(
+                tracing::info!(
                     "mqtt: connected to {}:{}, subscribing to {filter}",
-                    config.host, config.port
+                    config.host,
+                    config.port
                 );
                 // Always: a restarted broker may have lost the session.
                 if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
-                    eprintln!("mqtt: subscribing to {filter}: {e}");
+                    tracing::warn!("mqtt: subscribing to {filter}: {e}");
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
@@ -267,13 +319,13 @@ pub async fn run(config: MqttConfig, log: Log, limits: Limits, stats: Arc<MqttSt
                         Ok(ack) => Outcome::Appended(ack),
                         Err(e) => {
                             // Not acknowledged: the broker sends it again later.
-                            eprintln!("mqtt: {}: not stored: {e}", publish.topic);
+                            tracing::warn!("mqtt: {}: not stored: {e}", publish.topic);
                             Outcome::NotStored
                         }
                     },
                     Err(e) => {
                         stats.rejected.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("mqtt: {}: refused: {e}", publish.topic);
+                        tracing::warn!("mqtt: {}: refused: {e}", publish.topic);
                         Outcome::Refused
                     }
                 };
@@ -282,9 +334,10 @@ pub async fn run(config: MqttConfig, log: Log, limits: Limits, stats: Arc<MqttSt
             Ok(_) => {}
             Err(e) => {
                 if stats.connected.swap(false, Ordering::Relaxed) {
-                    eprintln!(
+                    tracing::warn!(
                         "mqtt: connection to {}:{} lost: {e}",
-                        config.host, config.port
+                        config.host,
+                        config.port
                     );
                 }
                 tokio::time::sleep(backoff).await;

@@ -73,14 +73,14 @@ pub struct Parsed {
 /// What a reading must satisfy beyond its own checks: e.g. a token's device scope.
 pub trait Admit {
     /// `Err` with the reason if `device` may not be written.
-    fn device(&self, device: &str) -> Result<(), String>;
+    fn device(&self, device: &str) -> Result<(), Invalid>;
 }
 
 /// Admits every device.
 pub struct AnyDevice;
 
 impl Admit for AnyDevice {
-    fn device(&self, _: &str) -> Result<(), String> {
+    fn device(&self, _: &str) -> Result<(), Invalid> {
         Ok(())
     }
 }
@@ -164,7 +164,7 @@ impl Checker<'_> {
     fn add(&mut self, at: At, r: Result<Reading, Invalid>) {
         let checked = r.and_then(|r| {
             r.check(self.limits, self.now_ms)?;
-            self.admit.device(&r.device).map_err(Invalid)?;
+            self.admit.device(&r.device)?;
             Ok(r)
         });
         match checked {
@@ -502,11 +502,13 @@ mod tests {
     fn a_device_outside_the_scope_is_refused() {
         struct Only;
         impl Admit for Only {
-            fn device(&self, d: &str) -> Result<(), String> {
+            fn device(&self, d: &str) -> Result<(), Invalid> {
                 if d == "mine" {
                     Ok(())
                 } else {
-                    Err(format!("device {d:?} is not allowed for this token"))
+                    Err(Invalid(format!(
+                        "device {d:?} is not allowed for this token"
+                    )))
                 }
             }
         }

@@ -10,17 +10,22 @@
 //! | 415 | the `Content-Type` is not JSON lines, JSON or CSV |
 //! | 429 | too many bytes are in flight or waiting for disk; `Retry-After` says when to retry |
 //! | 503 | the log could not store the readings (nothing of the request is acknowledged) |
+//!
+//! [`app`] is the service itself: it answers a request handed to it, so tests call it without a
+//! socket. [`serve`] runs it on a listener with graceful shutdown; [`HttpSource`] is the HTTP
+//! [`Source`].
 
 use fleetscore_core::now_ms;
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use fleetscore_log::Log;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::{Body, Bytes};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
@@ -28,10 +33,12 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::kafka::{KafkaConfig, KafkaStats};
-use crate::mqtt::{MqttConfig, MqttStats};
+use crate::error::{Error, Result};
+use crate::kafka::KafkaStats;
+use crate::mqtt::MqttStats;
 use crate::parse::{self, Admit, At, Format};
-use crate::reading::Limits;
+use crate::reading::{Invalid, Limits};
+use crate::source::{Shutdown, Source};
 
 /// Who may write: bearer tokens, each optionally limited to some devices.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -54,20 +61,22 @@ pub struct Token {
 
 impl Tokens {
     /// Reads a tokens file: `{"tokens": [{"name": "site-a", "token": "…", "devices": ["d1"]}]}`.
-    pub fn load(path: &std::path::Path) -> Result<Tokens, String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let t: Tokens = serde_json::from_slice(&bytes).map_err(|e| {
-            format!(
-                "{}: not a tokens file ({e}); expected {{\"tokens\": [{{\"name\": \"site-a\", \"token\": \"…\", \"devices\": [\"d1\"]}}]}}",
-                path.display()
-            )
+    pub fn load(path: &Path) -> Result<Tokens> {
+        let bytes = std::fs::read(path).map_err(|e| Error::Io {
+            what: path.display().to_string(),
+            source: e,
+        })?;
+        let t: Tokens = serde_json::from_slice(&bytes).map_err(|e| Error::Tokens {
+            path: path.to_path_buf(),
+            reason: format!(
+                "not a tokens file ({e}); expected {{\"tokens\": [{{\"name\": \"site-a\", \"token\": \"…\", \"devices\": [\"d1\"]}}]}}"
+            ),
         })?;
         if let Some(bad) = t.tokens.iter().find(|t| t.token.len() < 16) {
-            return Err(format!(
-                "{}: token `{}` is shorter than 16 characters",
-                path.display(),
-                bad.name
-            ));
+            return Err(Error::Tokens {
+                path: path.to_path_buf(),
+                reason: format!("token `{}` is shorter than 16 characters", bad.name),
+            });
         }
         Ok(t)
     }
@@ -87,11 +96,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 struct Scope<'a>(&'a HashSet<String>);
 
 impl Admit for Scope<'_> {
-    fn device(&self, device: &str) -> Result<(), String> {
+    fn device(&self, device: &str) -> std::result::Result<(), Invalid> {
         if self.0.contains(device) {
             Ok(())
         } else {
-            Err(format!("device {device:?} is not allowed for this token"))
+            Err(Invalid(format!(
+                "device {device:?} is not allowed for this token"
+            )))
         }
     }
 }
@@ -120,7 +131,9 @@ impl Default for Config {
     }
 }
 
-/// Counters the server keeps.
+/// Counters the server keeps. Atomics, so that every connection's task counts without a lock
+/// and `/v1/stats` reads them while requests go on; each counts on its own (relaxed ordering),
+/// and no decision is made from them.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Requests answered.
@@ -135,17 +148,22 @@ pub struct Stats {
     pub unauthorized: AtomicU64,
 }
 
+/// What every request shares.
 struct State {
     log: Log,
     config: Config,
+    /// The budget of request bodies held in memory, in permits of [`PERMIT_BYTES`]: a request
+    /// takes its (declared, else largest) body's worth before reading it and gives it back when
+    /// answered, and is refused with 429 when the budget is spent, so a burst of large bodies
+    /// cannot exhaust memory.
     inflight: Arc<Semaphore>,
     stats: Stats,
-    sources: Sources,
+    sources: SourceStats,
 }
 
 /// The counters of the sources running beside the HTTP server, for `/v1/stats`.
 #[derive(Debug, Default, Clone)]
-pub struct Sources {
+pub struct SourceStats {
     /// The MQTT source's, when it runs.
     pub mqtt: Option<Arc<MqttStats>>,
     /// The Kafka source's, when it runs.
@@ -155,24 +173,53 @@ pub struct Sources {
 /// Inflight budget unit: permits are KiB.
 const PERMIT_BYTES: usize = 1024;
 
-/// Serves until `shutdown` completes, each connection on its own task; then stops accepting,
-/// lets every connection finish the request it is on (up to 10 s), and returns. `sources` are
-/// the counters of the MQTT and Kafka sources, shown in `/v1/stats`.
+/// The HTTP service: answers each request handed to it, with no socket of its own. Cheap to
+/// clone; every clone shares the log, the settings, the in-flight budget and the counters.
+#[derive(Clone)]
+pub struct App {
+    state: Arc<State>,
+}
+
+/// The service for `log` with `config`; `sources` are the counters of the MQTT and Kafka
+/// sources running beside it, shown in `/v1/stats`.
+pub fn app(log: Log, config: Config, sources: SourceStats) -> App {
+    let permits = (config.max_inflight_bytes / PERMIT_BYTES).clamp(1, Semaphore::MAX_PERMITS);
+    App {
+        state: Arc::new(State {
+            log,
+            inflight: Arc::new(Semaphore::new(permits)),
+            config,
+            stats: Stats::default(),
+            sources,
+        }),
+    }
+}
+
+impl App {
+    /// Answers one request: what each connection's requests go to, and what tests call
+    /// directly.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        handle(&self.state, req).await
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.state.stats
+    }
+}
+
+/// Serves `app` until `shutdown` completes, each connection on its own task; then stops
+/// accepting, lets every connection finish the request it is on (up to 10 s), and returns.
 pub async fn serve(
     listener: TcpListener,
-    log: Log,
-    config: Config,
-    sources: Sources,
+    app: App,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let permits = (config.max_inflight_bytes / PERMIT_BYTES).clamp(1, Semaphore::MAX_PERMITS);
-    let state = Arc::new(State {
-        log,
-        inflight: Arc::new(Semaphore::new(permits)),
-        config,
-        stats: Stats::default(),
-        sources,
-    });
+    // Tells every connection's task to finish the request it is on and close.
     let (stopping, stop_rx) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
@@ -191,12 +238,12 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
+        let app = app.clone();
         let mut stop = stop_rx.clone();
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&state, req).await) }
+                let app = app.clone();
+                async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -220,9 +267,9 @@ pub async fn serve(
         while connections.join_next().await.is_some() {}
     })
     .await;
-    eprintln!(
+    tracing::info!(
         "stopped: {} readings accepted; {open} connection(s) were open{}",
-        state.stats.accepted.load(Ordering::Relaxed),
+        app.stats().accepted.load(Ordering::Relaxed),
         if drained.is_ok() {
             ", all closed"
         } else {
@@ -232,81 +279,69 @@ pub async fn serve(
     Ok(())
 }
 
-/// SIGINT or SIGTERM (what Kubernetes sends before it kills a pod).
-async fn termination() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// The HTTP front door as a [`Source`]: a bound listener, and the settings of the [`app`] it
+/// serves until shutdown.
+#[derive(Debug)]
+pub struct HttpSource {
+    listener: std::net::TcpListener,
+    local: SocketAddr,
+    config: Config,
+    sources: SourceStats,
+}
+
+impl HttpSource {
+    /// Binds `addr`, refusing to accept readings without tokens on anything but a loopback
+    /// address. `sources` are the counters of the sources running beside it, for `/v1/stats`.
+    pub fn bind(addr: SocketAddr, config: Config, sources: SourceStats) -> Result<HttpSource> {
+        if config.tokens.is_none() && !addr.ip().is_loopback() {
+            return Err(Error::Config(format!(
+                "refusing to accept readings on {addr} without tokens: pass --tokens FILE, or listen on a loopback address"
+            )));
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        let cannot_listen = |e| Error::Io {
+            what: format!("cannot listen on {addr}"),
+            source: e,
+        };
+        let listener = std::net::TcpListener::bind(addr).map_err(cannot_listen)?;
+        listener.set_nonblocking(true).map_err(cannot_listen)?;
+        let local = listener.local_addr().map_err(cannot_listen)?;
+        Ok(HttpSource {
+            listener,
+            local,
+            config,
+            sources,
+        })
+    }
+
+    /// The address it listens on (the port chosen when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 }
 
-/// Binds `addr` (refusing to serve without tokens on anything but loopback), prints where it
-/// listens, and serves on a runtime of its own until SIGINT or SIGTERM (then it answers the
-/// requests in progress and returns); with `mqtt`, also takes readings from that broker into
-/// the same log.
-pub fn run(
-    addr: SocketAddr,
-    log: Log,
-    config: Config,
-    mqtt: Option<MqttConfig>,
-    kafka: Option<KafkaConfig>,
-) -> Result<(), String> {
-    if config.tokens.is_none() && !addr.ip().is_loopback() {
-        return Err(format!(
-            "refusing to accept readings on {addr} without tokens: pass --tokens FILE, or listen on a loopback address"
-        ));
+impl Source for HttpSource {
+    fn name(&self) -> &'static str {
+        "http"
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("ingest")
-        .build()
-        .map_err(|e| format!("cannot start the server's runtime: {e}"))?;
-    runtime.block_on(async move {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        let local = listener
-            .local_addr()
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        let mqtt = mqtt.map(|m| {
-            let stats = Arc::new(MqttStats::default());
-            tokio::spawn(crate::mqtt::run(
-                m,
-                log.clone(),
-                config.limits,
-                stats.clone(),
-            ));
-            stats
-        });
-        let kafka = kafka.map(|k| {
-            let stats = Arc::new(KafkaStats::default());
-            tokio::spawn(crate::kafka::run(
-                k,
-                log.clone(),
-                config.limits,
-                stats.clone(),
-            ));
-            stats
-        });
-        // Tests and scripts wait for this line to know the port.
-        println!("listening on http://{local}");
+
+    /// Serves until shutdown, then answers the requests in progress and returns.
+    async fn run(self, log: Log, shutdown: Shutdown) -> Result<()> {
+        let local = self.local;
+        let listener = TcpListener::from_std(self.listener).map_err(|e| Error::Io {
+            what: format!("cannot listen on {local}"),
+            source: e,
+        })?;
         serve(
             listener,
-            log,
-            config,
-            Sources { mqtt, kafka },
-            termination(),
+            app(log, self.config, self.sources),
+            shutdown.requested(),
         )
         .await
-        .map_err(|e| format!("serving {local}: {e}"))
-    })
+        .map_err(|e| Error::Io {
+            what: format!("serving {local}"),
+            source: e,
+        })
+    }
 }
 
 fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
@@ -330,7 +365,11 @@ fn retry_later(message: String) -> Response<Full<Bytes>> {
     r
 }
 
-async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle<B>(state: &State, req: Request<B>) -> Response<Full<Bytes>>
+where
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     state.stats.requests.fetch_add(1, Ordering::Relaxed);
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => reply(StatusCode::OK, json!({ "status": "ok" })),
@@ -384,7 +423,11 @@ fn stats(state: &State) -> Response<Full<Bytes>> {
     )
 }
 
-async fn ingest(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn ingest<B>(state: &State, req: Request<B>) -> Response<Full<Bytes>>
+where
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let config = &state.config;
     // Who is asking.
     let token = match &config.tokens {
@@ -541,5 +584,119 @@ async fn ingest(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             StatusCode::SERVICE_UNAVAILABLE,
             format!("readings not stored: {e}"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetscore_log::Options;
+
+    const TOKEN: &str = "site-a-0123456789abcdef";
+
+    /// The service over a new log in a temporary folder, with one token.
+    fn app_in(name: &str) -> (std::path::PathBuf, Log, App) {
+        let dir = std::env::temp_dir().join(format!(
+            "fleetscore-ingest-app-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let log = Log::open(
+            &dir,
+            Options {
+                partitions: 2,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        let config = Config {
+            tokens: Some(Tokens {
+                tokens: vec![Token {
+                    name: "a".into(),
+                    token: TOKEN.into(),
+                    devices: None,
+                }],
+            }),
+            ..Config::default()
+        };
+        let app = app(log.clone(), config, SourceStats::default());
+        (dir, log, app)
+    }
+
+    fn post(token: Option<&str>, body: &str) -> Request<Full<Bytes>> {
+        let mut r = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/readings")
+            .header(header::CONTENT_TYPE, "application/x-ndjson");
+        if let Some(t) = token {
+            r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        r.body(Full::new(Bytes::from(body.to_string()))).unwrap()
+    }
+
+    async fn json_of(r: Response<Full<Bytes>>) -> serde_json::Value {
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    fn held(log: &Log) -> u64 {
+        (0..log.partitions())
+            .map(|p| log.bounds(p).unwrap().1)
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_token_gets_401_and_stores_nothing() {
+        let (dir, log, app) = app_in("401");
+        let r = app
+            .handle(post(
+                None,
+                r#"{"device":"d1","tag":"t","ts":1767225605000,"value":1}"#,
+            ))
+            .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            r.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"fleetscore\""
+        );
+        let body = json_of(r).await;
+        assert!(
+            body["error"].as_str().unwrap().contains("bearer token"),
+            "{body}"
+        );
+        assert_eq!(app.stats().unauthorized.load(Ordering::Relaxed), 1);
+        assert_eq!(held(&log), 0);
+        drop((app, log));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn valid_readings_get_200_once_they_are_in_the_log() {
+        let (dir, log, app) = app_in("200");
+        let body = [
+            r#"{"device":"d1","tag":"t","ts":1767225605000,"value":1.5}"#,
+            r#"{"device":"d2","tag":"t","ts":1767225605000,"value":2.5}"#,
+            r#"{"device":"d3","tag":"t","ts":1767225605000,"value":"NaN"}"#,
+        ]
+        .join("\n");
+        let r = app.handle(post(Some(TOKEN), &body)).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let answer = json_of(r).await;
+        assert_eq!(answer["accepted"], 2, "{answer}");
+        assert_eq!(answer["rejected"][0]["line"], 3, "{answer}");
+        // Answered only once durable: a reader sees them now.
+        assert_eq!(held(&log), 2);
+        assert_eq!(app.stats().accepted.load(Ordering::Relaxed), 2);
+        let stats = app
+            .handle(
+                Request::builder()
+                    .uri("/v1/stats")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(json_of(stats).await["accepted"], 2);
+        drop((app, log));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -16,12 +16,19 @@
 //! - **Recovery.** Opening the log checks the active (last) segment of each partition batch by
 //!   batch and cuts a torn or corrupt tail (what a crash mid-write leaves); everything before
 //!   it, which includes everything acknowledged, stays.
-//! - **Retention** by age and by size per partition, a whole sealed segment at a time.
+//! - **Retention** by age and by size per partition, a whole sealed segment at a time, on
+//!   demand ([`Log::enforce_retention`]) or from a thread of its own ([`Log::spawn_retention`]).
 //! - **Consumers** read from an offset and commit offsets per consumer group (written
 //!   atomically and fsync'd).
+//!
+//! The log reports what it does unasked (torn tails cut on open, segments retention deleted)
+//! through `tracing`; where that goes is the program's choice.
+
+#![warn(missing_docs)]
 
 mod error;
 mod partition;
+mod retention;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,6 +43,7 @@ use tokio::sync::oneshot;
 
 pub use error::{Error, Result};
 use partition::Partition;
+pub use retention::Retention;
 
 /// How a log is laid out and bounded.
 #[derive(Debug, Clone)]
@@ -64,11 +72,36 @@ impl Default for Options {
     }
 }
 
-/// What `log.json` records about a log, so it is reopened with the same partitioning.
-#[derive(Debug, Serialize, Deserialize)]
-struct Meta {
-    format: u32,
-    partitions: u32,
+/// What a log folder's `log.json` records about its log, so that it is reopened with the same
+/// partitioning: written once, when the log is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// The version of the log's layout (1).
+    pub format: u32,
+    /// The number of partitions, fixed for the life of the log.
+    pub partitions: u32,
+}
+
+impl Meta {
+    /// What the log in `dir` records about itself; `None` if there is no log there (no
+    /// `log.json`), without creating or locking anything.
+    pub fn read(dir: &Path) -> Result<Option<Meta>> {
+        let path = dir.join("log.json");
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        Meta::parse(&path, &bytes).map(Some)
+    }
+
+    fn parse(path: &Path, bytes: &[u8]) -> Result<Meta> {
+        serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+            path: path.display().to_string(),
+            position: 0,
+            reason: e.to_string(),
+        })
+    }
 }
 
 /// Where one partition's part of an append landed.
@@ -143,16 +176,26 @@ pub struct Records {
     pub next_offset: u64,
 }
 
+/// An append on its way to the writer thread.
 struct Request {
     batch: Batch,
+    /// Completes the append's [`Ack`] once its records are durable (or failed).
     reply: oneshot::Sender<Result<Vec<Appended>>>,
 }
 
+/// What every clone of a [`Log`], its writer thread and its retention share.
 struct Shared {
     dir: PathBuf,
     options: Options,
+    /// Each partition's files and offsets. The writer thread locks one to append and sync;
+    /// readers lock it only to take a view of its segments; retention to delete sealed ones.
     partitions: Vec<Mutex<Partition>>,
+    /// Bytes appended and not yet durable, added by [`Log::append`] (admission against
+    /// [`Options::max_pending_bytes`]) and taken off by the writer thread once acknowledged:
+    /// atomic, so admission never waits for the writer.
     pending: AtomicUsize,
+    /// Serializes reading and rewriting the consumer groups' offset files, so two commits of
+    /// one group cannot lose each other's partitions.
     offsets: Mutex<()>,
     /// Held (locked) while a writer has the log open.
     lock: Option<std::fs::File>,
@@ -166,8 +209,14 @@ pub struct Log {
     writer: Arc<Writer>,
 }
 
+/// The writer thread, owned by every clone together: the last one dropped stops it.
 struct Writer {
+    /// Appends go to the writer thread through this channel; `None` for a log opened to read,
+    /// and taken on drop, which ends the thread once it has written what was queued. In a
+    /// mutex because `mpsc::Sender` is shared by every clone of the log.
     tx: Mutex<Option<mpsc::Sender<Request>>>,
+    /// The writer thread, joined on drop so that what was queued is durable before the last
+    /// clone of the log is gone.
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -208,14 +257,8 @@ impl Log {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
         }
-        let meta_path = dir.join("log.json");
-        let partitions = match std::fs::read(&meta_path) {
-            Ok(bytes) => {
-                let meta: Meta = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
-                    path: meta_path.display().to_string(),
-                    position: 0,
-                    reason: e.to_string(),
-                })?;
+        let partitions = match Meta::read(dir)? {
+            Some(meta) => {
                 if meta.partitions != options.partitions {
                     return Err(Error::Config(format!(
                         "{} has {} partitions; it cannot be opened with {}",
@@ -226,18 +269,17 @@ impl Log {
                 }
                 meta.partitions
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            None => {
                 let meta = Meta {
                     format: 1,
                     partitions: options.partitions,
                 };
                 write_durably(
-                    &meta_path,
+                    &dir.join("log.json"),
                     &serde_json::to_vec_pretty(&meta).expect("serializable"),
                 )?;
                 options.partitions
             }
-            Err(e) => return Err(Error::io(&meta_path, e)),
         };
         let mut parts = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
@@ -263,13 +305,19 @@ impl Log {
                 .spawn(move || writer_loop(&shared, &rx))
                 .map_err(|e| Error::io(dir, e))?
         };
-        Ok(Log {
+        let log = Log {
             shared,
             writer: Arc::new(Writer {
                 tx: Mutex::new(Some(tx)),
                 thread: Mutex::new(Some(thread)),
             }),
-        })
+        };
+        for (p, bytes) in log.recovered() {
+            tracing::warn!(
+                "log partition {p}: cut {bytes} bytes of an unacknowledged, torn tail left by a crash"
+            );
+        }
+        Ok(log)
     }
 
     /// Opens an existing log to read it, beside the process that may be writing it: nothing
@@ -278,11 +326,7 @@ impl Log {
     pub fn open_reader(dir: &Path) -> Result<Log> {
         let meta_path = dir.join("log.json");
         let bytes = std::fs::read(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
-        let meta: Meta = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
-            path: meta_path.display().to_string(),
-            position: 0,
-            reason: e.to_string(),
-        })?;
+        let meta = Meta::parse(&meta_path, &bytes)?;
         let mut parts = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
             parts.push(Mutex::new(Partition::open(
@@ -325,7 +369,8 @@ impl Log {
         h % self.partitions()
     }
 
-    /// Bytes cut from torn tails when the log was opened, per partition that had one.
+    /// Bytes cut from torn tails when the log was opened, per partition that had one (each also
+    /// reported through `tracing` when it was cut).
     pub fn recovered(&self) -> Vec<(u32, u64)> {
         self.shared
             .partitions

@@ -4,9 +4,11 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use fleetscore_log::{Batch, Error, Log, Options};
+use fleetscore_core::ManualClock;
+use fleetscore_log::{Batch, Error, Log, Meta, Options};
 
 fn tempdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("fleetscore-log-{name}-{}", std::process::id()));
@@ -250,6 +252,63 @@ fn fleetscore_log_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+#[test]
+fn a_retention_thread_deletes_at_once_and_stops_without_waiting_out_its_period() {
+    let dir = tempdir("retention-thread");
+    let log = Log::open(
+        &dir,
+        Options {
+            partitions: 1,
+            segment_bytes: 200,
+            retention_age: Some(Duration::from_secs(3600)),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    for i in 0..40 {
+        append(&log, 0, &[&format!("{i:04}-{}", "v".repeat(30))]);
+    }
+    assert!(segments(&dir, 0).len() > 5);
+    // Two hours from now by the thread's clock, every sealed segment is past the age.
+    let clock = Arc::new(ManualClock::new(fleetscore_log_now() + 2 * 3600 * 1000));
+    let retention = log
+        .spawn_retention(Duration::from_secs(24 * 3600), clock)
+        .unwrap();
+    // The first pass runs before the thread first waits; stopping ends the wait.
+    retention.stop();
+    assert_eq!(segments(&dir, 0).len(), 1);
+    assert_eq!(log.bounds(0).unwrap().1, 40);
+    // Retention is the writer's: a reader cannot start it.
+    let reader = Log::open_reader(&dir).unwrap();
+    let e = reader
+        .spawn_retention(Duration::from_secs(1), Arc::new(ManualClock::new(0)))
+        .unwrap_err();
+    assert!(e.to_string().contains("retention is the writer's"), "{e}");
+    drop(log);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn meta_says_whether_a_folder_holds_a_log_and_its_partition_count() {
+    let dir = tempdir("meta");
+    assert_eq!(Meta::read(&dir).unwrap(), None);
+    drop(Log::open(&dir, options(3)).unwrap());
+    assert_eq!(
+        Meta::read(&dir).unwrap(),
+        Some(Meta {
+            format: 1,
+            partitions: 3
+        })
+    );
+    std::fs::write(dir.join("log.json"), "{").unwrap();
+    let e = Meta::read(&dir).unwrap_err();
+    assert!(
+        matches!(&e, Error::Corrupt { path, .. } if path.ends_with("log.json")),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
