@@ -152,6 +152,7 @@ impl Batch {
 /// An append that was accepted: wait on it for the moment it is durable.
 #[derive(Debug)]
 pub struct Ack {
+    /// Completed by the writer thread once the records are durable (or failed).
     reply: oneshot::Receiver<Result<Vec<Appended>>>,
 }
 
