@@ -32,6 +32,20 @@ pub fn aggregate(path: &Path, config: Config) -> Result<(Engine, Vec<Closed>)> {
     config.lateness_ms = 0;
     let mut engine = Engine::new(config, 1)?;
     let reader = fleetscore_table::open_dictionary_text(path, BATCH_ROWS)?;
+    // The columns are checked before any row, so a file without rows is no success either.
+    let schema = reader.schema();
+    for name in ["device", "tag", "ts", "value"] {
+        if !schema
+            .fields()
+            .iter()
+            .any(|f| f.name().eq_ignore_ascii_case(name))
+        {
+            return Err(Error::Invalid(format!(
+                "{}: no `{name}` column (readings need device, tag, ts and value)",
+                path.display()
+            )));
+        }
+    }
     let mut row = 0u64;
     let mut resolver = Resolver::default();
     for batch in reader {

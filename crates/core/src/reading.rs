@@ -48,11 +48,19 @@ impl Default for Limits {
     }
 }
 
-/// Checks a device or tag id (`what` names which): not empty, at most [`MAX_ID_BYTES`], no
-/// control characters.
+/// Checks a device or tag id (`what` names which): not empty nor only white space, at most
+/// [`MAX_ID_BYTES`], no control characters. Every path that takes ids (ingest, `data import`,
+/// `models import` and its `--pattern`) checks them here.
 pub fn check_id(what: &str, id: &str) -> Result<(), Invalid> {
-    if id.is_empty() {
-        return Err(Invalid(format!("`{what}` is empty")));
+    if id.trim().is_empty() {
+        return Err(Invalid(format!(
+            "`{what}` is {}",
+            if id.is_empty() {
+                "empty"
+            } else {
+                "only white space"
+            }
+        )));
     }
     if id.len() > MAX_ID_BYTES {
         return Err(Invalid(format!(
@@ -266,6 +274,7 @@ mod tests {
         assert!(bad(|r| r.value = f64::NAN).contains("not a finite number"));
         assert!(bad(|r| r.value = f64::INFINITY).contains("inf"));
         assert!(bad(|r| r.device.clear()).contains("`device` is empty"));
+        assert!(bad(|r| r.device = " \u{a0} ".into()).contains("`device` is only white space"));
         assert!(bad(|r| r.tag = "x".repeat(200)).contains("200 bytes"));
         assert!(bad(|r| r.tag = "a\nb".into()).contains("control character"));
         assert!(bad(|r| r.ts_ms = 1_767_225_605).contains("before 2000-01-01"));

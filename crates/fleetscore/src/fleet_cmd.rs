@@ -244,11 +244,8 @@ pub fn registry(args: &StoreArgs, command: RegistryCommand) -> Result<ExitCode> 
                 }]
             } else {
                 let (files, skipped) = registry::model_files(&path, &pattern)?;
-                for p in skipped {
-                    eprintln!(
-                        "skipped {}: the name does not match {pattern:?}",
-                        p.display()
-                    );
+                for (p, why) in skipped {
+                    eprintln!("skipped {}: {why}", p.display());
                 }
                 files
             };

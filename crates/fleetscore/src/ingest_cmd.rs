@@ -57,6 +57,15 @@ pub struct ServeArgs {
     /// Request bodies held in memory at once, in bytes, before requests get 429.
     #[arg(long, default_value_t = 256 << 20)]
     pub max_inflight: usize,
+    /// How long a request body may take to arrive in full before the request gets 408.
+    #[arg(long, default_value = "30s", value_parser = fleetscore_core::parse_duration)]
+    pub body_timeout: Duration,
+    /// Most HTTP connections open at once; more wait until one closes.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// An HTTP connection idle (or sending a request's head) this long is closed.
+    #[arg(long, default_value = "30s", value_parser = fleetscore_core::parse_duration)]
+    pub idle_timeout: Duration,
     /// Bytes accepted but not yet on disk before requests get 429.
     #[arg(long, default_value_t = 256 << 20)]
     pub max_pending: usize,
@@ -195,6 +204,9 @@ pub fn ingest(command: IngestCommand) -> Result<ExitCode> {
         tokens,
         max_body_bytes: a.max_body,
         max_inflight_bytes: a.max_inflight,
+        body_timeout: a.body_timeout,
+        max_connections: a.max_connections,
+        idle_timeout: a.idle_timeout,
         limits,
     };
     // MQTT and Kafka beside HTTP, into the same log; their counters show in /v1/stats.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use fleetscore_jobs::score_file::{ScoreFile, Scored, feature_columns, score_file};
-use fleetscore_models::Model;
+use fleetscore_models::{Limits, Model};
 use fleetscore_table::feature_matrix;
 
 #[derive(Debug, Subcommand)]
@@ -219,11 +219,11 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
     let mut loads = 0u32;
     let t = Instant::now();
     let mut model = None;
+    let mut charged = 0;
     while loads < 3 || t.elapsed() < Duration::from_millis(200) {
-        model = Some(
-            Model::from_bytes(&bytes)
-                .with_context(|| format!("cannot load model {}", args.model.display()))?,
-        );
+        let (m, bytes_charged) = Model::from_bytes_measured(&bytes, &Limits::default())
+            .with_context(|| format!("cannot load model {}", args.model.display()))?;
+        (model, charged) = (Some(m), bytes_charged);
         loads += 1;
     }
     let load_seconds = t.elapsed().as_secs_f64() / f64::from(loads);
@@ -272,6 +272,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         "estimator": model.info().estimator,
         "file_bytes": bytes.len(),
         "load_seconds": load_seconds,
+        "load_memory_bytes": charged,
         "rows": rows,
         "threads": threads,
         "score_seconds": best,

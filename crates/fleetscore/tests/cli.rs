@@ -1231,3 +1231,228 @@ fn a_task_that_keeps_failing_is_failed_after_its_attempts_and_the_run_goes_on() 
     // The other tasks' models were scored: 10 of the 15 (one task per device here).
     assert_eq!(record["models_scored"], 10, "{show}");
 }
+
+fn bomb(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../pickle/tests/data/bombs")
+        .join(name)
+}
+
+/// `fleetscore ARGS` with its address space limited to 3 GiB: a load that ran away would
+/// make the allocator fail and the process abort (a signal, not exit code 1).
+fn fleet_limited(store: &Path, args: &[&std::ffi::OsStr]) -> Output {
+    Command::new("prlimit")
+        .arg("--as=3221225472")
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_fleetscore"))
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .output()
+        .expect("run prlimit")
+}
+
+/// Small files that would take gigabytes — DUP, MEMOIZE and EMPTY_LIST + POP streams, and one
+/// tree shared by 20,000 estimators — fail with the memory budget named, under an address-space
+/// limit that an unbounded load would run into; a real model still loads under it.
+#[test]
+fn memory_bombs_fail_with_the_budget_named_and_never_abort() {
+    let store = tempdir("bombs");
+    let budget = "needs more than 1073741824 bytes of memory";
+    for (name, stopped) in [
+        ("dup.pkl.bz2", "stopped at byte"),
+        ("memo.pkl.bz2", "stopped at byte"),
+        ("lists.pkl.bz2", "stopped at byte"),
+        ("shared_tree.pkl.bz2", "stopped at its `nodes`"),
+    ] {
+        let path = bomb(name);
+        let o = fleet_limited(
+            &store,
+            &["models".as_ref(), "inspect".as_ref(), path.as_os_str()],
+        );
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{name}: {:?} {err}", o.status);
+        assert!(
+            err.contains(budget) && err.contains(stopped),
+            "{name}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    let real = models_data("sklearn-current/iforest.p2.pkl");
+    let o = fleet_limited(
+        &store,
+        &["models".as_ref(), "inspect".as_ref(), real.as_os_str()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// One bad file in a folder fails alone: the bombs are refused with their reason, every other
+/// model is imported and listed.
+#[test]
+fn a_bomb_in_a_models_folder_fails_alone() {
+    let dir = tempdir("bomb-folder");
+    let models = dir.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    for f in std::fs::read_dir(models_data("reference/models")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, models.join(f.file_name().unwrap())).unwrap();
+    }
+    std::fs::copy(bomb("dup.pkl.bz2"), models.join("model_9_9")).unwrap();
+    std::fs::copy(bomb("shared_tree.pkl.bz2"), models.join("model_8_8")).unwrap();
+    let store = dir.join("store");
+    let o = fleet_limited(
+        &store,
+        &["models".as_ref(), "import".as_ref(), models.as_os_str()],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{:?} {err}", o.status);
+    assert!(err.contains("15 imported, 0 unchanged, 2 refused"), "{err}");
+    assert!(err.contains("model_9_9: limit exceeded"), "{err}");
+    let o = fleet(&store, &["models", "list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 15);
+}
+
+/// A readings file without rows, or without a column it needs, is an error naming the column
+/// (it used to import nothing and succeed); ids are checked as ingest checks them; a model file
+/// whose name is not UTF-8 is skipped by name instead of collapsing into another's id.
+#[test]
+fn inputs_without_their_columns_or_with_bad_ids_are_refused_by_name() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempdir("bad-inputs");
+    let store = dir.join("store");
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    for (file, text, want) in [
+        ("empty.csv", "", "the file is empty"),
+        (
+            "header-only.csv",
+            "TS,Device,Tag\n",
+            "no column `Value` (the file has TS, Device, Tag)",
+        ),
+        (
+            "control.csv",
+            "TS,Device,Tag,Value\n2018-08-28 00:00:00,a\u{1}b,1,2.0\n",
+            "line 2: `device` contains the control character",
+        ),
+        (
+            "blank.csv",
+            "TS,Device,Tag,Value\n2018-08-28 00:00:00,1,  ,2.0\n",
+            "line 2: `tag` is only white space",
+        ),
+        (
+            "far.csv",
+            "TS,Device,Tag,Value\n253402300800000,1,1,2.0\n",
+            "line 2, column `TS`: \"253402300800000\" is not a time: outside the supported range",
+        ),
+    ] {
+        let p = write(file, text);
+        let o = fleet(&store, &["data", "import", p.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "{file}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{file}: {}", stderr(&o));
+    }
+    // models score: the feature column named, even without rows.
+    let model = models_data("sklearn-current/ocsvm_linear.p2.pkl");
+    let p = write("no-rows.csv", "a,b\n");
+    let out = dir.join("out.csv");
+    let o = run(&[
+        "models",
+        "score",
+        model.to_str().unwrap(),
+        "--input",
+        p.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--features",
+        "x0,x1,x2",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no column `x0` (the table has: a, b)"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+    // A model file named with bytes that are not UTF-8.
+    let models = dir.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let reference = models_data("reference/models/model_1_1");
+    std::fs::copy(&reference, models.join("model_1_1")).unwrap();
+    let odd = std::ffi::OsStr::from_bytes(b"model_\xff_1");
+    std::fs::copy(&reference, models.join(odd)).unwrap();
+    let o = fleet(&store, &["models", "import", models.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("_1: the name is not valid UTF-8"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("1 imported"), "{}", stderr(&o));
+    // --device/--tag are checked too.
+    let o = fleet(
+        &store,
+        &[
+            "models",
+            "import",
+            reference.to_str().unwrap(),
+            "--device",
+            " ",
+            "--tag",
+            "1",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("`device` is only white space"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// A table thousands of columns wide but a few kilobytes long costs memory by its data, not by
+/// its header: `data import` reads only its four columns, `models score` builds each column as
+/// its data needs.
+#[test]
+fn a_wide_file_costs_memory_by_its_data_not_its_header() {
+    let dir = tempdir("wide");
+    let mut header: Vec<String> = (0..20_000).map(|i| format!("c{i}")).collect();
+    header.extend(["TS", "Device", "Tag", "Value"].map(String::from));
+    let mut row: Vec<String> = vec!["0".into(); 20_000];
+    row.extend(["2018-08-28 00:00:00", "1", "1", "2.5"].map(String::from));
+    let path = dir.join("wide.csv");
+    std::fs::write(&path, format!("{}\n{}\n", header.join(","), row.join(","))).unwrap();
+    // 20,000 columns at a batch's reservation each would be about 17 GB; 1 GiB of address
+    // space is plenty for the data.
+    let o = Command::new("prlimit")
+        .arg("--as=1073741824")
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_fleetscore"))
+        .arg("--store")
+        .arg(dir.join("store"))
+        .args(["data", "import"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?} {}", o.status, stderr(&o));
+    assert!(stderr(&o).contains("imported 1 readings"), "{}", stderr(&o));
+    let model = models_data("reference/models/model_1_1");
+    let out = dir.join("scored.csv");
+    let o = Command::new("prlimit")
+        .arg("--as=1073741824")
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_fleetscore"))
+        .args(["models", "score"])
+        .arg(&model)
+        .arg("--input")
+        .arg(&path)
+        .arg("--output")
+        .arg(&out)
+        .args(["--features", "Value"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?} {}", o.status, stderr(&o));
+    assert!(std::fs::read_to_string(&out).unwrap().starts_with("c0,c1,"));
+}

@@ -2,7 +2,7 @@
 //! and that a SIGKILL under load loses no acknowledged reading.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -710,5 +710,89 @@ fn kafka_offsets_are_committed_only_for_stored_readings_across_a_sigkill() {
         "{} readings held for 500 produced",
         held.len()
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Clients that declare large bodies and send nothing no longer lock out honest ones: body
+/// bytes are charged as they arrive, and a body that does not arrive within `--body-timeout`
+/// is answered 408 and its connection closed.
+#[test]
+fn slow_clients_cannot_lock_out_honest_ones() {
+    let dir = tempdir("slow-clients");
+    let server = serve(&dir.join("log"), &["--body-timeout", "2s"]);
+    // 16 connections each declare 16 MiB (the whole default in-flight budget) and send nothing.
+    let slow: Vec<TcpStream> = (0..16)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.addr).unwrap();
+            write!(
+                s,
+                "POST /v1/readings HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
+                16 << 20
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let (status, body) = post(
+        server.addr,
+        "application/x-ndjson",
+        None,
+        r#"{"device":"d","tag":"t","ts":1767225600000,"value":1}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "served at once, not after the slow ones"
+    );
+    for mut s in slow {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("did not arrive within 2 s"), "{answer}");
+    }
+    let (_, stats) = request(server.addr, "GET", "/v1/stats", &[], b"").unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(
+        (stats["timed_out"].as_u64(), stats["accepted"].as_u64()),
+        (Some(16), Some(1))
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// At `--max-connections`, idle connections are closed after `--idle-timeout`, so a new client
+/// (and `/healthz`) is served, late but surely, instead of never.
+#[test]
+fn idle_connections_cannot_hold_every_slot() {
+    let dir = tempdir("max-connections");
+    let server = serve(
+        &dir.join("log"),
+        &["--max-connections", "4", "--idle-timeout", "1s"],
+    );
+    let idle: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let (status, body) = request(server.addr, "GET", "/healthz", &[], b"").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500),
+        "the fifth connection waited for a slot ({waited:?})"
+    );
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(
+            s.read_to_end(&mut rest).unwrap_or(0),
+            0,
+            "closed by the server"
+        );
+    }
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -85,6 +85,18 @@ impl Admit for AnyDevice {
     }
 }
 
+/// A reading in JSON is an object: serde would also take an array as the fields in order
+/// (`["d1", "t", 1767225605000, 1.5]`), which no one means to send and no field names check.
+fn object_only(json: &[u8]) -> Result<(), Invalid> {
+    match json.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') | None => Ok(()),
+        Some(b'[') => Err(Invalid(
+            "a reading is a JSON object ({\"device\": …, \"tag\": …, \"ts\": …, \"value\": …}), not an array".into(),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
 /// Parses and checks a body.
 pub fn parse(
     body: &[u8],
@@ -107,8 +119,10 @@ pub fn parse(
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let r = serde_json::from_slice::<Json<'_>>(line)
-                    .map_err(|e| json_error(&e))
+                let r = object_only(line)
+                    .and_then(|()| {
+                        serde_json::from_slice::<Json<'_>>(line).map_err(|e| json_error(&e))
+                    })
                     .and_then(Json::reading);
                 out.add(At::Line(i + 1), r);
             }
@@ -130,8 +144,11 @@ pub fn parse(
                 match serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(body) {
                     Ok(items) => {
                         for (i, item) in items.iter().enumerate() {
-                            let r = serde_json::from_str::<Json<'_>>(item.get())
-                                .map_err(|e| json_error(&e))
+                            let r = object_only(item.get().as_bytes())
+                                .and_then(|()| {
+                                    serde_json::from_str::<Json<'_>>(item.get())
+                                        .map_err(|e| json_error(&e))
+                                })
                                 .and_then(Json::reading);
                             out.add(At::Index(i), r);
                         }
@@ -450,6 +467,29 @@ mod tests {
             errors[4].1
         );
         assert!(errors[5].1.contains("neither RFC 3339"), "{}", errors[5].1);
+    }
+
+    #[test]
+    fn a_reading_that_is_a_json_array_is_refused_in_lines_and_arrays() {
+        let line = br#"["d1", "t", 1767225605000, 1.5]"#;
+        for (body, format) in [
+            (line.to_vec(), Format::JsonLines),
+            ([b"[".as_slice(), line, b"]"].concat(), Format::Json),
+        ] {
+            let p = parse(
+                &body,
+                format,
+                &Limits::default(),
+                1_767_225_600_000,
+                &AnyDevice,
+            );
+            assert!(p.readings.is_empty(), "{format:?}");
+            assert!(
+                p.rejected[0].error.contains("not an array"),
+                "{:?}",
+                p.rejected
+            );
+        }
     }
 
     #[test]

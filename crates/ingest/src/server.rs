@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use fleetscore_log::Log;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Body, Bytes};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Buf, Bytes};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
@@ -115,7 +115,17 @@ pub struct Config {
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// Request bodies held in memory at once, in bytes, before requests are refused with 429.
+    /// Charged as the bytes arrive, so a client that declares a large body and sends nothing
+    /// holds nothing.
     pub max_inflight_bytes: usize,
+    /// How long a request's body may take to arrive in full; a slower one is answered 408 and
+    /// its bytes are freed for other clients.
+    pub body_timeout: Duration,
+    /// Most connections open at once; more wait for one to close.
+    pub max_connections: usize,
+    /// How long a connection may stay idle (or take to send a request's head) before it is
+    /// closed, so idle keep-alive connections cannot hold every connection slot.
+    pub idle_timeout: Duration,
     /// Checks on each reading.
     pub limits: Limits,
 }
@@ -126,6 +136,9 @@ impl Default for Config {
             tokens: None,
             max_body_bytes: 16 << 20,
             max_inflight_bytes: 256 << 20,
+            body_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(30),
             limits: Limits::default(),
         }
     }
@@ -146,6 +159,8 @@ pub struct Stats {
     pub overloaded: AtomicU64,
     /// Requests refused with 401.
     pub unauthorized: AtomicU64,
+    /// Requests whose body did not arrive within the body timeout (408).
+    pub timed_out: AtomicU64,
 }
 
 /// What every request shares.
@@ -222,10 +237,18 @@ pub async fn serve(
     // Tells every connection's task to finish the request it is on and close.
     let (stopping, stop_rx) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
+    // One permit per open connection: at the cap, accepting waits until one closes (idle ones
+    // close after the idle timeout), so new clients are served, late rather than never.
+    let slots = Arc::new(Semaphore::new(app.state.config.max_connections.max(1)));
+    let idle_timeout = app.state.config.idle_timeout;
     tokio::pin!(shutdown);
     loop {
         // Finished connections are reaped as we go, so the set stays small.
         while connections.try_join_next().is_some() {}
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -241,13 +264,14 @@ pub async fn serve(
         let app = app.clone();
         let mut stop = stop_rx.clone();
         connections.spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |req| {
                 let app = app.clone();
                 async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
+                .header_read_timeout(idle_timeout)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             tokio::pin!(conn);
             tokio::select! {
@@ -358,6 +382,72 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>
     reply(status, json!({ "error": message.into() }))
 }
 
+/// Why a body was not read.
+enum BodyError {
+    /// Longer than the largest body accepted.
+    TooLarge,
+    /// The in-flight budget is spent.
+    Overloaded,
+    /// The connection failed.
+    Read(String),
+}
+
+/// Reads a request body, charging the in-flight budget for its bytes as they arrive (`held`
+/// keeps the permits until the request is answered).
+async fn read_body<B>(
+    state: &State,
+    body: B,
+    declared: Option<usize>,
+    held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+) -> std::result::Result<Bytes, BodyError>
+where
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let max = state.config.max_body_bytes;
+    let mut body = std::pin::pin!(body);
+    // A declared length sizes the buffer, up to a bound: it is a promise, not a fact.
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(max).min(1 << 20));
+    let mut charged = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.into().to_string()))?;
+        let Ok(mut data) = frame.into_data() else {
+            continue;
+        };
+        let len = data.remaining();
+        if buf.len() + len > max {
+            return Err(BodyError::TooLarge);
+        }
+        let need = (buf.len() + len).div_ceil(PERMIT_BYTES) - charged;
+        if need > 0 {
+            let more = state
+                .inflight
+                .clone()
+                .try_acquire_many_owned(u32::try_from(need).unwrap_or(u32::MAX))
+                .map_err(|_| BodyError::Overloaded)?;
+            match held {
+                Some(p) => p.merge(more),
+                None => *held = Some(more),
+            }
+            charged += need;
+        }
+        while data.has_remaining() {
+            let chunk = data.chunk();
+            buf.extend_from_slice(chunk);
+            let n = chunk.len();
+            data.advance(n);
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// The credentials of an `Authorization: Bearer <token>` header; the scheme is matched without
+/// regard to case, as RFC 7235 says.
+fn bearer_credentials(header: &str) -> Option<&str> {
+    let (scheme, credentials) = header.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(credentials)
+}
+
 fn retry_later(message: String) -> Response<Full<Bytes>> {
     let mut r = error(StatusCode::TOO_MANY_REQUESTS, message);
     r.headers_mut()
@@ -402,6 +492,7 @@ fn stats(state: &State) -> Response<Full<Bytes>> {
             "rejected": s.rejected.load(Ordering::Relaxed),
             "overloaded": s.overloaded.load(Ordering::Relaxed),
             "unauthorized": s.unauthorized.load(Ordering::Relaxed),
+            "timed_out": s.timed_out.load(Ordering::Relaxed),
             "pending_bytes": state.log.pending_bytes(),
             "partitions": partitions,
             "kafka": state.sources.kafka.as_ref().map(|k| json!({
@@ -437,7 +528,7 @@ where
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
+                .and_then(bearer_credentials);
             match presented.and_then(|p| tokens.find(p.trim())) {
                 Some(t) => Some(t),
                 None => {
@@ -489,31 +580,35 @@ where
     if declared.is_some_and(|n| n > config.max_body_bytes) {
         return too_large();
     }
-    // Memory for the body is reserved before it is read: under overload, refuse early.
-    let reserve = declared
-        .unwrap_or(config.max_body_bytes)
-        .div_ceil(PERMIT_BYTES)
-        .max(1);
-    let Ok(_permit) = state
-        .inflight
-        .clone()
-        .try_acquire_many_owned(reserve as u32)
-    else {
-        state.stats.overloaded.fetch_add(1, Ordering::Relaxed);
-        return retry_later("too many readings in flight; retry shortly".into());
-    };
-    let body = match Limited::new(req.into_body(), config.max_body_bytes)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return too_large();
+    // Memory for the body is charged to the in-flight budget as its bytes arrive (a declared
+    // length reserves nothing), and the whole body must arrive within the body timeout: a
+    // client that declares much and sends slowly, or nothing, cannot lock the others out.
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    let received = tokio::time::timeout(
+        config.body_timeout,
+        read_body(state, req.into_body(), declared, &mut held),
+    )
+    .await;
+    let body = match received {
+        Ok(Ok(b)) => b,
+        Ok(Err(BodyError::TooLarge)) => return too_large(),
+        Ok(Err(BodyError::Overloaded)) => {
+            state.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+            return retry_later("too many readings in flight; retry shortly".into());
         }
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
+        Ok(Err(BodyError::Read(e))) => {
+            return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}"));
+        }
+        Err(_) => {
+            state.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {} s; send it faster or in smaller requests",
+                    config.body_timeout.as_secs_f64()
+                ),
+            );
+        }
     };
     let now = now_ms();
     let scope = token.and_then(|t| t.devices.as_ref()).map(Scope);
@@ -668,6 +763,15 @@ mod tests {
         assert_eq!(held(&log), 0);
         drop((app, log));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_matched_without_regard_to_case() {
+        assert_eq!(bearer_credentials("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_credentials("bearer abc"), Some("abc"));
+        assert_eq!(bearer_credentials("BEARER abc"), Some("abc"));
+        assert_eq!(bearer_credentials("Basic abc"), None);
+        assert_eq!(bearer_credentials("Bearerabc"), None);
     }
 
     #[tokio::test]

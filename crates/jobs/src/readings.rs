@@ -175,14 +175,16 @@ struct Interner {
 }
 
 impl Interner {
-    fn id(&mut self, s: &str) -> u32 {
+    /// The id of `s`, checking it as a device or tag id (`what`) the first time it is seen.
+    fn id(&mut self, what: &str, s: &str) -> std::result::Result<u32, String> {
         if let Some(&id) = self.ids.get(s) {
-            return id;
+            return Ok(id);
         }
+        fleetscore_core::check_id(what, s).map_err(|e| e.0)?;
         let id = self.names.len() as u32;
         self.names.push(s.to_string());
         self.ids.insert(s.to_string(), id);
-        id
+        Ok(id)
     }
 }
 
@@ -204,7 +206,25 @@ pub fn import_buffered(
     columns: &Columns,
     buffer_rows: usize,
 ) -> Result<ImportSummary> {
-    let mut reader = fleetscore_table::open(path, buffer_rows.clamp(1, 65_536))?;
+    let wanted = [&columns.time, &columns.device, &columns.tag, &columns.value].map(String::as_str);
+    let mut reader = fleetscore_table::open_columns(path, buffer_rows.clamp(1, 65_536), &wanted)?;
+    // Every column named must be there, even in a file without rows: an empty file is an
+    // error, not an import of nothing.
+    let schema = reader.schema();
+    for c in [&columns.time, &columns.device, &columns.tag, &columns.value] {
+        if schema.column_with_name(c).is_none() {
+            let has: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            return Err(Error::Invalid(format!(
+                "{}: no column `{c}` (the file has {})",
+                path.display(),
+                if has.is_empty() {
+                    "no columns".to_string()
+                } else {
+                    has.join(", ")
+                }
+            )));
+        }
+    }
     let mut groups: BTreeMap<(i64, u32), Vec<Row>> = BTreeMap::new();
     let mut buffered = 0usize;
     let mut summary = ImportSummary::default();
@@ -227,18 +247,15 @@ pub fn import_buffered(
             &mut values,
         )?;
         for (i, (t, v)) in ts.into_iter().zip(values.iter()).enumerate() {
-            if device_col.is_null(i)
-                || tag_col.is_null(i)
-                || device_col.value(i).is_empty()
-                || tag_col.value(i).is_empty()
-            {
+            if device_col.is_null(i) || tag_col.is_null(i) {
                 return Err(Error::Invalid(format!(
                     "{}: empty device or tag",
                     start.advance(i)
                 )));
             }
-            let d = devices.id(device_col.value(i));
-            let g = tags.id(tag_col.value(i));
+            let bad = |e: String| Error::Invalid(format!("{}: {e}", start.advance(i)));
+            let d = devices.id("device", device_col.value(i)).map_err(bad)?;
+            let g = tags.id("tag", tag_col.value(i)).map_err(bad)?;
             if d as usize == buckets.len() {
                 buckets.push(layout::bucket(&devices.names[d as usize]));
             }

@@ -294,6 +294,9 @@ impl<'s> Importer<'s> {
             source,
             features,
         } = *new;
+        for (what, id) in [("device", device), ("tag", tag)] {
+            fleetscore_core::check_id(what, id).map_err(|e| Error::Invalid(e.0))?;
+        }
         let model = Model::from_bytes(bytes)?;
         let features = features.map_or_else(default_features, <[String]>::to_vec);
         if features.len() != model.n_features() {
@@ -395,10 +398,14 @@ pub struct ModelFile {
     pub tag: String,
 }
 
+/// A file [`model_files`] passed over, and why.
+pub type Skipped = (PathBuf, String);
+
 /// The model files `path` names — the file itself, or a folder's files in name order — with
 /// (device, tag) from each file name by `pattern` (see [`match_pattern`]); the files whose names
-/// do not match come back apart, so the caller can say it skipped them.
-pub fn model_files(path: &Path, pattern: &str) -> Result<(Vec<ModelFile>, Vec<PathBuf>)> {
+/// do not match, or are not UTF-8, come back apart with the reason, so the caller can say it
+/// skipped them.
+pub fn model_files(path: &Path, pattern: &str) -> Result<(Vec<ModelFile>, Vec<Skipped>)> {
     let entries: Vec<PathBuf> = if path.is_dir() {
         let mut v: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| Error::Invalid(format!("cannot read {}: {e}", path.display())))?
@@ -412,17 +419,19 @@ pub fn model_files(path: &Path, pattern: &str) -> Result<(Vec<ModelFile>, Vec<Pa
     };
     let (mut files, mut skipped) = (Vec::new(), Vec::new());
     for p in entries {
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        // A name that is not UTF-8 cannot name a device: replacing its bytes would give two
+        // files one id.
+        let Some(name) = p.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+            skipped.push((p, "the name is not valid UTF-8".into()));
+            continue;
+        };
         match match_pattern(pattern, &name) {
             Some((device, tag)) => files.push(ModelFile {
                 path: p,
                 device,
                 tag,
             }),
-            None => skipped.push(p),
+            None => skipped.push((p, format!("the name does not match {pattern:?}"))),
         }
     }
     Ok((files, skipped))

@@ -29,6 +29,19 @@ pub enum Error {
         /// What the file holds.
         found: String,
     },
+    /// Building the estimator from the file would allocate more than the load's memory
+    /// budget (the arrays it copies count, however often the file shares them).
+    #[error(
+        "limit exceeded: building {class} needs more than {limit} bytes of memory (the per-file budget, Limits::max_memory_bytes); stopped at its `{attr}`"
+    )]
+    Memory {
+        /// The budget, in bytes.
+        limit: usize,
+        /// Estimator class.
+        class: String,
+        /// The attribute being copied.
+        attr: String,
+    },
     /// The input has a different number of features than the model was fitted with.
     #[error("the model expects {expected} features, the input has {found}")]
     FeatureCount {

@@ -19,7 +19,8 @@ mod fastexp;
 mod info;
 mod reader;
 
-use fleetscore_pickle::{Limits, Value};
+pub use fleetscore_pickle::Limits;
+use fleetscore_pickle::{Budget, Value};
 
 pub use detector::{Detector, TieRule, Transform};
 pub use error::{Error, Result};
@@ -42,11 +43,26 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads a model from the bytes of a pickle or joblib file (any compression joblib writes).
+    /// Loads a model from the bytes of a pickle or joblib file (any compression joblib writes),
+    /// within the default [`Limits`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Model> {
-        let loaded = fleetscore_pickle::load(bytes, classes::allow_list(), &Limits::default())?;
+        Model::from_bytes_within(bytes, &Limits::default())
+    }
+
+    /// Loads a model within `limits`: one memory budget of [`Limits::max_memory_bytes`] covers
+    /// the file's decompression and unpickling and every array the estimators copy out of it
+    /// (an array shared by a thousand trees is copied, and charged, a thousand times).
+    pub fn from_bytes_within(bytes: &[u8], limits: &Limits) -> Result<Model> {
+        Model::from_bytes_measured(bytes, limits).map(|(model, _)| model)
+    }
+
+    /// Like [`Model::from_bytes_within`], also returning the bytes the load charged to its
+    /// budget: what to size [`Limits::max_memory_bytes`] by (`models bench` prints it).
+    pub fn from_bytes_measured(bytes: &[u8], limits: &Limits) -> Result<(Model, usize)> {
+        let budget = Budget::new(limits.max_memory_bytes);
+        let loaded = fleetscore_pickle::load_within(bytes, classes::allow_list(), limits, &budget)?;
         let pk = &loaded.pickle;
-        let root = Obj::new(pk, pk.root())?;
+        let root = Obj::new(pk, pk.root(), &budget)?;
         let mut transforms = Vec::new();
         let mut detector = None;
         let mut steps = Vec::new();
@@ -131,11 +147,12 @@ impl Model {
             sklearn_version,
             steps,
         };
-        Ok(Model {
+        let model = Model {
             transforms,
             detector,
             info,
-        })
+        };
+        Ok((model, budget.used()))
     }
 
     /// Features per input row.

@@ -1,7 +1,7 @@
 //! Typed access to an estimator object inside a loaded pickle, with errors that name the class
 //! and attribute.
 
-use fleetscore_pickle::{Node, Pickle, Value};
+use fleetscore_pickle::{Budget, Node, Pickle, Value};
 
 use crate::error::{Error, Result};
 
@@ -9,6 +9,8 @@ use crate::error::{Error, Result};
 #[derive(Clone, Copy)]
 pub(crate) struct Obj<'a> {
     pub pk: &'a Pickle,
+    /// The load's memory budget: every array copied out of the pickle is charged to it.
+    pub budget: &'a Budget,
     pub value: Value,
     /// Class name (without module), for messages.
     pub class: &'a str,
@@ -23,7 +25,7 @@ pub(crate) struct Matrix {
 }
 
 impl<'a> Obj<'a> {
-    pub fn new(pk: &'a Pickle, value: Value) -> Result<Obj<'a>> {
+    pub fn new(pk: &'a Pickle, value: Value, budget: &'a Budget) -> Result<Obj<'a>> {
         let object = pk.as_object(value).ok_or_else(|| {
             Error::Unsupported(format!(
                 "expected an estimator, found {}",
@@ -32,6 +34,7 @@ impl<'a> Obj<'a> {
         })?;
         Ok(Obj {
             pk,
+            budget,
             value,
             class: &object.class.name,
         })
@@ -117,8 +120,20 @@ impl<'a> Obj<'a> {
         self.vec_f64_of(attr, v)
     }
 
+    /// Charges the copy of `elements` 8-byte values read from attribute `attr`.
+    pub fn charge(&self, attr: &str, elements: usize) -> Result<()> {
+        self.budget
+            .charge(elements.saturating_mul(8))
+            .map_err(|e| Error::Memory {
+                limit: e.limit,
+                class: self.class.to_string(),
+                attr: attr.to_string(),
+            })
+    }
+
     pub fn vec_f64_of(&self, attr: &str, v: Value) -> Result<Vec<f64>> {
         if let Some(a) = self.pk.as_array(v) {
+            self.charge(attr, a.len())?;
             return a
                 .to_f64()
                 .map_err(|m| self.bad(attr, "a numeric array", v).with_found(m));
@@ -136,6 +151,7 @@ impl<'a> Obj<'a> {
             .pk
             .as_array(v)
             .ok_or_else(|| self.bad(attr, "an integer array", v))?;
+        self.charge(attr, a.len())?;
         a.to_i64()
             .map_err(|m| self.bad(attr, "an integer array", v).with_found(m))
     }
@@ -147,6 +163,7 @@ impl<'a> Obj<'a> {
             .pk
             .as_array(v)
             .ok_or_else(|| self.bad(attr, "a 2-D array", v))?;
+        self.charge(attr, a.len())?;
         let data = a
             .to_f64()
             .map_err(|m| self.bad(attr, "a numeric 2-D array", v).with_found(m))?;
@@ -166,7 +183,7 @@ impl<'a> Obj<'a> {
 
     /// A child estimator stored in an attribute.
     pub fn child(&self, v: Value) -> Result<Obj<'a>> {
-        Obj::new(self.pk, v)
+        Obj::new(self.pk, v, self.budget)
     }
 
     /// `feature_names_in_`, if the estimator was fitted on a DataFrame.

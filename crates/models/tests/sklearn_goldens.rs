@@ -140,6 +140,21 @@ fn formats_are_reported() {
     assert_eq!(m.info().format, "pickle, protocol 5");
     assert_eq!(m.info().estimator, "IsolationForest");
     assert_eq!(m.info().sklearn_version.as_deref(), Some("1.9.1"));
+    // Protocols 0 and 1 have no PROTO opcode: 1 is told by its binary opcodes.
+    for (file, protocol) in [
+        (
+            "sklearn-current/scaler_ocsvm_rbf.p0.pkl",
+            "pickle, protocol 0",
+        ),
+        (
+            "sklearn-current/scaler_ocsvm_rbf.p1.pkl",
+            "pickle, protocol 1",
+        ),
+        ("sklearn-legacy/iforest.p1.pkl", "pickle, protocol 1"),
+    ] {
+        let m = Model::from_bytes(&std::fs::read(data(file)).unwrap()).unwrap();
+        assert_eq!(m.info().format, protocol, "{file}");
+    }
 }
 
 #[test]

@@ -70,6 +70,16 @@ pub enum Error {
         /// The decoder's message.
         message: String,
     },
+    /// Loading would allocate more than the per-load memory budget.
+    #[error(
+        "limit exceeded: loading needs more than {limit} bytes of memory (the per-file budget, Limits::max_memory_bytes); stopped at byte {offset}"
+    )]
+    Memory {
+        /// The budget, in bytes.
+        limit: usize,
+        /// Offset of the opcode that would have passed it (in the decompressed stream).
+        offset: usize,
+    },
     /// A file larger than the configured limits once decompressed, or with more objects than allowed.
     #[error("limit exceeded: {0}")]
     Limit(String),

@@ -15,6 +15,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod budget;
 mod container;
 mod error;
 mod globals;
@@ -22,11 +23,12 @@ mod numpy;
 mod unpickler;
 mod value;
 
+pub use budget::{Budget, OverBudget};
 pub use container::{Compression, decompress, detect};
 pub use error::{Error, Result};
 pub use globals::AllowList;
 pub use numpy::{ArrayData, DType, DTypeKind, Field, NdArray};
-pub use unpickler::{Limits, unpickle};
+pub use unpickler::{DEFAULT_MAX_MEMORY_BYTES, Limits, unpickle};
 pub use value::{Global, Node, NodeId, Object, Pickle, Value};
 
 /// A loaded file: its object graph and how it was stored.
@@ -53,14 +55,38 @@ impl Loaded {
     }
 }
 
-/// Loads a pickle or joblib file's bytes: detects and undoes compression, then unpickles.
+/// Loads a pickle or joblib file's bytes: detects and undoes compression, then unpickles,
+/// within a budget of [`Limits::max_memory_bytes`].
 pub fn load(bytes: &[u8], allow: &AllowList, limits: &Limits) -> Result<Loaded> {
+    load_within(bytes, allow, limits, &Budget::new(limits.max_memory_bytes))
+}
+
+/// Like [`load`], charging `budget`, which the caller goes on charging for what it builds from
+/// the loaded values (so one file has one budget, whoever allocates).
+pub fn load_within(
+    bytes: &[u8],
+    allow: &AllowList,
+    limits: &Limits,
+    budget: &Budget,
+) -> Result<Loaded> {
     let compression = detect(bytes)?;
     let (pickle, joblib) = if compression == Compression::None {
-        unpickler::unpickle_detect_joblib(bytes, allow, limits)?
+        unpickler::unpickle_detect_joblib(bytes, allow, limits, budget)?
     } else {
-        let data = decompress(bytes, compression, limits.max_decompressed_bytes)?;
-        unpickler::unpickle_detect_joblib(&data, allow, limits)?
+        // The decompressed stream is charged too: it is held while the machine runs.
+        let most = limits.max_decompressed_bytes.min(budget.remaining());
+        let data = decompress(bytes, compression, most).map_err(|e| match e {
+            Error::Limit(_) if most < limits.max_decompressed_bytes => Error::Memory {
+                limit: budget.limit(),
+                offset: 0,
+            },
+            other => other,
+        })?;
+        budget.charge(data.len()).map_err(|e| Error::Memory {
+            limit: e.limit,
+            offset: 0,
+        })?;
+        unpickler::unpickle_detect_joblib(&data, allow, limits, budget)?
     };
     Ok(Loaded {
         pickle,

@@ -117,6 +117,25 @@ pub enum Node {
 }
 
 impl Node {
+    /// Bytes the node holds on the heap (beyond its own slot in the arena): what a load's
+    /// [`Budget`](crate::Budget) is charged for it.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let values = |n: usize| n.saturating_mul(size_of::<Value>());
+        match self {
+            Node::Str(s) => s.capacity(),
+            Node::Bytes(b) | Node::BigInt(b) => b.capacity(),
+            Node::Tuple(v) | Node::List(v) | Node::Set(v) => values(v.capacity()),
+            Node::Dict(d) => values(d.capacity()).saturating_mul(2),
+            Node::Global(g) => g.module.capacity() + g.name.capacity(),
+            Node::Object(o) => {
+                o.class.module.capacity() + o.class.name.capacity() + values(o.args.capacity())
+            }
+            Node::Array(a) => a.heap_bytes(),
+            Node::DType(d) => d.heap_bytes(),
+        }
+    }
+
     /// A short Python-ish name of the node's type, for error messages.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -140,7 +159,9 @@ impl Node {
 pub struct Pickle {
     pub(crate) nodes: Vec<Node>,
     pub(crate) root: Option<Value>,
-    /// The highest protocol the stream declared (0 if it had no PROTO opcode).
+    /// The protocol the stream was written with: the highest its PROTO opcodes declared, or
+    /// for a stream without one (protocols 0 and 1 have none), 1 if it uses protocol 1's binary
+    /// opcodes and 0 if it is text only.
     pub protocol: u8,
 }
 
@@ -177,6 +198,13 @@ impl Pickle {
         let id = NodeId(self.nodes.len() as u32);
         self.nodes.push(node);
         Value::Ref(id)
+    }
+
+    /// Bytes the arena's own slots take (its capacity, not its length).
+    pub(crate) fn slots_bytes(&self) -> usize {
+        self.nodes
+            .capacity()
+            .saturating_mul(std::mem::size_of::<Node>())
     }
 
     pub(crate) fn node_mut(&mut self, id: NodeId) -> &mut Node {

@@ -168,3 +168,64 @@ proptest! {
         let _ = load(&ops, &AllowList::new(), &Limits::default());
     }
 }
+
+/// The memory bombs of `scripts/fixtures/gen_bombs.py`: each needs gigabytes if nothing counts
+/// what the stack, memo or arena grow to; each stops at the budget with an error naming it and
+/// the byte offset. (A small budget here keeps the test quick; the CLI tests run the default
+/// one under an address-space limit.)
+#[test]
+fn memory_bombs_stop_at_the_budget_with_the_limit_and_offset_named() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/bombs");
+    let limits = Limits {
+        max_memory_bytes: 300 << 20,
+        ..Limits::default()
+    };
+    for name in ["dup.pkl.bz2", "memo.pkl.bz2", "lists.pkl.bz2"] {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        assert!(bytes.len() < 16 << 10, "{name} is a small file");
+        let err = load(&bytes, &AllowList::new(), &limits).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(err, fleetscore_pickle::Error::Memory { limit, offset }
+                if limit == 300 << 20 && offset > 0),
+            "{name}: {message}"
+        );
+        assert!(
+            message.contains("needs more than 314572800 bytes of memory")
+                && message.contains("stopped at byte"),
+            "{name}: {message}"
+        );
+    }
+    // A budget smaller than the decompressed stream stops the decompression itself.
+    let bytes = std::fs::read(dir.join("dup.pkl.bz2")).unwrap();
+    let tiny = Limits {
+        max_memory_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let err = load(&bytes, &AllowList::new(), &tiny).unwrap_err();
+    assert!(
+        matches!(err, fleetscore_pickle::Error::Memory { offset: 0, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_budget_counts_what_a_real_load_allocates() {
+    // As Python writes pickle.dumps([[0.5] * 1000] * 3, protocol=2): one list of 1,000
+    // floats, shared three times (memoized, so built once).
+    let shared = {
+        let mut b = vec![0x80, 0x02, b']', b'q', 0, b'(', b'G'];
+        b.extend_from_slice(&0.5f64.to_be_bytes());
+        b.extend(std::iter::repeat_n(b'2', 999));
+        b.extend_from_slice(b"e]q\x01(h\x00h\x00h\x00e.");
+        b
+    };
+    let budget = fleetscore_pickle::Budget::new(usize::MAX);
+    fleetscore_pickle::load_within(&shared, &AllowList::new(), &Limits::default(), &budget)
+        .unwrap();
+    let used = budget.used();
+    // 1,000 values of 16 bytes in the list and as many on the stack (each charged at twice its
+    // capacity, the doubling that grows it paid in advance) and the arena's slots: tens of
+    // kilobytes.
+    assert!((16_000..200_000).contains(&used), "{used}");
+}

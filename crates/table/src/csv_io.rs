@@ -19,6 +19,8 @@ pub(crate) struct CsvReader {
     reader: csv::Reader<BufReader<File>>,
     path: String,
     schema: SchemaRef,
+    /// The fields of a record that are read (all, or the projection asked for), in order.
+    keep: Vec<usize>,
     batch_rows: usize,
     /// Line of the next record (the header is line 1).
     next_line: u64,
@@ -27,7 +29,14 @@ pub(crate) struct CsvReader {
 }
 
 impl CsvReader {
-    pub(crate) fn new(file: File, path: &Path, batch_rows: usize) -> Result<CsvReader> {
+    /// A reader of every column, or (`projection`) of only the named ones that the header has:
+    /// memory follows the columns read, not the header's width.
+    pub(crate) fn new(
+        file: File,
+        path: &Path,
+        batch_rows: usize,
+        projection: Option<&[&str]>,
+    ) -> Result<CsvReader> {
         let path_s = path.display().to_string();
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
@@ -42,14 +51,21 @@ impl CsvReader {
                 message: "the file is empty (a header line is needed)".into(),
             });
         }
-        let fields: Vec<Field> = headers
+        let keep: Vec<usize> = headers
             .iter()
-            .map(|h| Field::new(h.trim(), DataType::Utf8, true))
+            .enumerate()
+            .filter(|(_, h)| projection.is_none_or(|p| p.contains(&h.trim())))
+            .map(|(i, _)| i)
+            .collect();
+        let fields: Vec<Field> = keep
+            .iter()
+            .map(|&i| Field::new(headers[i].trim(), DataType::Utf8, true))
             .collect();
         Ok(CsvReader {
             reader,
             path: path_s,
             schema: Arc::new(Schema::new(fields)),
+            keep,
             batch_rows: batch_rows.max(1),
             next_line: 2,
             record: csv::ByteRecord::new(),
@@ -58,9 +74,14 @@ impl CsvReader {
     }
 
     fn read_batch(&mut self) -> Result<Option<RecordBatch>> {
-        let n_cols = self.schema.fields().len();
-        let mut builders: Vec<StringBuilder> = (0..n_cols)
-            .map(|_| StringBuilder::with_capacity(self.batch_rows, self.batch_rows * 8))
+        let n_cols = self.reader.headers().map_or(0, |h| h.len());
+        // Builders start small and grow with the data: a few-kilobyte file with thousands of
+        // columns must not reserve a whole batch per column.
+        let initial = self.batch_rows.min(1024);
+        let mut builders: Vec<StringBuilder> = self
+            .keep
+            .iter()
+            .map(|_| StringBuilder::with_capacity(initial, initial * 8))
             .collect();
         let mut rows = 0;
         while rows < self.batch_rows {
@@ -84,7 +105,8 @@ impl CsvReader {
                 self.done = true;
                 break;
             }
-            for (b, field) in builders.iter_mut().zip(self.record.iter()) {
+            for (b, &i) in builders.iter_mut().zip(&self.keep) {
+                let field = self.record.get(i).unwrap_or_default();
                 let s = std::str::from_utf8(field).map_err(|_| Error::Csv {
                     path: self.path.clone(),
                     message: format!("line {} is not UTF-8", self.next_line + rows as u64),

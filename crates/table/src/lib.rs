@@ -97,28 +97,41 @@ pub trait BatchWriter {
 
 /// Opens a table file, in batches of up to `batch_rows` rows.
 pub fn open(path: &Path, batch_rows: usize) -> Result<Box<dyn BatchReader>> {
-    open_with(path, batch_rows, false)
+    open_with(path, batch_rows, false, None)
+}
+
+/// Opens a table file like [`open`], reading only the named columns (those the file has: the
+/// caller says which are missing). Memory follows the columns read and the batch size, however
+/// wide the file.
+pub fn open_columns(
+    path: &Path,
+    batch_rows: usize,
+    columns: &[&str],
+) -> Result<Box<dyn BatchReader>> {
+    open_with(path, batch_rows, false, Some(columns))
 }
 
 /// Opens a table file like [`open`], but a Parquet file's text columns come as dictionaries
 /// (`Int32` keys), read from its dictionary pages without a string per row.
 pub fn open_dictionary_text(path: &Path, batch_rows: usize) -> Result<Box<dyn BatchReader>> {
-    open_with(path, batch_rows, true)
+    open_with(path, batch_rows, true, None)
 }
 
 fn open_with(
     path: &Path,
     batch_rows: usize,
     dictionary_text: bool,
+    projection: Option<&[&str]>,
 ) -> Result<Box<dyn BatchReader>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     Ok(match Format::from_path(path)? {
-        Format::Csv => Box::new(csv_io::CsvReader::new(file, path, batch_rows)?),
+        Format::Csv => Box::new(csv_io::CsvReader::new(file, path, batch_rows, projection)?),
         Format::Parquet => Box::new(parquet_io::ParquetReader::new(
             file,
             path,
             batch_rows,
             dictionary_text,
+            projection,
         )?),
     })
 }

@@ -3,13 +3,13 @@
 use std::fs::File;
 use std::path::Path;
 
-use arrow_array::RecordBatch;
+use arrow_array::{RecordBatch, RecordBatchReader};
 use arrow_schema::{DataType, SchemaRef};
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{
     ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
 };
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, Encoding};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -32,11 +32,13 @@ pub(crate) struct ParquetReader {
 }
 
 impl ParquetReader {
+    /// A reader of every column, or (`projection`) of only the named top-level columns.
     pub(crate) fn new(
         file: File,
         path: &Path,
         batch_rows: usize,
         dictionary_text: bool,
+        projection: Option<&[&str]>,
     ) -> Result<ParquetReader> {
         let path = path.display().to_string();
         let unreadable = |e| parquet_error(&path, format!("not a readable Parquet file: {e}"));
@@ -52,11 +54,18 @@ impl ParquetReader {
             builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
                 .map_err(unreadable)?;
         }
-        let schema = builder.schema().clone();
+        if let Some(names) = projection {
+            let mask = ProjectionMask::columns(
+                builder.parquet_schema(),
+                names.iter().copied().filter(|n| !n.contains('.')),
+            );
+            builder = builder.with_projection(mask);
+        }
         let inner = builder
             .with_batch_size(batch_rows.max(1))
             .build()
             .map_err(|e| parquet_error(&path, e))?;
+        let schema = inner.schema();
         Ok(ParquetReader {
             inner,
             schema,

@@ -179,6 +179,9 @@ fn read_tree(
         .pk
         .as_array(nodes_value)
         .ok_or_else(|| tree.bad("nodes", "a record array", nodes_value))?;
+    // Per node: the five fields read below, its depth, and its slot in the flattened forest
+    // (a file may share one tree among all of the forest's estimators; each copy counts).
+    tree.charge("nodes", nodes.len().saturating_mul(8))?;
     let left = nodes.field_i64("left_child").map_err(bad)?;
     let right = nodes.field_i64("right_child").map_err(bad)?;
     let feature = nodes.field_i64("feature").map_err(bad)?;

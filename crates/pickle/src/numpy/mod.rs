@@ -77,6 +77,29 @@ pub struct DType {
     pub fields: Vec<Field>,
 }
 
+impl DType {
+    /// How many levels of record structure the dtype has (1 for a plain dtype). Bounded when
+    /// dtypes are built, so the recursion here is too.
+    pub fn nesting(&self) -> usize {
+        1 + self
+            .fields
+            .iter()
+            .map(|f| f.dtype.nesting())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Bytes the dtype holds on the heap: its fields, recursively.
+    pub fn heap_bytes(&self) -> usize {
+        self.fields.capacity() * std::mem::size_of::<Field>()
+            + self
+                .fields
+                .iter()
+                .map(|f| f.name.capacity() + f.dtype.heap_bytes())
+                .sum::<usize>()
+    }
+}
+
 impl fmt::Display for DType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let code = match self.kind {
@@ -268,6 +291,15 @@ impl NdArray {
             shape,
             data: ArrayData::Objects(items),
         })
+    }
+
+    /// Bytes the array holds on the heap: its elements, shape and dtype.
+    pub fn heap_bytes(&self) -> usize {
+        let data = match &self.data {
+            ArrayData::Raw(raw) => raw.capacity(),
+            ArrayData::Objects(v) => v.capacity().saturating_mul(std::mem::size_of::<Value>()),
+        };
+        data + self.shape.capacity() * std::mem::size_of::<usize>() + self.dtype.heap_bytes()
     }
 
     /// Number of elements.

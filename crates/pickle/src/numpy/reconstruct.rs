@@ -6,12 +6,18 @@
 //! consume bytes or recurse into the VM.
 
 use super::{DType, DTypeKind, Field, NdArray};
+use crate::budget::Budget;
 use crate::error::{Error, Result};
 use crate::value::{Node, Pickle, Value};
 
 /// Reads numpy objects out of a pickle's arena, for the opcode at `offset`.
+/// How deep record dtypes may nest (numpy itself allows 32 levels of nested structure).
+const MAX_DTYPE_NESTING: usize = 32;
+
 pub(crate) struct Reconstruct<'p> {
     pub(super) pk: &'p Pickle,
+    /// The load's budget: copies made while building (a record dtype's fields) are charged.
+    pub(super) budget: &'p Budget,
     /// Offset of the opcode being interpreted: every error names it, as the VM's own errors do.
     pub(super) offset: usize,
 }
@@ -26,8 +32,8 @@ pub(crate) enum Scalar {
 }
 
 impl<'p> Reconstruct<'p> {
-    pub(crate) fn new(pk: &'p Pickle, offset: usize) -> Reconstruct<'p> {
-        Reconstruct { pk, offset }
+    pub(crate) fn new(pk: &'p Pickle, offset: usize, budget: &'p Budget) -> Reconstruct<'p> {
+        Reconstruct { pk, budget, offset }
     }
 
     fn malformed(&self, message: impl Into<String>) -> Error {
@@ -173,6 +179,18 @@ impl<'p> Reconstruct<'p> {
                     );
                 };
                 let fdtype = self.dtype_of(fdtype)?;
+                // Each field copies its dtype: a record of records of records multiplies.
+                if fdtype.nesting() >= MAX_DTYPE_NESTING {
+                    return Err(self.malformed(format!(
+                        "record dtypes nested more than {MAX_DTYPE_NESTING} deep"
+                    )));
+                }
+                self.budget
+                    .charge(fdtype.heap_bytes() + std::mem::size_of::<Field>() + name_s.len())
+                    .map_err(|e| Error::Memory {
+                        limit: e.limit,
+                        offset: self.offset,
+                    })?;
                 let offset =
                     usize::try_from(offset).map_err(|_| self.malformed("negative field offset"))?;
                 fields.push(Field {

@@ -184,8 +184,7 @@ impl<'a> Machine<'a> {
         match (self.pk.node(id), class_kind) {
             (Node::Object(_), Some(GlobalKind::NumpyNdarray)) => {
                 let array = self.numpy().array_state(state)?;
-                *self.pk.node_mut(id) = Node::Array(array);
-                Ok(())
+                self.mutate(id, |node| *node = Node::Array(array))
             }
             (Node::Object(_), Some(GlobalKind::JoblibArrayWrapper)) => {
                 // The array's data follows this opcode in the stream, outside any opcode.
@@ -194,8 +193,7 @@ impl<'a> Machine<'a> {
                     machine: self,
                     depth,
                 })?;
-                *self.pk.node_mut(id) = Node::Array(array);
-                Ok(())
+                self.mutate(id, |node| *node = Node::Array(array))
             }
             (Node::Object(o), _) => {
                 // Python's default: update the instance dict with the state dict.
@@ -216,8 +214,7 @@ impl<'a> Machine<'a> {
             }
             (Node::DType(base), _) => {
                 let dtype = self.numpy().dtype_state(base, state)?;
-                *self.pk.node_mut(id) = Node::DType(dtype);
-                Ok(())
+                self.mutate(id, |node| *node = Node::DType(dtype))
             }
             (other, _) => {
                 let t = other.type_name();

@@ -21,24 +21,29 @@ pub(super) fn decode_long(bytes: &[u8]) -> Option<i64> {
     Some(i64::from_le_bytes(buf))
 }
 
-/// Protocol 0's `raw-unicode-escape`: only `\uXXXX` and `\UXXXXXXXX` are escapes.
-pub(super) fn decode_raw_unicode_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\\' && matches!(chars.peek(), Some('u') | Some('U')) {
-            let width = if chars.next() == Some('u') { 4 } else { 8 };
-            let hex: String = chars.by_ref().take(width).collect();
-            match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
-                Some(ch) => out.push(ch),
-                None => {
-                    out.push('\\');
-                    out.push_str(&hex);
-                }
+/// Protocol 0's `raw-unicode-escape`: bytes are Latin-1 characters, except `\uXXXX` and
+/// `\UXXXXXXXX`, which are escapes (Python's pickler escapes every backslash, NUL, newline,
+/// carriage return and `\x1a` this way, so the line never holds them raw).
+pub(super) fn decode_raw_unicode_escape(line: &[u8]) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut i = 0;
+    while i < line.len() {
+        let b = line[i];
+        if b == b'\\' && matches!(line.get(i + 1), Some(b'u') | Some(b'U')) {
+            let width = if line[i + 1] == b'u' { 4 } else { 8 };
+            let escaped = line
+                .get(i + 2..i + 2 + width)
+                .and_then(|hex| std::str::from_utf8(hex).ok())
+                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+                .and_then(char::from_u32);
+            if let Some(ch) = escaped {
+                out.push(ch);
+                i += 2 + width;
+                continue;
             }
-        } else {
-            out.push(c);
         }
+        out.push(char::from(b));
+        i += 1;
     }
     out
 }
@@ -87,6 +92,11 @@ mod tests {
     #[test]
     fn protocol_0_strings_decode() {
         assert_eq!(decode_quoted_string("'a\\x41\\n'").unwrap(), "aA\n");
-        assert_eq!(decode_raw_unicode_escape("caf\\u00e9"), "café");
+        assert_eq!(decode_raw_unicode_escape(b"caf\\u00e9"), "café");
+        // Latin-1 bytes stand for themselves (Python writes é as the byte 0xe9).
+        assert_eq!(
+            decode_raw_unicode_escape(b"caf\xe9 \\u005c\\U0001f600"),
+            "café \\😀"
+        );
     }
 }

@@ -50,6 +50,12 @@ impl Memo {
         }
     }
 
+    /// Bytes the memo holds (the map's entries counted with their hash-table overhead).
+    pub(super) fn footprint(&self) -> usize {
+        self.dense.capacity() * std::mem::size_of::<Option<Value>>()
+            + self.sparse.capacity() * (std::mem::size_of::<(u32, Value)>() + 8)
+    }
+
     pub(super) fn len(&self) -> usize {
         self.len
     }

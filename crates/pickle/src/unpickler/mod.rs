@@ -11,6 +11,7 @@ mod opcodes;
 use self::decode::{decode_long, decode_quoted_string, decode_raw_unicode_escape};
 use self::memo::Memo;
 use self::opcodes as op;
+use crate::budget::{Budget, GROWTH, Meter};
 use crate::error::{Error, Result};
 use crate::globals::AllowList;
 use crate::numpy::{InlineData, NdArray, Reconstruct};
@@ -25,6 +26,10 @@ pub struct Limits {
     pub max_decompressed_bytes: usize,
     /// Deepest nesting of joblib object arrays (each one a pickle inside the pickle).
     pub max_nested_pickles: usize,
+    /// Most bytes one load may allocate, everything counted: the decompressed stream, the
+    /// pickle machine's stack, marks and memo, every object and what it holds, and what the
+    /// model layer builds from them ([`Budget`]).
+    pub max_memory_bytes: usize,
 }
 
 impl Default for Limits {
@@ -33,13 +38,21 @@ impl Default for Limits {
             max_nodes: 50_000_000,
             max_decompressed_bytes: 4 << 30,
             max_nested_pickles: 8,
+            max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
         }
     }
 }
 
+/// The default [`Limits::max_memory_bytes`]: 1 GiB. The largest real model among the test
+/// fixtures (the 100-tree IsolationForest pickled with protocol 0, 795 kB) charges 13.3 MB
+/// (`fleetscore models bench FILE` prints `load_memory_bytes`): this is 80 times that, room for
+/// far larger real models, while a hostile file stays far from exhausting a machine.
+pub const DEFAULT_MAX_MEMORY_BYTES: usize = 1 << 30;
+
 /// Unpickles one stream: `data` must start at the first opcode.
 pub fn unpickle(data: &[u8], allow: &AllowList, limits: &Limits) -> Result<Pickle> {
-    unpickle_detect_joblib(data, allow, limits).map(|(pickle, _)| pickle)
+    let budget = Budget::new(limits.max_memory_bytes);
+    unpickle_detect_joblib(data, allow, limits, &budget).map(|(pickle, _)| pickle)
 }
 
 /// Like [`unpickle`], and also says whether the stream carried joblib inline arrays.
@@ -47,6 +60,7 @@ pub(crate) fn unpickle_detect_joblib(
     data: &[u8],
     allow: &AllowList,
     limits: &Limits,
+    budget: &Budget,
 ) -> Result<(Pickle, bool)> {
     let mut m = Machine {
         data,
@@ -54,6 +68,8 @@ pub(crate) fn unpickle_detect_joblib(
         op_start: 0,
         allow,
         limits,
+        budget,
+        slots: Meter::default(),
         pk: Pickle {
             // Roughly one object per 16 bytes of stream in scikit-learn's pickles: sized once
             // instead of grown by doubling (bounded by the node limit, not by the input).
@@ -74,6 +90,10 @@ struct Machine<'a> {
     op_start: usize,
     allow: &'a AllowList,
     limits: &'a Limits,
+    /// Every allocation the stream causes is charged here first.
+    budget: &'a Budget,
+    /// What the arena's slots have been charged.
+    slots: Meter,
     pk: Pickle,
     saw_joblib_wrapper: bool,
 }
@@ -85,6 +105,17 @@ struct Frame {
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: Memo,
+    /// What the stack, marks and memo have been charged, together.
+    meter: Meter,
+}
+
+impl Frame {
+    /// Bytes the stack, marks and memo hold.
+    fn footprint(&self) -> usize {
+        self.stack.capacity() * std::mem::size_of::<Value>()
+            + self.marks.capacity() * std::mem::size_of::<usize>()
+            + self.memo.footprint()
+    }
 }
 
 impl<'a> Machine<'a> {
@@ -139,7 +170,8 @@ impl<'a> Machine<'a> {
         self.take(n, what)
     }
 
-    fn line(&mut self, what: &'static str) -> Result<&'a str> {
+    /// A protocol 0 argument line, as bytes (without its newline).
+    fn line_bytes(&mut self, what: &'static str) -> Result<&'a [u8]> {
         let rest = &self.data[self.pos..];
         let end = rest
             .iter()
@@ -151,8 +183,24 @@ impl<'a> Machine<'a> {
                 available: rest.len(),
             })?;
         self.pos += end + 1;
-        std::str::from_utf8(&rest[..end])
-            .map_err(|_| self.malformed(format!("{what} is not UTF-8")))
+        Ok(&rest[..end])
+    }
+
+    fn line(&mut self, what: &'static str) -> Result<&'a str> {
+        let line = self.line_bytes(what)?;
+        std::str::from_utf8(line).map_err(|_| self.malformed(format!("{what} is not UTF-8")))
+    }
+
+    /// Charges `bytes` about to be allocated for the opcode being executed.
+    fn charge(&self, bytes: usize) -> Result<()> {
+        self.budget.charge(bytes).map_err(|e| self.over_budget(e))
+    }
+
+    fn over_budget(&self, e: crate::budget::OverBudget) -> Error {
+        Error::Memory {
+            limit: e.limit,
+            offset: self.op_start,
+        }
     }
 
     fn push_node(&mut self, node: Node) -> Result<Value> {
@@ -162,7 +210,23 @@ impl<'a> Machine<'a> {
                 self.limits.max_nodes
             )));
         }
-        Ok(self.pk.push(node))
+        self.charge(node.heap_bytes().saturating_mul(GROWTH))?;
+        let v = self.pk.push(node);
+        let slots = self.pk.slots_bytes().saturating_mul(GROWTH);
+        self.slots
+            .update(slots, self.budget)
+            .map_err(|e| self.over_budget(e))?;
+        Ok(v)
+    }
+
+    /// Changes a node in place, charging what it grows by.
+    fn mutate<R>(&mut self, id: NodeId, f: impl FnOnce(&mut Node) -> R) -> Result<R> {
+        let node = self.pk.node_mut(id);
+        let before = node.heap_bytes();
+        let r = f(node);
+        let after = self.pk.node(id).heap_bytes();
+        self.charge(after.saturating_sub(before).saturating_mul(GROWTH))?;
+        Ok(r)
     }
 
     fn pop(&self, f: &mut Frame) -> Result<Value> {
@@ -206,8 +270,15 @@ impl<'a> Machine<'a> {
     fn run(&mut self, depth: usize) -> Result<Value> {
         let mut f = Frame::default();
         loop {
+            // What the last opcode grew the stack, marks or memo by.
+            f.meter
+                .update(f.footprint().saturating_mul(GROWTH), self.budget)
+                .map_err(|e| self.over_budget(e))?;
             self.op_start = self.pos;
             let opcode = self.u8("opcode")?;
+            if self.pk.protocol == 0 && op::is_protocol_1(opcode) {
+                self.pk.protocol = 1;
+            }
             match opcode {
                 op::PROTO => {
                     let p = self.u8("protocol")?;
@@ -326,7 +397,7 @@ impl<'a> Machine<'a> {
                     f.stack.push(v);
                 }
                 op::UNICODE => {
-                    let line = self.line("UNICODE")?;
+                    let line = self.line_bytes("UNICODE")?;
                     let s = decode_raw_unicode_escape(line);
                     let v = self.push_node(Node::Str(s))?;
                     f.stack.push(v);
@@ -441,12 +512,15 @@ impl<'a> Machine<'a> {
                 op::ADDITEMS => {
                     let items = self.pop_mark(&mut f)?;
                     let id = self.top_id(&f)?;
-                    match self.pk.node_mut(id) {
-                        Node::Set(s) => s.extend(items),
-                        other => {
-                            let t = other.type_name();
-                            return Err(self.malformed(format!("ADDITEMS to a {t}")));
+                    let added = self.mutate(id, |node| match node {
+                        Node::Set(s) => {
+                            s.extend(items);
+                            Ok(())
                         }
+                        other => Err(other.type_name()),
+                    })?;
+                    if let Err(t) = added {
+                        return Err(self.malformed(format!("ADDITEMS to a {t}")));
                     }
                 }
                 // Memo.
@@ -577,34 +651,30 @@ impl<'a> Machine<'a> {
     }
 
     fn extend_list(&mut self, id: NodeId, items: Vec<Value>) -> Result<()> {
-        match self.pk.node_mut(id) {
+        let added = self.mutate(id, |node| match node {
             Node::List(l) => {
                 l.extend(items);
                 Ok(())
             }
-            other => {
-                let t = other.type_name();
-                Err(self.malformed(format!("APPEND to a {t}")))
-            }
-        }
+            other => Err(other.type_name()),
+        })?;
+        added.map_err(|t| self.malformed(format!("APPEND to a {t}")))
     }
 
     fn extend_dict(&mut self, id: NodeId, entries: Vec<(Value, Value)>) -> Result<()> {
-        match self.pk.node_mut(id) {
+        let added = self.mutate(id, |node| match node {
             Node::Dict(d) => {
                 d.extend(entries);
                 Ok(())
             }
-            other => {
-                let t = other.type_name();
-                Err(self.malformed(format!("SETITEM on a {t}")))
-            }
-        }
+            other => Err(other.type_name()),
+        })?;
+        added.map_err(|t| self.malformed(format!("SETITEM on a {t}")))
     }
 
     /// numpy's reconstruction, reading the arena for the opcode being executed.
     fn numpy(&self) -> Reconstruct<'_> {
-        Reconstruct::new(&self.pk, self.op_start)
+        Reconstruct::new(&self.pk, self.op_start, self.budget)
     }
 }
 
@@ -634,7 +704,10 @@ impl InlineData for JoblibStream<'_, '_> {
         let v = m.run(self.depth + 1)?;
         m.op_start = saved;
         match m.pk.get(v) {
-            Some(Node::Array(a)) => Ok(a.clone()),
+            Some(Node::Array(a)) => {
+                m.charge(a.heap_bytes())?;
+                Ok(a.clone())
+            }
             _ => Err(m.malformed("joblib object array is not an array")),
         }
     }

@@ -155,3 +155,30 @@ pub(super) const BYTEARRAY8: u8 = 0x96;
 pub(super) const NEXT_BUFFER: u8 = 0x97;
 /// Makes the buffer on top of the stack read-only (refused).
 pub(super) const READONLY_BUFFER: u8 = 0x98;
+
+/// Whether an opcode first appeared in protocol 1 (the binary opcodes of Python 2's
+/// `cPickle`): a stream without PROTO that uses one was written with protocol 1, not 0.
+pub(super) fn is_protocol_1(opcode: u8) -> bool {
+    matches!(
+        opcode,
+        BINFLOAT
+            | EMPTY_LIST
+            | APPENDS
+            | EMPTY_TUPLE
+            | EMPTY_DICT
+            | SETITEMS
+            | BINPUT
+            | LONG_BINPUT
+            | BINGET
+            | LONG_BINGET
+            | BININT
+            | BININT1
+            | BININT2
+            | BINPERSID
+            | BINSTRING
+            | SHORT_BINSTRING
+            | BINUNICODE
+            | POP_MARK
+            | OBJ
+    )
+}
