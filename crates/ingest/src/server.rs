@@ -172,6 +172,10 @@ struct State {
     /// answered, and is refused with 429 when the budget is spent, so a burst of large bodies
     /// cannot exhaust memory.
     inflight: Arc<Semaphore>,
+    /// Each token's share of the in-flight budget, by token name: with several tokens, one
+    /// token's clients may hold at most half of it, so a flood (or a leaked token) cannot
+    /// take every byte from the other sites. Empty without tokens.
+    token_shares: std::collections::HashMap<String, Arc<Semaphore>>,
     stats: Stats,
     sources: SourceStats,
 }
@@ -199,10 +203,24 @@ pub struct App {
 /// sources running beside it, shown in `/v1/stats`.
 pub fn app(log: Log, config: Config, sources: SourceStats) -> App {
     let permits = (config.max_inflight_bytes / PERMIT_BYTES).clamp(1, Semaphore::MAX_PERMITS);
+    let tokens = config
+        .tokens
+        .as_ref()
+        .map_or(&[][..], |t| t.tokens.as_slice());
+    let share = if tokens.len() > 1 {
+        (permits / 2).max(1)
+    } else {
+        permits
+    };
+    let token_shares = tokens
+        .iter()
+        .map(|t| (t.name.clone(), Arc::new(Semaphore::new(share))))
+        .collect();
     App {
         state: Arc::new(State {
             log,
             inflight: Arc::new(Semaphore::new(permits)),
+            token_shares,
             config,
             stats: Stats::default(),
             sources,
@@ -392,13 +410,38 @@ enum BodyError {
     Read(String),
 }
 
-/// Reads a request body, charging the in-flight budget for its bytes as they arrive (`held`
-/// keeps the permits until the request is answered).
+/// The permits a request holds until it is answered: from the whole budget, and from its
+/// token's share.
+type Held = (
+    Option<tokio::sync::OwnedSemaphorePermit>,
+    Option<tokio::sync::OwnedSemaphorePermit>,
+);
+
+/// Takes `n` more permits of `budget` into `held`, or says the budget is spent.
+fn take_permits(
+    budget: &Arc<Semaphore>,
+    n: usize,
+    held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+) -> std::result::Result<(), BodyError> {
+    let more = budget
+        .clone()
+        .try_acquire_many_owned(u32::try_from(n).unwrap_or(u32::MAX))
+        .map_err(|_| BodyError::Overloaded)?;
+    match held {
+        Some(p) => p.merge(more),
+        None => *held = Some(more),
+    }
+    Ok(())
+}
+
+/// Reads a request body, charging the in-flight budget (and the token's share of it) for its
+/// bytes as they arrive; `held` keeps the permits until the request is answered.
 async fn read_body<B>(
     state: &State,
     body: B,
     declared: Option<usize>,
-    held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+    share: Option<&Arc<Semaphore>>,
+    held: &mut Held,
 ) -> std::result::Result<Bytes, BodyError>
 where
     B: Body,
@@ -420,15 +463,10 @@ where
         }
         let need = (buf.len() + len).div_ceil(PERMIT_BYTES) - charged;
         if need > 0 {
-            let more = state
-                .inflight
-                .clone()
-                .try_acquire_many_owned(u32::try_from(need).unwrap_or(u32::MAX))
-                .map_err(|_| BodyError::Overloaded)?;
-            match held {
-                Some(p) => p.merge(more),
-                None => *held = Some(more),
+            if let Some(share) = share {
+                take_permits(share, need, &mut held.1)?;
             }
+            take_permits(&state.inflight, need, &mut held.0)?;
             charged += need;
         }
         while data.has_remaining() {
@@ -583,10 +621,16 @@ where
     // Memory for the body is charged to the in-flight budget as its bytes arrive (a declared
     // length reserves nothing), and the whole body must arrive within the body timeout: a
     // client that declares much and sends slowly, or nothing, cannot lock the others out.
-    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    let mut held: Held = (None, None);
     let received = tokio::time::timeout(
         config.body_timeout,
-        read_body(state, req.into_body(), declared, &mut held),
+        read_body(
+            state,
+            req.into_body(),
+            declared,
+            token.and_then(|t| state.token_shares.get(&t.name)),
+            &mut held,
+        ),
     )
     .await;
     let body = match received {
@@ -761,6 +805,81 @@ mod tests {
         );
         assert_eq!(app.stats().unauthorized.load(Ordering::Relaxed), 1);
         assert_eq!(held(&log), 0);
+        drop((app, log));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A body that sends one frame and then nothing, as a slow client does.
+    struct Stalled(Option<Bytes>);
+
+    impl Body for Stalled {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<std::result::Result<hyper::body::Frame<Bytes>, Self::Error>>>
+        {
+            match self.0.take() {
+                Some(b) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(b)))),
+                None => std::task::Poll::Pending,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn one_token_cannot_take_the_whole_in_flight_budget() {
+        let dir =
+            std::env::temp_dir().join(format!("fleetscore-ingest-share-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let log = Log::open(&dir, Options::default()).unwrap();
+        let token = |name: &str| Token {
+            name: name.into(),
+            token: format!("{name}-0123456789abcdef"),
+            devices: None,
+        };
+        let config = Config {
+            tokens: Some(Tokens {
+                tokens: vec![token("a"), token("b")],
+            }),
+            max_inflight_bytes: 64 << 10,
+            ..Config::default()
+        };
+        let app = app(log.clone(), config, SourceStats::default());
+        fn request<B>(name: &str, body: B) -> Request<B> {
+            Request::builder()
+                .method(Method::POST)
+                .uri("/v1/readings")
+                .header(header::CONTENT_TYPE, "application/x-ndjson")
+                .header(
+                    header::AUTHORIZATION,
+                    format!("Bearer {name}-0123456789abcdef"),
+                )
+                .body(body)
+                .unwrap()
+        }
+        // Site a holds 30 KiB of its 32 KiB share in a body that never ends.
+        let stalled = tokio::spawn({
+            let app = app.clone();
+            let body = Stalled(Some(Bytes::from(vec![b' '; 30 << 10])));
+            async move { app.handle(request("a", body)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let body = format!(
+            "{}{}",
+            r#"{"device":"d","tag":"t","ts":1767225605000,"value":1}"#,
+            " ".repeat(10 << 10)
+        );
+        let more_a = app
+            .handle(request("a", Full::new(Bytes::from(body.clone()))))
+            .await;
+        assert_eq!(more_a.status(), StatusCode::TOO_MANY_REQUESTS);
+        // Site b is served from the other half.
+        let b = app.handle(request("b", Full::new(Bytes::from(body)))).await;
+        assert_eq!(b.status(), StatusCode::OK);
+        assert_eq!(held(&log), 1);
+        stalled.abort();
         drop((app, log));
         let _ = std::fs::remove_dir_all(&dir);
     }
