@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde::de::{self, Visitor};
 
 use crate::reading::{Invalid, Limits, Reading, parse_ts};
+use fleetscore_core::check_time;
 
 /// A body format, from the request's `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,17 +324,27 @@ impl<'de: 'a, 'a> Deserialize<'de> for Ts<'a> {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Ts<'de>, E> {
                 Ok(Ts::Text(Cow::Owned(v.to_string())))
             }
+            // Numbers get the range check and message every other time gets
+            // (`fleetscore_core::time`), quoting a huge one in exponent form, never in full.
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Ts<'de>, E> {
-                i64::try_from(v)
+                let ms = i64::try_from(v).unwrap_or(i64::MAX);
+                check_time(ms, &v.to_string())
                     .map(Ts::Ms)
-                    .map_err(|_| E::custom("`ts` is out of range"))
+                    .map_err(|e| E::custom(format!("`ts` {e}")))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Ts<'de>, E> {
-                Ok(Ts::Ms(v))
+                check_time(v, &v.to_string())
+                    .map(Ts::Ms)
+                    .map_err(|e| E::custom(format!("`ts` {e}")))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Ts<'de>, E> {
                 if v.fract() == 0.0 && v.abs() < 9e15 {
-                    Ok(Ts::Ms(v as i64))
+                    self.visit_i64(v as i64)
+                } else if v.fract() == 0.0 || !v.is_finite() {
+                    Err(E::custom(format!(
+                        "`ts` {}",
+                        fleetscore_core::TimeError::OutOfRange(format!("{v:e}"))
+                    )))
                 } else {
                     Err(E::custom(format!(
                         "`ts` {v} is not a whole number of milliseconds"
@@ -467,6 +478,31 @@ mod tests {
             errors[4].1
         );
         assert!(errors[5].1.contains("neither RFC 3339"), "{}", errors[5].1);
+    }
+
+    #[test]
+    fn times_out_of_range_get_the_one_message_and_are_not_echoed_whole() {
+        let huge = "9".repeat(301);
+        for ts in [
+            huge.clone(),
+            format!("\"{huge}\""),
+            "253402300800000".into(),
+        ] {
+            let body = format!(r#"{{"device":"d","tag":"t","ts":{ts},"value":1}}"#);
+            let p = parse(
+                body.as_bytes(),
+                Format::JsonLines,
+                &Limits::default(),
+                0,
+                &AnyDevice,
+            );
+            let e = &p.rejected[0].error;
+            assert!(
+                e.contains("outside the supported range, years 1 to 9999"),
+                "{e}"
+            );
+            assert!(e.len() < 300, "{e}");
+        }
     }
 
     #[test]
