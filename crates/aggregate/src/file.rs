@@ -152,9 +152,20 @@ fn push_batch(
     let at = |i: usize| format!("{} row {}", path.display(), first_row + i as u64);
     let ts = times(column("ts")?, &at)?;
     let values = values(column("value")?, &at)?;
-    let device = column("device")?;
-    let tag = column("tag")?;
-    let (device, tag) = (text(path, device, "device")?, text(path, tag, "tag")?);
+    // Large strings, views and other dictionaries (pandas 3, Polars) read as Utf8 text does;
+    // integer ids (as the reference fleet's are) as their decimal text.
+    let id_text = |a: &ArrayRef| -> Result<ArrayRef> {
+        let a = if a.data_type().is_integer() {
+            arrow_cast::cast(a, &DataType::Utf8)
+                .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?
+        } else {
+            a.clone()
+        };
+        Ok(fleetscore_table::normalize_text(&a)?)
+    };
+    let device = id_text(column("device")?)?;
+    let tag = id_text(column("tag")?)?;
+    let (device, tag) = (text(path, &device, "device")?, text(path, &tag, "tag")?);
     let n = batch.num_rows();
     if let (Text::Dict(_, _, devices), Text::Dict(_, _, tags)) = (&device, &tag) {
         resolver.reset(devices, tags);
@@ -239,6 +250,12 @@ fn times(a: &ArrayRef, at: &dyn Fn(usize) -> String) -> Result<Vec<i64>> {
             .map(|v| v.div_euclid(1_000_000))
             .collect(),
         DataType::Int64 => a.as_primitive::<Int64Type>().values().to_vec(),
+        // Text of any width: parsed as Utf8 text is.
+        DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _) => {
+            let text = arrow_cast::cast(a, &DataType::Utf8)
+                .map_err(|e| Error::Invalid(format!("{}: ts: {e}", at(0))))?;
+            return times(&text, at);
+        }
         DataType::Utf8 => {
             let s = a.as_string::<i32>();
             let mut out = Vec::with_capacity(s.len());

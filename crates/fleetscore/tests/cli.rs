@@ -1456,3 +1456,61 @@ fn a_wide_file_costs_memory_by_its_data_not_its_header() {
     assert!(o.status.success(), "{:?} {}", o.status, stderr(&o));
     assert!(std::fs::read_to_string(&out).unwrap().starts_with("c0,c1,"));
 }
+
+/// The reader `data import` uses serves `models score` and `aggregate file` too: Parquet from
+/// Polars (zstd, large strings), pandas (text times as large strings) and pyarrow (gzip,
+/// INT96), and gzip or zstd CSV, score and aggregate like the plain CSV.
+#[test]
+fn files_from_other_tools_score_and_aggregate_like_the_csv() {
+    let dir = tempdir("other-tools");
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../jobs/tests/data/readings");
+    let model = models_data("reference/models/model_1_1");
+    let scores = |name: &str| -> Vec<String> {
+        let out = dir.join(format!("{name}.scored.csv"));
+        let o = run(&[
+            "models",
+            "score",
+            model.to_str().unwrap(),
+            "--input",
+            data.join(name).to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--features",
+            "Value",
+        ]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let text = std::fs::read_to_string(&out).unwrap();
+        // The score and anomaly columns, row by row.
+        text.lines()
+            .skip(1)
+            .map(|l| l.rsplitn(3, ',').take(2).collect::<Vec<_>>().join(","))
+            .collect()
+    };
+    let windows = |name: &str| -> Vec<u8> {
+        let out = dir.join(format!("{name}.features.parquet"));
+        let o = run(&[
+            "aggregate",
+            "file",
+            "--input",
+            data.join(name).to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        std::fs::read(&out).unwrap()
+    };
+    let want = scores("readings.csv");
+    assert_eq!(want.len(), 240);
+    let want_windows = windows("readings.csv");
+    for name in [
+        "polars.parquet",
+        "pandas-text-times.parquet",
+        "pyarrow-gzip.parquet",
+        "pyarrow-int96.parquet",
+        "readings.csv.gz",
+        "readings.csv.zst",
+    ] {
+        assert_eq!(scores(name), want, "{name}");
+        assert_eq!(windows(name), want_windows, "{name}");
+    }
+}

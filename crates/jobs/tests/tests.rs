@@ -685,3 +685,35 @@ fn a_stale_attempt_cannot_replace_a_newer_attempts_predictions() {
         String::from_utf8_lossy(&log)
     );
 }
+
+/// Readings files as other tools write them (`scripts/fixtures/gen_readings.py`: pyarrow with
+/// every Parquet compression, large strings, dictionaries, times in every unit, INT96 and
+/// text; pandas 3 with integer, categorical and str ids; Polars; DuckDB; gzip and zstd CSV)
+/// import to exactly the readings of the same rows as plain CSV: the stored files are named by
+/// their content, so equal keys are equal readings.
+#[test]
+fn readings_files_from_other_tools_import_as_the_csv_does() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/readings");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("readings.json")).unwrap()).unwrap();
+    let rows = manifest["rows"].as_u64().unwrap();
+    let stored = |name: &str| -> Vec<String> {
+        let f = fleet(&format!("tools-{}", name.replace('.', "-")));
+        let summary = readings::import(&f.store, &dir.join(name), &Columns::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(summary.rows, rows, "{name}");
+        f.store
+            .list("readings")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect()
+    };
+    let want = stored("readings.csv");
+    assert!(!want.is_empty());
+    let files = manifest["files"].as_object().unwrap();
+    assert!(files.len() >= 20, "{}", files.len());
+    for (name, what) in files {
+        assert_eq!(stored(name), want, "{name} ({what})");
+    }
+}

@@ -2,7 +2,7 @@
 //! feature columns are parsed to numbers separately, with errors that name the line.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::{BufReader, BufWriter, Read};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,7 +16,7 @@ use crate::{BatchReader, BatchWriter, RowPosition};
 
 /// Reads a CSV file with a header line into batches of text columns.
 pub(crate) struct CsvReader {
-    reader: csv::Reader<BufReader<File>>,
+    reader: csv::Reader<BufReader<Box<dyn Read>>>,
     path: String,
     schema: SchemaRef,
     /// The fields of a record that are read (all, or the projection asked for), in order.
@@ -32,7 +32,7 @@ impl CsvReader {
     /// A reader of every column, or (`projection`) of only the named ones that the header has:
     /// memory follows the columns read, not the header's width.
     pub(crate) fn new(
-        file: File,
+        input: Box<dyn Read>,
         path: &Path,
         batch_rows: usize,
         projection: Option<&[&str]>,
@@ -40,7 +40,7 @@ impl CsvReader {
         let path_s = path.display().to_string();
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
-            .from_reader(BufReader::with_capacity(1 << 20, file));
+            .from_reader(BufReader::with_capacity(1 << 20, input));
         let headers = reader.headers().map_err(|e| Error::Csv {
             path: path_s.clone(),
             message: format!("cannot read the header line: {e}"),

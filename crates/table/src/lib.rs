@@ -24,7 +24,7 @@ pub use matrix::{append_columns, feature_matrix, filter_equals};
 pub use parquet_io::{
     from_parquet_bytes, from_parquet_bytes_as, to_parquet_bytes, with_dictionary_text,
 };
-pub use text::Text;
+pub use text::{Text, normalize_text};
 
 /// A table file format, chosen by file extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub enum Format {
 }
 
 impl Format {
-    /// The format a path's extension names (`.csv`, `.parquet`, `.pq`).
+    /// The format a path's extension names (`.csv`, `.csv.gz`, `.csv.zst`, `.parquet`, `.pq`).
     pub fn from_path(path: &Path) -> Result<Format> {
         let ext = path
             .extension()
@@ -45,7 +45,37 @@ impl Format {
         match ext.as_deref() {
             Some("csv") => Ok(Format::Csv),
             Some("parquet") | Some("pq") => Ok(Format::Parquet),
+            _ if CsvCompression::of(path) != CsvCompression::None => Ok(Format::Csv),
             _ => Err(Error::UnknownFormat(path.display().to_string())),
+        }
+    }
+}
+
+/// How a CSV file is compressed, by its name: `.csv.gz` (gzip) or `.csv.zst` (zstd).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CsvCompression {
+    /// Plain text.
+    None,
+    /// gzip (`.csv.gz`, `.csv.gzip`), several members allowed as `gzip` writes them.
+    Gzip,
+    /// Zstandard (`.csv.zst`, `.csv.zstd`).
+    Zstd,
+}
+
+impl CsvCompression {
+    /// The compression a file name says.
+    pub fn of(path: &Path) -> CsvCompression {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default();
+        if name.ends_with(".csv.gz") || name.ends_with(".csv.gzip") {
+            CsvCompression::Gzip
+        } else if name.ends_with(".csv.zst") || name.ends_with(".csv.zstd") {
+            CsvCompression::Zstd
+        } else {
+            CsvCompression::None
         }
     }
 }
@@ -125,7 +155,19 @@ fn open_with(
 ) -> Result<Box<dyn BatchReader>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     Ok(match Format::from_path(path)? {
-        Format::Csv => Box::new(csv_io::CsvReader::new(file, path, batch_rows, projection)?),
+        Format::Csv => {
+            // Compressed CSV is read as a stream: memory holds a buffer, never the file.
+            let input: Box<dyn std::io::Read> = match CsvCompression::of(path) {
+                CsvCompression::None => Box::new(file),
+                CsvCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
+                    std::io::BufReader::new(file),
+                )),
+                CsvCompression::Zstd => {
+                    Box::new(zstd::Decoder::new(file).map_err(|e| Error::io(path, e))?)
+                }
+            };
+            Box::new(csv_io::CsvReader::new(input, path, batch_rows, projection)?)
+        }
         Format::Parquet => Box::new(parquet_io::ParquetReader::new(
             file,
             path,
@@ -139,6 +181,12 @@ fn open_with(
 /// Creates a table file for batches of `schema`.
 pub fn create(path: &Path, schema: SchemaRef) -> Result<Box<dyn BatchWriter>> {
     let format = Format::from_path(path)?;
+    if CsvCompression::of(path) != CsvCompression::None {
+        return Err(Error::UnknownFormat(format!(
+            "{} (compressed CSV is read, not written: write .csv or .parquet)",
+            path.display()
+        )));
+    }
     let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
     Ok(match format {
         Format::Csv => Box::new(csv_io::CsvWriter::new(file, path, &schema)?),

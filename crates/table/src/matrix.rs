@@ -39,7 +39,12 @@ pub fn feature_matrix(
     out.clear();
     out.resize(rows * d, 0.0);
     for (j, name) in columns.iter().enumerate() {
-        let array = column(batch, name)?;
+        // Text of any width (large strings, views, dictionaries) is parsed as text is.
+        let array = &crate::text::normalize_text(column(batch, name)?)?;
+        let array = match array.data_type() {
+            DataType::Dictionary(_, _) => &arrow_cast::cast(array, &DataType::Utf8)?,
+            _ => array,
+        };
         let bad = |i: usize, message: String| Error::BadValue {
             position: start.advance(i).to_string(),
             column: name.clone(),

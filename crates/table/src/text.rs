@@ -49,3 +49,25 @@ impl<'a> Text<'a> {
         }
     }
 }
+
+/// A text column in the two shapes the readers here work with: `Utf8`, or a dictionary of
+/// `Int32` keys over `Utf8`. Large strings and string views (what pandas 3 and Polars write),
+/// and dictionaries of other key or value types, are cast to them; any other column is
+/// returned as it is.
+pub fn normalize_text(a: &arrow_array::ArrayRef) -> crate::Result<arrow_array::ArrayRef> {
+    use arrow_schema::DataType;
+    let text =
+        |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+    Ok(match a.data_type() {
+        DataType::LargeUtf8 | DataType::Utf8View => arrow_cast::cast(a, &DataType::Utf8)?,
+        DataType::Dictionary(k, v)
+            if text(v) && !(**k == DataType::Int32 && **v == DataType::Utf8) =>
+        {
+            arrow_cast::cast(
+                a,
+                &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            )?
+        }
+        _ => a.clone(),
+    })
+}
