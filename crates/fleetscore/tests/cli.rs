@@ -515,7 +515,27 @@ fn the_reference_job_from_the_command_line_equals_scikit_learn() {
     for w in &want {
         let (val, pred) = &got[&(w[0].clone(), w[1].clone(), w[2].clone())];
         assert_eq!(val.parse::<f64>().unwrap(), w[3].parse::<f64>().unwrap());
+        // As pandas writes a float: a value read as 108 is written 108.0.
+        assert!(val.contains('.') || val.contains('e'), "{val}");
         assert_eq!(pred, if w[5] == "-1" { "1" } else { "0" }, "{w:?}");
+    }
+
+    if let Ok(python) = std::env::var("FLEETSCORE_TEST_PYTHON") {
+        // Each file is byte for byte what pandas writes for the same table, as the reference
+        // pipeline's to_csv did: its files and ours diff clean.
+        let script = r#"
+import glob, os, sys, pandas as pd
+for path in glob.glob(os.path.join(sys.argv[1], "predictions_*.csv")):
+    text = open(path).read()
+    df = pd.read_csv(path, dtype={"TS": str})
+    again = df.to_csv(index=False)
+    assert again == text, (path, again[:300], text[:300])
+"#;
+        let o = Command::new(&python)
+            .args(["-c", script, export.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
     }
 
     let o = fleet(

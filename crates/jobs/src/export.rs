@@ -121,7 +121,7 @@ fn add_rows(b: &RecordBatch, files: &mut BTreeMap<(String, String), Vec<String>>
             format_time(ts.value(i)),
             csv_field(device.value(i)),
             csv_field(tag.value(i)),
-            value.value(i),
+            python_float(value.value(i)),
             anomaly.value(i)
         );
         files.entry(key).or_default().push(line);
@@ -134,5 +134,83 @@ fn csv_field(s: &str) -> String {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_string()
+    }
+}
+
+/// A float as Python's `repr` (and so pandas' `to_csv`) writes it: the shortest digits that
+/// read back to the same number, in fixed notation with at least one decimal (`108.0`) when the
+/// decimal exponent is in -4..16, else in scientific notation with a signed two-digit exponent
+/// at least (`1e-05`, `1.5e+16`). The reference pipeline's CSVs were written that way.
+pub fn python_float(v: f64) -> String {
+    if v.is_nan() {
+        return "nan".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    // Rust's `{:e}` gives the same shortest digits: `-1.08e2`.
+    let sci = format!("{v:e}");
+    let (mantissa, exp) = sci.split_once('e').expect("`{:e}` has an exponent");
+    let exp: i32 = exp.parse().expect("integer exponent");
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if (-4..16).contains(&exp) {
+        let point = exp + 1; // digits before the decimal point
+        let body = if point <= 0 {
+            format!("0.{}{digits}", "0".repeat((-point) as usize))
+        } else if point as usize >= digits.len() {
+            format!("{digits}{}.0", "0".repeat(point as usize - digits.len()))
+        } else {
+            format!(
+                "{}.{}",
+                &digits[..point as usize],
+                &digits[point as usize..]
+            )
+        };
+        format!("{sign}{body}")
+    } else {
+        let m = if digits.len() > 1 {
+            format!("{}.{}", &digits[..1], &digits[1..])
+        } else {
+            digits
+        };
+        format!(
+            "{sign}{m}e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.abs()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::python_float;
+
+    #[test]
+    fn floats_are_written_as_python_writes_them() {
+        // Each expectation is Python's repr() of the same float.
+        for (v, want) in [
+            (108.0, "108.0"),
+            (10.16, "10.16"),
+            (-0.0, "-0.0"),
+            (0.0, "0.0"),
+            (1e-05, "1e-05"),
+            (0.0001, "0.0001"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (123456789012345.6, "123456789012345.6"),
+            (1e15, "1000000000000000.0"),
+            (1e16, "1e+16"),
+            (1.5e16, "1.5e+16"),
+            (-2.5e-7, "-2.5e-07"),
+            (5e-324, "5e-324"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+            (f64::NAN, "nan"),
+            (f64::NEG_INFINITY, "-inf"),
+        ] {
+            assert_eq!(python_float(v), want, "{v:?}");
+        }
     }
 }
