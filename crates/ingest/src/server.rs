@@ -449,8 +449,9 @@ where
 {
     let max = state.config.max_body_bytes;
     let mut body = std::pin::pin!(body);
-    // A declared length sizes the buffer, up to a bound: it is a promise, not a fact.
-    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(max).min(1 << 20));
+    // A declared length sizes the buffer only a little: it is a promise, not a fact, and
+    // nothing is charged for it before bytes arrive.
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(max).min(16 << 10));
     let mut charged = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| BodyError::Read(e.into().to_string()))?;
