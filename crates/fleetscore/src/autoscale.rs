@@ -98,6 +98,8 @@ pub fn run(store: &StoreArgs, a: AutoscaleArgs) -> Result<ExitCode> {
             if let Some(db) = &store.db {
                 cmd.arg("--db").arg(db);
             }
+            cmd.arg("--max-model-memory")
+                .arg(store.max_model_memory.to_string());
             cmd.args([
                 "worker",
                 "--threads",

@@ -33,11 +33,48 @@ pub struct StoreArgs {
     /// else `./fleetscore.sqlite`.
     #[arg(long, env = "FLEETSCORE_DB", global = true)]
     pub db: Option<String>,
+    /// Most memory loading one model file may take, everything it makes the loader allocate
+    /// counted (`1GiB`, `512MiB`, or bytes); a file that needs more is refused by name.
+    #[arg(
+        long,
+        env = "FLEETSCORE_MAX_MODEL_MEMORY",
+        default_value = "1GiB",
+        value_parser = parse_size,
+        global = true
+    )]
+    pub max_model_memory: usize,
+}
+
+/// A size in bytes: a whole number with an optional binary unit (`KiB`, `MiB`, `GiB`).
+pub(crate) fn parse_size(s: &str) -> std::result::Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: usize = n
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (like 512MiB, 1GiB or 1073741824)"))?;
+    let scale: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("`{s}`: unknown unit `{other}` (KiB, MiB, GiB)")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 impl StoreArgs {
     pub(crate) fn open(&self) -> Result<Store> {
         Store::open(&self.store).with_context(|| format!("cannot open store {}", self.store))
+    }
+
+    /// How model files are loaded: within `--max-model-memory`.
+    pub(crate) fn model_limits(&self) -> fleetscore_models::Limits {
+        fleetscore_models::Limits {
+            max_memory_bytes: self.max_model_memory,
+            ..fleetscore_models::Limits::default()
+        }
     }
 
     pub(crate) fn coordinator(&self) -> Result<Box<dyn Coordinator>> {
@@ -253,27 +290,33 @@ pub fn registry(args: &StoreArgs, command: RegistryCommand) -> Result<ExitCode> 
                 bail!("no model files matching {pattern:?} in {}", path.display());
             }
             let (mut new, mut same, mut failed) = (0, 0, 0);
-            registry::import_files(&store, &files, features, &mut |f, result| match result {
-                Ok((meta, outcome)) => {
-                    let what = match outcome {
-                        Imported::New => "imported",
-                        Imported::Restored => "restored",
-                        Imported::Unchanged => "unchanged",
-                    };
-                    match outcome {
-                        Imported::Unchanged => same += 1,
-                        Imported::New | Imported::Restored => new += 1,
+            let mut importer = registry::Importer::with_limits(&store, args.model_limits());
+            registry::import_files(
+                &mut importer,
+                &files,
+                features,
+                &mut |f, result| match result {
+                    Ok((meta, outcome)) => {
+                        let what = match outcome {
+                            Imported::New => "imported",
+                            Imported::Restored => "restored",
+                            Imported::Unchanged => "unchanged",
+                        };
+                        match outcome {
+                            Imported::Unchanged => same += 1,
+                            Imported::New | Imported::Restored => new += 1,
+                        }
+                        println!(
+                            "{what:9} {}/{} {} {} ({} features)",
+                            f.device, f.tag, meta.version, meta.estimator, meta.n_features
+                        );
                     }
-                    println!(
-                        "{what:9} {}/{} {} {} ({} features)",
-                        f.device, f.tag, meta.version, meta.estimator, meta.n_features
-                    );
-                }
-                Err(e) => {
-                    failed += 1;
-                    eprintln!("error: {e}");
-                }
-            })?;
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("error: {e}");
+                    }
+                },
+            )?;
             eprintln!("{new} imported, {same} unchanged, {failed} refused");
             Ok(if failed > 0 {
                 ExitCode::from(2)
@@ -415,6 +458,7 @@ pub fn run(args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
         lease: Duration::from_secs(a.lease.max(1)),
         faults: faults_from_env(),
         max_window: a.max_window,
+        model_limits: args.model_limits(),
         ..RunOptions::default()
     };
     if let Some(w) = a.workers {
@@ -518,6 +562,7 @@ pub fn worker(args: &StoreArgs, a: WorkerArgs) -> Result<ExitCode> {
         lease: Duration::from_secs(a.lease.max(1)),
         max_attempts: a.max_attempts.max(1),
         faults: faults_from_env(),
+        model_limits: args.model_limits(),
         ..RunOptions::default()
     };
     if let Some(name) = a.name {

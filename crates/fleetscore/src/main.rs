@@ -114,7 +114,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Models {
             command: ModelsCommand::File(command),
-        } => models_cmd::run(command),
+        } => models_cmd::run(command, &cli.store.model_limits()),
         Command::Models {
             command: ModelsCommand::Registry(command),
         } => fleet_cmd::registry(&cli.store, command),

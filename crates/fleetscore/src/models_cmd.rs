@@ -81,11 +81,11 @@ fn parse_condition(s: &str) -> Result<(String, String), String> {
     Ok((k.trim().to_string(), v.to_string()))
 }
 
-pub fn run(command: ModelsCommand) -> Result<ExitCode> {
+pub fn run(command: ModelsCommand, limits: &Limits) -> Result<ExitCode> {
     match command {
-        ModelsCommand::Score(args) => score(args),
-        ModelsCommand::Inspect { model, json } => inspect(&model, json),
-        ModelsCommand::Bench(args) => bench(args),
+        ModelsCommand::Score(args) => score(args, limits),
+        ModelsCommand::Inspect { model, json } => inspect(&model, json, limits),
+        ModelsCommand::Bench(args) => bench(args, limits),
     }
 }
 
@@ -93,13 +93,14 @@ fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn load_model(path: &Path) -> Result<Model> {
+fn load_model(path: &Path, limits: &Limits) -> Result<Model> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Model::from_bytes(&bytes).with_context(|| format!("cannot load model {}", path.display()))
+    Model::from_bytes_within(&bytes, limits)
+        .with_context(|| format!("cannot load model {}", path.display()))
 }
 
-fn inspect(path: &Path, json: bool) -> Result<ExitCode> {
-    let model = load_model(path)?;
+fn inspect(path: &Path, json: bool, limits: &Limits) -> Result<ExitCode> {
+    let model = load_model(path, limits)?;
     let info = model.info();
     let mut out = std::io::stdout().lock();
     if json {
@@ -142,9 +143,9 @@ fn inspect(path: &Path, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn score(args: ScoreArgs) -> Result<ExitCode> {
+fn score(args: ScoreArgs, limits: &Limits) -> Result<ExitCode> {
     let started = Instant::now();
-    let model = load_model(&args.model)?;
+    let model = load_model(&args.model, limits)?;
     let columns = feature_columns(&model, &args.features)?;
     if let Some(names) = &model.info().feature_names
         && *names != columns
@@ -212,7 +213,7 @@ impl Progress {
     }
 }
 
-fn bench(args: BenchArgs) -> Result<ExitCode> {
+fn bench(args: BenchArgs, limits: &Limits) -> Result<ExitCode> {
     let bytes = std::fs::read(&args.model)
         .with_context(|| format!("cannot read {}", args.model.display()))?;
     // Loading: repeat for at least ~0.2 s to time a microsecond-scale operation.
@@ -221,7 +222,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
     let mut model = None;
     let mut charged = 0;
     while loads < 3 || t.elapsed() < Duration::from_millis(200) {
-        let (m, bytes_charged) = Model::from_bytes_measured(&bytes, &Limits::default())
+        let (m, bytes_charged) = Model::from_bytes_measured(&bytes, limits)
             .with_context(|| format!("cannot load model {}", args.model.display()))?;
         (model, charged) = (Some(m), bytes_charged);
         loads += 1;

@@ -1304,6 +1304,48 @@ fn memory_bombs_fail_with_the_budget_named_and_never_abort() {
         &["models".as_ref(), "inspect".as_ref(), real.as_os_str()],
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    // The budget is the user's to set: a real model over a small one is refused as a bomb is,
+    // in `models inspect` and in `models import` alike.
+    let small = ["--max-model-memory", "1MiB"];
+    let o = fleet(
+        &store,
+        &[&["models", "inspect", real.to_str().unwrap()][..], &small].concat(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("needs more than 1048576 bytes"),
+        "{}",
+        stderr(&o)
+    );
+    let o = fleet(
+        &store,
+        &[
+            &[
+                "models",
+                "import",
+                real.to_str().unwrap(),
+                "--device",
+                "d",
+                "--tag",
+                "t",
+            ][..],
+            &small,
+        ]
+        .concat(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("needs more than 1048576 bytes"),
+        "{}",
+        stderr(&o)
+    );
+    let o = fleet(&store, &["models", "list", "--max-model-memory", "2 GB"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("unknown unit `GB` (KiB, MiB, GiB)"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// One bad file in a folder fails alone: the bombs are refused with their reason, every other

@@ -254,6 +254,8 @@ pub type ImportedFile = (ModelMeta, Imported);
 /// bucket (instead of one per model).
 pub struct Importer<'s> {
     store: &'s Store,
+    /// Each file's load limits (its memory budget among them).
+    limits: fleetscore_models::Limits,
     /// Catalogs read so far, with this import's changes applied.
     known: BTreeMap<u32, Catalog>,
     /// Changes not yet committed, per bucket.
@@ -263,8 +265,14 @@ pub struct Importer<'s> {
 impl<'s> Importer<'s> {
     /// An import into `store`.
     pub fn new(store: &'s Store) -> Importer<'s> {
+        Importer::with_limits(store, fleetscore_models::Limits::default())
+    }
+
+    /// An import into `store` that loads each file within `limits`.
+    pub fn with_limits(store: &'s Store, limits: fleetscore_models::Limits) -> Importer<'s> {
         Importer {
             store,
+            limits,
             known: BTreeMap::new(),
             staged: BTreeMap::new(),
         }
@@ -297,7 +305,7 @@ impl<'s> Importer<'s> {
         for (what, id) in [("device", device), ("tag", tag)] {
             fleetscore_core::check_id(what, id).map_err(|e| Error::Invalid(e.0))?;
         }
-        let model = Model::from_bytes(bytes)?;
+        let model = Model::from_bytes_within(bytes, &self.limits)?;
         let features = features.map_or_else(default_features, <[String]>::to_vec);
         if features.len() != model.n_features() {
             return Err(Error::Invalid(format!(
@@ -441,17 +449,16 @@ pub fn model_files(path: &Path, pattern: &str) -> Result<(Vec<ModelFile>, Vec<Sk
 /// batch, and an interrupted import keeps what it committed.
 pub const IMPORT_BATCH: usize = 5_000;
 
-/// Imports model files: each read, validated and stored on its own (one bad file fails alone,
+/// Imports model files with `importer`: each read, validated and stored on its own (one bad file fails alone,
 /// with its reason, and the others are imported), made current [`IMPORT_BATCH`] at a time.
 /// `each` hears every file's outcome as it happens; a store failure while committing stops
 /// the import with that error.
 pub fn import_files(
-    store: &Store,
+    importer: &mut Importer<'_>,
     files: &[ModelFile],
     features: Option<&[String]>,
     each: &mut dyn FnMut(&ModelFile, &Result<ImportedFile>),
 ) -> Result<()> {
-    let mut importer = Importer::new(store);
     for f in files {
         if importer.staged() >= IMPORT_BATCH {
             importer.commit()?;

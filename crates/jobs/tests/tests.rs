@@ -663,7 +663,17 @@ fn a_stale_attempt_cannot_replace_a_newer_attempts_predictions() {
         .unwrap()
         .unwrap()
         .task;
-    let newer = run::execute_task(&f.store, &spec, &task, "newer", 2).unwrap();
+    let newer = run::execute_task(
+        &run::Attempt {
+            store: &f.store,
+            spec: &spec,
+            worker: "newer",
+            attempt: 2,
+            model_limits: &Default::default(),
+        },
+        &task,
+    )
+    .unwrap();
     assert!(newer.rows > 0);
     let key = layout::predictions(&spec.id, task.shard);
     let written = f.store.get(&key).unwrap();
@@ -672,7 +682,17 @@ fn a_stale_attempt_cannot_replace_a_newer_attempts_predictions() {
     for e in f.store.list(layout::READINGS).unwrap() {
         f.store.delete(&e.key).unwrap();
     }
-    let stale = run::execute_task(&f.store, &spec, &task, "stale", 1).unwrap();
+    let stale = run::execute_task(
+        &run::Attempt {
+            store: &f.store,
+            spec: &spec,
+            worker: "stale",
+            attempt: 1,
+            model_limits: &Default::default(),
+        },
+        &task,
+    )
+    .unwrap();
     assert_eq!(stale.rows, 0);
     assert_eq!(f.store.get(&key).unwrap(), written);
     let log = f

@@ -24,7 +24,7 @@ pub use fleetscore_core::{now_ms, rfc3339};
 pub use plan::{Plan, plan};
 use record::missing_record;
 pub use record::{RunRecord, TaskFailure, predictions, record};
-pub use task::execute_task;
+pub use task::{Attempt, execute_task};
 pub use worker::{Served, serve, work};
 
 /// How a run executes.
@@ -43,6 +43,8 @@ pub struct RunOptions {
     /// The longest window a run may score: planning lists every hour of the window, so an
     /// unbounded one (a typo in `--from`) would build state for millennia.
     pub max_window: Duration,
+    /// Each model file's load limits, its memory budget among them.
+    pub model_limits: fleetscore_models::Limits,
     /// Injected faults (tests only).
     pub faults: Faults,
 }
@@ -60,6 +62,7 @@ impl Default for RunOptions {
                 std::process::id()
             ),
             max_window: DEFAULT_MAX_WINDOW,
+            model_limits: fleetscore_models::Limits::default(),
             faults: Faults::default(),
         }
     }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
-use fleetscore_models::Model;
+use fleetscore_models::{Limits, Model};
 use fleetscore_store::{Store, layout};
 use fleetscore_table::predictions;
 use fleetscore_table::windows as features;
@@ -14,14 +14,30 @@ use crate::error::{Error, Result, RetryHint};
 use crate::readings::{self, hours_between};
 use crate::registry::{self, FeatureSource};
 
+/// One attempt at a task: where it runs and under which limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    /// The store the task reads and writes.
+    pub store: &'a Store,
+    /// Its run.
+    pub spec: &'a RunSpec,
+    /// The worker executing it, for its log.
+    pub worker: &'a str,
+    /// Which attempt this is (its log is named by it).
+    pub attempt: u32,
+    /// Each model file's load limits (its memory budget).
+    pub model_limits: &'a Limits,
+}
+
 /// Executes one task: reads its slice, scores its models, writes predictions and log.
-pub fn execute_task(
-    store: &Store,
-    spec: &RunSpec,
-    task: &TaskSpec,
-    worker: &str,
-    attempt: u32,
-) -> Result<TaskResult> {
+pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
+    let Attempt {
+        store,
+        spec,
+        worker,
+        attempt,
+        model_limits,
+    } = *at;
     let started = Instant::now();
     let mut log = String::new();
     let mut line = |s: String| {
@@ -123,7 +139,7 @@ pub fn execute_task(
             .remove(&layout::model_file(&m.device, &m.tag, &m.version))
             .unwrap_or_else(|| registry::model_bytes(store, &m.device, &m.tag, &m.version));
         let scored = data.and_then(|data| {
-            let model = Model::from_bytes(&file?)?;
+            let model = Model::from_bytes_within(&file?, model_limits)?;
             if model.n_features() != m.features.len() {
                 return Err(Error::Invalid(format!(
                     "the model expects {} features; its configuration feeds it {} ({})",

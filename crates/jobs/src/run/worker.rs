@@ -28,7 +28,14 @@ fn execute_claim(
                 message: "injected fault (FLEETSCORE_FAULT_FAIL_SHARD)".into(),
             }));
         }
-        super::execute_task(store, spec, &claim.task, &claim.worker, claim.attempt)
+        let attempt = super::Attempt {
+            store,
+            spec,
+            worker: &claim.worker,
+            attempt: claim.attempt,
+            model_limits: &options.model_limits,
+        };
+        super::execute_task(&attempt, &claim.task)
     });
     match outcome {
         Ok(result) => {
