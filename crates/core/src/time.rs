@@ -117,11 +117,7 @@ pub fn parse_time(text: &str) -> Result<i64, TimeError> {
 /// Parses a duration: a whole number and a unit, `ms`, `s` (the default), `m`, `h` or `d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (like 500ms, 30s, 1m, 1h, 7d)"))?;
+    let (n, unit) = crate::units::number_and_unit(s, "duration", "500ms, 30s, 1m, 1h, 7d")?;
     let ms = match unit {
         "ms" => 1,
         "" | "s" => 1_000,

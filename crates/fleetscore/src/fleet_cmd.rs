@@ -39,29 +39,10 @@ pub struct StoreArgs {
         long,
         env = "FLEETSCORE_MAX_MODEL_MEMORY",
         default_value = "1GiB",
-        value_parser = parse_size,
+        value_parser = fleetscore_core::parse_size,
         global = true
     )]
     pub max_model_memory: usize,
-}
-
-/// A size in bytes: a whole number with an optional binary unit (`KiB`, `MiB`, `GiB`).
-pub(crate) fn parse_size(s: &str) -> std::result::Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: usize = n
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (like 512MiB, 1GiB or 1073741824)"))?;
-    let scale: usize = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        other => return Err(format!("`{s}`: unknown unit `{other}` (KiB, MiB, GiB)")),
-    };
-    n.checked_mul(scale)
-        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 impl StoreArgs {

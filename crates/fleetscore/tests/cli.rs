@@ -1261,8 +1261,15 @@ fn bomb(name: &str) -> PathBuf {
 /// `fleetscore ARGS` with its address space limited to 3 GiB: a load that ran away would
 /// make the allocator fail and the process abort (a signal, not exit code 1).
 fn fleet_limited(store: &Path, args: &[&std::ffi::OsStr]) -> Output {
+    fleet_limited_to(3 * GIB, store, args)
+}
+
+const GIB: u64 = 1 << 30;
+
+/// `fleetscore ARGS` with its address space limited to `bytes`.
+fn fleet_limited_to(bytes: u64, store: &Path, args: &[&std::ffi::OsStr]) -> Output {
     Command::new("prlimit")
-        .arg("--as=3221225472")
+        .arg(format!("--as={bytes}"))
         .arg("--")
         .arg(env!("CARGO_BIN_EXE_fleetscore"))
         .arg("--store")
@@ -1488,33 +1495,31 @@ fn a_wide_file_costs_memory_by_its_data_not_its_header() {
     std::fs::write(&path, format!("{}\n{}\n", header.join(","), row.join(","))).unwrap();
     // 20,000 columns at a batch's reservation each would be about 17 GB; 1 GiB of address
     // space is plenty for the data.
-    let o = Command::new("prlimit")
-        .arg("--as=1073741824")
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_fleetscore"))
-        .arg("--store")
-        .arg(dir.join("store"))
-        .args(["data", "import"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let store = dir.join("store");
+    let o = fleet_limited_to(
+        GIB,
+        &store,
+        &["data".as_ref(), "import".as_ref(), path.as_os_str()],
+    );
     assert!(o.status.success(), "{:?} {}", o.status, stderr(&o));
     assert!(stderr(&o).contains("imported 1 readings"), "{}", stderr(&o));
     let model = models_data("reference/models/model_1_1");
     let out = dir.join("scored.csv");
-    let o = Command::new("prlimit")
-        .arg("--as=1073741824")
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_fleetscore"))
-        .args(["models", "score"])
-        .arg(&model)
-        .arg("--input")
-        .arg(&path)
-        .arg("--output")
-        .arg(&out)
-        .args(["--features", "Value"])
-        .output()
-        .unwrap();
+    let o = fleet_limited_to(
+        GIB,
+        &store,
+        &[
+            "models".as_ref(),
+            "score".as_ref(),
+            model.as_os_str(),
+            "--input".as_ref(),
+            path.as_os_str(),
+            "--output".as_ref(),
+            out.as_os_str(),
+            "--features".as_ref(),
+            "Value".as_ref(),
+        ],
+    );
     assert!(o.status.success(), "{:?} {}", o.status, stderr(&o));
     assert!(std::fs::read_to_string(&out).unwrap().starts_with("c0,c1,"));
 }
