@@ -14,11 +14,11 @@ use arrow_array::types::{
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 use fleetscore_core::reading::parse_ts;
+use fleetscore_table::Text;
+use fleetscore_table::windows::{self, Row};
 
 use crate::engine::{Closed, Config, Engine};
 use crate::error::{Error, Result};
-use fleetscore_table::Text;
-use fleetscore_table::windows::{self as features, Row};
 
 /// Rows per batch read.
 const BATCH_ROWS: usize = 65_536;
@@ -85,7 +85,7 @@ pub fn write(engine: &Engine, closed: &[Closed], path: &Path) -> Result<()> {
             }
         })
         .collect();
-    let bytes = features::to_parquet(&rows)?;
+    let bytes = windows::to_parquet(&rows)?;
     let tmp = path.with_extension("parquet.tmp");
     let io = |e: std::io::Error| Error::Invalid(format!("{}: {e}", path.display()));
     std::fs::write(&tmp, bytes).map_err(io)?;
@@ -226,6 +226,13 @@ fn times(a: &ArrayRef, at: &dyn Fn(usize) -> String) -> Result<Vec<i64>> {
         let i = (0..a.len()).find(|&i| a.is_null(i)).unwrap_or(0);
         return Err(Error::Invalid(format!("{}: no ts", at(i))));
     }
+    // Text of any width (large strings, views, dictionaries) is parsed as Utf8 text is.
+    if a.data_type() != &DataType::Utf8 {
+        let text = fleetscore_table::plain_text(a)?;
+        if text.data_type() == &DataType::Utf8 {
+            return times(&text, at);
+        }
+    }
     Ok(match a.data_type() {
         DataType::Timestamp(TimeUnit::Millisecond, _) => a
             .as_primitive::<TimestampMillisecondType>()
@@ -250,12 +257,6 @@ fn times(a: &ArrayRef, at: &dyn Fn(usize) -> String) -> Result<Vec<i64>> {
             .map(|v| v.div_euclid(1_000_000))
             .collect(),
         DataType::Int64 => a.as_primitive::<Int64Type>().values().to_vec(),
-        // Text of any width: parsed as Utf8 text is.
-        DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _) => {
-            let text = arrow_cast::cast(a, &DataType::Utf8)
-                .map_err(|e| Error::Invalid(format!("{}: ts: {e}", at(0))))?;
-            return times(&text, at);
-        }
         DataType::Utf8 => {
             let s = a.as_string::<i32>();
             let mut out = Vec::with_capacity(s.len());

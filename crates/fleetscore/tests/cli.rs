@@ -1580,4 +1580,24 @@ fn files_from_other_tools_score_and_aggregate_like_the_csv() {
         assert_eq!(scores(name), want, "{name}");
         assert_eq!(windows(name), want_windows, "{name}");
     }
+    // Compressed CSV is read, not written: asking for it fails before any work.
+    let out = dir.join("scored.csv.gz");
+    let o = run(&[
+        "models",
+        "score",
+        model.to_str().unwrap(),
+        "--input",
+        data.join("readings.csv").to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--features",
+        "Value",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("compressed CSV is read, not written"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
 }

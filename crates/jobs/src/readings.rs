@@ -116,12 +116,7 @@ fn times_of(batch: &RecordBatch, name: &str, start: RowPosition) -> Result<Vec<i
         .column_by_name(name)
         .ok_or_else(|| Error::Invalid(format!("no column `{name}` in the input")))?;
     // Text times of any width (large strings, views, dictionaries) are parsed as text.
-    let array = &fleetscore_table::normalize_text(array)?;
-    let array = &match array.data_type() {
-        DataType::Dictionary(_, _) => arrow_cast::cast(array, &DataType::Utf8)
-            .map_err(|e| Error::Invalid(format!("column `{name}`: {e}")))?,
-        _ => array.clone(),
-    };
+    let array = &fleetscore_table::plain_text(array)?;
     let bad =
         |i: usize, m: String| Error::Invalid(format!("{}, column `{name}`: {m}", start.advance(i)));
     match array.data_type() {

@@ -74,6 +74,8 @@ pub fn score_file(
     progress: &mut dyn FnMut(u64),
 ) -> Result<Scored> {
     let (input, output) = (request.input, request.output);
+    // The output's format first: a name it cannot be written under fails before any work.
+    fleetscore_table::Format::for_writing(output)?;
     let context = |what: &str, e: &dyn std::fmt::Display| {
         Error::Invalid(format!("{what} {}: {e}", input.display()))
     };

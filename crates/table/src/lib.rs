@@ -24,7 +24,7 @@ pub use matrix::{append_columns, feature_matrix, filter_equals};
 pub use parquet_io::{
     from_parquet_bytes, from_parquet_bytes_as, to_parquet_bytes, with_dictionary_text,
 };
-pub use text::{Text, normalize_text};
+pub use text::{Text, normalize_text, plain_text};
 
 /// A table file format, chosen by file extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +48,20 @@ impl Format {
             _ if CsvCompression::of(path) != CsvCompression::None => Ok(Format::Csv),
             _ => Err(Error::UnknownFormat(path.display().to_string())),
         }
+    }
+}
+
+impl Format {
+    /// The format a table is written in, by its path's extension: compressed CSV is read but
+    /// not written, so `.csv.gz` and `.csv.zst` are refused here.
+    pub fn for_writing(path: &Path) -> Result<Format> {
+        if CsvCompression::of(path) != CsvCompression::None {
+            return Err(Error::UnknownFormat(format!(
+                "{} (compressed CSV is read, not written: write .csv or .parquet)",
+                path.display()
+            )));
+        }
+        Format::from_path(path)
     }
 }
 
@@ -180,13 +194,7 @@ fn open_with(
 
 /// Creates a table file for batches of `schema`.
 pub fn create(path: &Path, schema: SchemaRef) -> Result<Box<dyn BatchWriter>> {
-    let format = Format::from_path(path)?;
-    if CsvCompression::of(path) != CsvCompression::None {
-        return Err(Error::UnknownFormat(format!(
-            "{} (compressed CSV is read, not written: write .csv or .parquet)",
-            path.display()
-        )));
-    }
+    let format = Format::for_writing(path)?;
     let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
     Ok(match format {
         Format::Csv => Box::new(csv_io::CsvWriter::new(file, path, &schema)?),

@@ -40,11 +40,7 @@ pub fn feature_matrix(
     out.resize(rows * d, 0.0);
     for (j, name) in columns.iter().enumerate() {
         // Text of any width (large strings, views, dictionaries) is parsed as text is.
-        let array = &crate::text::normalize_text(column(batch, name)?)?;
-        let array = match array.data_type() {
-            DataType::Dictionary(_, _) => &arrow_cast::cast(array, &DataType::Utf8)?,
-            _ => array,
-        };
+        let array = &crate::text::plain_text(column(batch, name)?)?;
         let bad = |i: usize, message: String| Error::BadValue {
             position: start.advance(i).to_string(),
             column: name.clone(),

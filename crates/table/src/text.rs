@@ -50,18 +50,38 @@ impl<'a> Text<'a> {
     }
 }
 
+/// Whether a type holds text: strings of any width, or a dictionary of them.
+fn is_text(t: &arrow_schema::DataType) -> bool {
+    use arrow_schema::DataType;
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, v) => is_text(v),
+        _ => false,
+    }
+}
+
+/// A text column of any shape (large strings, string views, dictionaries: what pandas 3 and
+/// Polars write) as plain `Utf8`, for readers that parse each row's text; any other column is
+/// returned as it is.
+pub fn plain_text(a: &arrow_array::ArrayRef) -> crate::Result<arrow_array::ArrayRef> {
+    use arrow_schema::DataType;
+    Ok(match a.data_type() {
+        DataType::Utf8 => a.clone(),
+        t if is_text(t) => arrow_cast::cast(a, &DataType::Utf8)?,
+        _ => a.clone(),
+    })
+}
+
 /// A text column in the two shapes the readers here work with: `Utf8`, or a dictionary of
 /// `Int32` keys over `Utf8`. Large strings and string views (what pandas 3 and Polars write),
 /// and dictionaries of other key or value types, are cast to them; any other column is
 /// returned as it is.
 pub fn normalize_text(a: &arrow_array::ArrayRef) -> crate::Result<arrow_array::ArrayRef> {
     use arrow_schema::DataType;
-    let text =
-        |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
     Ok(match a.data_type() {
         DataType::LargeUtf8 | DataType::Utf8View => arrow_cast::cast(a, &DataType::Utf8)?,
         DataType::Dictionary(k, v)
-            if text(v) && !(**k == DataType::Int32 && **v == DataType::Utf8) =>
+            if is_text(v) && !(**k == DataType::Int32 && **v == DataType::Utf8) =>
         {
             arrow_cast::cast(
                 a,
