@@ -22,15 +22,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use fleetscore_core::now_ms;
 use fleetscore_log::Log;
 use fleetscore_store::Store;
 use fleetscore_store::layout::{self, HOUR_MS, hour_key};
 use fleetscore_table::parquet_direct::{self, Column, TextRunsBuilder, Values};
+use fleetscore_table::windows::{self, Row};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Closed, Config, Counters, Engine, Late};
 use crate::error::{Error, Result};
-use fleetscore_table::windows::{self as features, Row};
 
 /// How an aggregator runs.
 #[derive(Debug, Clone)]
@@ -432,7 +433,7 @@ impl<'a> Aggregator<'a> {
         for ((p, hour, bucket), mut rows) in groups {
             rows.sort_by(|a, b| (a.device, a.tag, a.start).cmp(&(b.device, b.tag, b.start)));
             let key = format!("{}/{}", layout::features_dir(&hour, bucket), name(p));
-            self.store.put(&key, features::to_parquet(&rows)?)?;
+            self.store.put(&key, windows::to_parquet(&rows)?)?;
             files += 1;
             self.files_written += 1;
             if self.options.abort_after_files == Some(self.files_written) {
@@ -505,7 +506,7 @@ impl Aggregator<'_> {
                     layout::features_dir(&key, bucket),
                     layout::compacted_file(&names)
                 );
-                self.store.put(&out, features::merge(&files)?)?;
+                self.store.put(&out, windows::merge(&files)?)?;
                 for k in keys.iter().filter(|k| **k != out) {
                     self.store.delete(k)?;
                 }
@@ -582,8 +583,6 @@ pub fn status(store: &Store, name: &str) -> Result<Option<serde_json::Value>> {
         "buffered_readings": engine.buffered(),
     })))
 }
-
-use fleetscore_core::now_ms;
 
 /// The claim of one aggregator name on one log: two aggregators of a name would write the same
 /// checkpoint. Held while this value lives (an `flock` on `aggregate-{name}.lock` in the log's

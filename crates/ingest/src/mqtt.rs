@@ -11,11 +11,11 @@
 //!
 //! [`MqttSource`] is the MQTT [`Source`].
 
-use fleetscore_core::now_ms;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use fleetscore_core::now_ms;
 use fleetscore_log::Log;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use serde::Deserialize;

@@ -6,16 +6,16 @@
 //! | 200 | every valid reading is durable; the body lists refused records, if any |
 //! | 400 | no record in the body was valid (each one's reason is listed) |
 //! | 401 | a token is required and the request has none, or an unknown one |
+//! | 408 | the body did not arrive in full within the body timeout |
 //! | 413 | the body is larger than the limit |
 //! | 415 | the `Content-Type` is not JSON lines, JSON or CSV |
-//! | 429 | too many bytes are in flight or waiting for disk; `Retry-After` says when to retry |
+//! | 429 | too many bytes are in flight (in all, or for this token) or waiting for disk; `Retry-After` says when to retry |
 //! | 503 | the log could not store the readings (nothing of the request is acknowledged) |
 //!
 //! [`app`] is the service itself: it answers a request handed to it, so tests call it without a
 //! socket. [`serve`] runs it on a listener with graceful shutdown; [`HttpSource`] is the HTTP
 //! [`Source`].
 
-use fleetscore_core::now_ms;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use fleetscore_core::now_ms;
 use fleetscore_log::Log;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Buf, Bytes};

@@ -13,7 +13,6 @@ use fleetscore_store::{Store, layout};
 
 use crate::error::{Error, Result};
 use crate::readings::format_time;
-use crate::run::predictions_schema;
 
 /// Export format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +37,8 @@ pub fn export(store: &Store, run_id: &str, format: Format, dir: &Path) -> Result
     match format {
         Format::Parquet => {
             let path = dir.join(format!("predictions_{run_id}.parquet"));
-            let mut writer = fleetscore_table::create(&path, predictions_schema())?;
+            let mut writer =
+                fleetscore_table::create(&path, fleetscore_table::predictions::schema())?;
             for shard in &shards {
                 for b in fleetscore_table::from_parquet_bytes(&shard.key, store.get(&shard.key)?)? {
                     writer.write(&b)?;

@@ -369,18 +369,21 @@ fn a_broken_model_fails_alone_and_the_run_goes_on() {
             .join("../models/tests/data/sklearn-current/ocsvm_linear.p4.pkl"),
     )
     .unwrap();
+    // The three-feature model imported as (3, 1), fed `features`.
+    let import_three = |features: Option<&[String]>| {
+        registry::import(
+            &f.store,
+            &NewModel {
+                device: "3",
+                tag: "1",
+                bytes: &three,
+                source: "test",
+                features,
+            },
+        )
+    };
     // Its import needs three reading columns named; `value` is the only one raw readings have.
-    let err = registry::import(
-        &f.store,
-        &NewModel {
-            device: "3",
-            tag: "1",
-            bytes: &three,
-            source: "test",
-            features: None,
-        },
-    )
-    .unwrap_err();
+    let err = import_three(None).unwrap_err();
     assert!(
         err.to_string()
             .contains("the model takes 3 features but is fed 1 reading column (value)"),
@@ -388,50 +391,20 @@ fn a_broken_model_fails_alone_and_the_run_goes_on() {
     );
     // Raw readings and window statistics cannot be mixed, and unknown names are refused.
     let columns = ["value".to_string(), "mean".to_string(), "max".to_string()];
-    let err = registry::import(
-        &f.store,
-        &NewModel {
-            device: "3",
-            tag: "1",
-            bytes: &three,
-            source: "test",
-            features: Some(&columns),
-        },
-    )
-    .unwrap_err();
+    let err = import_three(Some(&columns)).unwrap_err();
     assert!(
         err.to_string().contains("mix raw readings and windows"),
         "{err}"
     );
     let columns = ["mean".to_string(), "median".to_string(), "max".to_string()];
-    let err = registry::import(
-        &f.store,
-        &NewModel {
-            device: "3",
-            tag: "1",
-            bytes: &three,
-            source: "test",
-            features: Some(&columns),
-        },
-    )
-    .unwrap_err();
+    let err = import_three(Some(&columns)).unwrap_err();
     assert!(
         err.to_string().contains("unknown feature `median`"),
         "{err}"
     );
     // Fed windows, of which this store has none: it has no data, and is not a failure.
     let columns = ["mean".to_string(), "min".to_string(), "max".to_string()];
-    registry::import(
-        &f.store,
-        &NewModel {
-            device: "3",
-            tag: "1",
-            bytes: &three,
-            source: "test",
-            features: Some(&columns),
-        },
-    )
-    .unwrap();
+    import_three(Some(&columns)).unwrap();
     let record = run_window(&f, 2);
     assert_eq!(record.status, RunStatus::CompletedWithFailures);
     assert_eq!((record.models_scored, record.models_failed), (13, 1));

@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub(crate) use fleetscore_core::now_ms;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -606,8 +607,6 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, e))
 }
-
-pub(crate) use fleetscore_core::now_ms;
 
 /// Group commit: take everything queued, write it, sync each touched partition once, then
 /// acknowledge. A failed write or sync fails the appends of that partition's group (their

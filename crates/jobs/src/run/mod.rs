@@ -13,7 +13,6 @@ mod worker;
 
 use std::time::{Duration, Instant};
 
-use arrow_schema::SchemaRef;
 use fleetscore_store::{Store, layout};
 
 use crate::coordinator::{Coordinator, RunSpec, TaskState};
@@ -128,11 +127,6 @@ pub fn run_id_for(from_ms: i64, to_ms: i64) -> String {
             .unwrap_or_else(|| ms.to_string())
     };
     format!("{}_{}", f(from_ms), f(to_ms))
-}
-
-/// The schema of prediction tables ([`fleetscore_table::predictions::schema`]).
-pub fn predictions_schema() -> SchemaRef {
-    fleetscore_table::predictions::schema()
 }
 
 /// Plans a run and hands its tasks to the coordinator: the outputs of an earlier run of the

@@ -7,7 +7,7 @@ use std::time::Instant;
 use fleetscore_models::{Limits, Model};
 use fleetscore_store::{Store, layout};
 use fleetscore_table::predictions;
-use fleetscore_table::windows as features;
+use fleetscore_table::windows::{self, Windows};
 
 use crate::coordinator::{ModelFailure, ModelRef, RunSpec, TaskResult, TaskSpec};
 use crate::error::{Error, Result, RetryHint};
@@ -84,7 +84,7 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
         ..TaskResult::default()
     };
     let rows = slice.values().map(Vec::len).sum::<usize>()
-        + windows.values().map(features::Windows::len).sum::<usize>();
+        + windows.values().map(Windows::len).sum::<usize>();
     line(format!(
         "read {rows} rows of {} sensors ({} as windows) in {:.3}s",
         slice.len() + windows.len(),
@@ -232,7 +232,7 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
 #[derive(Clone, Copy)]
 enum Rows<'a> {
     Readings(&'a readings::Series),
-    Windows(&'a features::Windows),
+    Windows(&'a Windows),
 }
 
 impl Rows<'_> {
@@ -275,7 +275,7 @@ fn read_windows(
     from_ms: i64,
     to_ms: i64,
     wanted: &dyn Fn(&str, &str) -> bool,
-) -> Result<HashMap<(String, String), features::Windows>> {
+) -> Result<HashMap<(String, String), Windows>> {
     let mut keys = Vec::new();
     for hour in hours_between(from_ms, to_ms) {
         for &bucket in buckets {
@@ -289,7 +289,7 @@ fn read_windows(
     }
     let files: Vec<(String, bytes::Bytes)> =
         keys.iter().cloned().zip(store.get_many(&keys)?).collect();
-    features::read(&files, from_ms, to_ms, wanted).map_err(|e| Error::Corrupt {
+    windows::read(&files, from_ms, to_ms, wanted).map_err(|e| Error::Corrupt {
         what: "features".into(),
         message: e.to_string(),
     })
