@@ -59,13 +59,18 @@ impl fmt::Display for TimeError {
     }
 }
 
-/// Checks that epoch milliseconds are a supported time (years 1 to 9999); `text` is what
-/// the error quotes.
-pub fn check_time(ms: i64, text: &str) -> Result<i64, TimeError> {
+/// Checks that epoch milliseconds are a supported time (years 1 to 9999); the error quotes
+/// the number. Nothing is formatted unless it is out of range: readers call this per row.
+pub fn check_time(ms: i64) -> Result<i64, TimeError> {
+    in_range(ms, || ms.to_string())
+}
+
+/// [`check_time`] for a time parsed from `text`, which the error quotes.
+fn in_range(ms: i64, text: impl FnOnce() -> String) -> Result<i64, TimeError> {
     if (MIN_TIME_MS..=MAX_TIME_MS).contains(&ms) {
         Ok(ms)
     } else {
-        Err(TimeError::OutOfRange(text.to_owned()))
+        Err(TimeError::OutOfRange(text()))
     }
 }
 
@@ -82,7 +87,7 @@ pub fn parse_time(text: &str) -> Result<i64, TimeError> {
         // Digits: epoch milliseconds, however many (too many is out of range, not a syntax
         // error).
         return match t.parse::<i64>() {
-            Ok(ms) => check_time(ms, t),
+            Ok(ms) => in_range(ms, || t.to_owned()),
             Err(_) if t.trim_start_matches('-').is_empty() => Err(TimeError::Syntax(t.to_owned())),
             Err(_) => Err(TimeError::OutOfRange(t.to_owned())),
         };
@@ -98,7 +103,7 @@ pub fn parse_time(text: &str) -> Result<i64, TimeError> {
         norm.replace_range(10..11, "T");
     }
     if let Ok(d) = DateTime::parse_from_rfc3339(&norm) {
-        return check_time(d.timestamp_millis(), t);
+        return in_range(d.timestamp_millis(), || t.to_owned());
     }
     let naive = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"]
         .iter()
@@ -109,7 +114,7 @@ pub fn parse_time(text: &str) -> Result<i64, TimeError> {
                 .and_then(|d| d.and_hms_opt(0, 0, 0))
         });
     match naive {
-        Some(d) => check_time(d.and_utc().timestamp_millis(), t),
+        Some(d) => in_range(d.and_utc().timestamp_millis(), || t.to_owned()),
         None => Err(TimeError::Syntax(t.to_owned())),
     }
 }

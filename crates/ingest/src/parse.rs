@@ -327,13 +327,15 @@ impl<'de: 'a, 'a> Deserialize<'de> for Ts<'a> {
             // Numbers get the range check and message every other time gets
             // (`fleetscore_core::time`), quoting a huge one in exponent form, never in full.
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Ts<'de>, E> {
-                let ms = i64::try_from(v).unwrap_or(i64::MAX);
-                check_time(ms, &v.to_string())
+                // Past i64 is past year 9999: quoted as the number it was.
+                i64::try_from(v)
+                    .map_err(|_| fleetscore_core::TimeError::OutOfRange(v.to_string()))
+                    .and_then(check_time)
                     .map(Ts::Ms)
                     .map_err(|e| E::custom(format!("`ts` {e}")))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Ts<'de>, E> {
-                check_time(v, &v.to_string())
+                check_time(v)
                     .map(Ts::Ms)
                     .map_err(|e| E::custom(format!("`ts` {e}")))
             }

@@ -156,7 +156,7 @@ fn times_of(batch: &RecordBatch, name: &str, start: RowPosition) -> Result<Vec<i
                         Err(bad(i, "missing time".into()))
                     } else {
                         let ms = v.value(i);
-                        check_time(ms, &ms.to_string()).map_err(|e| bad(i, e.to_string()))
+                        check_time(ms).map_err(|e| bad(i, e.to_string()))
                     }
                 })
                 .collect()
