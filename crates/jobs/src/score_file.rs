@@ -82,19 +82,8 @@ pub fn score_file(
     let mut reader = fleetscore_table::open(input, request.batch_rows)
         .map_err(|e| context("cannot open input", &e))?;
     // Every feature column must be there, even in a file without rows.
-    let schema = reader.schema();
-    if let Some(missing) = request
-        .columns
-        .iter()
-        .find(|c| schema.column_with_name(c).is_none())
-    {
-        let has: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        return Err(Error::Invalid(format!(
-            "{}: no column `{missing}` (the table has: {})",
-            input.display(),
-            has.join(", ")
-        )));
-    }
+    fleetscore_table::require_columns(&reader.schema(), request.columns)
+        .map_err(|e| context("bad input in", &e))?;
     for taken in ["score", "anomaly"] {
         if reader.schema().column_with_name(taken).is_some() {
             return Err(Error::Invalid(format!(

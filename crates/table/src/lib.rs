@@ -20,7 +20,7 @@ use std::path::Path;
 pub use arrow_array::RecordBatch;
 pub use arrow_schema::SchemaRef;
 pub use error::{Error, Result};
-pub use matrix::{append_columns, feature_matrix, filter_equals};
+pub use matrix::{append_columns, feature_matrix, filter_equals, require_columns};
 pub use parquet_io::{
     from_parquet_bytes, from_parquet_bytes_as, to_parquet_bytes, with_dictionary_text,
 };
@@ -49,9 +49,7 @@ impl Format {
             _ => Err(Error::UnknownFormat(path.display().to_string())),
         }
     }
-}
 
-impl Format {
     /// The format a table is written in, by its path's extension: compressed CSV is read but
     /// not written, so `.csv.gz` and `.csv.zst` are refused here.
     pub fn for_writing(path: &Path) -> Result<Format> {

@@ -13,16 +13,30 @@ use crate::RowPosition;
 use crate::error::{Error, Result};
 
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
-    batch.column_by_name(name).ok_or_else(|| Error::NoColumn {
+    batch
+        .column_by_name(name)
+        .ok_or_else(|| no_column(batch.schema_ref(), name))
+}
+
+fn no_column(schema: &arrow_schema::Schema, name: &str) -> Error {
+    Error::NoColumn {
         column: name.to_string(),
-        available: batch
-            .schema()
+        available: schema
             .fields()
             .iter()
             .map(|f| f.name().as_str())
             .collect::<Vec<_>>()
             .join(", "),
-    })
+    }
+}
+
+/// Checks that a table has every named column, before any row is read (a file without rows
+/// has its columns too).
+pub fn require_columns(schema: &arrow_schema::Schema, names: &[String]) -> Result<()> {
+    match names.iter().find(|n| schema.column_with_name(n).is_none()) {
+        Some(missing) => Err(no_column(schema, missing)),
+        None => Ok(()),
+    }
 }
 
 /// Fills `out` with the named columns as a row-major f64 matrix (`rows × columns.len()`).
