@@ -4,6 +4,7 @@
 //! PostgreSQL, for workers on many machines.
 
 pub mod postgres;
+pub mod schedules;
 pub mod sqlite;
 
 use serde::{Deserialize, Serialize};
@@ -257,8 +258,8 @@ pub struct WorkerState {
     pub last_seen_ms: i64,
 }
 
-/// Where runs and tasks live.
-pub trait Coordinator: Send + Sync {
+/// Where runs and tasks live (and, in the same database, schedules and their ticks).
+pub trait Coordinator: schedules::ScheduleStore + Send + Sync {
     /// Creates (or re-plans, replacing its tasks) a run.
     fn create_run(&self, run: &RunSpec, tasks: &[TaskSpec], now_ms: i64) -> Result<()>;
     /// Claims the next task that is pending, or whose lease has expired: of the run `run_id`,

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 
+use super::schedules::{ScheduleRow, ScheduleStore, Tick, TickState, WatermarkRow};
 use super::{
     Claim, Coordinator, Failure, RunSpec, RunState, TaskCounts, TaskResult, TaskSpec, TaskState,
     WorkerState, fold_workers, json, parse, status_after_failure,
@@ -59,6 +60,37 @@ CREATE INDEX IF NOT EXISTS fleetscore_tasks_claimable
     ON fleetscore_tasks (run_id, status, lease_until_ms);
 CREATE INDEX IF NOT EXISTS fleetscore_runs_status ON fleetscore_runs (status, created_ms);
 ALTER TABLE fleetscore_tasks ADD COLUMN IF NOT EXISTS heartbeat_ms BIGINT;
+CREATE TABLE IF NOT EXISTS fleetscore_schedules (
+    name TEXT PRIMARY KEY,
+    definition TEXT NOT NULL,
+    paused BOOLEAN NOT NULL,
+    cursor_ms BIGINT,
+    created_ms BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fleetscore_ticks (
+    schedule TEXT NOT NULL,
+    tick_ms BIGINT NOT NULL,
+    from_ms BIGINT NOT NULL,
+    to_ms BIGINT NOT NULL,
+    run_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_ms BIGINT,
+    owner TEXT,
+    reason TEXT,
+    backfill BOOLEAN NOT NULL,
+    created_ms BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL,
+    version BIGINT NOT NULL,
+    PRIMARY KEY (schedule, tick_ms)
+);
+CREATE INDEX IF NOT EXISTS fleetscore_ticks_state ON fleetscore_ticks (state);
+CREATE TABLE IF NOT EXISTS fleetscore_watermarks (
+    aggregator TEXT PRIMARY KEY,
+    complete_before_ms BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL
+);
 ";
 
 /// The queue depth ([`Coordinator::queue_depth`]) as one SQL statement: the KEDA
@@ -430,10 +462,239 @@ impl Coordinator for PostgresCoordinator {
     }
 }
 
+const TICK_COLUMNS: &str = "schedule, tick_ms, from_ms, to_ms, run_id, state, attempts, next_ms, \
+     owner, reason, backfill, created_ms, updated_ms, version";
+
+fn tick_of(r: &postgres::Row) -> Result<Tick> {
+    Ok(Tick {
+        schedule: r.get(0),
+        tick_ms: r.get(1),
+        from_ms: r.get(2),
+        to_ms: r.get(3),
+        run_id: r.get(4),
+        state: r.get::<_, &str>(5).parse()?,
+        attempts: to_u32(r.get(6)),
+        next_ms: r.get(7),
+        owner: r.get(8),
+        reason: r.get(9),
+        backfill: r.get(10),
+        created_ms: r.get(11),
+        updated_ms: r.get(12),
+        version: r.get(13),
+    })
+}
+
+fn schedule_of(r: &postgres::Row) -> ScheduleRow {
+    ScheduleRow {
+        name: r.get(0),
+        definition: r.get(1),
+        paused: r.get(2),
+        cursor_ms: r.get(3),
+        created_ms: r.get(4),
+        updated_ms: r.get(5),
+    }
+}
+
+const SCHEDULE_COLUMNS: &str = "name, definition, paused, cursor_ms, created_ms, updated_ms";
+
+impl PostgresCoordinator {
+    fn ticks_where(
+        &self,
+        filter: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Tick>> {
+        let sql = format!("SELECT {TICK_COLUMNS} FROM fleetscore_ticks {filter}");
+        let rows = self.with(|client| client.query(&sql, params))?;
+        rows.iter().map(tick_of).collect()
+    }
+}
+
+impl ScheduleStore for PostgresCoordinator {
+    fn add_schedule(&self, row: &ScheduleRow) -> Result<bool> {
+        let n = self.with(|client| {
+            client.execute(
+                "INSERT INTO fleetscore_schedules (name, definition, paused, cursor_ms, created_ms, updated_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
+                &[
+                    &row.name,
+                    &row.definition,
+                    &row.paused,
+                    &row.cursor_ms,
+                    &row.created_ms,
+                    &row.updated_ms,
+                ],
+            )
+        })?;
+        Ok(n == 1)
+    }
+
+    fn update_schedule(&self, row: &ScheduleRow) -> Result<bool> {
+        let n = self.with(|client| {
+            client.execute(
+                "UPDATE fleetscore_schedules SET definition = $2, paused = $3, updated_ms = $4
+                 WHERE name = $1",
+                &[&row.name, &row.definition, &row.paused, &row.updated_ms],
+            )
+        })?;
+        Ok(n == 1)
+    }
+
+    fn schedule(&self, name: &str) -> Result<Option<ScheduleRow>> {
+        let sql = format!("SELECT {SCHEDULE_COLUMNS} FROM fleetscore_schedules WHERE name = $1");
+        let row = self.with(|client| client.query_opt(&sql, &[&name]))?;
+        Ok(row.as_ref().map(schedule_of))
+    }
+
+    fn schedules(&self) -> Result<Vec<ScheduleRow>> {
+        let sql = format!("SELECT {SCHEDULE_COLUMNS} FROM fleetscore_schedules ORDER BY name");
+        let rows = self.with(|client| client.query(&sql, &[]))?;
+        Ok(rows.iter().map(schedule_of).collect())
+    }
+
+    fn delete_schedule(&self, name: &str) -> Result<bool> {
+        let n = self.with(|client| {
+            let mut tx = client.transaction()?;
+            tx.execute("DELETE FROM fleetscore_ticks WHERE schedule = $1", &[&name])?;
+            let n = tx.execute("DELETE FROM fleetscore_schedules WHERE name = $1", &[&name])?;
+            tx.commit()?;
+            Ok(n)
+        })?;
+        Ok(n == 1)
+    }
+
+    fn record_ticks(&self, schedule: &str, ticks: &[Tick], cursor_ms: i64) -> Result<Vec<i64>> {
+        let sql = format!(
+            "INSERT INTO fleetscore_ticks ({TICK_COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+             ON CONFLICT (schedule, tick_ms) DO NOTHING"
+        );
+        self.with(|client| {
+            let mut tx = client.transaction()?;
+            let insert = tx.prepare(&sql)?;
+            let mut inserted = Vec::new();
+            for t in ticks {
+                let n = tx.execute(
+                    &insert,
+                    &[
+                        &schedule,
+                        &t.tick_ms,
+                        &t.from_ms,
+                        &t.to_ms,
+                        &t.run_id,
+                        &t.state.as_str(),
+                        &to_i32(t.attempts),
+                        &t.next_ms,
+                        &t.owner,
+                        &t.reason,
+                        &t.backfill,
+                        &t.created_ms,
+                        &t.updated_ms,
+                        &t.version,
+                    ],
+                )?;
+                if n == 1 {
+                    inserted.push(t.tick_ms);
+                }
+            }
+            tx.execute(
+                "UPDATE fleetscore_schedules SET cursor_ms = GREATEST(COALESCE(cursor_ms, $2), $2)
+                 WHERE name = $1",
+                &[&schedule, &cursor_ms],
+            )?;
+            tx.commit()?;
+            Ok(inserted)
+        })
+    }
+
+    fn update_tick(&self, tick: &Tick, now_ms: i64) -> Result<bool> {
+        let n = self.with(|client| {
+            client.execute(
+                "UPDATE fleetscore_ticks SET state = $4, attempts = $5, next_ms = $6, owner = $7,
+                     reason = $8, updated_ms = $9, version = version + 1
+                 WHERE schedule = $1 AND tick_ms = $2 AND version = $3",
+                &[
+                    &tick.schedule,
+                    &tick.tick_ms,
+                    &tick.version,
+                    &tick.state.as_str(),
+                    &to_i32(tick.attempts),
+                    &tick.next_ms,
+                    &tick.owner,
+                    &tick.reason,
+                    &now_ms,
+                ],
+            )
+        })?;
+        Ok(n == 1)
+    }
+
+    fn tick(&self, schedule: &str, tick_ms: i64) -> Result<Option<Tick>> {
+        Ok(self
+            .ticks_where(
+                "WHERE schedule = $1 AND tick_ms = $2",
+                &[&schedule, &tick_ms],
+            )?
+            .pop())
+    }
+
+    fn ticks(&self, schedule: &str, limit: u32) -> Result<Vec<Tick>> {
+        self.ticks_where(
+            "WHERE schedule = $1 ORDER BY tick_ms DESC LIMIT $2",
+            &[&schedule, &i64::from(limit)],
+        )
+    }
+
+    fn open_ticks(&self) -> Result<Vec<Tick>> {
+        let open: Vec<&str> = TickState::ALL
+            .into_iter()
+            .filter(|s| s.is_open())
+            .map(TickState::as_str)
+            .collect();
+        self.ticks_where("WHERE state = ANY($1) ORDER BY schedule, tick_ms", &[&open])
+    }
+
+    fn publish_watermark(
+        &self,
+        aggregator: &str,
+        complete_before_ms: i64,
+        now_ms: i64,
+    ) -> Result<()> {
+        self.with(|client| {
+            client.execute(
+                "INSERT INTO fleetscore_watermarks (aggregator, complete_before_ms, updated_ms)
+                 VALUES ($1, $2, $3)
+                 ON CONFLICT (aggregator) DO UPDATE SET
+                     complete_before_ms = GREATEST(fleetscore_watermarks.complete_before_ms, $2),
+                     updated_ms = $3",
+                &[&aggregator, &complete_before_ms, &now_ms],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn watermarks(&self) -> Result<Vec<WatermarkRow>> {
+        let rows = self.with(|client| {
+            client.query(
+                "SELECT aggregator, complete_before_ms, updated_ms FROM fleetscore_watermarks
+                 ORDER BY aggregator",
+                &[],
+            )
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| WatermarkRow {
+                aggregator: r.get(0),
+                complete_before_ms: r.get(1),
+                updated_ms: r.get(2),
+            })
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::coordinator::contract;
+    use crate::coordinator::{contract, schedules};
 
     /// A coordinator in a schema of its own, on the server `scripts/test` starts.
     fn coordinator(name: &str) -> Option<PostgresCoordinator> {
@@ -480,6 +741,27 @@ mod tests {
     fn retries_follow_the_hint_and_the_attempt_limit() {
         if let Some(c) = coordinator("retry") {
             contract::retries_follow_the_hint_and_the_attempt_limit(&c);
+        }
+    }
+
+    #[test]
+    fn schedules_are_unique_and_keep_their_cursor() {
+        if let Some(c) = coordinator("schedules") {
+            schedules::contract::schedules_are_unique_and_keep_their_cursor(&c);
+        }
+    }
+
+    #[test]
+    fn a_tick_is_recorded_once_and_changed_by_one_caller() {
+        if let Some(c) = coordinator("ticks") {
+            schedules::contract::a_tick_is_recorded_once_and_changed_by_one_caller(&c);
+        }
+    }
+
+    #[test]
+    fn watermarks_only_move_forward() {
+        if let Some(c) = coordinator("watermarks") {
+            schedules::contract::watermarks_only_move_forward(&c);
         }
     }
 

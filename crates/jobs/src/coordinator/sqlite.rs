@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use super::schedules::{ScheduleRow, ScheduleStore, Tick, WatermarkRow};
 use super::{
     Claim, Coordinator, Failure, RunSpec, RunState, TaskCounts, TaskResult, TaskSpec, TaskState,
     WorkerState, fold_workers, json, parse, status_after_failure,
@@ -47,6 +48,37 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_claimable ON tasks (run_id, status, lease_until_ms);
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, created_ms);
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY,
+    definition TEXT NOT NULL,
+    paused INTEGER NOT NULL,
+    cursor_ms INTEGER,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ticks (
+    schedule TEXT NOT NULL,
+    tick_ms INTEGER NOT NULL,
+    from_ms INTEGER NOT NULL,
+    to_ms INTEGER NOT NULL,
+    run_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_ms INTEGER,
+    owner TEXT,
+    reason TEXT,
+    backfill INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (schedule, tick_ms)
+);
+CREATE INDEX IF NOT EXISTS ticks_state ON ticks (state);
+CREATE TABLE IF NOT EXISTS watermarks (
+    aggregator TEXT PRIMARY KEY,
+    complete_before_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
 ";
 
 impl SqliteCoordinator {
@@ -332,6 +364,252 @@ impl Coordinator for SqliteCoordinator {
     }
 }
 
+const TICK_COLUMNS: &str = "schedule, tick_ms, from_ms, to_ms, run_id, state, attempts, next_ms, \
+     owner, reason, backfill, created_ms, updated_ms, version";
+
+fn tick_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Tick, String)> {
+    let state: String = r.get(5)?;
+    Ok((
+        Tick {
+            schedule: r.get(0)?,
+            tick_ms: r.get(1)?,
+            from_ms: r.get(2)?,
+            to_ms: r.get(3)?,
+            run_id: r.get(4)?,
+            // Parsed by the caller (its error is this crate's).
+            state: super::schedules::TickState::Pending,
+            attempts: r.get(6)?,
+            next_ms: r.get(7)?,
+            owner: r.get(8)?,
+            reason: r.get(9)?,
+            backfill: r.get(10)?,
+            created_ms: r.get(11)?,
+            updated_ms: r.get(12)?,
+            version: r.get(13)?,
+        },
+        state,
+    ))
+}
+
+fn ticks_where(
+    conn: &Connection,
+    filter: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Tick>> {
+    let mut stmt = conn.prepare(&format!("SELECT {TICK_COLUMNS} FROM ticks {filter}"))?;
+    let rows = stmt.query_map(params, tick_row)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (mut tick, state) = row?;
+        tick.state = state.parse()?;
+        out.push(tick);
+    }
+    Ok(out)
+}
+
+fn schedule_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScheduleRow> {
+    Ok(ScheduleRow {
+        name: r.get(0)?,
+        definition: r.get(1)?,
+        paused: r.get(2)?,
+        cursor_ms: r.get(3)?,
+        created_ms: r.get(4)?,
+        updated_ms: r.get(5)?,
+    })
+}
+
+impl ScheduleStore for SqliteCoordinator {
+    fn add_schedule(&self, row: &ScheduleRow) -> Result<bool> {
+        self.with(|conn| {
+            let n = conn.execute(
+                "INSERT INTO schedules (name, definition, paused, cursor_ms, created_ms, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO NOTHING",
+                params![
+                    row.name,
+                    row.definition,
+                    row.paused,
+                    row.cursor_ms,
+                    row.created_ms,
+                    row.updated_ms
+                ],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    fn update_schedule(&self, row: &ScheduleRow) -> Result<bool> {
+        self.with(|conn| {
+            let n = conn.execute(
+                "UPDATE schedules SET definition = ?2, paused = ?3, updated_ms = ?4 WHERE name = ?1",
+                params![row.name, row.definition, row.paused, row.updated_ms],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    fn schedule(&self, name: &str) -> Result<Option<ScheduleRow>> {
+        self.with(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT name, definition, paused, cursor_ms, created_ms, updated_ms
+                     FROM schedules WHERE name = ?1",
+                    params![name],
+                    schedule_row,
+                )
+                .optional()?)
+        })
+    }
+
+    fn schedules(&self) -> Result<Vec<ScheduleRow>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT name, definition, paused, cursor_ms, created_ms, updated_ms
+                 FROM schedules ORDER BY name",
+            )?;
+            let rows = stmt.query_map([], schedule_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn delete_schedule(&self, name: &str) -> Result<bool> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM ticks WHERE schedule = ?1", params![name])?;
+            let n = tx.execute("DELETE FROM schedules WHERE name = ?1", params![name])?;
+            tx.commit()?;
+            Ok(n == 1)
+        })
+    }
+
+    fn record_ticks(&self, schedule: &str, ticks: &[Tick], cursor_ms: i64) -> Result<Vec<i64>> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut inserted = Vec::new();
+            {
+                let mut insert = tx.prepare(&format!(
+                    "INSERT INTO ticks ({TICK_COLUMNS})
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                     ON CONFLICT (schedule, tick_ms) DO NOTHING"
+                ))?;
+                for t in ticks {
+                    let n = insert.execute(params![
+                        schedule,
+                        t.tick_ms,
+                        t.from_ms,
+                        t.to_ms,
+                        t.run_id,
+                        t.state.as_str(),
+                        t.attempts,
+                        t.next_ms,
+                        t.owner,
+                        t.reason,
+                        t.backfill,
+                        t.created_ms,
+                        t.updated_ms,
+                        t.version
+                    ])?;
+                    if n == 1 {
+                        inserted.push(t.tick_ms);
+                    }
+                }
+            }
+            tx.execute(
+                "UPDATE schedules SET cursor_ms = MAX(COALESCE(cursor_ms, ?2), ?2) WHERE name = ?1",
+                params![schedule, cursor_ms],
+            )?;
+            tx.commit()?;
+            Ok(inserted)
+        })
+    }
+
+    fn update_tick(&self, tick: &Tick, now_ms: i64) -> Result<bool> {
+        self.with(|conn| {
+            let n = conn.execute(
+                "UPDATE ticks SET state = ?4, attempts = ?5, next_ms = ?6, owner = ?7, reason = ?8,
+                     updated_ms = ?9, version = version + 1
+                 WHERE schedule = ?1 AND tick_ms = ?2 AND version = ?3",
+                params![
+                    tick.schedule,
+                    tick.tick_ms,
+                    tick.version,
+                    tick.state.as_str(),
+                    tick.attempts,
+                    tick.next_ms,
+                    tick.owner,
+                    tick.reason,
+                    now_ms
+                ],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    fn tick(&self, schedule: &str, tick_ms: i64) -> Result<Option<Tick>> {
+        self.with(|conn| {
+            Ok(ticks_where(
+                conn,
+                "WHERE schedule = ?1 AND tick_ms = ?2",
+                params![schedule, tick_ms],
+            )?
+            .pop())
+        })
+    }
+
+    fn ticks(&self, schedule: &str, limit: u32) -> Result<Vec<Tick>> {
+        self.with(|conn| {
+            ticks_where(
+                conn,
+                "WHERE schedule = ?1 ORDER BY tick_ms DESC LIMIT ?2",
+                params![schedule, limit],
+            )
+        })
+    }
+
+    fn open_ticks(&self) -> Result<Vec<Tick>> {
+        self.with(|conn| {
+            ticks_where(
+                conn,
+                "WHERE state IN ('waiting', 'pending', 'starting', 'running', 'retrying')
+                 ORDER BY schedule, tick_ms",
+                [],
+            )
+        })
+    }
+
+    fn publish_watermark(
+        &self,
+        aggregator: &str,
+        complete_before_ms: i64,
+        now_ms: i64,
+    ) -> Result<()> {
+        self.with(|conn| {
+            conn.execute(
+                "INSERT INTO watermarks (aggregator, complete_before_ms, updated_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (aggregator) DO UPDATE SET
+                     complete_before_ms = MAX(complete_before_ms, ?2), updated_ms = ?3",
+                params![aggregator, complete_before_ms, now_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn watermarks(&self) -> Result<Vec<WatermarkRow>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT aggregator, complete_before_ms, updated_ms FROM watermarks ORDER BY aggregator",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(WatermarkRow {
+                    aggregator: r.get(0)?,
+                    complete_before_ms: r.get(1)?,
+                    updated_ms: r.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+}
+
 fn run_state(conn: &Connection, run_id: &str) -> Result<Option<RunState>> {
     let run = conn
         .query_row(
@@ -376,7 +654,7 @@ fn run_state(conn: &Connection, run_id: &str) -> Result<Option<RunState>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::coordinator::contract;
+    use crate::coordinator::{contract, schedules};
 
     fn path(name: &str) -> std::path::PathBuf {
         let path = std::env::temp_dir().join(format!(
@@ -409,6 +687,24 @@ mod tests {
     fn retries_follow_the_hint_and_the_attempt_limit() {
         let c = SqliteCoordinator::open(&path("retry")).unwrap();
         contract::retries_follow_the_hint_and_the_attempt_limit(&c);
+    }
+
+    #[test]
+    fn schedules_are_unique_and_keep_their_cursor() {
+        let c = SqliteCoordinator::open(&path("schedules")).unwrap();
+        schedules::contract::schedules_are_unique_and_keep_their_cursor(&c);
+    }
+
+    #[test]
+    fn a_tick_is_recorded_once_and_changed_by_one_caller() {
+        let c = SqliteCoordinator::open(&path("ticks")).unwrap();
+        schedules::contract::a_tick_is_recorded_once_and_changed_by_one_caller(&c);
+    }
+
+    #[test]
+    fn watermarks_only_move_forward() {
+        let c = SqliteCoordinator::open(&path("watermarks")).unwrap();
+        schedules::contract::watermarks_only_move_forward(&c);
     }
 
     #[test]
