@@ -15,7 +15,7 @@ pub mod units;
 pub use clock::{Clock, ManualClock, SystemClock, now_ms};
 pub use reading::{Invalid, Limits, MAX_ID_BYTES, MIN_TS_MS, Reading, check_id, parse_ts};
 pub use time::{
-    MAX_TIME_MS, MIN_TIME_MS, TimeError, check_time, format_time, parse_duration, parse_time,
-    rfc3339,
+    MAX_TIME_MS, MIN_TIME_MS, TimeError, check_time, format_duration, format_time, parse_duration,
+    parse_time, rfc3339,
 };
 pub use units::parse_size;

@@ -134,6 +134,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(n.saturating_mul(ms)))
 }
 
+/// Formats a duration as [`parse_duration`] reads it, in the largest unit that divides it
+/// (`90m`, `1h`, `7d`, `1500ms`).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms >= size && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 /// Formats epoch milliseconds as the reference fleet writes times: `YYYY-MM-DD HH:MM:SS.fff`
 /// (UTC); a time chrono cannot represent is written as its number.
 pub fn format_time(ms: i64) -> String {

@@ -628,6 +628,47 @@ impl ScheduleStore for PostgresCoordinator {
         Ok(n == 1)
     }
 
+    fn start_tick(&self, tick: &Tick, max_active: u32, now_ms: i64) -> Result<bool> {
+        let n = self.with(|client| {
+            let mut tx = client.transaction()?;
+            // The schedule's row is the lock: schedulers starting its ticks take turns.
+            tx.execute(
+                "SELECT 1 FROM fleetscore_schedules WHERE name = $1 FOR UPDATE",
+                &[&tick.schedule],
+            )?;
+            let active: i64 = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM fleetscore_ticks
+                     WHERE schedule = $1 AND state IN ('starting', 'running')",
+                    &[&tick.schedule],
+                )?
+                .get(0);
+            let n = if active < i64::from(max_active) {
+                tx.execute(
+                    "UPDATE fleetscore_ticks SET state = $4, attempts = $5, next_ms = $6,
+                         owner = $7, reason = $8, updated_ms = $9, version = version + 1
+                     WHERE schedule = $1 AND tick_ms = $2 AND version = $3",
+                    &[
+                        &tick.schedule,
+                        &tick.tick_ms,
+                        &tick.version,
+                        &tick.state.as_str(),
+                        &to_i32(tick.attempts),
+                        &tick.next_ms,
+                        &tick.owner,
+                        &tick.reason,
+                        &now_ms,
+                    ],
+                )?
+            } else {
+                0
+            };
+            tx.commit()?;
+            Ok(n)
+        })?;
+        Ok(n == 1)
+    }
+
     fn tick(&self, schedule: &str, tick_ms: i64) -> Result<Option<Tick>> {
         Ok(self
             .ticks_where(

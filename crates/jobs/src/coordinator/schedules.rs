@@ -184,6 +184,10 @@ pub trait ScheduleStore: Send + Sync {
     /// Sets a tick's state, attempts, `next_ms`, owner and reason if its version is still
     /// `tick.version`, bumping the version; false if another scheduler changed it first.
     fn update_tick(&self, tick: &Tick, now_ms: i64) -> Result<bool>;
+    /// Like [`update_tick`](ScheduleStore::update_tick), but only while fewer than
+    /// `max_active` ticks of the schedule are [active](TickState::is_active) — counted under a
+    /// lock on the schedule, so schedulers starting ticks at once never exceed it.
+    fn start_tick(&self, tick: &Tick, max_active: u32, now_ms: i64) -> Result<bool>;
     /// One tick.
     fn tick(&self, schedule: &str, tick_ms: i64) -> Result<Option<Tick>>;
     /// A schedule's ticks, newest first, at most `limit`.
@@ -304,6 +308,17 @@ pub(crate) mod contract {
         let now = s.tick("h", 10).unwrap().unwrap();
         assert_eq!(now.owner.as_deref(), Some("s1"));
         assert_eq!((now.version, now.updated_ms, now.next_ms), (1, 7, Some(99)));
+
+        // Starting is bounded by the active ticks of the schedule.
+        let t30 = s.tick("h", 30).unwrap().unwrap();
+        let mut start30 = t30.clone();
+        start30.state = TickState::Starting;
+        assert!(!s.start_tick(&start30, 1, 8).unwrap(), "tick 10 is active");
+        assert!(s.start_tick(&start30, 2, 8).unwrap());
+        assert_eq!(s.tick("h", 30).unwrap().unwrap().state, TickState::Starting);
+        let mut back = s.tick("h", 30).unwrap().unwrap();
+        back.state = TickState::Pending;
+        assert!(s.update_tick(&back, 9).unwrap());
 
         let open: Vec<i64> = s.open_ticks().unwrap().iter().map(|t| t.tick_ms).collect();
         assert_eq!(open, [10, 30], "skipped ticks have no work ahead");

@@ -544,6 +544,40 @@ impl ScheduleStore for SqliteCoordinator {
         })
     }
 
+    fn start_tick(&self, tick: &Tick, max_active: u32, now_ms: i64) -> Result<bool> {
+        self.with(|conn| {
+            // IMMEDIATE: the count and the update see no other writer between them.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let active: u32 = tx.query_row(
+                "SELECT COUNT(*) FROM ticks WHERE schedule = ?1 AND state IN ('starting', 'running')",
+                params![tick.schedule],
+                |r| r.get(0),
+            )?;
+            let n = if active < max_active {
+                tx.execute(
+                    "UPDATE ticks SET state = ?4, attempts = ?5, next_ms = ?6, owner = ?7,
+                         reason = ?8, updated_ms = ?9, version = version + 1
+                     WHERE schedule = ?1 AND tick_ms = ?2 AND version = ?3",
+                    params![
+                        tick.schedule,
+                        tick.tick_ms,
+                        tick.version,
+                        tick.state.as_str(),
+                        tick.attempts,
+                        tick.next_ms,
+                        tick.owner,
+                        tick.reason,
+                        now_ms
+                    ],
+                )?
+            } else {
+                0
+            };
+            tx.commit()?;
+            Ok(n == 1)
+        })
+    }
+
     fn tick(&self, schedule: &str, tick_ms: i64) -> Result<Option<Tick>> {
         self.with(|conn| {
             Ok(ticks_where(

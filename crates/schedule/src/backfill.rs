@@ -1,0 +1,1 @@
+//! Backfill: one run per window of a schedule over a past range.
