@@ -386,7 +386,7 @@ pub fn data_import(args: &StoreArgs, a: DataImportArgs) -> Result<ExitCode> {
 /// Fault injection for the tests of real processes (`FLEETSCORE_FAULT_TASK_DELAY_MS`: every
 /// task waits that long after its claim; `FLEETSCORE_FAULT_FAIL_SHARD=N`: every attempt at
 /// shard N fails with a retryable store error). Unset in production.
-fn faults_from_env() -> run::Faults {
+pub(crate) fn faults_from_env() -> run::Faults {
     let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     run::Faults {
         task_delay: var("FLEETSCORE_FAULT_TASK_DELAY_MS").map(Duration::from_millis),

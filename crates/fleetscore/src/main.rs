@@ -5,6 +5,7 @@ mod autoscale;
 mod fleet_cmd;
 mod ingest_cmd;
 mod models_cmd;
+mod schedule_cmd;
 
 use std::process::ExitCode;
 
@@ -60,6 +61,16 @@ enum Command {
         #[command(subcommand)]
         command: fleet_cmd::PredictionsCommand,
     },
+    /// Schedules: windows scored by themselves, on an interval or a cron expression.
+    Schedule {
+        #[command(subcommand)]
+        command: schedule_cmd::ScheduleCommand,
+    },
+    /// Fire every schedule's due ticks and execute their runs (a long-running process; several
+    /// on one PostgreSQL coordinator fire each tick once).
+    Scheduler(schedule_cmd::SchedulerArgs),
+    /// Run a schedule's windows over a past range.
+    Backfill(schedule_cmd::BackfillArgs),
     /// Readings in over HTTP, into the durable log.
     Ingest {
         #[command(subcommand)]
@@ -127,6 +138,9 @@ fn main() -> ExitCode {
         Command::Autoscale(args) => autoscale::run(&cli.store, args),
         Command::Runs { command } => fleet_cmd::runs(&cli.store, command),
         Command::Predictions { command } => fleet_cmd::predictions(&cli.store, command),
+        Command::Schedule { command } => schedule_cmd::schedule(&cli.store, command),
+        Command::Scheduler(args) => schedule_cmd::scheduler(&cli.store, args),
+        Command::Backfill(args) => schedule_cmd::backfill(&cli.store, args),
         Command::Ingest { command } => ingest_cmd::ingest(command),
         Command::Aggregate { command } => aggregate_cmd::aggregate(&cli.store, command),
         Command::Log { command } => ingest_cmd::log(command),

@@ -37,6 +37,10 @@ pub struct SchedulerOptions {
     pub start_lease_ms: i64,
     /// How runs are planned (their workers are elsewhere: `workers` only sizes the plan).
     pub run: RunOptions,
+    /// Fire due ticks (a backfill only moves the ticks it made, and those already open).
+    pub fire: bool,
+    /// Only this schedule (default: every schedule).
+    pub only: Option<String>,
 }
 
 impl Default for SchedulerOptions {
@@ -46,6 +50,8 @@ impl Default for SchedulerOptions {
             id: format!("scheduler-{}", run.worker_prefix),
             start_lease_ms: 5 * 60_000,
             run,
+            fire: true,
+            only: None,
         }
     }
 }
@@ -188,6 +194,14 @@ impl<'a> Scheduler<'a> {
     fn definitions(&self) -> Result<Definitions> {
         let mut out = Definitions::new();
         for row in self.coordinator.schedules()? {
+            if self
+                .options
+                .only
+                .as_ref()
+                .is_some_and(|only| *only != row.name)
+            {
+                continue;
+            }
             match definition(&row) {
                 Ok(def) => {
                     out.insert(row.name.clone(), (row, def));
@@ -205,7 +219,7 @@ impl<'a> Scheduler<'a> {
         let defs = self.definitions()?;
         let mut events = Vec::new();
         for (row, def) in defs.values() {
-            if !row.paused {
+            if !row.paused && self.options.fire {
                 events.extend(self.fire_due(row, def)?);
             }
         }
@@ -490,18 +504,27 @@ impl<'a> Scheduler<'a> {
         Ok(event)
     }
 
-    /// Whether a schedule (or, with `None`, any) still has ticks this process should wait for
-    /// in a one-shot pass: pending, starting or running. Waiting (for a watermark) and
-    /// retrying (after a backoff) ticks are reported, not waited for.
+    /// Whether the schedules this scheduler drives still have ticks a one-shot pass should
+    /// wait for: pending, starting, running, or retrying within [`SHORT_RETRY_MS`]. Ticks waiting
+    /// for a watermark, and retries further off, are reported, not waited for.
     pub fn busy(&self) -> Result<bool> {
+        let soon = now_ms() + SHORT_RETRY_MS;
         Ok(self.coordinator.open_ticks()?.iter().any(|t| {
-            matches!(
-                t.state,
-                TickState::Pending | TickState::Starting | TickState::Running
-            )
+            self.options
+                .only
+                .as_ref()
+                .is_none_or(|only| *only == t.schedule)
+                && match t.state {
+                    TickState::Pending | TickState::Starting | TickState::Running => true,
+                    TickState::Retrying => t.next_ms.is_none_or(|at| at <= soon),
+                    _ => false,
+                }
         }))
     }
 }
+
+/// A retry this close is waited for by a one-shot pass (`scheduler --once`, `backfill`).
+pub const SHORT_RETRY_MS: i64 = 10_000;
 
 /// Tells `--on-failure` of a window that failed for good: a command gets the event in its
 /// environment and as JSON on its standard input; an `http://` URL gets the JSON POSTed. In the
