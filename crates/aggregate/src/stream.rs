@@ -97,6 +97,11 @@ pub struct Report {
     pub counters: Counters,
     /// Whether it was a replay of an epoch a crash interrupted.
     pub replayed: bool,
+    /// Every window that starts before this instant (epoch ms) is in the store: the least, over
+    /// the partitions that have seen readings, of the start of their first open window. What
+    /// the aggregator publishes as its watermark for schedules that wait on one. `None` before
+    /// any reading.
+    pub complete_before: Option<i64>,
     /// Seconds it took.
     pub seconds: f64,
 }
@@ -241,6 +246,14 @@ impl<'a> Aggregator<'a> {
             )));
         }
         Ok(Some(intent))
+    }
+
+    /// Every window starting before this instant is in the store (see
+    /// [`Report::complete_before`]).
+    pub fn complete_before(&self) -> Option<i64> {
+        (0..self.offsets.len() as u32)
+            .filter_map(|p| self.engine.open_from(p))
+            .min()
     }
 
     /// The engine (for its counters and watermarks).
@@ -392,6 +405,7 @@ impl<'a> Aggregator<'a> {
         report.compacted = self.compact()?;
         report.buffered = self.engine.buffered();
         report.counters = self.engine.counters();
+        report.complete_before = self.complete_before();
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
@@ -421,8 +435,10 @@ impl<'a> Aggregator<'a> {
                     stats: c.stats,
                 });
         }
+        let aggregator = &self.options.name;
         let name = |p: u32| {
             layout::epoch_file(
+                aggregator,
                 p,
                 intent.from[p as usize],
                 intent.to[p as usize],
@@ -484,6 +500,11 @@ impl Aggregator<'_> {
             let key = hour_key(hour);
             let mut buckets: BTreeMap<u32, Vec<String>> = BTreeMap::new();
             for e in self.store.list(&layout::features_hour(&key))? {
+                let file = e.key.rsplit('/').next().unwrap_or(&e.key);
+                // Only its own files: other aggregators compact theirs.
+                if !layout::is_aggregators_file(&self.options.name, file) {
+                    continue;
+                }
                 if let Some((_, b)) = layout::parse_features_key(&e.key) {
                     buckets.entry(b).or_default().push(e.key);
                 }
@@ -504,7 +525,7 @@ impl Aggregator<'_> {
                 let out = format!(
                     "{}/{}",
                     layout::features_dir(&key, bucket),
-                    layout::compacted_file(&names)
+                    layout::compacted_file(&self.options.name, &names)
                 );
                 self.store.put(&out, windows::merge(&files)?)?;
                 for k in keys.iter().filter(|k| **k != out) {

@@ -49,6 +49,47 @@ fn feature_files(store: &Store) -> usize {
     store.list(layout::FEATURES).unwrap().len()
 }
 
+/// Two aggregators, each with its own log (one per ingest machine), feed one store: their files
+/// never collide, each compacts only its own, and each reports what is complete.
+#[test]
+fn two_aggregators_feed_one_store_without_colliding() {
+    let dir = tempdir("two");
+    let store = Store::open(dir.join("store").to_str().unwrap()).unwrap();
+    let config = Config {
+        idle_timeout_ms: 0,
+        ..Config::default()
+    };
+    let mut merged = 0;
+    for name in ["east", "west"] {
+        let machine = dir.join(name);
+        let _writer = log_with(&machine, 30);
+        let log = Log::open_reader(&machine.join("log")).unwrap();
+        let options = Options {
+            name: name.into(),
+            ..Options::default()
+        };
+        let (mut agg, _) = Aggregator::open(&log, &store, config.clone(), options).unwrap();
+        assert_eq!(agg.complete_before(), None, "no reading yet");
+        let first = agg.step(T0 + 3_600_000, false).unwrap().unwrap();
+        assert_eq!(first.complete_before, Some(T0 + 4 * 60_000));
+        let second = agg.step(T0 + 3_600_000, false).unwrap().unwrap();
+        // Idle, the clock (an hour on) closes every window before it.
+        assert_eq!(second.complete_before, Some(T0 + 3_600_000));
+        merged += second.compacted;
+    }
+    assert_eq!(merged, 4, "each merged its own two files");
+    let mut names: Vec<String> = store
+        .list(layout::FEATURES)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key.rsplit('/').next().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names[0].starts_with("east~compacted-"), "{names:?}");
+    assert!(names[1].starts_with("west~compacted-"), "{names:?}");
+}
+
 #[test]
 fn an_idle_partition_closes_its_last_windows() {
     let dir = tempdir("idle");
@@ -76,7 +117,11 @@ fn an_idle_partition_closes_its_last_windows() {
     assert!(agg.step(T0 + 3_600_000, false).unwrap().is_none());
     let files = store.list(layout::FEATURES).unwrap();
     assert_eq!(files.len(), 1);
-    assert!(files[0].key.contains("/compacted-"), "{}", files[0].key);
+    assert!(
+        files[0].key.contains("/default~compacted-"),
+        "{}",
+        files[0].key
+    );
     let merged = fleetscore_table::windows::read(
         &[(files[0].key.clone(), store.get(&files[0].key).unwrap())],
         i64::MIN,

@@ -167,10 +167,30 @@ fn run(store_args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
         config.delay_ms,
         config.lateness_ms
     );
+    // Schedules with the watermark trigger wait on what every aggregator has closed: it is
+    // published in the coordinator (the store's own, or --db's; not a stray local file beside
+    // a remote store).
+    let coordinator = if store_args.db.is_some() || !store_args.store.contains("://") {
+        Some(store_args.coordinator()?)
+    } else {
+        eprintln!("no --db: watermarks are not published for schedules to wait on");
+        None
+    };
+    let mut published = None;
     let started = Instant::now();
     let stop = AtomicBool::new(false);
     let json = a.json;
+    let name = a.name.clone();
     let counters = stream::run(&log, &store, config, options, &stop, &mut |r: &Report| {
+        if let (Some(c), Some(at)) = (&coordinator, r.complete_before)
+            && published != Some(at)
+        {
+            match c.publish_watermark(&name, at, fleetscore_core::now_ms()) {
+                Ok(()) => published = Some(at),
+                // Aggregation goes on; the next epoch publishes again.
+                Err(e) => tracing::warn!("publishing the watermark: {e}"),
+            }
+        }
         if json {
             println!(
                 "{}",
@@ -178,6 +198,7 @@ fn run(store_args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
                     "epoch": r.epoch, "records": r.records, "windows": r.windows,
                     "late": r.late, "bad_records": r.bad_records, "deleted": r.deleted, "files": r.files,
                     "compacted": r.compacted,
+                    "complete_before": r.complete_before.map(fleetscore_core::rfc3339),
                     "lag": r.lag, "buffered": r.buffered, "replayed": r.replayed,
                     "seconds": r.seconds, "counters": r.counters,
                 })

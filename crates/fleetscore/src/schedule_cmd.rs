@@ -467,6 +467,21 @@ pub fn schedule(args: &StoreArgs, command: ScheduleCommand) -> Result<ExitCode> 
                     .map(|h| format!("; on failure: {h}"))
                     .unwrap_or_default()
             )?;
+            if def.trigger == Trigger::Watermark {
+                let marks = c.watermarks()?;
+                if marks.is_empty() {
+                    writeln!(out, "  watermarks: no aggregator has published one yet")?;
+                }
+                for w in marks {
+                    writeln!(
+                        out,
+                        "  watermark of aggregator {}: every window before {} is in the store (published {})",
+                        w.aggregator,
+                        rfc3339(w.complete_before_ms),
+                        rfc3339(w.updated_ms)
+                    )?;
+                }
+            }
             writeln!(out, "next ticks (UTC):")?;
             for t in def
                 .ticks_after(row.cursor_ms.unwrap_or(i64::MIN).max(now))
@@ -577,6 +592,17 @@ fn schedule_json(
             })
         })
         .collect();
+    let watermarks: Vec<serde_json::Value> = c
+        .watermarks()?
+        .into_iter()
+        .map(|w| {
+            serde_json::json!({
+                "aggregator": w.aggregator,
+                "complete_before": rfc3339(w.complete_before_ms),
+                "published": rfc3339(w.updated_ms),
+            })
+        })
+        .collect();
     Ok(serde_json::json!({
         "name": row.name,
         "paused": row.paused,
@@ -584,6 +610,7 @@ fn schedule_json(
         "cursor": row.cursor_ms.map(rfc3339),
         "next_ticks": next,
         "history": ticks,
+        "watermarks": watermarks,
     }))
 }
 
@@ -700,21 +727,25 @@ pub fn scheduler(args: &StoreArgs, a: SchedulerArgs) -> Result<ExitCode> {
     });
     outcome?;
     // What the ticks it moved ended as (a window retried into success counts as a success).
-    let mut failures = 0;
-    let mut open = 0;
+    let (mut succeeded, mut failures) = (0, 0);
     for (schedule, tick_ms) in &touched {
         match c.tick(schedule, *tick_ms)?.map(|t| t.state) {
-            Some(TickState::Succeeded) => {}
+            Some(TickState::Succeeded) => succeeded += 1,
             // A run failed; its retry is later than this pass waits.
             Some(TickState::Retrying) => failures += 1,
-            Some(state) if state.is_open() => open += 1,
+            Some(state) if state.is_open() => {}
             _ => failures += 1,
         }
     }
     if a.once {
+        // Ticks waiting for a watermark or a later retry, whether they moved now or before.
+        let open = c
+            .open_ticks()?
+            .iter()
+            .filter(|t| a.schedule.as_ref().is_none_or(|only| *only == t.schedule))
+            .count();
         println!(
-            "scheduler --once: {runs} runs started; {} windows succeeded, {failures} did not, {open} still open",
-            touched.len() - failures - open
+            "scheduler --once: {runs} runs started; {succeeded} windows succeeded, {failures} did not, {open} still open"
         );
     }
     Ok(if failures > 0 {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use common::bin;
+use common::{bin, post, serve};
 
 fn data(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -530,4 +530,96 @@ fn two_schedulers_on_postgresql_fire_each_tick_once() {
         Some(format!("{url}?options=-csearch_path%3D{schema}")),
     );
     two_schedulers_one_killed(&fleet, &dir);
+}
+
+/// The watermark trigger: ticks wait until every aggregator has closed their windows, and run as
+/// soon as it has — with readings streamed through `ingest serve` and `aggregate run`.
+#[test]
+fn watermark_ticks_wait_for_the_aggregators() {
+    let dir = tempdir("watermark");
+    let fleet = Fleet::reference(&dir, None);
+    fleet.ok(&[
+        "schedule",
+        "add",
+        "wm",
+        "--every",
+        "1h",
+        "--window",
+        "1h",
+        "--start",
+        START,
+        "--trigger",
+        "watermark",
+        "--now",
+        NOW,
+    ]);
+    let once = fleet.ok(&["scheduler", "--once", "--now", NOW]);
+    assert_eq!(
+        once.matches("waiting: waiting for the aggregators' watermark")
+            .count(),
+        5,
+        "{once}"
+    );
+    assert!(once.contains("0 runs started"), "{once}");
+    assert!(once.contains("5 still open"), "{once}");
+
+    // Readings up to 01:30 stream in and are aggregated: windows before ~01:29 close.
+    let log = dir.join("log");
+    let server = serve(&log, &[]);
+    let csv = std::fs::read_to_string(data("reference/sensor_data.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap();
+    let (early, late): (Vec<&str>, Vec<&str>) =
+        lines.partition(|l| l[..19] < *"2018-08-29 01:30:00");
+    let body = |rows: &[&str]| format!("{header}\n{}\n", rows.join("\n"));
+    let (status, answer) = post(server.addr, "text/csv", None, &body(&early));
+    assert_eq!(status, 200, "{answer}");
+    let aggregate = |extra: &[&str]| {
+        let mut c = fleet.command(&["aggregate", "run", "--log-dir"]);
+        c.arg(&log)
+            .args(["--delay", "5s", "--idle-timeout", "1h"])
+            .args(extra);
+        c
+    };
+    let mut running = aggregate(&[]).stderr(Stdio::null()).spawn().unwrap();
+    let published = (0..200).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        let show: serde_json::Value =
+            serde_json::from_str(&fleet.ok(&["schedule", "show", "wm", "--json"])).unwrap();
+        show["watermarks"][0]["complete_before"]
+            .as_str()
+            .map(str::to_string)
+    });
+    running.kill().unwrap();
+    running.wait().unwrap();
+    let published = published.expect("the aggregator published a watermark");
+    assert!(
+        published.as_str() > "2018-08-29T01:00:00" && published.as_str() < "2018-08-29T02:00:00",
+        "{published}"
+    );
+    let once = fleet.ok(&["scheduler", "--once", "--now", NOW]);
+    let mut runs = started(&once);
+    assert_eq!(
+        runs,
+        [
+            "20180828T230000Z_20180829T000000Z",
+            "20180829T000000Z_20180829T010000Z"
+        ],
+        "the windows the aggregator closed: {once}"
+    );
+    assert!(once.contains("3 still open"), "{once}");
+    let show = fleet.ok(&["schedule", "show", "wm"]);
+    assert!(show.contains("watermark of aggregator default"), "{show}");
+
+    // The rest arrives; the aggregator drains the log (the end of input closes every window).
+    let (status, answer) = post(server.addr, "text/csv", None, &body(&late));
+    assert_eq!(status, 200, "{answer}");
+    let o = aggregate(&["--drain"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let once = fleet.ok(&["scheduler", "--once", "--now", NOW]);
+    runs.extend(started(&once));
+    assert_eq!(runs.len(), 5, "{once}");
+    let (got, rows) = fleet.predictions(&runs, &dir.join("export"));
+    assert_eq!(rows, 17_768);
+    assert_eq!(got, reference_expected());
 }

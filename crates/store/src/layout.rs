@@ -10,16 +10,17 @@
 //! readings/hour={YYYY-MM-DDTHH}/bucket={BB}/{hash}.parquet
 //!                                                  readings (ts, device, tag, value) of one
 //!                                                  hour and device bucket, one file per import
-//! features/hour={YYYY-MM-DDTHH}/bucket={BB}/p{PPPP}-{from}-{to}-e{epoch}.parquet
+//! features/hour={YYYY-MM-DDTHH}/bucket={BB}/{aggregator}~p{PPPP}-{from}-{to}-e{epoch}.parquet
 //!                                                  closed windows (device, tag, window_start,
 //!                                                  window_end, count, mean, min, max, std,
 //!                                                  first, last) starting in that hour, of the
 //!                                                  bucket's devices, closed by one aggregation
-//!                                                  epoch from a log partition's offsets
-//!                                                  [from, to)
-//! features/hour={…}/bucket={BB}/compacted-{hash}.parquet
-//!                                                  the merge of an hour's files once every
-//!                                                  partition has closed its windows
+//!                                                  epoch of an aggregator from a log
+//!                                                  partition's offsets [from, to)
+//! features/hour={…}/bucket={BB}/{aggregator}~compacted-{hash}.parquet
+//!                                                  the merge of an aggregator's files of an
+//!                                                  hour once every partition has closed its
+//!                                                  windows
 //! late/{name}/p{PPPP}-{from}-{to}-e{epoch}.parquet readings that came after their window closed
 //! aggregate/{name}/checkpoint                      the aggregator's offsets and open windows
 //! aggregate/{name}/intent.json                     the epoch it is writing
@@ -182,14 +183,33 @@ pub fn features_dir(hour: &str, bucket: u32) -> String {
     format!("{}/bucket={bucket:02}", features_hour(hour))
 }
 
-/// The name of what an aggregation epoch wrote from a partition's offsets `[from, to)`.
-pub fn epoch_file(partition: u32, from: u64, to: u64, epoch: u64) -> String {
-    format!("p{partition:04}-{from:020}-{to:020}-e{epoch:010}.parquet")
+/// The name of what the aggregator `aggregator` wrote in an epoch from a partition's offsets
+/// `[from, to)`. Names start with the aggregator's ([`aggregator_prefix`]): several aggregators
+/// (one per ingest machine, each with its own log) feed one store without their files ever
+/// colliding, and each compacts only its own.
+pub fn epoch_file(aggregator: &str, partition: u32, from: u64, to: u64, epoch: u64) -> String {
+    format!(
+        "{}p{partition:04}-{from:020}-{to:020}-e{epoch:010}.parquet",
+        aggregator_prefix(aggregator)
+    )
 }
 
-/// The name of the merge of features files (FNV-1a of their sorted names), so compacting the
+/// The start of every features file name an aggregator writes: its name as a key segment and
+/// `~` (which [`segment`] always escapes, so no name is another's prefix).
+pub fn aggregator_prefix(aggregator: &str) -> String {
+    format!("{}~", segment(aggregator))
+}
+
+/// Whether a features file (its name) is the aggregator's: its prefix, or, for the aggregator
+/// named `default`, a file named before names carried the aggregator.
+pub fn is_aggregators_file(aggregator: &str, name: &str) -> bool {
+    name.starts_with(&aggregator_prefix(aggregator))
+        || (aggregator == "default" && !name.contains('~'))
+}
+
+/// The aggregator's merge of features files (FNV-1a of their sorted names), so compacting the
 /// same files again writes the same name.
-pub fn compacted_file(inputs: &[String]) -> String {
+pub fn compacted_file(aggregator: &str, inputs: &[String]) -> String {
     let mut names: Vec<&String> = inputs.iter().collect();
     names.sort();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -199,7 +219,10 @@ pub fn compacted_file(inputs: &[String]) -> String {
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }
     }
-    format!("compacted-{h:016x}.parquet")
+    format!(
+        "{}compacted-{h:016x}.parquet",
+        aggregator_prefix(aggregator)
+    )
 }
 
 /// Parses `features/hour=H/bucket=B/...` into (hour, bucket).
