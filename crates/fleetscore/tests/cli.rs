@@ -1601,3 +1601,103 @@ fn files_from_other_tools_score_and_aggregate_like_the_csv() {
     );
     assert!(!out.exists());
 }
+
+/// skops files work wherever pickles do: `models score` (scikit-learn's numbers, the feature
+/// names the model stores), `models inspect`, and `models import` of a folder, where a hostile
+/// skops file fails alone with its reason.
+#[test]
+fn skops_files_score_inspect_and_import_like_pickles() {
+    let dir = tempdir("skops");
+    let golden: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(models_data("sklearn-current/scaler_ocsvm_rbf.json")).unwrap(),
+    )
+    .unwrap();
+    let mut csv = String::from("temp,pressure,vibration\n");
+    for row in golden["X"].as_array().unwrap() {
+        let v: Vec<String> = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap().to_string())
+            .collect();
+        csv.push_str(&format!("{}\n", v.join(",")));
+    }
+    let input = dir.join("in.csv");
+    std::fs::write(&input, csv).unwrap();
+    let out = dir.join("out.csv");
+    let model = models_data("sklearn-current/scaler_ocsvm_rbf.deflate.skops");
+    let o = run(&[
+        "models",
+        "score",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    let want = golden["decision_function"].as_array().unwrap();
+    let want_pred = golden["predict"].as_array().unwrap();
+    assert_eq!(rows.len(), want.len());
+    for ((row, w), p) in rows.iter().zip(want).zip(want_pred) {
+        let (g, w): (f64, f64) = (row[3].parse().unwrap(), w.as_f64().unwrap());
+        assert!((g - w).abs() <= 1e-9 * w.abs(), "{g} vs {w}");
+        let anomaly = if p.as_i64() == Some(-1) { "1" } else { "0" };
+        assert_eq!(row[4], anomaly);
+    }
+
+    let o = run(&["models", "inspect", model.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["format"], "skops (deflate), protocol 2");
+    assert_eq!(v["estimator"], "Pipeline(StandardScaler, OneClassSVM)");
+    assert_eq!(v["n_features"], 3);
+
+    let models = dir.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    for (from, to) in [
+        (
+            models_data("sklearn-current/ocsvm_rbf_1d.skops"),
+            "model_1_1.skops",
+        ),
+        (
+            models_data("sklearn-current/ocsvm_rbf_1d.deflate.skops"),
+            "model_1_2.skops",
+        ),
+        (
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../pickle/tests/data/hostile-skops/path_dotdot.skops"),
+            "model_9_9.skops",
+        ),
+    ] {
+        std::fs::copy(from, models.join(to)).unwrap();
+    }
+    let store = dir.join("store");
+    let o = fleet(
+        &store,
+        &[
+            "models",
+            "import",
+            models.to_str().unwrap(),
+            "--pattern",
+            "model_{device}_{tag}.skops",
+        ],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("2 imported, 0 unchanged, 1 refused"), "{err}");
+    assert!(
+        err.contains("model_9_9.skops: bad skops file: zip member `../../tmp/fleetscore-evil.npy`: has an unsafe name"),
+        "{err}"
+    );
+    let o = fleet(&store, &["models", "list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let listed = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+}

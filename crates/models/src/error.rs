@@ -3,7 +3,8 @@
 /// What went wrong loading or scoring a model.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The file is not a pickle/joblib file this reader accepts (refused global, corrupt, ...).
+    /// The file is not a pickle, joblib or skops file this reader accepts (refused global or
+    /// type, corrupt, ...).
     #[error(transparent)]
     Pickle(#[from] fleetscore_pickle::Error),
     /// The file holds something other than a supported estimator.

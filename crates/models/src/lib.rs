@@ -1,5 +1,5 @@
-//! scikit-learn anomaly models, loaded from pickle and joblib files without Python and without
-//! executing anything from the file, and scored natively with scikit-learn's numbers.
+//! scikit-learn anomaly models, loaded from pickle, joblib and skops files without Python and
+//! without executing anything from the file, and scored natively with scikit-learn's numbers.
 //!
 //! ```no_run
 //! let bytes = std::fs::read("model.pkl").unwrap();
@@ -43,8 +43,8 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads a model from the bytes of a pickle or joblib file (any compression joblib writes),
-    /// within the default [`Limits`].
+    /// Loads a model from the bytes of a pickle or joblib file (any compression joblib writes)
+    /// or a skops file, within the default [`Limits`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Model> {
         Model::from_bytes_within(bytes, &Limits::default())
     }

@@ -17,6 +17,9 @@ fn seeds() -> Vec<Vec<u8>> {
         "sklearn-legacy/maxabs_sgdocsvm.joblib",
         "sklearn-legacy/elliptic.p2.pkl",
         "sklearn-current/robust_iforest.p4.pkl",
+        "sklearn-current/scaler_ocsvm_rbf.skops",
+        "sklearn-current/lof_manhattan.deflate.skops",
+        "sklearn-current/robust_iforest.bz2.skops",
     ]
     .iter()
     .map(|p| std::fs::read(data(p)).unwrap())
@@ -31,7 +34,7 @@ proptest! {
 
     #[test]
     fn mutated_model_files_never_panic(
-        seed in 0usize..8,
+        seed in 0usize..11,
         flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
         cut in any::<prop::sample::Index>(),
         truncate in any::<bool>(),

@@ -4,6 +4,7 @@ mod fuzz;
 mod hostile;
 mod reference;
 mod sklearn_goldens;
+mod skops;
 
 use std::path::PathBuf;
 

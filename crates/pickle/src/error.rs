@@ -1,4 +1,5 @@
-//! Errors of the pickle reader: every one names the byte offset or the global that was wrong.
+//! Errors of the pickle and skops readers: every one names the byte offset, zip member, schema
+//! node or global that was wrong.
 
 /// What went wrong while reading a pickle or joblib file.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +80,39 @@ pub enum Error {
         limit: usize,
         /// Offset of the opcode that would have passed it (in the decompressed stream).
         offset: usize,
+    },
+    /// A skops file (a zip archive of `schema.json` and `.npy` arrays) whose archive, schema or
+    /// arrays are malformed, unsafe or not supported.
+    #[error("bad skops file: {at}: {message}")]
+    Skops {
+        /// Where: a zip member, a byte of `schema.json`, or the path to a schema node
+        /// (`model.estimators_[3].tree_`).
+        at: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// A skops schema names a type or function that is not on the allow-list, or a node kind
+    /// that would call code. Nothing was built from it.
+    #[error(
+        "refused type `{name}` ({loader}) at {at}: only allow-listed numpy and scikit-learn classes are loaded, nothing from the file is executed"
+    )]
+    SkopsForbidden {
+        /// `module.name` as the file spells it.
+        name: String,
+        /// The skops node kind (`__loader__`) that named it.
+        loader: String,
+        /// The path to the schema node.
+        at: String,
+    },
+    /// Loading a skops file would allocate more than the per-load memory budget.
+    #[error(
+        "limit exceeded: loading needs more than {limit} bytes of memory (the per-file budget, Limits::max_memory_bytes); stopped at {at}"
+    )]
+    SkopsMemory {
+        /// The budget, in bytes.
+        limit: usize,
+        /// Where: a zip member, a byte of `schema.json`, or the path to a schema node.
+        at: String,
     },
     /// A file larger than the configured limits once decompressed, or with more objects than allowed.
     #[error("limit exceeded: {0}")]

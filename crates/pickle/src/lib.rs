@@ -1,9 +1,12 @@
-//! A safe reader for Python pickles and joblib files, as scikit-learn models are saved.
+//! A safe reader for Python pickles, joblib files and skops files, as scikit-learn models are
+//! saved.
 //!
 //! It rebuilds data (numbers, strings, containers, numpy arrays, dtypes and scalars) and inert
 //! instances of the classes on an [`AllowList`]. It never executes code: REDUCE and NEWOBJ on an
 //! allowed global are interpreted by a fixed set of constructors, and any other global is refused
-//! at the opcode that names it, before anything is built from it.
+//! at the opcode that names it, before anything is built from it. A skops file (a zip archive,
+//! recognised by its magic bytes) is decoded into the same object graph under the same
+//! allow-list and budget.
 //!
 //! ```
 //! use fleetscore_pickle::{load, AllowList, Limits};
@@ -20,6 +23,7 @@ mod container;
 mod error;
 mod globals;
 mod numpy;
+mod skops;
 mod unpickler;
 mod value;
 
@@ -28,6 +32,7 @@ pub use container::{Compression, decompress, detect};
 pub use error::{Error, Result};
 pub use globals::AllowList;
 pub use numpy::{ArrayData, DType, DTypeKind, Field, NdArray};
+pub use skops::Skops;
 pub use unpickler::{DEFAULT_MAX_MEMORY_BYTES, Limits, unpickle};
 pub use value::{Global, Node, NodeId, Object, Pickle, Value};
 
@@ -40,11 +45,21 @@ pub struct Loaded {
     pub compression: Compression,
     /// Whether the stream carried joblib's inline arrays (written by `joblib.dump`).
     pub joblib: bool,
+    /// Set when the file was a skops archive (`skops.io.dump`) rather than a pickle stream; then
+    /// `compression` is `None` and the graph's `protocol` 0.
+    pub skops: Option<Skops>,
 }
 
 impl Loaded {
-    /// A human-readable description of the format, e.g. `joblib (zlib), pickle protocol 4`.
+    /// A human-readable description of the format, e.g. `joblib (zlib), protocol 4` or
+    /// `skops (deflate), protocol 2`.
     pub fn format(&self) -> String {
+        if let Some(s) = &self.skops {
+            return match s.compression.as_slice() {
+                [] => format!("skops, protocol {}", s.protocol),
+                c => format!("skops ({}), protocol {}", c.join(", "), s.protocol),
+            };
+        }
         let outer = match (self.joblib, self.compression) {
             (true, Compression::None) => "joblib".to_string(),
             (true, c) => format!("joblib ({})", c.name()),
@@ -55,8 +70,9 @@ impl Loaded {
     }
 }
 
-/// Loads a pickle or joblib file's bytes: detects and undoes compression, then unpickles,
-/// within a budget of [`Limits::max_memory_bytes`].
+/// Loads a pickle, joblib or skops file's bytes: a zip archive is read as a skops file;
+/// anything else has its compression detected and undone, then is unpickled; all within a
+/// budget of [`Limits::max_memory_bytes`].
 pub fn load(bytes: &[u8], allow: &AllowList, limits: &Limits) -> Result<Loaded> {
     load_within(bytes, allow, limits, &Budget::new(limits.max_memory_bytes))
 }
@@ -69,6 +85,15 @@ pub fn load_within(
     limits: &Limits,
     budget: &Budget,
 ) -> Result<Loaded> {
+    if skops::is_zip(bytes) {
+        let (pickle, skops) = skops::load(bytes, allow, limits, budget)?;
+        return Ok(Loaded {
+            pickle,
+            compression: Compression::None,
+            joblib: false,
+            skops: Some(skops),
+        });
+    }
     let compression = detect(bytes)?;
     let (pickle, joblib) = if compression == Compression::None {
         unpickler::unpickle_detect_joblib(bytes, allow, limits, budget)?
@@ -92,5 +117,6 @@ pub fn load_within(
         pickle,
         compression,
         joblib,
+        skops: None,
     })
 }

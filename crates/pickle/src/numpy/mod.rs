@@ -3,9 +3,10 @@
 //!
 //! Everything that knows numpy's layout lives under this module, so the VM does not: it hands
 //! `reconstruct` the arguments and state of numpy's constructors, and `joblib` the stream that
-//! carries joblib's inline array data.
+//! carries joblib's inline array data; `npy` reads the `.npy` files skops archives hold.
 
 mod joblib;
+mod npy;
 mod reconstruct;
 
 use std::fmt;
@@ -13,6 +14,7 @@ use std::fmt;
 use crate::value::Value;
 
 pub(crate) use joblib::InlineData;
+pub(crate) use npy::{NpyError, read_npy};
 pub(crate) use reconstruct::{Reconstruct, Scalar};
 
 /// Reads a number of type `$t` from exactly `size_of::<$t>()` bytes in the given byte order;
@@ -27,6 +29,9 @@ macro_rules! read_num {
         }
     }};
 }
+
+/// How deep record dtypes may nest (numpy itself allows 32 levels of nested structure).
+pub(crate) const MAX_DTYPE_NESTING: usize = 32;
 
 /// The kind of a dtype (numpy's `dtype.kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,15 +5,12 @@
 //! values mean in numpy's layout. It only reads the arena and never the stream, so it cannot
 //! consume bytes or recurse into the VM.
 
-use super::{DType, DTypeKind, Field, NdArray};
+use super::{DType, DTypeKind, Field, MAX_DTYPE_NESTING, NdArray};
 use crate::budget::Budget;
 use crate::error::{Error, Result};
 use crate::value::{Node, Pickle, Value};
 
 /// Reads numpy objects out of a pickle's arena, for the opcode at `offset`.
-/// How deep record dtypes may nest (numpy itself allows 32 levels of nested structure).
-const MAX_DTYPE_NESTING: usize = 32;
-
 pub(crate) struct Reconstruct<'p> {
     pub(super) pk: &'p Pickle,
     /// The load's budget: copies made while building (a record dtype's fields) are charged.
