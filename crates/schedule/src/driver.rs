@@ -626,3 +626,60 @@ fn post(url: &str, body: &str) -> std::result::Result<(), String> {
         None => Err("no HTTP answer".into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+
+    #[test]
+    fn the_failure_webhook_is_posted_json() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hooks/fleet", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut head = Vec::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if let Some(n) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = n.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+                head.push(line);
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            (&stream)
+                .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                .unwrap();
+            (head, String::from_utf8(body).unwrap())
+        });
+        post(&url, r#"{"run_id":"r"}"#).unwrap();
+        let (head, body) = server.join().unwrap();
+        assert_eq!(head[0], "POST /hooks/fleet HTTP/1.1\r\n");
+        assert!(
+            head.iter()
+                .any(|h| h == "Content-Type: application/json\r\n")
+        );
+        assert_eq!(body, r#"{"run_id":"r"}"#);
+
+        // A refusal is an error naming the status.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf);
+            stream
+                .write_all(b"HTTP/1.1 500 Internal Server Error\r\n\r\n")
+                .unwrap();
+        });
+        assert_eq!(post(&url, "{}").unwrap_err(), "answered 500");
+        server.join().unwrap();
+    }
+}
