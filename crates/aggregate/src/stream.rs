@@ -49,6 +49,10 @@ pub struct Options {
     pub epoch_interval: Duration,
     /// Read to the end of the log, close every window, and stop.
     pub drain: bool,
+    /// Archive every reading an epoch reads into the store's `readings/` too (the layout
+    /// `data import` writes), exactly once like the windows: models fed raw values are scored
+    /// from the stream as well.
+    pub raw: bool,
     /// Fault injection for the tests of real processes (the binary fills it from
     /// `FLEETSCORE_FAULT_AGGREGATE_ABORT_AFTER`): abort the process right after writing this
     /// many features files, in the middle of an epoch. `None` in production.
@@ -63,6 +67,7 @@ impl Default for Options {
             poll: Duration::from_millis(500),
             epoch_interval: Duration::from_secs(1),
             drain: false,
+            raw: false,
             abort_after_files: None,
         }
     }
@@ -87,6 +92,8 @@ pub struct Report {
     pub bad: Option<String>,
     /// Files written.
     pub files: usize,
+    /// Readings archived into `readings/` (with [`Options::raw`]).
+    pub raw_readings: u64,
     /// Features files merged into others by compaction after the epoch.
     pub compacted: usize,
     /// Records in the log not yet read after this epoch.
@@ -104,6 +111,16 @@ pub struct Report {
     pub complete_before: Option<i64>,
     /// Seconds it took.
     pub seconds: f64,
+}
+
+/// A reading an epoch read, for the raw archive.
+struct RawReading {
+    partition: u32,
+    offset: u64,
+    ts: i64,
+    device: String,
+    tag: String,
+    value: f64,
 }
 
 /// The epoch being written.
@@ -331,6 +348,7 @@ impl<'a> Aggregator<'a> {
         for &(p, wm) in &intent.advance {
             self.engine.advance(p, wm);
         }
+        let mut raw: Vec<RawReading> = Vec::new();
         for p in 0..intent.to.len() {
             let (mut at, to) = (intent.from[p], intent.to[p]);
             if let Some(&start) = intent.read_from.get(p)
@@ -342,6 +360,7 @@ impl<'a> Aggregator<'a> {
             }
             while at < to {
                 let engine = &mut self.engine;
+                let mut archive = self.options.raw.then_some(&mut raw);
                 let read = self
                     .log
                     .read_each(p as u32, at, 8 << 20, &mut |offset, record| {
@@ -352,6 +371,19 @@ impl<'a> Aggregator<'a> {
                         if let Err(e) = engine.push_record(p as u32, offset, record) {
                             report.bad_records += 1;
                             report.bad.get_or_insert_with(|| e.to_string());
+                        } else if let Some(raw) = archive.as_deref_mut()
+                            && let Ok(v) = fleetscore_core::reading::view(record)
+                            && let Ok((device, tag)) =
+                                fleetscore_core::reading::series_ids(v.series)
+                        {
+                            raw.push(RawReading {
+                                partition: p as u32,
+                                offset,
+                                ts: v.ts_ms,
+                                device: device.to_owned(),
+                                tag: tag.to_owned(),
+                                value: v.value,
+                            });
                         }
                     });
                 let next = match read {
@@ -378,6 +410,8 @@ impl<'a> Aggregator<'a> {
         report.windows = closed.len() as u64;
         report.late = late.len() as u64;
         report.files = self.write(intent, &closed, &late)?;
+        report.raw_readings = raw.len() as u64;
+        report.files += self.archive(intent, raw)?;
         self.epoch = intent.epoch;
         self.offsets.clone_from(&intent.to);
         let checkpoint = encode_checkpoint(
@@ -408,6 +442,63 @@ impl<'a> Aggregator<'a> {
         report.complete_before = self.complete_before();
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
+    }
+
+    /// Writes an epoch's readings into `readings/`, one file per partition, hour and device
+    /// bucket, named like its features files, so a replayed epoch writes the same files again;
+    /// returns the number of files.
+    fn archive(&mut self, intent: &Intent, mut raw: Vec<RawReading>) -> Result<usize> {
+        if raw.is_empty() {
+            return Ok(0);
+        }
+        raw.sort_by(|a, b| {
+            (
+                a.partition,
+                a.ts.div_euclid(HOUR_MS),
+                layout::bucket(&a.device),
+            )
+                .cmp(&(
+                    b.partition,
+                    b.ts.div_euclid(HOUR_MS),
+                    layout::bucket(&b.device),
+                ))
+                .then_with(|| {
+                    (&a.device, &a.tag, a.ts, a.offset).cmp(&(&b.device, &b.tag, b.ts, b.offset))
+                })
+        });
+        let mut files = 0;
+        for group in raw.chunk_by(|a, b| {
+            a.partition == b.partition
+                && a.ts.div_euclid(HOUR_MS) == b.ts.div_euclid(HOUR_MS)
+                && layout::bucket(&a.device) == layout::bucket(&b.device)
+        }) {
+            let first = &group[0];
+            let p = first.partition as usize;
+            let rows: Vec<fleetscore_table::readings::Row<'_>> = group
+                .iter()
+                .map(|r| fleetscore_table::readings::Row {
+                    ts: r.ts,
+                    device: &r.device,
+                    tag: &r.tag,
+                    value: r.value,
+                })
+                .collect();
+            let key = format!(
+                "{}/{}",
+                layout::readings_dir(&hour_key(first.ts), layout::bucket(&first.device)),
+                layout::epoch_file(
+                    &self.options.name,
+                    first.partition,
+                    intent.from[p],
+                    intent.to[p],
+                    intent.epoch
+                )
+            );
+            self.store
+                .put(&key, fleetscore_table::readings::to_parquet(&rows)?)?;
+            files += 1;
+        }
+        Ok(files)
     }
 
     /// Writes an epoch's closed windows (one file per partition, hour and device bucket) and

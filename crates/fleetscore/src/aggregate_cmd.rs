@@ -97,6 +97,10 @@ pub struct RunArgs {
     /// the windows it closed.
     #[arg(long)]
     pub drain: bool,
+    /// Archive every reading into the store's `readings/` too (the layout `data import`
+    /// writes), exactly once: models fed raw values are then scored from the stream.
+    #[arg(long)]
+    pub raw: bool,
     /// Most readings taken from one partition per epoch (one checkpoint per epoch).
     #[arg(long, default_value_t = 1_000_000)]
     pub epoch_readings: u64,
@@ -152,6 +156,7 @@ fn run(store_args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
         poll: Duration::from_millis(a.poll_ms),
         epoch_interval: Duration::from_millis(a.epoch_interval_ms),
         drain: a.drain,
+        raw: a.raw,
         abort_after_files: std::env::var("FLEETSCORE_FAULT_AGGREGATE_ABORT_AFTER")
             .ok()
             .and_then(|v| v.parse().ok()),
@@ -197,7 +202,7 @@ fn run(store_args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
                 serde_json::json!({
                     "epoch": r.epoch, "records": r.records, "windows": r.windows,
                     "late": r.late, "bad_records": r.bad_records, "deleted": r.deleted, "files": r.files,
-                    "compacted": r.compacted,
+                    "compacted": r.compacted, "raw_readings": r.raw_readings,
                     "complete_before": r.complete_before.map(fleetscore_core::rfc3339),
                     "lag": r.lag, "buffered": r.buffered, "replayed": r.replayed,
                     "seconds": r.seconds, "counters": r.counters,

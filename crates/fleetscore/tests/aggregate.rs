@@ -543,6 +543,98 @@ fn the_reference_fleet_flows_from_readings_to_windows_to_predictions() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// With `--raw`, the readings themselves reach the store too, exactly once even when the
+/// aggregator dies mid-epoch: models fed raw values (the reference fleet's) are scored from
+/// the stream with scikit-learn's predictions.
+#[test]
+fn raw_readings_are_archived_once_and_scored_from_the_stream() {
+    let dir = tempdir("raw");
+    let (log, store) = (dir.join("log"), dir.join("store"));
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/data/reference");
+    let csv = std::fs::read_to_string(reference.join("sensor_data.csv")).unwrap();
+    let server = serve(&log, &[]);
+    let (s, body) = post(server.addr, "text/csv", None, &csv);
+    assert_eq!(s, 200, "{body}");
+    // Killed after its first file of the first epoch; the restart replays the epoch.
+    let o = aggregate(
+        &store,
+        &log,
+        &["--drain", "--raw", "--epoch-readings", "5000"],
+    )
+    .env("FLEETSCORE_FAULT_AGGREGATE_ABORT_AFTER", "1")
+    .output()
+    .unwrap();
+    assert!(!o.status.success(), "the fault stops it");
+    let err = check(
+        &aggregate(
+            &store,
+            &log,
+            &["--drain", "--raw", "--epoch-readings", "5000"],
+        )
+        .output()
+        .unwrap(),
+    );
+    assert!(err.contains("replayed after a crash"), "{err}");
+    let fleet = |args: &[&str]| {
+        let o = bin()
+            .arg("--store")
+            .arg(&store)
+            .args(args)
+            .output()
+            .unwrap();
+        check(&o);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let mut c = bin();
+    c.arg("--store").arg(&store).args(["models", "import"]);
+    c.arg(reference.join("models"))
+        .args(["--pattern", "model_{device}_{tag}"]);
+    check(&c.output().unwrap());
+    let out = fleet(&[
+        "run",
+        "--from",
+        "2018-08-28T00:00:00Z",
+        "--to",
+        "2018-08-30T00:00:00Z",
+        "--run-id",
+        "raw",
+    ]);
+    assert!(out.contains("17768 rows"), "every reading once: {out}");
+    let export = dir.join("export");
+    fleet(&[
+        "predictions",
+        "export",
+        "--run",
+        "raw",
+        "--format",
+        "csv",
+        "--output",
+        export.to_str().unwrap(),
+    ]);
+    let mut got = std::collections::HashMap::new();
+    for entry in std::fs::read_dir(&export).unwrap() {
+        let body = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for l in body.lines().skip(1) {
+            let f: Vec<&str> = l.split(',').collect();
+            got.insert(
+                (f[0].to_string(), f[1].to_string(), f[2].to_string()),
+                f[4].to_string(),
+            );
+        }
+    }
+    let expected = std::fs::read_to_string(reference.join("expected.csv")).unwrap();
+    let mut n = 0;
+    for l in expected.lines().skip(1) {
+        let f: Vec<&str> = l.split(',').collect();
+        let key = (f[0].to_string(), f[1].to_string(), f[2].to_string());
+        assert_eq!(got[&key], if f[5] == "-1" { "1" } else { "0" }, "{l}");
+        n += 1;
+    }
+    assert_eq!((n, got.len()), (17_768, 17_768));
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn aggregating_a_file_names_what_is_wrong_with_it() {
     let dir = tempdir("file");

@@ -9,7 +9,7 @@ use arrow_array::{
     Array, ArrayRef, DictionaryArray, Float64Array, Int32Array, Int64Array, RecordBatch,
     StringArray, TimestampMillisecondArray,
 };
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{DataType, SchemaRef, TimeUnit};
 
 use fleetscore_store::{Store, layout};
 use fleetscore_table::RowPosition;
@@ -59,25 +59,13 @@ pub struct ImportSummary {
     pub span: Option<(i64, i64)>,
 }
 
-/// The schema of stored readings.
-pub fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new(
-            "ts",
-            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new("device", DataType::Utf8, false),
-        Field::new("tag", DataType::Utf8, false),
-        Field::new("value", DataType::Float64, false),
-    ]))
-}
+pub use fleetscore_table::readings::schema;
 
 /// [`schema`] as readings are written and read: device and tag as dictionaries. In the files
 /// they are dictionary-encoded text; in memory, one key per row, so nothing compares or copies
 /// a string per row.
 fn stored_schema() -> SchemaRef {
-    fleetscore_table::with_dictionary_text(&schema())
+    fleetscore_table::readings::stored_schema()
 }
 
 use fleetscore_store::layout::HOUR_MS;

@@ -12,6 +12,7 @@ mod matrix;
 pub mod parquet_direct;
 mod parquet_io;
 pub mod predictions;
+pub mod readings;
 mod text;
 pub mod windows;
 
