@@ -380,6 +380,12 @@ impl Engine {
         self.parts[partition as usize].watermark
     }
 
+    /// The newest event time a partition has seen (`None` before its first reading).
+    pub fn newest(&self, partition: u32) -> Option<i64> {
+        let p = &self.parts[partition as usize];
+        (p.max_ts != i64::MIN).then_some(p.max_ts)
+    }
+
     /// In a partition that has seen readings, the start of the first window not yet closed
     /// (`None` before its first reading).
     pub fn open_from(&self, partition: u32) -> Option<i64> {

@@ -109,6 +109,8 @@ pub struct Report {
     /// the aggregator publishes as its watermark for schedules that wait on one. `None` before
     /// any reading.
     pub complete_before: Option<i64>,
+    /// The newest event time read, over every partition (`None` before any reading).
+    pub newest_event: Option<i64>,
     /// Seconds it took.
     pub seconds: f64,
 }
@@ -440,6 +442,9 @@ impl<'a> Aggregator<'a> {
         report.buffered = self.engine.buffered();
         report.counters = self.engine.counters();
         report.complete_before = self.complete_before();
+        report.newest_event = (0..self.offsets.len() as u32)
+            .filter_map(|p| self.engine.newest(p))
+            .max();
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }

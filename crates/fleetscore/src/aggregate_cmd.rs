@@ -187,10 +187,10 @@ fn run(store_args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
     let json = a.json;
     let name = a.name.clone();
     let counters = stream::run(&log, &store, config, options, &stop, &mut |r: &Report| {
-        if let (Some(c), Some(at)) = (&coordinator, r.complete_before)
+        if let (Some(c), Some(at), Some(newest)) = (&coordinator, r.complete_before, r.newest_event)
             && published != Some(at)
         {
-            match c.publish_watermark(&name, at, fleetscore_core::now_ms()) {
+            match c.publish_watermark(&name, at, newest, fleetscore_core::now_ms()) {
                 Ok(()) => published = Some(at),
                 // Aggregation goes on; the next epoch publishes again.
                 Err(e) => tracing::warn!("publishing the watermark: {e}"),

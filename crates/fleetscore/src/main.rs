@@ -2,10 +2,12 @@
 
 mod aggregate_cmd;
 mod autoscale;
+mod demo;
 mod fleet_cmd;
 mod ingest_cmd;
 mod models_cmd;
 mod schedule_cmd;
+mod up_cmd;
 
 use std::process::ExitCode;
 
@@ -71,6 +73,9 @@ enum Command {
     Scheduler(schedule_cmd::SchedulerArgs),
     /// Run a schedule's windows over a past range.
     Backfill(schedule_cmd::BackfillArgs),
+    /// The whole pipeline in one process: ingest, aggregation, the scheduler and workers, on
+    /// the embedded defaults under one folder (`--demo`: a live simulated fleet).
+    Up(up_cmd::UpArgs),
     /// Readings in over HTTP, into the durable log.
     Ingest {
         #[command(subcommand)]
@@ -141,6 +146,7 @@ fn main() -> ExitCode {
         Command::Schedule { command } => schedule_cmd::schedule(&cli.store, command),
         Command::Scheduler(args) => schedule_cmd::scheduler(&cli.store, args),
         Command::Backfill(args) => schedule_cmd::backfill(&cli.store, args),
+        Command::Up(args) => up_cmd::up(&cli.store, args),
         Command::Ingest { command } => ingest_cmd::ingest(command),
         Command::Aggregate { command } => aggregate_cmd::aggregate(&cli.store, command),
         Command::Log { command } => ingest_cmd::log(command),

@@ -218,9 +218,16 @@ impl<'a> Scheduler<'a> {
     pub fn step(&self) -> Result<Vec<Event>> {
         let defs = self.definitions()?;
         let mut events = Vec::new();
+        // Event time may run ahead of the clock (a replay, a simulation): a watermark schedule's
+        // ticks are due once the clock or the watermark has passed them.
+        let watermark = if defs.values().any(|(_, d)| d.trigger == Trigger::Watermark) {
+            self.horizon()?
+        } else {
+            None
+        };
         for (row, def) in defs.values() {
             if !row.paused && self.options.fire {
-                events.extend(self.fire_due(row, def)?);
+                events.extend(self.fire_due(row, def, watermark)?);
             }
         }
         events.extend(self.advance(&defs)?);
@@ -228,8 +235,18 @@ impl<'a> Scheduler<'a> {
     }
 
     /// Records the ticks of a schedule that became due since its cursor.
-    fn fire_due(&self, row: &ScheduleRow, def: &Schedule) -> Result<Vec<Event>> {
-        let now = self.clock.now_ms();
+    fn fire_due(
+        &self,
+        row: &ScheduleRow,
+        def: &Schedule,
+        watermark: Option<i64>,
+    ) -> Result<Vec<Event>> {
+        let mut now = self.clock.now_ms();
+        if def.trigger == Trigger::Watermark
+            && let Some(wm) = watermark
+        {
+            now = now.max(wm);
+        }
         let decisions = def.due(row.cursor_ms, now);
         let Some(last) = decisions.last().map(|d| d.tick_ms) else {
             return Ok(Vec::new());
@@ -287,6 +304,18 @@ impl<'a> Scheduler<'a> {
             .into_iter()
             .min_by_key(|w| w.complete_before_ms)
             .map(|w| (w.complete_before_ms, w.aggregator)))
+    }
+
+    /// How far event time has gone by every aggregator: the least, over aggregators, of what is
+    /// complete and the newest event read (a drained aggregator calls every window complete;
+    /// ticks past its data would be windows of nothing). `None` when none has published.
+    fn horizon(&self) -> Result<Option<i64>> {
+        Ok(self
+            .coordinator
+            .watermarks()?
+            .into_iter()
+            .map(|w| w.complete_before_ms.min(w.newest_event_ms))
+            .min())
     }
 
     /// Moves every open tick on.

@@ -200,8 +200,8 @@ impl Schedule {
     fn cron(&self) -> Result<Option<(Cron, Tz)>> {
         match &self.cadence {
             Cadence::Every { every_ms } => {
-                if *every_ms <= 0 {
-                    return Err(Error::Invalid("--every must be longer than 0".into()));
+                if *every_ms < 1_000 {
+                    return Err(Error::Invalid("--every must be at least 1s".into()));
                 }
                 Ok(None)
             }
@@ -263,16 +263,29 @@ impl Schedule {
     }
 
     /// What to do with the ticks after `cursor_ms` (the last tick considered; `None`: none yet)
-    /// that are due by `now_ms`, under the catch-up policy, in order.
+    /// that are due by `now_ms`, under the catch-up policy, in order. However long the schedule
+    /// was idle, at most `max_catchup` + [`MAX_RECORDED_SKIPS`] decisions come back: older due
+    /// ticks are skipped without a record of their own (the oldest decision returned says how
+    /// many), so a year-long pause costs neither memory nor a row per missed tick.
     pub fn due(&self, cursor_ms: Option<i64>, now_ms: i64) -> Vec<Decision> {
-        let due: Vec<i64> = self
+        let keep = (self.max_catchup as usize).max(1) + MAX_RECORDED_SKIPS;
+        let mut kept: std::collections::VecDeque<i64> = std::collections::VecDeque::new();
+        let mut dropped = 0usize;
+        for t in self
             .ticks_after(cursor_ms.unwrap_or(i64::MIN))
             .take_while(|&t| self.due_ms(t) <= now_ms)
-            .collect();
-        let n = due.len();
-        due.into_iter()
+        {
+            if kept.len() == keep {
+                kept.pop_front();
+                dropped += 1;
+            }
+            kept.push_back(t);
+        }
+        let n = dropped + kept.len();
+        kept.into_iter()
             .enumerate()
-            .map(|(i, tick_ms)| {
+            .map(|(j, tick_ms)| {
+                let i = dropped + j;
                 let skip = match self.catchup {
                     Catchup::All if n - i > self.max_catchup as usize => Some(format!(
                         "catch-up all: more than --max-catchup {} windows were missed; the \
@@ -288,11 +301,20 @@ impl Schedule {
                     )),
                     _ => None,
                 };
+                let skip = match skip {
+                    Some(why) if j == 0 && dropped > 0 => Some(format!(
+                        "{why} ({dropped} earlier due ticks were skipped too, without a record each)"
+                    )),
+                    other => other,
+                };
                 Decision { tick_ms, skip }
             })
             .collect()
     }
 }
+
+/// Skipped ticks recorded one by one beyond `max_catchup`, at most, per pass.
+pub const MAX_RECORDED_SKIPS: usize = 1_000;
 
 /// Checks a schedule name: 1 to 64 letters, digits, `.`, `_` or `-`, starting with a letter or
 /// digit (names go into URLs and commands).
@@ -392,6 +414,22 @@ mod tests {
             .map(|d| d.tick_ms)
             .collect();
         assert_eq!(runs, [t("2018-08-29 03:00:00"), t("2018-08-29 04:00:00")]);
+    }
+
+    #[test]
+    fn a_long_pause_is_decided_in_bounded_memory() {
+        let mut s = Schedule::every("s", Duration::from_secs(1), Duration::from_secs(1), 0);
+        s.max_catchup = 10;
+        // Ten days of one-second ticks: 864,000 due.
+        let due = s.due(Some(0), 864_000_000);
+        assert_eq!(due.len(), 10 + MAX_RECORDED_SKIPS);
+        assert_eq!(due.last().unwrap().tick_ms, 864_000_000);
+        assert_eq!(due.iter().filter(|d| d.skip.is_none()).count(), 10);
+        let first = due[0].skip.as_ref().unwrap();
+        assert!(
+            first.contains("862990 earlier due ticks were skipped too"),
+            "{first}"
+        );
     }
 
     #[test]

@@ -89,6 +89,7 @@ CREATE INDEX IF NOT EXISTS fleetscore_ticks_state ON fleetscore_ticks (state);
 CREATE TABLE IF NOT EXISTS fleetscore_watermarks (
     aggregator TEXT PRIMARY KEY,
     complete_before_ms BIGINT NOT NULL,
+    newest_event_ms BIGINT NOT NULL,
     updated_ms BIGINT NOT NULL
 );
 ";
@@ -698,16 +699,19 @@ impl ScheduleStore for PostgresCoordinator {
         &self,
         aggregator: &str,
         complete_before_ms: i64,
+        newest_event_ms: i64,
         now_ms: i64,
     ) -> Result<()> {
         self.with(|client| {
             client.execute(
-                "INSERT INTO fleetscore_watermarks (aggregator, complete_before_ms, updated_ms)
-                 VALUES ($1, $2, $3)
+                "INSERT INTO fleetscore_watermarks
+                     (aggregator, complete_before_ms, newest_event_ms, updated_ms)
+                 VALUES ($1, $2, $3, $4)
                  ON CONFLICT (aggregator) DO UPDATE SET
                      complete_before_ms = GREATEST(fleetscore_watermarks.complete_before_ms, $2),
-                     updated_ms = $3",
-                &[&aggregator, &complete_before_ms, &now_ms],
+                     newest_event_ms = GREATEST(fleetscore_watermarks.newest_event_ms, $3),
+                     updated_ms = $4",
+                &[&aggregator, &complete_before_ms, &newest_event_ms, &now_ms],
             )
         })?;
         Ok(())
@@ -716,7 +720,7 @@ impl ScheduleStore for PostgresCoordinator {
     fn watermarks(&self) -> Result<Vec<WatermarkRow>> {
         let rows = self.with(|client| {
             client.query(
-                "SELECT aggregator, complete_before_ms, updated_ms FROM fleetscore_watermarks
+                "SELECT aggregator, complete_before_ms, newest_event_ms, updated_ms FROM fleetscore_watermarks
                  ORDER BY aggregator",
                 &[],
             )
@@ -726,7 +730,8 @@ impl ScheduleStore for PostgresCoordinator {
             .map(|r| WatermarkRow {
                 aggregator: r.get(0),
                 complete_before_ms: r.get(1),
-                updated_ms: r.get(2),
+                newest_event_ms: r.get(2),
+                updated_ms: r.get(3),
             })
             .collect())
     }

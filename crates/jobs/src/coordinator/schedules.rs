@@ -160,6 +160,9 @@ pub struct WatermarkRow {
     pub aggregator: String,
     /// Windows starting before this instant are complete, epoch ms.
     pub complete_before_ms: i64,
+    /// The newest event time it has read, epoch ms: past it, completeness says nothing about
+    /// data (a drained aggregator closes every window), so schedules do not run ahead of it.
+    pub newest_event_ms: i64,
     /// When it was published, epoch ms.
     pub updated_ms: i64,
 }
@@ -194,11 +197,12 @@ pub trait ScheduleStore: Send + Sync {
     fn ticks(&self, schedule: &str, limit: u32) -> Result<Vec<Tick>>;
     /// Every tick with work ahead ([`TickState::is_open`]), by schedule and instant.
     fn open_ticks(&self) -> Result<Vec<Tick>>;
-    /// Publishes an aggregator's watermark (it only moves forward).
+    /// Publishes an aggregator's watermark and newest event time (each only moves forward).
     fn publish_watermark(
         &self,
         aggregator: &str,
         complete_before_ms: i64,
+        newest_event_ms: i64,
         now_ms: i64,
     ) -> Result<()>;
     /// Every aggregator's latest watermark, by name.
@@ -327,16 +331,20 @@ pub(crate) mod contract {
     }
 
     pub fn watermarks_only_move_forward(s: &dyn ScheduleStore) {
-        s.publish_watermark("agg-b", 100, 1).unwrap();
-        s.publish_watermark("agg-a", 50, 1).unwrap();
-        s.publish_watermark("agg-b", 80, 2).unwrap();
-        s.publish_watermark("agg-a", 70, 3).unwrap();
+        s.publish_watermark("agg-b", 100, 150, 1).unwrap();
+        s.publish_watermark("agg-a", 50, 60, 1).unwrap();
+        s.publish_watermark("agg-b", 80, 90, 2).unwrap();
+        s.publish_watermark("agg-a", 70, 75, 3).unwrap();
         let w = s.watermarks().unwrap();
         assert_eq!(
             w.iter()
-                .map(|w| (w.aggregator.as_str(), w.complete_before_ms))
+                .map(|w| (
+                    w.aggregator.as_str(),
+                    w.complete_before_ms,
+                    w.newest_event_ms
+                ))
                 .collect::<Vec<_>>(),
-            [("agg-a", 70), ("agg-b", 100)]
+            [("agg-a", 70, 75), ("agg-b", 100, 150)]
         );
     }
 }

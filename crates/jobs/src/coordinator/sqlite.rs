@@ -77,6 +77,7 @@ CREATE INDEX IF NOT EXISTS ticks_state ON ticks (state);
 CREATE TABLE IF NOT EXISTS watermarks (
     aggregator TEXT PRIMARY KEY,
     complete_before_ms INTEGER NOT NULL,
+    newest_event_ms INTEGER NOT NULL,
     updated_ms INTEGER NOT NULL
 );
 ";
@@ -614,14 +615,17 @@ impl ScheduleStore for SqliteCoordinator {
         &self,
         aggregator: &str,
         complete_before_ms: i64,
+        newest_event_ms: i64,
         now_ms: i64,
     ) -> Result<()> {
         self.with(|conn| {
             conn.execute(
-                "INSERT INTO watermarks (aggregator, complete_before_ms, updated_ms) VALUES (?1, ?2, ?3)
+                "INSERT INTO watermarks (aggregator, complete_before_ms, newest_event_ms, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (aggregator) DO UPDATE SET
-                     complete_before_ms = MAX(complete_before_ms, ?2), updated_ms = ?3",
-                params![aggregator, complete_before_ms, now_ms],
+                     complete_before_ms = MAX(complete_before_ms, ?2),
+                     newest_event_ms = MAX(newest_event_ms, ?3), updated_ms = ?4",
+                params![aggregator, complete_before_ms, newest_event_ms, now_ms],
             )?;
             Ok(())
         })
@@ -630,13 +634,14 @@ impl ScheduleStore for SqliteCoordinator {
     fn watermarks(&self) -> Result<Vec<WatermarkRow>> {
         self.with(|conn| {
             let mut stmt = conn.prepare(
-                "SELECT aggregator, complete_before_ms, updated_ms FROM watermarks ORDER BY aggregator",
+                "SELECT aggregator, complete_before_ms, newest_event_ms, updated_ms FROM watermarks ORDER BY aggregator",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok(WatermarkRow {
                     aggregator: r.get(0)?,
                     complete_before_ms: r.get(1)?,
-                    updated_ms: r.get(2)?,
+                    newest_event_ms: r.get(2)?,
+                    updated_ms: r.get(3)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
