@@ -5,6 +5,7 @@ mod autoscale;
 mod fleet_cmd;
 mod ingest_cmd;
 mod models_cmd;
+mod serve_cmd;
 
 use std::process::ExitCode;
 
@@ -75,6 +76,9 @@ enum Command {
         #[command(subcommand)]
         command: ingest_cmd::LogCommand,
     },
+    /// The monitor: a dashboard, a JSON API (/api/v1/) and /metrics over the store, the
+    /// coordinator and (with --log-dir) the ingest log. Read-only.
+    Serve(serve_cmd::ServeArgs),
 }
 
 /// `fleetscore models ...`: files on disk, and the registry in the store.
@@ -84,6 +88,8 @@ enum ModelsCommand {
     File(models_cmd::ModelsCommand),
     #[command(flatten)]
     Registry(fleet_cmd::RegistryCommand),
+    #[command(flatten)]
+    Health(serve_cmd::HealthCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +124,9 @@ fn main() -> ExitCode {
         Command::Models {
             command: ModelsCommand::Registry(command),
         } => fleet_cmd::registry(&cli.store, command),
+        Command::Models {
+            command: ModelsCommand::Health(command),
+        } => serve_cmd::health(&cli.store, command),
         Command::Data {
             command: DataCommand::Import(args),
         } => fleet_cmd::data_import(&cli.store, args),
@@ -130,6 +139,7 @@ fn main() -> ExitCode {
         Command::Ingest { command } => ingest_cmd::ingest(command),
         Command::Aggregate { command } => aggregate_cmd::aggregate(&cli.store, command),
         Command::Log { command } => ingest_cmd::log(command),
+        Command::Serve(args) => serve_cmd::serve(&cli.store, args),
     };
     match result {
         Ok(code) => code,
