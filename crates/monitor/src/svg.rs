@@ -241,6 +241,11 @@ pub fn timeline(lanes: &[(String, Vec<Bar>)]) -> Markup {
     html! {
         figure.chart.timeline data-points=(bars().count()) {
             svg viewBox=(format!("0 0 {W} {h}")) role="img" aria-label="tasks over time, by worker" {
+                @for s in &xt {
+                    @let t = t0 + (*s * 1e3) as i64;
+                    line.grid x1=(fmt(x(t))) x2=(fmt(x(t))) y1=(MT) y2=(h - MB) {}
+                    text.axis x=(fmt(x(t))) y=(h - 8.0) text-anchor="middle" { "+" (short(*s)) "s" }
+                }
                 @for (i, (name, lane)) in lanes.iter().enumerate() {
                     @let y = MT + i as f64 * lane_h;
                     text.axis x=(left - 6.0) y=(fmt(y + 12.0)) text-anchor="end" { (name) }
@@ -250,11 +255,6 @@ pub fn timeline(lanes: &[(String, Vec<Bar>)]) -> Markup {
                             title { (b.label) }
                         }
                     }
-                }
-                @for s in &xt {
-                    @let t = t0 + (*s * 1e3) as i64;
-                    line.grid x1=(fmt(x(t))) x2=(fmt(x(t))) y1=(MT) y2=(h - MB) {}
-                    text.axis x=(fmt(x(t))) y=(h - 8.0) text-anchor="middle" { "+" (short(*s)) "s" }
                 }
             }
         }

@@ -129,11 +129,18 @@ pub(crate) fn time(ms: i64) -> Markup {
 /// A duration in words: `42 s`, `3 min 5 s`, `2 h 10 min`, `3 d 4 h`.
 pub(crate) fn span(ms: i64) -> String {
     let s = ms.abs() / 1000;
+    let two = |big: i64, a: &str, small: i64, b: &str| {
+        if small == 0 {
+            format!("{big} {a}")
+        } else {
+            format!("{big} {a} {small} {b}")
+        }
+    };
     let text = match s {
         0..60 => format!("{s} s"),
-        60..3600 => format!("{} min {} s", s / 60, s % 60),
-        3600..86_400 => format!("{} h {} min", s / 3600, (s % 3600) / 60),
-        _ => format!("{} d {} h", s / 86_400, (s % 86_400) / 3600),
+        60..3600 => two(s / 60, "min", s % 60, "s"),
+        3600..86_400 => two(s / 3600, "h", (s % 3600) / 60, "min"),
+        _ => two(s / 86_400, "d", (s % 86_400) / 3600, "h"),
     };
     if ms < 0 { format!("-{text}") } else { text }
 }

@@ -158,9 +158,12 @@ fn grid(len: i64, runs: &[&RunRow], max_rows: usize) -> Markup {
             .take_while(|d| *d >= first)
             .take(max_rows)
             .collect();
+        // Cells narrow enough for a day to fit the page; the hours labelled in four groups.
+        let cell_px = (1200 / slots).clamp(8, 22);
+        let group = (slots / 4).max(1);
         html! {
-            table.wgrid {
-                tr { th {} @for i in 0..slots { th.axis { @if i % (slots / 4).max(1) == 0 { (format!("{:02}:{:02}", (i as i64 * len) / 3_600_000, (i as i64 * len) % 3_600_000 / 60_000)) } } } }
+            table.wgrid style=(format!("--cell: {cell_px}px")) {
+                tr { th {} @for g in (0..slots).step_by(group) { th.axis colspan=(group.min(slots - g)) { (format!("{:02}:{:02}", (g as i64 * len) / 3_600_000, (g as i64 * len) % 3_600_000 / 60_000)) } } }
                 @for day in shown {
                     tr {
                         th { (chrono::DateTime::<chrono::Utc>::from_timestamp_millis(day).map_or(String::new(), |t| t.format("%Y-%m-%d").to_string())) }
@@ -271,7 +274,7 @@ pub(crate) async fn run(
                     td.num { (t.models) }
                     td.num { (t.attempts) }
                     td { @if let Some(st) = t.started_ms { (time(st)) } }
-                    td.num { @if let (Some(a), Some(b)) = (t.started_ms, t.finished_ms) { (span(b - a)) } }
+                    td.num { @if let (Some(a), Some(b)) = (t.started_ms, t.finished_ms) { (secs((b - a) as f64 / 1e3)) } }
                     td { @for l in detail.logs.iter().filter(|l| l.shard == t.shard) { a href=(format!("/runs/{}/logs/{}/{}", r.id, l.shard, l.attempt)) { "attempt " (l.attempt) } " " } }
                     td { (t.error.as_deref().unwrap_or("")) }
                 }
@@ -283,7 +286,7 @@ pub(crate) async fn run(
         h2 { "Export" }
         p {
             "Predictions, one Parquet file per task: "
-            @for (i, url) in detail.predictions.iter().enumerate() { a href=(url) { "shard " (i) } " " }
+            @for url in &detail.predictions { a href=(url) { "shard " (url.rsplit('/').next().unwrap_or("")) } " " }
             @if detail.predictions.is_empty() { span.muted { "none written yet" } }
         }
         p { "In the reference's CSV shape: " code { "fleetscore predictions export --run " (r.id) " --format csv --output out/" } }
