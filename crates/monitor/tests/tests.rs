@@ -7,3 +7,4 @@ mod fleet;
 mod health;
 mod metrics;
 mod pages;
+mod pipeline;
