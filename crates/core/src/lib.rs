@@ -4,12 +4,14 @@
 //! - [`reading`]: a reading, the checks every reading passes, and its log record codec;
 //! - [`time`]: the one grammar of times users write (files, requests, flags) and its formats;
 //! - [`clock`]: the wall clock, behind a trait so that time-based logic can be tested;
-//! - [`units`]: sizes (and the number-and-unit split durations share).
+//! - [`units`]: sizes (and the number-and-unit split durations share);
+//! - [`tokens`]: the bearer tokens every HTTP service checks.
 #![warn(missing_docs)]
 
 pub mod clock;
 pub mod reading;
 pub mod time;
+pub mod tokens;
 pub mod units;
 
 pub use clock::{Clock, ManualClock, SystemClock, now_ms};

@@ -7,6 +7,7 @@ mod fleet_cmd;
 mod ingest_cmd;
 mod models_cmd;
 mod schedule_cmd;
+mod serve_cmd;
 mod up_cmd;
 
 use std::process::ExitCode;
@@ -91,6 +92,9 @@ enum Command {
         #[command(subcommand)]
         command: ingest_cmd::LogCommand,
     },
+    /// The monitor: a dashboard, a JSON API (/api/v1/) and /metrics over the store, the
+    /// coordinator and (with --log-dir) the ingest log. Read-only.
+    Serve(serve_cmd::ServeArgs),
 }
 
 /// `fleetscore models ...`: files on disk, and the registry in the store.
@@ -100,6 +104,8 @@ enum ModelsCommand {
     File(models_cmd::ModelsCommand),
     #[command(flatten)]
     Registry(fleet_cmd::RegistryCommand),
+    #[command(flatten)]
+    Health(serve_cmd::HealthCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +140,9 @@ fn main() -> ExitCode {
         Command::Models {
             command: ModelsCommand::Registry(command),
         } => fleet_cmd::registry(&cli.store, command),
+        Command::Models {
+            command: ModelsCommand::Health(command),
+        } => serve_cmd::health(&cli.store, command),
         Command::Data {
             command: DataCommand::Import(args),
         } => fleet_cmd::data_import(&cli.store, args),
@@ -150,6 +159,7 @@ fn main() -> ExitCode {
         Command::Ingest { command } => ingest_cmd::ingest(command),
         Command::Aggregate { command } => aggregate_cmd::aggregate(&cli.store, command),
         Command::Log { command } => ingest_cmd::log(command),
+        Command::Serve(args) => serve_cmd::serve(&cli.store, args),
     };
     match result {
         Ok(code) => code,

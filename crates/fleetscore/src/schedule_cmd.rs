@@ -871,3 +871,56 @@ pub fn backfill(args: &StoreArgs, a: BackfillArgs) -> Result<ExitCode> {
         ExitCode::SUCCESS
     })
 }
+
+/// The schedules the monitor shows, read from the coordinator on its refresh thread.
+pub struct MonitorSchedules(pub std::sync::Arc<dyn Coordinator>);
+
+impl fleetscore_monitor::Schedules for MonitorSchedules {
+    fn schedules(&self, now_ms: i64) -> Option<Vec<fleetscore_monitor::ScheduleView>> {
+        let rows = match self.0.schedules() {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!("reading schedules for the monitor: {e}");
+                return Some(Vec::new());
+            }
+        };
+        let mut out = Vec::new();
+        for row in rows {
+            let Ok(def) = driver::definition(&row) else {
+                continue;
+            };
+            let history = self.0.ticks(&row.name, 50).unwrap_or_default();
+            let backfill = {
+                let ticks: Vec<_> = history.iter().filter(|t| t.backfill).collect();
+                let open = ticks.iter().filter(|t| t.state.is_open()).count() as u64;
+                (open > 0).then(|| (ticks.len() as u64 - open, ticks.len() as u64))
+            };
+            out.push(fleetscore_monitor::ScheduleView {
+                name: row.name.clone(),
+                definition: format!(
+                    "{}{}",
+                    describe(&def),
+                    if row.paused { " (paused)" } else { "" }
+                ),
+                window_ms: def.window_ms,
+                next_ticks: def
+                    .ticks_after(row.cursor_ms.unwrap_or(i64::MIN).max(now_ms))
+                    .take(10)
+                    .collect(),
+                history: history
+                    .into_iter()
+                    .map(|t| fleetscore_monitor::TickView {
+                        tick_ms: t.tick_ms,
+                        run_id: (t.attempts > 0).then_some(t.run_id),
+                        reason: match t.reason {
+                            Some(why) => format!("{}: {why}", t.state),
+                            None => t.state.to_string(),
+                        },
+                    })
+                    .collect(),
+                backfill,
+            });
+        }
+        Some(out)
+    }
+}

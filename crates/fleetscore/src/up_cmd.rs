@@ -37,6 +37,12 @@ pub struct UpArgs {
     /// Where ingest takes readings over HTTP.
     #[arg(long, default_value = "127.0.0.1:8086")]
     pub ingest_listen: SocketAddr,
+    /// Where the dashboard, the JSON API and /metrics are served.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Leave out the monitor (dashboard, API, /metrics).
+    #[arg(long)]
+    pub no_monitor: bool,
     /// Also take readings from this MQTT broker (`mqtt://host[:port]`, topic
     /// `sensors/{device}/{tag}`).
     #[arg(long)]
@@ -53,6 +59,10 @@ pub struct UpArgs {
     /// A partition idle this long (wall clock) has its windows closed.
     #[arg(long, default_value = "1m", value_parser = fleetscore_core::parse_duration)]
     pub idle_timeout: Duration,
+    /// Seconds a task's claim lasts without a heartbeat (after a crash, the wait before a task
+    /// held by the dead process runs again).
+    #[arg(long, default_value_t = 60)]
+    pub lease: u64,
     /// Worker threads executing runs (default: all cores).
     #[arg(long)]
     pub workers: Option<usize>,
@@ -168,6 +178,27 @@ pub fn up(args: &StoreArgs, a: UpArgs) -> Result<ExitCode> {
         Some(source)
     };
     let ingest_addr = http.as_ref().map(HttpSource::local_addr);
+    let monitor = if a.no_monitor {
+        None
+    } else {
+        fleetscore_monitor::check_listen(a.listen, None)?;
+        let listener = std::net::TcpListener::bind(a.listen)
+            .with_context(|| format!("the monitor cannot listen on {}", a.listen))?;
+        let coordinator: Arc<dyn fleetscore_jobs::coordinator::Coordinator> =
+            Arc::from(store_args.coordinator()?);
+        let monitor = fleetscore_monitor::Monitor::new(
+            fleetscore_monitor::Sources {
+                store: store_args.open()?,
+                coordinator: Some(Arc::clone(&coordinator)),
+                log_dir: log.as_ref().map(|_| log_dir.clone()),
+                schedules: Arc::new(crate::schedule_cmd::MonitorSchedules(coordinator)),
+                clock: Arc::new(SystemClock),
+                options: fleetscore_monitor::Options::default(),
+            },
+            None,
+        );
+        Some((listener, monitor))
+    };
     let _lock = if a.no_aggregate {
         None
     } else {
@@ -179,6 +210,7 @@ pub fn up(args: &StoreArgs, a: UpArgs) -> Result<ExitCode> {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
     let mut run_options = RunOptions {
+        lease: Duration::from_secs(a.lease.max(1)),
         model_limits: store_args.model_limits(),
         faults: crate::fleet_cmd::faults_from_env(),
         ..RunOptions::default()
@@ -192,6 +224,9 @@ pub fn up(args: &StoreArgs, a: UpArgs) -> Result<ExitCode> {
     if let Some(addr) = ingest_addr {
         println!("  ingest     http://{addr}/v1/readings");
     }
+    if let Some((listener, _)) = &monitor {
+        println!("  dashboard  http://{}/", listener.local_addr()?);
+    }
     println!("  store      {}", store.location());
     if let Some(log) = &log {
         println!(
@@ -204,6 +239,7 @@ pub fn up(args: &StoreArgs, a: UpArgs) -> Result<ExitCode> {
         "  parts      {}",
         [
             (!a.no_ingest).then_some("ingest"),
+            (!a.no_monitor).then_some("monitor"),
             (!a.no_aggregate).then_some("aggregate (windows and raw readings)"),
             (!a.no_scheduler).then_some("scheduler"),
             (threads > 0).then_some("workers"),
@@ -217,6 +253,7 @@ pub fn up(args: &StoreArgs, a: UpArgs) -> Result<ExitCode> {
     println!("  stop       Ctrl-C or SIGTERM");
 
     let failure = Failure::default();
+    let stop_arc = Arc::clone(&stop);
     std::thread::scope(|s| {
         let (stop, failure, store, log) = (&*stop, &failure, &store, &log);
         if let (Some(http), Some(log)) = (http, log.clone()) {
@@ -294,6 +331,14 @@ pub fn up(args: &StoreArgs, a: UpArgs) -> Result<ExitCode> {
                 }
             });
         }
+        if let Some((listener, monitor)) = monitor {
+            let stop_flag = Arc::clone(&stop_arc);
+            s.spawn(move || {
+                if let Err(e) = serve_monitor(listener, monitor, stop_flag) {
+                    failure.set("monitor", e, stop);
+                }
+            });
+        }
         if let (Some(demo), Some(addr)) = (demo, ingest_addr) {
             s.spawn(move || {
                 if let Err(e) = demo.run(addr, stop) {
@@ -334,6 +379,34 @@ fn print_event(e: &fleetscore_schedule::Event) {
     };
     println!("{line}");
     let _ = std::io::stdout().flush();
+}
+
+/// The dashboard, API and /metrics on a runtime of their own, refreshed in the background,
+/// until `stop`.
+fn serve_monitor(
+    listener: std::net::TcpListener,
+    monitor: Arc<fleetscore_monitor::Monitor>,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    let refresh = monitor.spawn_refresh(Duration::from_secs(2))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("monitor")
+        .build()?;
+    let served = runtime.block_on(async {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        fleetscore_monitor::serve(listener, fleetscore_monitor::app(monitor), async move {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+    });
+    refresh.stop();
+    served?;
+    Ok(())
 }
 
 /// Ingest's sources on a runtime of their own, until `stop`.

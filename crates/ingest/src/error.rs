@@ -1,7 +1,6 @@
 //! What can go wrong in ingest, naming the setting, file, address or broker answer.
 
 use std::fmt;
-use std::path::PathBuf;
 
 use crate::kafka::KafkaCode;
 
@@ -16,14 +15,9 @@ pub enum Error {
     /// on a public address without tokens.
     #[error("{0}")]
     Config(String),
-    /// A tokens file that is not one, or that holds a token too short to be secret.
-    #[error("{}: {reason}", path.display())]
-    Tokens {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it, and what was expected.
-        reason: String,
-    },
+    /// A tokens file that cannot be read, is not one, or holds a token too short to be secret.
+    #[error(transparent)]
+    Tokens(#[from] fleetscore_core::tokens::TokensError),
     /// An operating system call failed: what was being done, to which file or address.
     #[error("{what}")]
     Io {

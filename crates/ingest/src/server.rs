@@ -18,18 +18,17 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use fleetscore_core::now_ms;
+use fleetscore_core::tokens::bearer_credentials;
 use fleetscore_log::Log;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Buf, Bytes};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -41,58 +40,7 @@ use crate::parse::{self, Admit, At, Format};
 use crate::reading::{Invalid, Limits};
 use crate::source::{Shutdown, Source};
 
-/// Who may write: bearer tokens, each optionally limited to some devices.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Tokens {
-    /// The tokens.
-    pub tokens: Vec<Token>,
-}
-
-/// One bearer token.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Token {
-    /// A name for logs and stats (never the secret).
-    pub name: String,
-    /// The secret the client sends as `Authorization: Bearer <token>`.
-    pub token: String,
-    /// If given, the only devices this token may write readings for.
-    #[serde(default)]
-    pub devices: Option<HashSet<String>>,
-}
-
-impl Tokens {
-    /// Reads a tokens file: `{"tokens": [{"name": "site-a", "token": "…", "devices": ["d1"]}]}`.
-    pub fn load(path: &Path) -> Result<Tokens> {
-        let bytes = std::fs::read(path).map_err(|e| Error::Io {
-            what: path.display().to_string(),
-            source: e,
-        })?;
-        let t: Tokens = serde_json::from_slice(&bytes).map_err(|e| Error::Tokens {
-            path: path.to_path_buf(),
-            reason: format!(
-                "not a tokens file ({e}); expected {{\"tokens\": [{{\"name\": \"site-a\", \"token\": \"…\", \"devices\": [\"d1\"]}}]}}"
-            ),
-        })?;
-        if let Some(bad) = t.tokens.iter().find(|t| t.token.len() < 16) {
-            return Err(Error::Tokens {
-                path: path.to_path_buf(),
-                reason: format!("token `{}` is shorter than 16 characters", bad.name),
-            });
-        }
-        Ok(t)
-    }
-
-    fn find(&self, secret: &str) -> Option<&Token> {
-        self.tokens
-            .iter()
-            .find(|t| constant_time_eq(t.token.as_bytes(), secret.as_bytes()))
-    }
-}
-
-/// Compares without stopping at the first difference, so timing does not reveal a prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub use fleetscore_core::tokens::{Token, Tokens};
 
 struct Scope<'a>(&'a HashSet<String>);
 
@@ -483,11 +431,6 @@ where
 
 /// The credentials of an `Authorization: Bearer <token>` header; the scheme is matched without
 /// regard to case, as RFC 7235 says.
-fn bearer_credentials(header: &str) -> Option<&str> {
-    let (scheme, credentials) = header.trim_start().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(credentials)
-}
-
 fn retry_later(message: String) -> Response<Full<Bytes>> {
     let mut r = error(StatusCode::TOO_MANY_REQUESTS, message);
     r.headers_mut()
@@ -884,15 +827,6 @@ mod tests {
         stalled.abort();
         drop((app, log));
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn the_bearer_scheme_is_matched_without_regard_to_case() {
-        assert_eq!(bearer_credentials("Bearer abc"), Some("abc"));
-        assert_eq!(bearer_credentials("bearer abc"), Some("abc"));
-        assert_eq!(bearer_credentials("BEARER abc"), Some("abc"));
-        assert_eq!(bearer_credentials("Basic abc"), None);
-        assert_eq!(bearer_credentials("Bearerabc"), None);
     }
 
     #[tokio::test]

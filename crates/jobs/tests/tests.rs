@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use arrow_array::{Array, Float64Array, Int8Array, StringArray, TimestampMillisecondArray};
 use fleetscore_jobs::RunStatus;
-use fleetscore_jobs::coordinator::Coordinator;
 use fleetscore_jobs::coordinator::postgres::PostgresCoordinator;
 use fleetscore_jobs::coordinator::sqlite::SqliteCoordinator;
+use fleetscore_jobs::coordinator::{Coordinator, FailureKind};
 use fleetscore_jobs::readings::{self, Columns};
 use fleetscore_jobs::registry::{self, Imported, NewModel};
 use fleetscore_jobs::run::{self, RunOptions, RunRequest};
@@ -246,6 +246,23 @@ fn check_reference_run(f: &Fleet) {
         run::record(&f.store, &record.run_id).unwrap().unwrap(),
         record
     );
+    // Every task left its per-model counts, and they add up to the record's.
+    let summaries = run::summaries(&f.store, &record.run_id).unwrap();
+    assert_eq!(summaries.len() as u32, record.tasks);
+    let scored: Vec<&run::Scored> = summaries.iter().flat_map(|s| &s.scored).collect();
+    assert_eq!(scored.len(), 15);
+    assert_eq!(scored.iter().map(|m| m.rows).sum::<u64>(), record.rows);
+    assert_eq!(
+        scored.iter().map(|m| m.anomalies).sum::<u64>(),
+        record.anomalies
+    );
+    // Four of the reference models flag every reading they see.
+    let always: Vec<String> = scored
+        .iter()
+        .filter(|m| m.anomalies == m.rows)
+        .map(|m| format!("{}/{}", m.device, m.tag))
+        .collect();
+    assert_eq!(always.len(), 4, "{always:?}");
 }
 
 #[test]
@@ -415,6 +432,21 @@ fn a_broken_model_fails_alone_and_the_run_goes_on() {
         .collect();
     assert!(reasons["2/4"].contains("truncated pickle"), "{reasons:?}");
     assert!(!reasons.contains_key("3/1"), "{reasons:?}");
+    assert_eq!(record.failures[0].kind, FailureKind::Load);
+    // The task summaries say the same per model: 2/4 failed, 3/1 had no windows to score.
+    let summaries = run::summaries(&f.store, &record.run_id).unwrap();
+    let failed: Vec<(&str, FailureKind)> = summaries
+        .iter()
+        .flat_map(|s| &s.failed)
+        .map(|m| (m.device.as_str(), m.kind))
+        .collect();
+    assert_eq!(failed, [("2", FailureKind::Load)]);
+    let no_data: Vec<String> = summaries
+        .iter()
+        .flat_map(|s| &s.no_data)
+        .map(|m| format!("{}/{}", m.device, m.tag))
+        .collect();
+    assert_eq!(no_data, ["3/1"]);
     let expected_rows = expected()
         .keys()
         .filter(|(_, d, t)| ![("2", "4"), ("3", "1")].contains(&(d.as_str(), t.as_str())))

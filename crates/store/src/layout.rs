@@ -26,6 +26,8 @@
 //! aggregate/{name}/intent.json                     the epoch it is writing
 //! predictions/run={run}/shard-{NNNNN}.parquet      one shard task's predictions
 //! logs/run={run}/shard-{NNNNN}.attempt-{K}.log     each attempt's log and timings
+//! summaries/run={run}/shard-{NNNNN}.json           one shard task's per-model counts
+//!                                                  (rows, anomalies, no data, failures)
 //! runs/{run}.json                                  the run record
 //! ```
 //!
@@ -269,6 +271,17 @@ pub fn task_log(run: &str, shard: u32, attempt: u32) -> String {
 /// Folder of a run's task logs.
 pub fn logs_dir(run: &str) -> String {
     format!("logs/run={run}")
+}
+
+/// One shard task's per-model summary: what each of its models did, for the monitor's model
+/// health (one small object per task, so nobody reads predictions to count anomalies).
+pub fn task_summary(run: &str, shard: u32) -> String {
+    format!("summaries/run={run}/shard-{shard:05}.json")
+}
+
+/// Folder of a run's task summaries.
+pub fn summaries_dir(run: &str) -> String {
+    format!("summaries/run={run}")
 }
 
 /// The longest run id, in bytes.

@@ -119,8 +119,51 @@ pub struct ModelFailure {
     pub tag: String,
     /// Model version.
     pub version: String,
+    /// What failed, in a word a metric can count by (`reason` has the detail).
+    #[serde(default)]
+    pub kind: FailureKind,
     /// The error.
     pub reason: String,
+}
+
+/// Which step of scoring a model failed: few values, so that counts by kind stay meaningful
+/// (a failure's `reason` names the model and the detail).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// Its file is missing from the store.
+    Missing,
+    /// Its file did not load: refused, corrupt, or over its memory budget.
+    Load,
+    /// Its configured features do not fit the model or the data.
+    Features,
+    /// Scoring its rows failed.
+    Score,
+    /// Recorded before kinds were kept.
+    #[default]
+    Unknown,
+}
+
+impl FailureKind {
+    /// Every kind.
+    pub const ALL: [FailureKind; 5] = [
+        FailureKind::Missing,
+        FailureKind::Load,
+        FailureKind::Features,
+        FailureKind::Score,
+        FailureKind::Unknown,
+    ];
+
+    /// The word it is stored as.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Missing => "missing",
+            FailureKind::Load => "load",
+            FailureKind::Features => "features",
+            FailureKind::Score => "score",
+            FailureKind::Unknown => "unknown",
+        }
+    }
 }
 
 /// What a completed task did.

@@ -1,13 +1,15 @@
 //! A fleet run: plan shard tasks for a window ([`plan()`]), hand them to the coordinator
 //! ([`start`]), execute them on worker threads ([`work`], [`serve`]), each task reading its
 //! slice once and writing its predictions and log ([`execute_task`]), and write the run record
-//! ([`RunRecord`], [`finalize`]). One module each: `plan`, `task`, `worker`, `record`.
+//! ([`RunRecord`], [`finalize`]), with each task's per-model counts ([`TaskSummary`]). One
+//! module each: `plan`, `task`, `worker`, `record`, `summary`.
 //!
 //! Outputs are named by the run and shard, so a retried or re-run task replaces its output and
 //! never duplicates it.
 
 mod plan;
 mod record;
+mod summary;
 mod task;
 mod worker;
 
@@ -23,6 +25,7 @@ pub use fleetscore_core::{now_ms, rfc3339};
 pub use plan::{Plan, plan};
 use record::missing_record;
 pub use record::{RunRecord, TaskFailure, predictions, record};
+pub use summary::{SUMMARY_FORMAT, Scored, TaskSummary, Unscored, parse_summary, summaries};
 pub use task::{Attempt, execute_task};
 pub use worker::{Served, serve, work};
 
@@ -181,7 +184,11 @@ pub fn start(
     // Running a window again replaces its outputs: a task writes its predictions once per run
     // (see `execute_task`), so the earlier run's go first — exactly this run's: the files
     // directly in its folders (run ids are one path segment, so no other run's are below).
-    for dir in [layout::predictions_dir(&id), layout::logs_dir(&id)] {
+    for dir in [
+        layout::predictions_dir(&id),
+        layout::logs_dir(&id),
+        layout::summaries_dir(&id),
+    ] {
         let inside = format!("{dir}/");
         for entry in store.list(&dir)? {
             if entry

@@ -9,10 +9,12 @@ use fleetscore_store::{Store, layout};
 use fleetscore_table::predictions;
 use fleetscore_table::windows::{self, Windows};
 
-use crate::coordinator::{ModelFailure, ModelRef, RunSpec, TaskResult, TaskSpec};
+use crate::coordinator::{FailureKind, ModelFailure, ModelRef, RunSpec, TaskResult, TaskSpec};
 use crate::error::{Error, Result, RetryHint};
 use crate::readings::{self, hours_between};
 use crate::registry::{self, FeatureSource};
+
+use super::summary::{SUMMARY_FORMAT, Scored, TaskSummary, Unscored};
 
 /// One attempt at a task: where it runs and under which limits.
 #[derive(Debug, Clone, Copy)]
@@ -29,7 +31,8 @@ pub struct Attempt<'a> {
     pub model_limits: &'a Limits,
 }
 
-/// Executes one task: reads its slice, scores its models, writes predictions and log.
+/// Executes one task: reads its slice, scores its models, writes predictions, the per-model
+/// summary and the log.
 pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
     let Attempt {
         store,
@@ -120,6 +123,14 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
             })
             .collect(),
     };
+    let mut summary = TaskSummary {
+        format: SUMMARY_FORMAT,
+        run_id: spec.id.clone(),
+        shard: task.shard,
+        attempt,
+        worker: worker.to_string(),
+        ..TaskSummary::default()
+    };
     let mut cols = predictions::Builder::with_capacity(rows);
     let mut decision = Vec::new();
     let mut predicted = Vec::new();
@@ -130,33 +141,53 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
                 Some(rows) => Ok(rows),
                 None => {
                     result.models_without_data += 1;
+                    summary.no_data.push(Unscored {
+                        device: m.device.clone(),
+                        tag: m.tag.clone(),
+                        version: m.version.clone(),
+                    });
                     continue;
                 }
             },
-            Err(e) => Err(e),
+            Err(e) => Err((FailureKind::Features, e)),
         };
         let file = files
             .remove(&layout::model_file(&m.device, &m.tag, &m.version))
             .unwrap_or_else(|| registry::model_bytes(store, &m.device, &m.tag, &m.version));
+        // Each step says what failed, for counts by kind.
         let scored = data.and_then(|data| {
-            let model = Model::from_bytes_within(&file?, model_limits)?;
+            let file = file.map_err(|e| {
+                let kind = match e {
+                    Error::Store(fleetscore_store::Error::NotFound(_)) => FailureKind::Missing,
+                    _ => FailureKind::Load,
+                };
+                (kind, e)
+            })?;
+            let model = Model::from_bytes_within(&file, model_limits)
+                .map_err(|e| (FailureKind::Load, e.into()))?;
             if model.n_features() != m.features.len() {
-                return Err(Error::Invalid(format!(
-                    "the model expects {} features; its configuration feeds it {} ({})",
-                    model.n_features(),
-                    m.features.len(),
-                    m.features.join(",")
-                )));
+                return Err((
+                    FailureKind::Features,
+                    Error::Invalid(format!(
+                        "the model expects {} features; its configuration feeds it {} ({})",
+                        model.n_features(),
+                        m.features.len(),
+                        m.features.join(",")
+                    )),
+                ));
             }
-            data.matrix(&m.features, &mut x)?;
+            data.matrix(&m.features, &mut x)
+                .map_err(|e| (FailureKind::Features, e))?;
             decision.resize(data.len(), 0.0);
             predicted.resize(data.len(), 0i8);
-            model.score(&x, &mut decision, &mut predicted)?;
+            model
+                .score(&x, &mut decision, &mut predicted)
+                .map_err(|e| (FailureKind::Score, e.into()))?;
             Ok(data)
         });
         let data = match scored {
             Ok(data) => data,
-            Err(e) => {
+            Err((kind, e)) => {
                 // A store failure is the task's problem (retry); anything else is this model's.
                 if matches!(e, Error::Store(_)) && e.retry() == RetryHint::Retry {
                     return Err(e);
@@ -165,12 +196,15 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
                     "model {}/{} {}: FAILED: {e}",
                     m.device, m.tag, m.version
                 ));
-                result.failures.push(ModelFailure {
+                let failure = ModelFailure {
                     device: m.device.clone(),
                     tag: m.tag.clone(),
                     version: m.version.clone(),
+                    kind,
                     reason: e.to_string(),
-                });
+                };
+                summary.failed.push(failure.clone());
+                result.failures.push(failure);
                 continue;
             }
         };
@@ -183,6 +217,13 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
         result.models_scored += 1;
         result.rows += n as u64;
         result.anomalies += anomalies as u64;
+        summary.scored.push(Scored {
+            device: m.device.clone(),
+            tag: m.tag.clone(),
+            version: m.version.clone(),
+            rows: n as u64,
+            anomalies: anomalies as u64,
+        });
         cols.add_model(&m.device, &m.tag, &m.version, n);
         match data {
             Rows::Readings(series) => {
@@ -210,6 +251,15 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
         line("predictions were already written by an earlier attempt: kept".into());
     }
     result.write_seconds = write_started.elapsed().as_secs_f64();
+    // Every attempt counts the same from the same plan, so whichever attempt writes last
+    // writes what the first did.
+    summary.read_seconds = result.read_seconds;
+    summary.score_seconds = result.score_seconds;
+    summary.write_seconds = result.write_seconds;
+    store.put(
+        &layout::task_summary(&spec.id, task.shard),
+        serde_json::to_vec(&summary).expect("serializable"),
+    )?;
     line(format!(
         "done: {} models scored, {} without data, {} failed; {} rows, {} anomalies; read {:.3}s, score {:.3}s, write {:.3}s",
         result.models_scored,
