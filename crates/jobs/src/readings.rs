@@ -2,17 +2,18 @@
 //! value), partitioned by hour and device bucket, and read back a slice at a time.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
 use arrow_array::types::Int32Type;
 use arrow_array::{
-    Array, ArrayRef, DictionaryArray, Float64Array, Int32Array, Int64Array, RecordBatch,
-    StringArray, TimestampMillisecondArray,
+    Array, ArrayRef, DictionaryArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
 };
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
 
 use fleetscore_store::{Store, layout};
-use fleetscore_table::RowPosition;
+use fleetscore_table::parquet_direct::{self, Column, TextRunsBuilder, Values};
+use fleetscore_table::{RowPosition, Text};
 
 use crate::error::{Error, Result};
 
@@ -85,83 +86,115 @@ pub fn hours_between(from_ms: i64, to_ms: i64) -> Vec<String> {
 use fleetscore_core::time::check_time;
 pub use fleetscore_core::time::{format_time, parse_time};
 
-/// A column as text (numbers are formatted), for device and tag ids.
-fn text_column(batch: &RecordBatch, name: &str) -> Result<StringArray> {
-    let array = batch
+/// The input column `name` of `batch`.
+fn column<'b>(batch: &'b RecordBatch, name: &str) -> Result<&'b ArrayRef> {
+    batch
         .column_by_name(name)
-        .ok_or_else(|| Error::Invalid(format!("no column `{name}` in the input")))?;
-    let cast = arrow_cast::cast(array, &DataType::Utf8)
-        .map_err(|e| Error::Invalid(format!("column `{name}`: {e}")))?;
-    Ok(cast
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .expect("cast to Utf8")
-        .clone())
+        .ok_or_else(|| Error::Invalid(format!("no column `{name}` in the input")))
 }
 
-fn times_of(batch: &RecordBatch, name: &str, start: RowPosition) -> Result<Vec<i64>> {
-    let array = batch
-        .column_by_name(name)
-        .ok_or_else(|| Error::Invalid(format!("no column `{name}` in the input")))?;
-    // Text times of any width (large strings, views, dictionaries) are parsed as text.
-    let array = &fleetscore_table::plain_text(array)?;
+/// Parses a column's times into `out` (epoch milliseconds). Text is parsed once per distinct
+/// value where that is cheap to see: once per dictionary entry, and once per run of rows that
+/// repeat the previous row's text (readings come ordered by time, so a time repeats for every
+/// sensor).
+fn times_of(batch: &RecordBatch, name: &str, start: RowPosition, out: &mut Vec<i64>) -> Result<()> {
+    // Text times of any width (large strings, views, dictionaries of them) are parsed as text.
+    let array = &fleetscore_table::normalize_text(column(batch, name)?)?;
     let bad =
         |i: usize, m: String| Error::Invalid(format!("{}, column `{name}`: {m}", start.advance(i)));
-    match array.data_type() {
-        DataType::Utf8 => {
-            let s = array.as_any().downcast_ref::<StringArray>().expect("Utf8");
-            (0..s.len())
-                .map(|i| {
-                    if s.is_null(i) {
+    out.clear();
+    out.reserve(array.len());
+    match Text::of(array) {
+        Some(Text::Dict(keys, values, _)) => {
+            let mut parsed: Vec<Option<i64>> = vec![None; values.len()];
+            for i in 0..keys.len() {
+                if keys.is_null(i) {
+                    return Err(bad(i, "missing time".into()));
+                }
+                let k = keys.value(i) as usize;
+                let t = match parsed[k] {
+                    Some(t) => t,
+                    None => {
+                        let t = parse_time(values.value(k)).map_err(|e| bad(i, e.to_string()))?;
+                        parsed[k] = Some(t);
+                        t
+                    }
+                };
+                out.push(t);
+            }
+        }
+        Some(Text::Plain(s)) => {
+            let mut last: Option<(&str, i64)> = None;
+            for i in 0..s.len() {
+                if s.is_null(i) {
+                    return Err(bad(i, "missing time".into()));
+                }
+                let text = s.value(i);
+                let t = match last {
+                    Some((previous, t)) if previous == text => t,
+                    _ => {
+                        let t = parse_time(text).map_err(|e| bad(i, e.to_string()))?;
+                        last = Some((text, t));
+                        t
+                    }
+                };
+                out.push(t);
+            }
+        }
+        None => match array.data_type() {
+            // Integers are epoch milliseconds; timestamps are brought to milliseconds first.
+            DataType::Int64
+            | DataType::Int32
+            | DataType::UInt32
+            | DataType::UInt64
+            | DataType::Timestamp(_, _) => {
+                let cast = |a: &dyn Array, t: &DataType| {
+                    arrow_cast::cast(a, t).map_err(|e| bad(0, e.to_string()))
+                };
+                let ms = if matches!(array.data_type(), DataType::Timestamp(_, _)) {
+                    let t = cast(
+                        array.as_ref(),
+                        &DataType::Timestamp(TimeUnit::Millisecond, None),
+                    )?;
+                    cast(t.as_ref(), &DataType::Int64)?
+                } else {
+                    cast(array.as_ref(), &DataType::Int64)?
+                };
+                let v = ms.as_any().downcast_ref::<Int64Array>().expect("Int64");
+                for i in 0..v.len() {
+                    if v.is_null(i) {
                         return Err(bad(i, "missing time".into()));
                     }
-                    parse_time(s.value(i)).map_err(|e| bad(i, e.to_string()))
-                })
-                .collect()
-        }
-        // Integers are epoch milliseconds; timestamps are brought to milliseconds first.
-        DataType::Int64
-        | DataType::Int32
-        | DataType::UInt32
-        | DataType::UInt64
-        | DataType::Timestamp(_, _) => {
-            let cast = |a: &dyn Array, t: &DataType| {
-                arrow_cast::cast(a, t).map_err(|e| bad(0, e.to_string()))
-            };
-            let ms = if matches!(array.data_type(), DataType::Timestamp(_, _)) {
-                let t = cast(
-                    array.as_ref(),
-                    &DataType::Timestamp(TimeUnit::Millisecond, None),
-                )?;
-                cast(t.as_ref(), &DataType::Int64)?
-            } else {
-                cast(array.as_ref(), &DataType::Int64)?
-            };
-            let v = ms.as_any().downcast_ref::<Int64Array>().expect("Int64");
-            (0..v.len())
-                .map(|i| {
-                    if v.is_null(i) {
-                        Err(bad(i, "missing time".into()))
-                    } else {
-                        let ms = v.value(i);
-                        check_time(ms).map_err(|e| bad(i, e.to_string()))
-                    }
-                })
-                .collect()
-        }
-        other => Err(bad(0, format!("type {other} is not a time"))),
+                    out.push(check_time(v.value(i)).map_err(|e| bad(i, e.to_string()))?);
+                }
+            }
+            other => return Err(bad(0, format!("type {other} is not a time"))),
+        },
     }
+    Ok(())
 }
 
 /// Rows buffered by an import before the largest partition is written out: bounds memory
 /// whatever the file's size.
 const IMPORT_BUFFER_ROWS: usize = 4_000_000;
 
+/// The names of ids, by id: appended to by the reading thread, read by the writers.
+type Names = Arc<RwLock<Vec<String>>>;
+
+/// Integer ids below this are looked up in a table rather than hashed (tags are often 1, 2, ...).
+const SMALL_NUMBERS: i64 = 4096;
+
 /// Ids of the devices and tags an import has seen, so that buffered rows hold numbers.
 #[derive(Default)]
 struct Interner {
     ids: HashMap<String, u32>,
-    names: Vec<String>,
+    /// Ids of integer columns' values, so that a number is formatted once, not per row: small
+    /// non-negative ones by value (`u32::MAX`: not seen yet), others hashed.
+    small: Vec<u32>,
+    numbers: HashMap<i64, u32>,
+    names: Names,
+    /// How many names there are (without taking the lock).
+    len: usize,
 }
 
 impl Interner {
@@ -171,15 +204,118 @@ impl Interner {
             return Ok(id);
         }
         fleetscore_core::check_id(what, s).map_err(|e| e.0)?;
-        let id = self.names.len() as u32;
-        self.names.push(s.to_string());
+        let id = self.len as u32;
+        self.names.write().expect("names lock").push(s.to_string());
+        self.len += 1;
         self.ids.insert(s.to_string(), id);
         Ok(id)
+    }
+
+    /// The id of an integer id (its decimal text).
+    fn number_id(&mut self, what: &str, v: i64) -> std::result::Result<u32, String> {
+        if (0..SMALL_NUMBERS).contains(&v) {
+            if let Some(&id) = self.small.get(v as usize).filter(|&&id| id != u32::MAX) {
+                return Ok(id);
+            }
+        } else if let Some(&id) = self.numbers.get(&v) {
+            return Ok(id);
+        }
+        let id = self.id(what, &v.to_string())?;
+        if (0..SMALL_NUMBERS).contains(&v) {
+            if self.small.len() <= v as usize {
+                self.small.resize(v as usize + 1, u32::MAX);
+            }
+            self.small[v as usize] = id;
+        } else {
+            self.numbers.insert(v, id);
+        }
+        Ok(id)
+    }
+
+    /// The ids of column `name`'s rows (device or tag ids, `what`) into `out`: text (plain, or
+    /// looked up once per dictionary entry), integers (formatted once per distinct value), or
+    /// anything else as the text Arrow formats it in.
+    fn ids_of(
+        &mut self,
+        what: &str,
+        batch: &RecordBatch,
+        name: &str,
+        start: RowPosition,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
+        let array = column(batch, name)?;
+        let bad = |i: usize, e: String| Error::Invalid(format!("{}: {e}", start.advance(i)));
+        let missing = |i: usize| bad(i, "empty device or tag".into());
+        out.clear();
+        out.reserve(array.len());
+        if array.data_type().is_integer() {
+            let cast = arrow_cast::cast(array, &DataType::Int64)
+                .map_err(|e| Error::Invalid(format!("column `{name}`: {e}")))?;
+            let v = cast.as_any().downcast_ref::<Int64Array>().expect("Int64");
+            let mut last = None;
+            for i in 0..v.len() {
+                if v.is_null(i) {
+                    return Err(missing(i));
+                }
+                let x = v.value(i);
+                let id = match last {
+                    Some((previous, id)) if previous == x => id,
+                    _ => self.number_id(what, x).map_err(|e| bad(i, e))?,
+                };
+                last = Some((x, id));
+                out.push(id);
+            }
+            return Ok(());
+        }
+        let text = match array.data_type() {
+            t if fleetscore_table::is_text(t) => fleetscore_table::normalize_text(array)?,
+            _ => arrow_cast::cast(array, &DataType::Utf8)
+                .map_err(|e| Error::Invalid(format!("column `{name}`: {e}")))?,
+        };
+        match Text::of(&text).expect("text normalized to Utf8 or a dictionary of it") {
+            Text::Dict(keys, values, _) => {
+                let mut ids: Vec<Option<u32>> = vec![None; values.len()];
+                for i in 0..keys.len() {
+                    if keys.is_null(i) {
+                        return Err(missing(i));
+                    }
+                    let k = keys.value(i) as usize;
+                    let id = match ids[k] {
+                        Some(id) => id,
+                        None => {
+                            let id = self.id(what, values.value(k)).map_err(|e| bad(i, e))?;
+                            ids[k] = Some(id);
+                            id
+                        }
+                    };
+                    out.push(id);
+                }
+            }
+            Text::Plain(s) => {
+                let mut last: Option<(&str, u32)> = None;
+                for i in 0..s.len() {
+                    if s.is_null(i) {
+                        return Err(missing(i));
+                    }
+                    let v = s.value(i);
+                    let id = match last {
+                        Some((previous, id)) if previous == v => id,
+                        _ => self.id(what, v).map_err(|e| bad(i, e))?,
+                    };
+                    last = Some((v, id));
+                    out.push(id);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
 /// One buffered reading: time, device id, tag id, value.
 type Row = (i64, u32, u32, f64);
+
+/// The rows buffered for one hour, per device bucket.
+type HourRows = Vec<Vec<Row>>;
 
 /// Imports a CSV or Parquet file of readings into the store. Memory is bounded: when more than
 /// a few million rows are buffered, the largest (hour, bucket) partition is written as a file
@@ -197,7 +333,13 @@ pub fn import_buffered(
     buffer_rows: usize,
 ) -> Result<ImportSummary> {
     let wanted = [&columns.time, &columns.device, &columns.tag, &columns.value].map(String::as_str);
-    let mut reader = fleetscore_table::open_columns(path, buffer_rows.clamp(1, 65_536), &wanted)?;
+    // Parquet text comes as dictionary keys: ids and times are then looked up and parsed once
+    // per dictionary entry instead of once per row.
+    let mut reader = fleetscore_table::open_columns_dictionary_text(
+        path,
+        buffer_rows.clamp(1, 65_536),
+        &wanted,
+    )?;
     // Every column named must be there, even in a file without rows: an empty file is an
     // error, not an import of nothing.
     let schema = reader.schema();
@@ -215,137 +357,280 @@ pub fn import_buffered(
             )));
         }
     }
-    let mut groups: BTreeMap<(i64, u32), Vec<Row>> = BTreeMap::new();
-    let mut buffered = 0usize;
-    let mut summary = ImportSummary::default();
     let mut devices = Interner::default();
     let mut tags = Interner::default();
+    let names = (devices.names.clone(), tags.names.clone());
+    // Partitions are written by other threads while this one reads on; the channel's bound
+    // keeps memory to the buffer and a few partitions in flight.
+    let writers = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 2));
+    let (send, receive) = std::sync::mpsc::sync_channel::<Partition>(writers);
+    let receive = Mutex::new(receive);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..writers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut writer = PartitionWriter::default();
+                    let mut written = ImportSummary::default();
+                    loop {
+                        let next = receive.lock().expect("receiver lock").recv();
+                        let Ok(partition) = next else {
+                            return Ok(written);
+                        };
+                        writer.write(store, partition, &names, &mut written)?;
+                    }
+                })
+            })
+            .collect();
+        let read = read_partitions(
+            reader.as_mut(),
+            columns,
+            buffer_rows,
+            (&mut devices, &mut tags),
+            &send,
+        );
+        drop(send);
+        let written: Vec<Result<ImportSummary>> = handles
+            .into_iter()
+            .map(|h| h.join().expect("import writer panicked"))
+            .collect();
+        // A writer's error first: the reader stops with a bare "channel closed" once every
+        // writer has failed.
+        let mut summary = match read {
+            Ok(summary) => summary,
+            Err(e) => return Err(written.into_iter().find_map(Result::err).unwrap_or(e)),
+        };
+        for w in written {
+            let w = w?;
+            summary.files_written += w.files_written;
+            summary.files_present += w.files_present;
+            summary.hours.extend(w.hours);
+        }
+        Ok(summary)
+    })
+}
+
+/// One partition's rows, to be written as a file: (hour since the epoch, device bucket) and its
+/// readings.
+type Partition = ((i64, u32), Vec<Row>);
+
+/// Reads every batch and sends partitions to `send`: the largest whenever more than
+/// `buffer_rows` rows are buffered, and the rest at the end. Returns what was read; the files
+/// are counted by the writers.
+fn read_partitions(
+    reader: &mut dyn fleetscore_table::BatchReader,
+    columns: &Columns,
+    buffer_rows: usize,
+    (devices, tags): (&mut Interner, &mut Interner),
+    send: &std::sync::mpsc::SyncSender<Partition>,
+) -> Result<ImportSummary> {
+    let stopped = || Error::Invalid("the import's writers stopped".into());
+    let mut hours: BTreeMap<i64, HourRows> = BTreeMap::new();
+    let mut buffered = 0usize;
+    let mut summary = ImportSummary::default();
     let mut buckets: Vec<u32> = Vec::new();
-    let mut sensors = BTreeSet::new();
-    let mut values = Vec::new();
+    // Per device id, a bit per tag id seen with it: counts sensors without a set lookup per row.
+    let mut sensors: Vec<Vec<u64>> = Vec::new();
+    let mut n_sensors = 0usize;
+    let (mut ts, mut device_ids, mut tag_ids, mut values) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     loop {
         let start = reader.next_position();
         let Some(batch) = reader.next() else { break };
         let batch = batch?;
-        let ts = times_of(&batch, &columns.time, start)?;
-        let device_col = text_column(&batch, &columns.device)?;
-        let tag_col = text_column(&batch, &columns.tag)?;
+        times_of(&batch, &columns.time, start, &mut ts)?;
+        devices.ids_of("device", &batch, &columns.device, start, &mut device_ids)?;
+        tags.ids_of("tag", &batch, &columns.tag, start, &mut tag_ids)?;
         fleetscore_table::feature_matrix(
             &batch,
             std::slice::from_ref(&columns.value),
             start,
             &mut values,
         )?;
-        for (i, (t, v)) in ts.into_iter().zip(values.iter()).enumerate() {
-            if device_col.is_null(i) || tag_col.is_null(i) {
-                return Err(Error::Invalid(format!(
-                    "{}: empty device or tag",
-                    start.advance(i)
-                )));
+        if buckets.len() < devices.len {
+            let names = devices.names.read().expect("names lock");
+            while buckets.len() < names.len() {
+                buckets.push(layout::bucket(&names[buckets.len()]));
+                sensors.push(Vec::new());
             }
-            let bad = |e: String| Error::Invalid(format!("{}: {e}", start.advance(i)));
-            let d = devices.id("device", device_col.value(i)).map_err(bad)?;
-            let g = tags.id("tag", tag_col.value(i)).map_err(bad)?;
-            if d as usize == buckets.len() {
-                buckets.push(layout::bucket(&devices.names[d as usize]));
-            }
-            summary.span = Some(match summary.span {
-                None => (t, t),
-                Some((lo, hi)) => (lo.min(t), hi.max(t)),
-            });
-            sensors.insert((d, g));
-            groups
-                .entry((t.div_euclid(HOUR_MS), buckets[d as usize]))
-                .or_default()
-                .push((t, d, g, *v));
-            summary.rows += 1;
-            buffered += 1;
         }
+        let n = ts.len();
+        if let (Some(lo), Some(hi)) = (ts.iter().min(), ts.iter().max()) {
+            summary.span = Some(match summary.span {
+                None => (*lo, *hi),
+                Some((a, b)) => (a.min(*lo), b.max(*hi)),
+            });
+        }
+        // Runs of rows in one hour go to that hour's buckets.
+        let mut i = 0;
+        while i < n {
+            let hour = ts[i].div_euclid(HOUR_MS);
+            let slots = hours
+                .entry(hour)
+                .or_insert_with(|| vec![Vec::new(); layout::BUCKETS as usize]);
+            while i < n && ts[i].div_euclid(HOUR_MS) == hour {
+                let (d, g) = (device_ids[i], tag_ids[i]);
+                let seen = &mut sensors[d as usize];
+                let (word, bit) = (g as usize / 64, 1u64 << (g % 64));
+                if word >= seen.len() {
+                    seen.resize(word + 1, 0);
+                }
+                if seen[word] & bit == 0 {
+                    seen[word] |= bit;
+                    n_sensors += 1;
+                }
+                slots[buckets[d as usize] as usize].push((ts[i], d, g, values[i]));
+                i += 1;
+            }
+        }
+        summary.rows += n as u64;
+        buffered += n;
         while buffered > buffer_rows {
-            let key = *groups
-                .iter()
-                .max_by_key(|(k, rows)| (rows.len(), std::cmp::Reverse(**k)))
-                .expect("rows buffered")
-                .0;
-            let rows = groups.remove(&key).expect("present");
+            // The largest partition, the earliest of equals.
+            let mut largest: Option<((i64, u32), usize)> = None;
+            for (&hour, slots) in &hours {
+                for (b, rows) in slots.iter().enumerate() {
+                    if rows.len() > largest.map_or(0, |(_, n)| n) {
+                        largest = Some(((hour, b as u32), rows.len()));
+                    }
+                }
+            }
+            let ((hour, bucket), _) = largest.expect("rows buffered");
+            let rows = std::mem::take(&mut hours.get_mut(&hour).expect("present")[bucket as usize]);
             buffered -= rows.len();
-            write_partition(store, key, rows, &devices, &tags, &mut summary)?;
+            send.send(((hour, bucket), rows)).map_err(|_| stopped())?;
         }
     }
-    summary.sensors = sensors.len();
-    for (key, rows) in std::mem::take(&mut groups) {
-        write_partition(store, key, rows, &devices, &tags, &mut summary)?;
+    summary.sensors = n_sensors;
+    for (hour, slots) in std::mem::take(&mut hours) {
+        for (bucket, rows) in slots.into_iter().enumerate() {
+            if !rows.is_empty() {
+                send.send(((hour, bucket as u32), rows))
+                    .map_err(|_| stopped())?;
+            }
+        }
     }
     Ok(summary)
 }
 
-/// Writes one partition's buffered rows, sorted by sensor then time, as a file named by its
-/// content.
-fn write_partition(
-    store: &Store,
-    (hour, bucket): (i64, u32),
-    mut rows: Vec<Row>,
-    devices: &Interner,
-    tags: &Interner,
-    summary: &mut ImportSummary,
-) -> Result<()> {
-    rows.sort_by(|a, b| {
-        (&devices.names[a.1 as usize], &tags.names[a.2 as usize], a.0).cmp(&(
-            &devices.names[b.1 as usize],
-            &tags.names[b.2 as usize],
-            b.0,
-        ))
-    });
-    // Each column's dictionary holds the names this partition uses, in order of first use.
-    // Rows are sorted by sensor, so most rows repeat the previous row's id.
-    let dictionary = |ids: &mut dyn Iterator<Item = u32>, names: &Interner| {
-        let mut local: HashMap<u32, i32> = HashMap::new();
-        let mut values = Vec::new();
-        let mut last = None;
-        let keys: Vec<i32> = ids
-            .map(|id| match last {
-                Some((previous, key)) if previous == id => key,
-                _ => {
-                    let key = *local.entry(id).or_insert_with(|| {
-                        values.push(names.names[id as usize].as_str());
-                        values.len() as i32 - 1
-                    });
-                    last = Some((id, key));
-                    key
+/// Writes partitions, keeping its scratch space from one partition to the next.
+#[derive(Default)]
+struct PartitionWriter {
+    /// Per device id: its rank by name among the partition's devices (`u32::MAX`: not in it).
+    device_rank: Vec<u32>,
+    /// Per tag id: the same for tags.
+    tag_rank: Vec<u32>,
+}
+
+impl PartitionWriter {
+    /// Writes one partition's buffered rows, sorted by sensor then time, as a file named by its
+    /// content.
+    fn write(
+        &mut self,
+        store: &Store,
+        ((hour, bucket), rows): Partition,
+        (devices, tags): &(Names, Names),
+        summary: &mut ImportSummary,
+    ) -> Result<()> {
+        let (devices, tags) = (
+            devices.read().expect("names lock"),
+            tags.read().expect("names lock"),
+        );
+        let rows = self.sort(rows, &devices, &tags);
+        // Each text column's dictionary holds the names this partition uses, in order of first
+        // use; rows are sorted by sensor, so a run of rows shares one name.
+        let runs = |id: &dyn Fn(&Row) -> u32, names: &[String]| {
+            let mut column = TextRunsBuilder::default();
+            let mut i = 0;
+            while i < rows.len() {
+                let this = id(&rows[i]);
+                let mut j = i + 1;
+                while j < rows.len() && id(&rows[j]) == this {
+                    j += 1;
                 }
-            })
-            .collect();
-        Arc::new(DictionaryArray::<Int32Type>::new(
-            Int32Array::from(keys),
-            Arc::new(StringArray::from(values)),
-        )) as ArrayRef
-    };
-    let batch = RecordBatch::try_new(
-        stored_schema(),
-        vec![
-            Arc::new(
-                TimestampMillisecondArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())
-                    .with_timezone("UTC"),
-            ) as ArrayRef,
-            dictionary(&mut rows.iter().map(|r| r.1), devices),
-            dictionary(&mut rows.iter().map(|r| r.2), tags),
-            Arc::new(Float64Array::from(
-                rows.iter().map(|r| r.3).collect::<Vec<_>>(),
-            )),
-        ],
-    )
-    .map_err(|e| Error::Invalid(e.to_string()))?;
-    let bytes = fleetscore_table::to_parquet_bytes(stored_schema(), &[batch], &["device", "tag"])?;
-    let hour_key = hour_key(hour * HOUR_MS);
-    let name = crate::registry::version_of(&bytes);
-    let key = format!("{}/{name}.parquet", layout::readings_dir(&hour_key, bucket));
-    if store.put_if_absent(&key, bytes)? {
-        summary.files_written += 1;
-    } else {
-        summary.files_present += 1;
+                column.push(&names[this as usize], j - i);
+                i = j;
+            }
+            column.finish()
+        };
+        let device = runs(&|r| r.1, &devices);
+        let tag = runs(&|r| r.2, &tags);
+        drop((devices, tags));
+        let ts: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let value: Vec<f64> = rows.iter().map(|r| r.3).collect();
+        drop(rows);
+        let bytes = parquet_direct::write_table(&[
+            Column::new("ts", Values::Timestamp(&ts)),
+            Column::new("device", Values::TextRuns(&device)),
+            Column::new("tag", Values::TextRuns(&tag)),
+            Column::new("value", Values::Float64(&value)),
+        ])?;
+        let hour_key = hour_key(hour * HOUR_MS);
+        let name = crate::registry::version_of(&bytes);
+        let key = format!("{}/{name}.parquet", layout::readings_dir(&hour_key, bucket));
+        if store.put_if_absent(&key, bytes)? {
+            summary.files_written += 1;
+        } else {
+            summary.files_present += 1;
+        }
+        summary.hours.insert(hour_key);
+        Ok(())
     }
-    summary.hours.insert(hour_key);
-    Ok(())
+
+    /// `rows` sorted by device name, tag name and time, rows equal in all three kept in input
+    /// order: a counting sort by sensor (names compared once per distinct device and tag, not
+    /// per row), then each sensor's rows by time, which they nearly always are already.
+    fn sort(&mut self, rows: Vec<Row>, devices: &[String], tags: &[String]) -> Vec<Row> {
+        let ranks = |rank: &mut Vec<u32>, names: &[String], id: &dyn Fn(&Row) -> u32| {
+            rank.clear();
+            rank.resize(names.len(), u32::MAX);
+            let mut present = Vec::new();
+            for r in &rows {
+                let i = id(r) as usize;
+                if rank[i] == u32::MAX {
+                    rank[i] = 0;
+                    present.push(i as u32);
+                }
+            }
+            present.sort_unstable_by(|a, b| names[*a as usize].cmp(&names[*b as usize]));
+            for (k, &i) in present.iter().enumerate() {
+                rank[i as usize] = k as u32;
+            }
+            present.len()
+        };
+        let nd = ranks(&mut self.device_rank, devices, &|r| r.1);
+        let nt = ranks(&mut self.tag_rank, tags, &|r| r.2);
+        let (device_rank, tag_rank) = (&self.device_rank, &self.tag_rank);
+        let sensor =
+            |r: &Row| device_rank[r.1 as usize] as usize * nt + tag_rank[r.2 as usize] as usize;
+        let sensors = nd.saturating_mul(nt);
+        if sensors > rows.len().saturating_mul(4).max(1 << 16) {
+            // Few rows of many possible sensors: an ordinary stable sort.
+            let mut rows = rows;
+            rows.sort_by_key(|r| (sensor(r), r.0));
+            return rows;
+        }
+        let mut start = vec![0usize; sensors + 1];
+        for r in &rows {
+            start[sensor(r) + 1] += 1;
+        }
+        for k in 0..sensors {
+            start[k + 1] += start[k];
+        }
+        let mut sorted = vec![(0i64, 0u32, 0u32, 0.0f64); rows.len()];
+        let mut next = start.clone();
+        for r in &rows {
+            let k = sensor(r);
+            sorted[next[k]] = *r;
+            next[k] += 1;
+        }
+        for k in 0..sensors {
+            let run = &mut sorted[start[k]..start[k + 1]];
+            if !run.is_sorted_by_key(|r| r.0) {
+                run.sort_by_key(|r| r.0);
+            }
+        }
+        sorted
+    }
 }
 
 /// Readings of one sensor, in time order: (epoch ms, value).

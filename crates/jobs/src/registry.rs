@@ -295,6 +295,14 @@ impl<'s> Importer<'s> {
     /// (current once committed). `features` names the reading columns that feed it (default:
     /// the raw `value`, for a model of one feature).
     pub fn add(&mut self, new: &NewModel<'_>) -> Result<ImportedFile> {
+        let staged = self.store_file(new)?;
+        self.accept(staged)
+    }
+
+    /// The part of [`Importer::add`] that needs no catalog, and so can run on many files at
+    /// once: validates the file and stores it and its metadata under its version, unless that
+    /// version is already stored.
+    fn store_file(&self, new: &NewModel<'_>) -> Result<StoredFile> {
         let NewModel {
             device,
             tag,
@@ -318,54 +326,74 @@ impl<'s> Importer<'s> {
         }
         FeatureSource::of(&features)?;
         let version = version_of(bytes);
-        let bucket = layout::bucket(device);
+        let meta_key = layout::model_meta(device, tag, &version);
+        if let Some(existing) = self.store.get_opt(&meta_key)? {
+            let mut meta = parse_meta(&meta_key, &existing)?;
+            let refeatured = meta.features != features;
+            meta.features = features;
+            return Ok(StoredFile {
+                meta,
+                existed: true,
+                refeatured,
+            });
+        }
+        let info = model.info();
+        let meta = ModelMeta {
+            device: device.to_string(),
+            tag: tag.to_string(),
+            version: version.clone(),
+            format: info.format.clone(),
+            estimator: info.estimator.clone(),
+            n_features: info.n_features,
+            feature_names: info.feature_names.clone(),
+            features,
+            sklearn_version: info.sklearn_version.clone(),
+            bytes: bytes.len() as u64,
+            source: source.to_string(),
+            imported_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        };
+        // The file, then its metadata, then (at commit) the catalog: a reader that finds a
+        // version in a catalog always finds its file.
+        self.store
+            .put(&layout::model_file(device, tag, &version), bytes.to_vec())?;
+        self.store.put(
+            &meta_key,
+            serde_json::to_vec_pretty(&meta).expect("serializable"),
+        )?;
+        Ok(StoredFile {
+            meta,
+            existed: false,
+            refeatured: false,
+        })
+    }
+
+    /// The part of [`Importer::add`] that needs the catalog, in file order: whether the stored
+    /// version is new, restored or already current, staged for the next commit unless current.
+    fn accept(&mut self, stored: StoredFile) -> Result<ImportedFile> {
+        let StoredFile {
+            meta,
+            existed,
+            refeatured,
+        } = stored;
+        let bucket = layout::bucket(&meta.device);
         let catalog = self.catalog(bucket)?;
-        if let Ok(i) = catalog.find(device, tag) {
+        if let Ok(i) = catalog.find(&meta.device, &meta.tag) {
             let current = &catalog.models[i];
-            if current.version == version && current.features == features {
+            if current.version == meta.version && current.features == meta.features {
                 return Ok((current.clone(), Imported::Unchanged));
             }
         }
-        let meta_key = layout::model_meta(device, tag, &version);
-        let (meta, outcome) = match self.store.get_opt(&meta_key)? {
-            Some(existing) => {
-                let mut meta = parse_meta(&meta_key, &existing)?;
-                if meta.features != features {
-                    meta.features = features;
-                    self.store.put(
-                        &meta_key,
-                        serde_json::to_vec_pretty(&meta).expect("serializable"),
-                    )?;
-                }
-                (meta, Imported::Restored)
-            }
-            None => {
-                let info = model.info();
-                let meta = ModelMeta {
-                    device: device.to_string(),
-                    tag: tag.to_string(),
-                    version: version.clone(),
-                    format: info.format.clone(),
-                    estimator: info.estimator.clone(),
-                    n_features: info.n_features,
-                    feature_names: info.feature_names.clone(),
-                    features,
-                    sklearn_version: info.sklearn_version.clone(),
-                    bytes: bytes.len() as u64,
-                    source: source.to_string(),
-                    imported_at: chrono::Utc::now()
-                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                };
-                // The file, then its metadata, then (at commit) the catalog: a reader that finds
-                // a version in a catalog always finds its file.
-                self.store
-                    .put(&layout::model_file(device, tag, &version), bytes.to_vec())?;
-                self.store.put(
-                    &meta_key,
-                    serde_json::to_vec_pretty(&meta).expect("serializable"),
-                )?;
-                (meta, Imported::New)
-            }
+        if refeatured {
+            // A stored version fed other columns now: its metadata says so before it is current.
+            self.store.put(
+                &layout::model_meta(&meta.device, &meta.tag, &meta.version),
+                serde_json::to_vec_pretty(&meta).expect("serializable"),
+            )?;
+        }
+        let outcome = if existed {
+            Imported::Restored
+        } else {
+            Imported::New
         };
         self.catalog(bucket)?.upsert(meta.clone());
         self.staged.entry(bucket).or_default().push(meta.clone());
@@ -384,6 +412,17 @@ impl<'s> Importer<'s> {
         }
         Ok(())
     }
+}
+
+/// A model file validated and stored under its version, not yet made current.
+struct StoredFile {
+    /// Its metadata, with the features this import feeds it.
+    meta: ModelMeta,
+    /// Whether the version was stored before this import.
+    existed: bool,
+    /// Whether it was stored before fed other columns (its metadata is rewritten if it becomes
+    /// current).
+    refeatured: bool,
 }
 
 /// Validates `bytes` as a model and stores it as the current version for (device, tag). (For
@@ -417,8 +456,13 @@ pub fn model_files(path: &Path, pattern: &str) -> Result<(Vec<ModelFile>, Vec<Sk
     let entries: Vec<PathBuf> = if path.is_dir() {
         let mut v: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| Error::Invalid(format!("cannot read {}: {e}", path.display())))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
+            .filter_map(|e| e.ok())
+            // The entry's type costs no call per file; only links are followed to see.
+            .filter(|e| {
+                e.file_type()
+                    .is_ok_and(|t| t.is_file() || (t.is_symlink() && e.path().is_file()))
+            })
+            .map(|e| e.path())
             .collect();
         v.sort();
         v
@@ -449,26 +493,48 @@ pub fn model_files(path: &Path, pattern: &str) -> Result<(Vec<ModelFile>, Vec<Sk
 /// batch, and an interrupted import keeps what it committed.
 pub const IMPORT_BATCH: usize = 5_000;
 
-/// Imports model files with `importer`: each read, validated and stored on its own (one bad file fails alone,
-/// with its reason, and the others are imported), made current [`IMPORT_BATCH`] at a time.
-/// `each` hears every file's outcome as it happens; a store failure while committing stops
-/// the import with that error.
+/// Imports model files with `importer`: each read, validated and stored on its own (one bad
+/// file fails alone, with its reason, and the others are imported), made current
+/// [`IMPORT_BATCH`] at a time. Files are read, validated and stored by two threads; outcomes
+/// are decided and reported in file order. `each` hears every file's outcome; a store failure
+/// while committing stops the import with that error.
 pub fn import_files(
     importer: &mut Importer<'_>,
     files: &[ModelFile],
     features: Option<&[String]>,
     each: &mut dyn FnMut(&ModelFile, &Result<ImportedFile>),
 ) -> Result<()> {
-    for f in files {
-        if importer.staged() >= IMPORT_BATCH {
-            importer.commit()?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 2));
+    for batch in files.chunks(IMPORT_BATCH) {
+        let stored = store_files(importer, batch, features, threads);
+        for (f, stored) in batch.iter().zip(stored) {
+            let result = stored.and_then(|s| {
+                importer
+                    .accept(s)
+                    .map_err(|e| Error::Invalid(format!("{}: {e}", f.path.display())))
+            });
+            each(f, &result);
         }
+        importer.commit()?;
+    }
+    importer.commit()
+}
+
+/// [`Importer::store_file`] for each of `files`, on `threads` threads; results in file order.
+fn store_files(
+    importer: &Importer<'_>,
+    files: &[ModelFile],
+    features: Option<&[String]>,
+    threads: usize,
+) -> Vec<Result<StoredFile>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let one = |f: &ModelFile| {
         let source = f.path.display().to_string();
-        let result = std::fs::read(&f.path)
+        std::fs::read(&f.path)
             .map_err(|e| Error::Invalid(format!("cannot read {source}: {e}")))
             .and_then(|bytes| {
                 importer
-                    .add(&NewModel {
+                    .store_file(&NewModel {
                         device: &f.device,
                         tag: &f.tag,
                         bytes: &bytes,
@@ -476,10 +542,28 @@ pub fn import_files(
                         features,
                     })
                     .map_err(|e| Error::Invalid(format!("{source}: {e}")))
-            });
-        each(f, &result);
-    }
-    importer.commit()
+            })
+    };
+    let mut results: Vec<(usize, Result<StoredFile>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(f) = files.get(i) else { return done };
+                        done.push((i, one(f)));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("import thread panicked"))
+            .collect()
+    });
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 /// The current version of (device, tag), if any.

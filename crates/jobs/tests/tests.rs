@@ -742,3 +742,63 @@ fn readings_files_from_other_tools_import_as_the_csv_does() {
         assert_eq!(stored(name), want, "{name} ({what})");
     }
 }
+
+#[test]
+fn an_export_holds_every_shards_rows_whatever_wrote_the_shards() {
+    use fleetscore_jobs::export::{self, Format};
+
+    let f = fleet("export");
+    import_reference(&f);
+    let record = run_window(&f, 2);
+    // A shard as another writer encodes the same table (the Arrow writer, not parquet_direct):
+    // a copy of the first shard's rows under a new shard number.
+    let shards = f
+        .store
+        .list(&layout::predictions_dir(&record.run_id))
+        .unwrap();
+    let first =
+        fleetscore_table::from_parquet_bytes(&shards[0].key, f.store.get(&shards[0].key).unwrap())
+            .unwrap();
+    let copied: usize = first.iter().map(|b| b.num_rows()).sum();
+    let other = fleetscore_table::to_parquet_bytes(
+        fleetscore_table::predictions::schema(),
+        &first,
+        &["device", "tag"],
+    )
+    .unwrap();
+    f.store
+        .put(&layout::predictions(&record.run_id, 99_999), other)
+        .unwrap();
+
+    let out = f.dir.join("export");
+    let files = export::export(&f.store, &record.run_id, Format::Parquet, &out).unwrap();
+    assert_eq!(files.len(), 1);
+    let bytes = bytes::Bytes::from(std::fs::read(&files[0]).unwrap());
+    let mut rows = HashMap::new();
+    for b in fleetscore_table::from_parquet_bytes("export", bytes).unwrap() {
+        let device = b.column_by_name("device").unwrap();
+        let device = device.as_any().downcast_ref::<StringArray>().unwrap();
+        let ts = b.column_by_name("ts").unwrap();
+        let ts = ts
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .unwrap();
+        let tag = b.column_by_name("tag").unwrap();
+        let tag = tag.as_any().downcast_ref::<StringArray>().unwrap();
+        for i in 0..b.num_rows() {
+            *rows
+                .entry((
+                    device.value(i).to_string(),
+                    tag.value(i).to_string(),
+                    ts.value(i),
+                ))
+                .or_insert(0) += 1;
+        }
+    }
+    // Every reading once, and the copied shard's readings twice.
+    assert_eq!(rows.len(), 17_768);
+    assert_eq!(rows.values().sum::<usize>(), 17_768 + copied);
+    assert_eq!(rows.values().filter(|n| **n == 2).count(), copied);
+    // No partial file is left beside it.
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+}

@@ -63,16 +63,24 @@ impl LocalDir {
         Ok(path)
     }
 
-    /// Writes `bytes` to a new temporary file in the target's folder (created if missing).
+    /// Writes `bytes` to a new temporary file in the target's folder (created if missing: the
+    /// folders are made only when creating the file fails for want of them, so that writing
+    /// into an existing folder costs no extra calls).
     fn temp_file(&self, key: &str, target: &Path, bytes: &[u8]) -> Result<PathBuf> {
         let dir = target.parent().unwrap_or(&self.root);
-        fs::create_dir_all(dir).map_err(|e| io_error(key, &e))?;
         let temp = dir.join(format!(
             "{TEMP_PREFIX}{}-{}",
             std::process::id(),
             NEXT_TEMP.fetch_add(1, Ordering::Relaxed)
         ));
-        let written = fs::File::create(&temp).and_then(|mut f| f.write_all(bytes));
+        let file = match fs::File::create(&temp) {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                fs::create_dir_all(dir).map_err(|e| io_error(key, &e))?;
+                fs::File::create(&temp)
+            }
+            file => file,
+        };
+        let written = file.and_then(|mut f| f.write_all(bytes));
         if let Err(e) = written {
             let _ = fs::remove_file(&temp);
             return Err(io_error(key, &e));

@@ -105,13 +105,14 @@ impl CsvReader {
                 self.done = true;
                 break;
             }
+            // The record's text is checked once; its fields are slices of it (they end at
+            // ASCII delimiters, so at character boundaries).
+            let text = std::str::from_utf8(self.record.as_slice()).map_err(|_| Error::Csv {
+                path: self.path.clone(),
+                message: format!("line {} is not UTF-8", self.next_line + rows as u64),
+            })?;
             for (b, &i) in builders.iter_mut().zip(&self.keep) {
-                let field = self.record.get(i).unwrap_or_default();
-                let s = std::str::from_utf8(field).map_err(|_| Error::Csv {
-                    path: self.path.clone(),
-                    message: format!("line {} is not UTF-8", self.next_line + rows as u64),
-                })?;
-                b.append_value(s);
+                b.append_value(self.record.range(i).map_or("", |r| &text[r]));
             }
             rows += 1;
         }

@@ -23,9 +23,10 @@ pub use arrow_schema::SchemaRef;
 pub use error::{Error, Result};
 pub use matrix::{append_columns, feature_matrix, filter_equals, require_columns};
 pub use parquet_io::{
-    from_parquet_bytes, from_parquet_bytes_as, to_parquet_bytes, with_dictionary_text,
+    ParquetConcat, from_parquet_bytes, from_parquet_bytes_as, to_parquet_bytes,
+    with_dictionary_text,
 };
-pub use text::{Text, normalize_text, plain_text};
+pub use text::{Text, is_text, normalize_text, plain_text};
 
 /// A table file format, chosen by file extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +153,16 @@ pub fn open_columns(
     columns: &[&str],
 ) -> Result<Box<dyn BatchReader>> {
     open_with(path, batch_rows, false, Some(columns))
+}
+
+/// Opens a table file like [`open_columns`], but a Parquet file's text columns come as
+/// dictionaries (`Int32` keys), as [`open_dictionary_text`] reads them.
+pub fn open_columns_dictionary_text(
+    path: &Path,
+    batch_rows: usize,
+    columns: &[&str],
+) -> Result<Box<dyn BatchReader>> {
+    open_with(path, batch_rows, true, Some(columns))
 }
 
 /// Opens a table file like [`open`], but a Parquet file's text columns come as dictionaries

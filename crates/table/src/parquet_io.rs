@@ -248,3 +248,198 @@ fn decode(
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| parquet_error(name, format!("corrupt data: {e}")))
 }
+
+/// Concatenates Parquet files of one layout into one file by copying their row groups as they
+/// are encoded, page for page, without decoding a value: what exporting many shards of one
+/// table into one file needs. Every file must have the first one's Parquet schema (the same
+/// columns, types and logical types); [`ParquetConcat::append`] says when one does not, so the
+/// caller can decode instead.
+pub struct ParquetConcat<W: std::io::Write + Send> {
+    state: ConcatState<W>,
+    /// The table's Arrow schema, for a file of no rows.
+    schema: SchemaRef,
+    path: String,
+}
+
+enum ConcatState<W: std::io::Write + Send> {
+    /// No file appended yet.
+    Empty(W),
+    Writing(parquet::file::writer::SerializedFileWriter<W>),
+    Done,
+}
+
+impl<W: std::io::Write + Send> ParquetConcat<W> {
+    /// A concatenation into `out` (named `path` in errors) of files of `schema`.
+    pub fn new(out: W, path: &Path, schema: SchemaRef) -> ParquetConcat<W> {
+        ParquetConcat {
+            state: ConcatState::Empty(out),
+            schema,
+            path: path.display().to_string(),
+        }
+    }
+
+    /// Appends every row group of the Parquet file `bytes` (named `name` in errors). Returns
+    /// `false`, appending nothing, when its schema is not the first file's.
+    pub fn append(&mut self, name: &str, bytes: bytes::Bytes) -> Result<bool> {
+        use parquet::file::metadata::ParquetMetaDataReader;
+        use parquet::file::properties::WriterProperties;
+        use parquet::file::writer::SerializedFileWriter;
+
+        let metadata = ParquetMetaDataReader::new()
+            .parse_and_finish(&bytes)
+            .map_err(|e| parquet_error(name, format!("not a readable Parquet file: {e}")))?;
+        let file_schema = metadata.file_metadata().schema_descr();
+        if let ConcatState::Empty(_) = self.state {
+            let ConcatState::Empty(out) = std::mem::replace(&mut self.state, ConcatState::Done)
+            else {
+                unreachable!("matched above")
+            };
+            let props = std::sync::Arc::new(WriterProperties::builder().build());
+            let writer = SerializedFileWriter::new(out, file_schema.root_schema_ptr(), props)
+                .map_err(|e| parquet_error(&self.path, e))?;
+            self.state = ConcatState::Writing(writer);
+        }
+        let ConcatState::Writing(writer) = &mut self.state else {
+            return Err(parquet_error(&self.path, "appended to after finishing"));
+        };
+        if writer.schema_descr().root_schema() != file_schema.root_schema() {
+            return Ok(false);
+        }
+        let error = |e| parquet_error(&self.path, format!("copying {name}: {e}"));
+        for group in metadata.row_groups() {
+            let mut out = writer.next_row_group().map_err(error)?;
+            for column in group.columns() {
+                let close = parquet::column::writer::ColumnCloseResult {
+                    bytes_written: column.compressed_size() as u64,
+                    rows_written: group.num_rows() as u64,
+                    metadata: column.clone(),
+                    bloom_filter: None,
+                    column_index: None,
+                    offset_index: None,
+                };
+                out.append_column(&bytes, close).map_err(error)?;
+            }
+            out.close().map_err(error)?;
+        }
+        Ok(true)
+    }
+
+    /// Writes the footer; a concatenation of no files is a valid file of no rows.
+    pub fn finish(mut self) -> Result<()> {
+        match std::mem::replace(&mut self.state, ConcatState::Done) {
+            ConcatState::Empty(out) => {
+                let writer = ArrowWriter::try_new(out, self.schema.clone(), None)
+                    .map_err(|e| parquet_error(&self.path, e))?;
+                writer.close().map_err(|e| parquet_error(&self.path, e))?;
+            }
+            ConcatState::Writing(writer) => {
+                writer.close().map_err(|e| parquet_error(&self.path, e))?;
+            }
+            ConcatState::Done => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parquet_direct::{Column, TextRunsBuilder, Values, write_table};
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, TimestampMillisecondType};
+
+    /// A `parquet_direct` table of `rows` rows: device text runs, times, values.
+    fn direct(first: usize, rows: usize) -> Vec<u8> {
+        let mut device = TextRunsBuilder::default();
+        for i in (first..first + rows).step_by(100) {
+            device.push(&format!("dev{}", i / 100), 100.min(first + rows - i));
+        }
+        let ts: Vec<i64> = (first..first + rows).map(|i| 5_000 * i as i64).collect();
+        let value: Vec<f64> = (first..first + rows).map(|i| i as f64 / 7.0).collect();
+        write_table(&[
+            Column::new("device", Values::TextRuns(&device.finish())),
+            Column::new("ts", Values::Timestamp(&ts)),
+            Column::new("value", Values::Float64(&value)),
+        ])
+        .unwrap()
+    }
+
+    fn rows_of(bytes: Vec<u8>) -> Vec<(String, i64, f64)> {
+        let mut out = Vec::new();
+        for b in from_parquet_bytes("t", bytes::Bytes::from(bytes)).unwrap() {
+            let (d, t, v) = (
+                b.column(0).as_string::<i32>(),
+                b.column(1).as_primitive::<TimestampMillisecondType>(),
+                b.column(2).as_primitive::<Float64Type>(),
+            );
+            for i in 0..b.num_rows() {
+                out.push((d.value(i).to_string(), t.value(i), v.value(i)));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn concatenated_files_read_back_as_their_rows_in_order() {
+        let parts = [direct(0, 1_000), direct(1_000, 1), direct(1_001, 70_000)];
+        let mut out = Vec::new();
+        let schema =
+            from_parquet_bytes("t", bytes::Bytes::from(parts[0].clone())).unwrap()[0].schema();
+        let mut concat = ParquetConcat::new(&mut out, Path::new("out"), schema);
+        for (i, p) in parts.iter().enumerate() {
+            assert!(
+                concat
+                    .append(&format!("part {i}"), bytes::Bytes::from(p.clone()))
+                    .unwrap()
+            );
+        }
+        concat.finish().unwrap();
+        let want: Vec<_> = parts.iter().flat_map(|p| rows_of(p.clone())).collect();
+        assert_eq!(want.len(), 71_001);
+        assert_eq!(rows_of(out), want);
+    }
+
+    #[test]
+    fn a_file_of_another_schema_is_not_appended() {
+        let first = direct(0, 10);
+        let batches = from_parquet_bytes("t", bytes::Bytes::from(direct(10, 10))).unwrap();
+        let schema = batches[0].schema();
+        let mut out = Vec::new();
+        let mut concat = ParquetConcat::new(&mut out, Path::new("out"), schema.clone());
+        assert!(concat.append("first", bytes::Bytes::from(first)).unwrap());
+        // The same rows under other column names.
+        let renamed = std::sync::Arc::new(arrow_schema::Schema::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_name(format!("x{}", f.name())))
+                .collect::<Vec<_>>(),
+        ));
+        let renamed_bytes = to_parquet_bytes(
+            renamed.clone(),
+            &[RecordBatch::try_new(renamed, batches[0].columns().to_vec()).unwrap()],
+            &[],
+        )
+        .unwrap();
+        assert!(
+            !concat
+                .append("renamed", bytes::Bytes::from(renamed_bytes))
+                .unwrap()
+        );
+        let e = ParquetConcat::new(Vec::new(), Path::new("out"), schema)
+            .append("junk", bytes::Bytes::from_static(b"not parquet"))
+            .unwrap_err();
+        assert!(e.to_string().contains("junk"), "{e}");
+    }
+
+    #[test]
+    fn a_concatenation_of_nothing_is_an_empty_table() {
+        let schema = from_parquet_bytes("t", bytes::Bytes::from(direct(0, 1))).unwrap()[0].schema();
+        let mut out = Vec::new();
+        ParquetConcat::new(&mut out, Path::new("out"), schema.clone())
+            .finish()
+            .unwrap();
+        let batches = from_parquet_bytes("t", bytes::Bytes::from(out)).unwrap();
+        assert!(batches.iter().all(|b| b.num_rows() == 0));
+    }
+}

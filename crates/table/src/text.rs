@@ -51,7 +51,7 @@ impl<'a> Text<'a> {
 }
 
 /// Whether a type holds text: strings of any width, or a dictionary of them.
-fn is_text(t: &arrow_schema::DataType) -> bool {
+pub fn is_text(t: &arrow_schema::DataType) -> bool {
     use arrow_schema::DataType;
     match t {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
