@@ -485,6 +485,31 @@ fn tick_of(r: &postgres::Row) -> Result<Tick> {
     })
 }
 
+/// Sets a tick's state if its version is still `tick.version` (a compare-and-set); the rows
+/// changed.
+fn set_tick(
+    client: &mut impl postgres::GenericClient,
+    tick: &Tick,
+    now_ms: i64,
+) -> std::result::Result<u64, postgres::Error> {
+    client.execute(
+        "UPDATE fleetscore_ticks SET state = $4, attempts = $5, next_ms = $6, owner = $7,
+             reason = $8, updated_ms = $9, version = version + 1
+         WHERE schedule = $1 AND tick_ms = $2 AND version = $3",
+        &[
+            &tick.schedule,
+            &tick.tick_ms,
+            &tick.version,
+            &tick.state.as_str(),
+            &to_i32(tick.attempts),
+            &tick.next_ms,
+            &tick.owner,
+            &tick.reason,
+            &now_ms,
+        ],
+    )
+}
+
 fn schedule_of(r: &postgres::Row) -> ScheduleRow {
     ScheduleRow {
         name: r.get(0),
@@ -608,24 +633,7 @@ impl ScheduleStore for PostgresCoordinator {
     }
 
     fn update_tick(&self, tick: &Tick, now_ms: i64) -> Result<bool> {
-        let n = self.with(|client| {
-            client.execute(
-                "UPDATE fleetscore_ticks SET state = $4, attempts = $5, next_ms = $6, owner = $7,
-                     reason = $8, updated_ms = $9, version = version + 1
-                 WHERE schedule = $1 AND tick_ms = $2 AND version = $3",
-                &[
-                    &tick.schedule,
-                    &tick.tick_ms,
-                    &tick.version,
-                    &tick.state.as_str(),
-                    &to_i32(tick.attempts),
-                    &tick.next_ms,
-                    &tick.owner,
-                    &tick.reason,
-                    &now_ms,
-                ],
-            )
-        })?;
+        let n = self.with(|client| set_tick(client, tick, now_ms))?;
         Ok(n == 1)
     }
 
@@ -645,22 +653,7 @@ impl ScheduleStore for PostgresCoordinator {
                 )?
                 .get(0);
             let n = if active < i64::from(max_active) {
-                tx.execute(
-                    "UPDATE fleetscore_ticks SET state = $4, attempts = $5, next_ms = $6,
-                         owner = $7, reason = $8, updated_ms = $9, version = version + 1
-                     WHERE schedule = $1 AND tick_ms = $2 AND version = $3",
-                    &[
-                        &tick.schedule,
-                        &tick.tick_ms,
-                        &tick.version,
-                        &tick.state.as_str(),
-                        &to_i32(tick.attempts),
-                        &tick.next_ms,
-                        &tick.owner,
-                        &tick.reason,
-                        &now_ms,
-                    ],
-                )?
+                set_tick(&mut tx, tick, now_ms)?
             } else {
                 0
             };

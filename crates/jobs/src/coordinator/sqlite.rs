@@ -408,6 +408,27 @@ fn ticks_where(
     Ok(out)
 }
 
+/// Sets a tick's state if its version is still `tick.version` (a compare-and-set).
+fn set_tick(conn: &Connection, tick: &Tick, now_ms: i64) -> Result<bool> {
+    let n = conn.execute(
+        "UPDATE ticks SET state = ?4, attempts = ?5, next_ms = ?6, owner = ?7, reason = ?8,
+             updated_ms = ?9, version = version + 1
+         WHERE schedule = ?1 AND tick_ms = ?2 AND version = ?3",
+        params![
+            tick.schedule,
+            tick.tick_ms,
+            tick.version,
+            tick.state.as_str(),
+            tick.attempts,
+            tick.next_ms,
+            tick.owner,
+            tick.reason,
+            now_ms
+        ],
+    )?;
+    Ok(n == 1)
+}
+
 fn schedule_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScheduleRow> {
     Ok(ScheduleRow {
         name: r.get(0)?,
@@ -524,25 +545,7 @@ impl ScheduleStore for SqliteCoordinator {
     }
 
     fn update_tick(&self, tick: &Tick, now_ms: i64) -> Result<bool> {
-        self.with(|conn| {
-            let n = conn.execute(
-                "UPDATE ticks SET state = ?4, attempts = ?5, next_ms = ?6, owner = ?7, reason = ?8,
-                     updated_ms = ?9, version = version + 1
-                 WHERE schedule = ?1 AND tick_ms = ?2 AND version = ?3",
-                params![
-                    tick.schedule,
-                    tick.tick_ms,
-                    tick.version,
-                    tick.state.as_str(),
-                    tick.attempts,
-                    tick.next_ms,
-                    tick.owner,
-                    tick.reason,
-                    now_ms
-                ],
-            )?;
-            Ok(n == 1)
-        })
+        self.with(|conn| set_tick(conn, tick, now_ms))
     }
 
     fn start_tick(&self, tick: &Tick, max_active: u32, now_ms: i64) -> Result<bool> {
@@ -555,22 +558,7 @@ impl ScheduleStore for SqliteCoordinator {
                 |r| r.get(0),
             )?;
             let n = if active < max_active {
-                tx.execute(
-                    "UPDATE ticks SET state = ?4, attempts = ?5, next_ms = ?6, owner = ?7,
-                         reason = ?8, updated_ms = ?9, version = version + 1
-                     WHERE schedule = ?1 AND tick_ms = ?2 AND version = ?3",
-                    params![
-                        tick.schedule,
-                        tick.tick_ms,
-                        tick.version,
-                        tick.state.as_str(),
-                        tick.attempts,
-                        tick.next_ms,
-                        tick.owner,
-                        tick.reason,
-                        now_ms
-                    ],
-                )?
+                usize::from(set_tick(&tx, tick, now_ms)?)
             } else {
                 0
             };
