@@ -2,7 +2,7 @@
 //!
 //! Everything it knows is in the coordinator's database, so any number of schedulers may run on
 //! one database, and one may die at any point:
-//! - a tick fires when its row is inserted ([`ScheduleStore::record_ticks`] inserts only rows
+//! - a tick fires when its row is inserted ([`ScheduleStore::record_ticks`](fleetscore_jobs::coordinator::schedules::ScheduleStore::record_ticks) inserts only rows
 //!   that are missing, and reports which), so each tick fires once;
 //! - starting a tick's run is a compare-and-set to `starting` under a lease (bounded by the
 //!   schedule's `max_active`); a scheduler that dies while planning leaves the lease to expire,

@@ -4,7 +4,7 @@
 //!   window each tick scores; the trigger; the catch-up policy), its checks, its ticks and which
 //!   of the missed ones run — pure functions of the definition and the time, no I/O.
 //! - [`cron`]: cron expressions, and daylight-saving changes handled the way cron daemons do.
-//! - [`driver`]: the [`Scheduler`](driver::Scheduler), which keeps ticks in the coordinator's
+//! - [`driver`]: the [`Scheduler`], which keeps ticks in the coordinator's
 //!   database (a tick is inserted once, so it fires once however many schedulers run) and
 //!   starts, watches and retries their runs through `fleetscore_jobs::run`.
 //! - [`backfill`]: the runs of a schedule's windows over a past range.
