@@ -288,6 +288,72 @@ def ensure_fleet(fleet_dir, n_devices, jobs):
     return m
 
 
+def ensure_csv(fleet_dir):
+    """The fleet's readings as CSV (`data.csv`: the same rows and columns, unquoted, as pandas'
+    `to_csv` writes them), written from data.parquet when missing or older."""
+    import pyarrow.csv as pacsv
+    src, dst = fleet_dir / "data.parquet", fleet_dir / "data.csv"
+    if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
+        return dst
+    log(f"  writing {dst} from {src.name}")
+    tmp = dst.with_name(dst.name + ".tmp")
+    pf = pq.ParquetFile(src)
+    with open(tmp, "wb") as f:
+        f.write((",".join(pf.schema_arrow.names) + "\n").encode())
+        options = pacsv.WriteOptions(include_header=False, quoting_style="none")
+        with pacsv.CSVWriter(f, pf.schema_arrow, write_options=options) as w:
+            for batch in pf.iter_batches(batch_size=1_000_000):
+                w.write_batch(batch)
+    tmp.replace(dst)
+    return dst
+
+
+def pandas_steps(models_dir, data_parquet, data_csv, py_predictions, tmp_dir):
+    """The pandas / pickle equivalent of each fleetscore step, timed in this (warm) process:
+    read the readings (`pd.read_parquet`, `pd.read_csv`), write the predictions
+    (`DataFrame.to_parquet`, `DataFrame.to_csv`), and read + unpickle every model file."""
+    import gc
+    out = {}
+
+    def timed(name, fn):
+        gc.collect()
+        load = loadavg()
+        t = time.perf_counter()
+        result = fn()
+        out[name] = {"wall_seconds": time.perf_counter() - t, "loadavg_before": load}
+        log(f"  pandas {name}: {out[name]['wall_seconds']:.2f} s")
+        return result
+
+    df = timed("read_parquet", lambda: pd.read_parquet(data_parquet))
+    out["read_parquet"]["rows"] = len(df)
+    del df
+    df = timed("read_csv", lambda: pd.read_csv(data_csv))
+    out["read_csv"]["rows"] = len(df)
+    del df
+    df = pd.read_parquet(py_predictions)
+    parquet_out, csv_out = tmp_dir / "pandas.parquet", tmp_dir / "pandas.csv"
+    timed("to_parquet", lambda: df.to_parquet(parquet_out, index=False))
+    out["to_parquet"]["rows"] = len(df)
+    timed("to_csv", lambda: df.to_csv(csv_out, index=False))
+    out["to_csv"]["rows"] = len(df)
+    del df
+    parquet_out.unlink()
+    csv_out.unlink()
+
+    def unpickle_all():
+        n = 0
+        for entry in os.scandir(models_dir):
+            with open(entry.path, "rb") as f:
+                pickle.loads(f.read())
+            n += 1
+        return n
+
+    n = timed("unpickle_models", unpickle_all)
+    out["unpickle_models"]["models"] = n
+    gc.collect()
+    return out
+
+
 # ---------------------------------------------------------------------------
 # Measurements
 # ---------------------------------------------------------------------------
@@ -480,6 +546,27 @@ def bench_n(n_devices, fs, out_dir, jobs, keep):
         fsx + ["predictions", "export", "--run", run_id, "--format", "parquet", "--output", str(export_dir)],
         "predictions export")
     check_ok(steps["export"], "predictions export")
+    export_csv_dir = work / "export-csv"
+    steps["export_csv"], _ = run_measured(
+        fsx + ["predictions", "export", "--run", run_id, "--format", "csv", "--output", str(export_csv_dir)],
+        "predictions export --format csv")
+    check_ok(steps["export_csv"], "predictions export --format csv")
+    csv_files = sum(1 for _ in os.scandir(export_csv_dir))
+    if csv_files != n_models:
+        raise SystemExit(f"error: predictions export --format csv wrote {csv_files} files, not {n_models}")
+    shutil.rmtree(export_csv_dir)
+
+    # The same readings from CSV, into a store of their own.
+    data_csv = ensure_csv(fleet_dir)
+    store_csv = work / "store-csv"
+    steps["data_import_csv"], _ = run_measured(
+        [str(fs), "--store", str(store_csv), "data", "import", str(data_csv), "--time-column", "TS",
+         "--device-column", "Device", "--tag-column", "Tag", "--value-column", "Value"], "data import (CSV)")
+    check_ok(steps["data_import_csv"], "data import (CSV)")
+    if f"imported {rows} readings" not in steps["data_import_csv"]["stderr"]:
+        raise SystemExit(f"error: data import (CSV) did not import {rows} readings:\n"
+                         f"{steps['data_import_csv']['stderr']}")
+    shutil.rmtree(store_csv)
 
     log(f"N={n_devices}: the Python loop")
     py_dir = work / "python"
@@ -487,6 +574,9 @@ def bench_n(n_devices, fs, out_dir, jobs, keep):
         [sys.executable, str(HERE / "python_fleet.py"), str(models_dir), str(data_path), str(py_dir)],
         "python_fleet.py")
     check_ok(steps["python"], "python_fleet.py")
+
+    log(f"N={n_devices}: the pandas equivalents of each step, in this process")
+    r["pandas"] = pandas_steps(models_dir, data_path, data_csv, py_dir / "predictions.parquet", work)
 
     log(f"N={n_devices}: comparing predictions")
     t = time.perf_counter()
@@ -534,6 +624,34 @@ def f_bytes(n):
     if n >= 1 << 20:
         return f"{n / (1 << 20):.0f} MiB"
     return f"{n / (1 << 10):.0f} KiB"
+
+
+def batch_path_seconds(x):
+    """data import (Parquet) + run + predictions export (Parquet): the job once models are registered."""
+    s = x["steps"]
+    return s["data_import"]["wall_seconds"] + s["run"]["wall_seconds"] + s["export"]["wall_seconds"]
+
+
+def targets(x):
+    """Issue 14's targets for one fleet size: (what, measured value, as shown, goal, higher is better)."""
+    s, rows = x["steps"], x["rows"]
+    rate = lambda key: rows / s[key]["wall_seconds"]
+    out = [
+        ("`data import` from Parquet ≥ 5 M readings/s", rate("data_import"),
+         f"{f_rate(rate('data_import'))} readings/s", 5e6, True),
+        ("`data import` from CSV ≥ 2 M readings/s", rate("data_import_csv"),
+         f"{f_rate(rate('data_import_csv'))} readings/s", 2e6, True),
+        ("`predictions export` (Parquet) ≥ 5 M rows/s", rate("export"), f"{f_rate(rate('export'))} rows/s", 5e6, True),
+        ("`predictions export` (CSV) ≥ 5 M rows/s", rate("export_csv"),
+         f"{f_rate(rate('export_csv'))} rows/s", 5e6, True),
+    ]
+    if x["models"] >= 50_000:
+        w = s["models_import"]["wall_seconds"]
+        out.append((f"`models import` of {x['models']:,} files < 5 s", w, f_secs(w), 5.0, False))
+    if x["devices"] == 1000:
+        ratio = s["python"]["wall_seconds"] / batch_path_seconds(x)
+        out.append(("batch path ≥ 15× the Python loop", ratio, f_ratio(ratio), 15.0, True))
+    return out
 
 
 def render(r):
@@ -659,21 +777,83 @@ def render(r):
 
     add("### Getting the fleet into the store, and back out")
     add("")
-    add("Each a separate process on a fresh local-folder store; the run above scores what these imported. "
-        "\"fleetscore total\" is models import + data import + run, against the Python loop, which reads "
-        "the Parquet file and the pickles directly.")
+    add("Each a separate process on a fresh local-folder store; the run above scores what these imported "
+        "(the CSV import goes into a store of its own). `models import` reads, validates and stores every "
+        "pickle; `data import` partitions the readings by hour and device bucket into Parquet files; "
+        "`predictions export` writes the run's predictions as one Parquet file, or as one CSV per model in "
+        "the reference's shape (`TS,Device,Tag,Val,Prediction`).")
     add("")
-    add("| N devices | `models import` | peak RSS | `data import` | peak RSS | store size "
-        "| `predictions export --format parquet` | peak RSS | fleetscore total | Python loop ÷ fleetscore total |")
-    add("|---|---|---|---|---|---|---|---|---|---|")
+    add("| N devices | `models import` | peak RSS | `data import` (Parquet) | peak RSS | `data import` (CSV) "
+        "| peak RSS | store size | `predictions export --format parquet` | peak RSS "
+        "| `predictions export --format csv` | peak RSS |")
+    add("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for x in results:
         s = x["steps"]
-        tot = s["models_import"]["wall_seconds"] + s["data_import"]["wall_seconds"] + s["run"]["wall_seconds"]
-        add(f"| {x['devices']:,} | {f_secs(s['models_import']['wall_seconds'])} "
-            f"| {f_mib(s['models_import']['peak_rss_kib'])} | {f_secs(s['data_import']['wall_seconds'])} "
-            f"| {f_mib(s['data_import']['peak_rss_kib'])} | {f_bytes(x['store_bytes'])} "
-            f"| {f_secs(s['export']['wall_seconds'])} | {f_mib(s['export']['peak_rss_kib'])} "
-            f"| {f_secs(tot)} | {f_ratio(div(s['python']['wall_seconds'], tot))} |")
+        cells = [f"{x['devices']:,}"]
+        for key in ("models_import", "data_import", "data_import_csv"):
+            cells += [f_secs(s[key]["wall_seconds"]), f_mib(s[key]["peak_rss_kib"])]
+        cells.append(f_bytes(x["store_bytes"]))
+        for key in ("export", "export_csv"):
+            cells += [f_secs(s[key]["wall_seconds"]), f_mib(s[key]["peak_rss_kib"])]
+        add("| " + " | ".join(cells) + " |")
+    add("")
+
+    add("### Each step beside its pandas equivalent")
+    add("")
+    add("fleetscore: the whole process (start, work, exit), as above. pandas: the same step's equivalent "
+        "timed inside a warm Python process that has already imported pandas and scikit-learn — "
+        "`pd.read_parquet(data.parquet)`, `pd.read_csv(data.csv)` (default engine), and, on the Python "
+        "loop's predictions (every reading with `score` and `prediction`), `DataFrame.to_parquet` and "
+        "`DataFrame.to_csv` (one file); for models, reading and `pickle.loads` of every model file. "
+        "pandas only reads or writes one file where fleetscore also partitions, validates, or writes one "
+        "file per model, so the ratios are generous to pandas. Each measured once, page cache warm.")
+    add("")
+    add("| N devices | step | fleetscore | throughput | pandas equivalent | pandas | throughput "
+        "| fleetscore ÷ pandas |")
+    add("|---|---|---|---|---|---|---|---|")
+    for x in results:
+        s, pd_ = x["steps"], x["pandas"]
+        rows_, models_ = x["rows"], x["models"]
+        for key, label, pkey, plabel, n, unit in (
+                ("data_import", "`data import` (Parquet)", "read_parquet", "`pd.read_parquet`", rows_, "rows"),
+                ("data_import_csv", "`data import` (CSV)", "read_csv", "`pd.read_csv`", rows_, "rows"),
+                ("run", "`run`", None, "the Python loop (`python_fleet.py`)", rows_, "rows"),
+                ("export", "`predictions export` (Parquet)", "to_parquet", "`DataFrame.to_parquet`", rows_, "rows"),
+                ("export_csv", "`predictions export` (CSV)", "to_csv", "`DataFrame.to_csv`", rows_, "rows"),
+                ("models_import", "`models import`", "unpickle_models", "read + `pickle.loads` each file",
+                 models_, "models")):
+            fw = s[key]["wall_seconds"]
+            pw = s["python"]["wall_seconds"] if pkey is None else pd_[pkey]["wall_seconds"]
+            add(f"| {x['devices']:,} | {label} | {f_secs(fw)} | {f_rate(n / fw)} {unit}/s | {plabel} "
+                f"| {f_secs(pw)} | {f_rate(n / pw)} {unit}/s | {f_ratio(div(pw, fw))} |")
+    add("")
+
+    add("### The batch path end to end")
+    add("")
+    add("What a scoring job costs once the models are registered (`models import` happens once, not per "
+        "job): `data import` (Parquet) + `run` + `predictions export --format parquet`, three processes "
+        "one after the other, against the Python loop, which reads the Parquet file and the pickles "
+        "directly and writes one Parquet file.")
+    add("")
+    add("| N devices | data import | run | export | fleetscore batch path | Python loop "
+        "| Python loop ÷ fleetscore batch path |")
+    add("|---|---|---|---|---|---|---|")
+    for x in results:
+        s = x["steps"]
+        tot = batch_path_seconds(x)
+        add(f"| {x['devices']:,} | {f_secs(s['data_import']['wall_seconds'])} | {f_secs(s['run']['wall_seconds'])} "
+            f"| {f_secs(s['export']['wall_seconds'])} | **{f_secs(tot)}** | {f_secs(s['python']['wall_seconds'])} "
+            f"| **{f_ratio(div(s['python']['wall_seconds'], tot))}** |")
+    add("")
+
+    add("### Targets (issue 14)")
+    add("")
+    add("| N devices | target | measured | met |")
+    add("|---|---|---|---|")
+    for x in results:
+        for label, value, shown, goal, higher in targets(x):
+            met = value >= goal if higher else value <= goal
+            add(f"| {x['devices']:,} | {label} | {shown} | {'yes' if met else '**no**'} |")
     add("")
 
     if len(results) >= 2:

@@ -298,6 +298,42 @@ def end_to_end(cmds, repeat):
     return res
 
 
+def python_job_warm(model_path, in_path, out_path, feats, repeat):
+    """python_score.py's job inside this process, which has already imported pandas and
+    scikit-learn (a warm Python): unpickle, read_parquet, decision_function + predict, to_parquet.
+    Each part timed; the best of `repeat` by total."""
+    best = None
+    for _ in range(repeat):
+        gc.collect()
+        t0 = time.perf_counter()
+        with open(model_path, "rb") as f:
+            model = pickle.load(f)
+        t1 = time.perf_counter()
+        df = pd.read_parquet(in_path)
+        t2 = time.perf_counter()
+        X = df[feats]
+        df["score"] = model.decision_function(X)
+        df["anomaly"] = (model.predict(X) == -1).astype("int8")
+        t3 = time.perf_counter()
+        df.to_parquet(out_path, index=False)
+        t4 = time.perf_counter()
+        run = {"unpickle": t1 - t0, "read_parquet": t2 - t1, "score": t3 - t2, "to_parquet": t4 - t3,
+               "total": t4 - t0}
+        if best is None or run["total"] < best["total"]:
+            best = run
+    return best
+
+
+def process_start_seconds(fs, repeat=5):
+    """Best wall time of `fleetscore --version`: starting and ending a process, nothing else."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        subprocess.run([str(fs), "--version"], stdout=subprocess.DEVNULL, check=True)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def compare(ref_score, ref_pred, score, anomaly):
     """Scores and predictions of an engine vs scikit-learn's."""
     ref_score = np.asarray(ref_score, dtype=np.float64)
@@ -378,6 +414,23 @@ def f_bytes(n):
 
 def rate_cell(rows, secs):
     return "—" if secs is None else f"{f_rate(rows / secs)} ({f_secs(secs)})"
+
+
+def model_targets(r):
+    """Issue 14's scoring targets: (what, measured ratio, goal)."""
+    out = []
+    k = r["kernel"].get("iforest100")
+    if k and k.get("fleetscore_all"):
+        both = k["sklearn"]["decision_seconds"] + k["sklearn"]["predict_seconds"]
+        out.append(("IsolationForest in process ≥ 25× scikit-learn's decision_function + predict",
+                    div(both, k["fleetscore_all"]["score_seconds"]), 25.0))
+    pr = min(r["process_rows"], r["rows"])
+    for name, goal in (("iforest100", 20.0), ("ocsvm20", 10.0)):
+        p_ = r["process"].get(name)
+        if p_ and p_.get("fleetscore"):
+            out.append((f"`{name}`: a whole `models score` process on {pr:,} rows ≥ {goal:g}× a warm Python",
+                        div(p_["python_warm"]["total"], p_["fleetscore"]["wall_seconds"]), goal))
+    return out
 
 
 def render(r):
@@ -524,6 +577,44 @@ def render(r):
             f"| {f_ratio(div(py['wall_seconds'], fs_wall))} | {f_ratio(div(py['peak_rss_kib'], fs_rss))} |")
     add("")
 
+    pr = min(r["process_rows"], n)
+    add(f"### A whole `models score` process vs a warm Python ({pr:,} rows, Parquet in and out, best of {r['repeat']})")
+    add("")
+    add("fleetscore: the whole `models score` process as above, on the first "
+        f"{pr:,} rows. Python: `python_score.py`'s job timed inside this benchmark's own process, which has "
+        "already imported pandas and scikit-learn (so neither interpreter start nor imports count): "
+        "`pickle.load`, `pd.read_parquet`, decision_function + predict, `to_parquet`. fleetscore's parts: "
+        "process start and exit is the wall time of `fleetscore --version` (best of 5); load and score are "
+        "`models bench`'s `load_seconds` and `score_seconds` on the same rows; Parquet in and out is what "
+        "remains of the wall time.")
+    add("")
+    add("| model | warm Python | unpickle | read_parquet | score | to_parquet | fleetscore process "
+        "| start + exit | load | score | Parquet in + out | fleetscore speed-up |")
+    add("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, p_ in r["process"].items():
+        py = p_["python_warm"]
+        fsw = p_.get("fleetscore", {}).get("wall_seconds")
+        if fsw is None:
+            cells = ["—"] * 5
+        else:
+            b = p_["fleetscore_bench"]
+            st = p_["fleetscore_start_seconds"]
+            rest = fsw - st - b["load_seconds"] - b["score_seconds"]
+            cells = [f"**{f_secs(fsw)}**", f_secs(st), f_secs(b["load_seconds"]), f_secs(b["score_seconds"]),
+                     f_secs(max(rest, 0.0))]
+        add(f"| `{name}` | {f_secs(py['total'])} | {f_secs(py['unpickle'])} | {f_secs(py['read_parquet'])} "
+            f"| {f_secs(py['score'])} | {f_secs(py['to_parquet'])} | " + " | ".join(cells)
+            + f" | **{f_ratio(div(py['total'], fsw))}** |")
+    add("")
+
+    add("### Targets (issue 14)")
+    add("")
+    add("| target | measured | met |")
+    add("|---|---|---|")
+    for label, value, goal in model_targets(r):
+        add(f"| {label} | {f_ratio(value)} | {'—' if value is None else ('yes' if value >= goal else '**no**')} |")
+    add("")
+
     add("### Accuracy against scikit-learn")
     add("")
     add("Scores compared with scikit-learn's float64 `decision_function` on all rows; predictions with its "
@@ -569,6 +660,8 @@ def main():
     ap.add_argument("--skip-fleetscore", action="store_true", help="measure only the Python engines")
     ap.add_argument("--fleetscore", type=Path, default=ROOT / "target" / "release" / "fleetscore",
                     help="the fleetscore binary (default target/release/fleetscore)")
+    ap.add_argument("--process-rows", type=int, default=200_000,
+                    help="rows of the whole-process comparison with a warm Python (default 200,000)")
     ap.add_argument("--repeat", type=int, default=3, help="timed repetitions, best taken (default 3)")
     ap.add_argument("--models", default="ocsvm20,ocsvm1000,iforest100",
                     help="comma-separated subset of ocsvm20,ocsvm1000,iforest100")
@@ -607,7 +700,8 @@ def main():
         "reproduce": os.environ.get("BENCH_COMMAND") or "bash scripts/bench/run-models.sh",
         "invocation": shlex.join(["python", os.path.relpath(__file__, Path.cwd())] + sys.argv[1:]),
         "rss_method": "`/usr/bin/time -v`" if os.access(TIME_V, os.X_OK) else "getrusage(RUSAGE_CHILDREN)",
-        "models": {}, "kernel": {}, "load": {}, "e2e": {}, "accuracy": {},
+        "process_rows": args.process_rows,
+        "models": {}, "kernel": {}, "load": {}, "e2e": {}, "process": {}, "accuracy": {},
     }
     log(f"numpy BLAS: {r['blas']['summary']}; OPENBLAS_CORETYPE {r['env']['OPENBLAS_CORETYPE']}, "
         f"OPENBLAS_L2_SIZE {r['env']['OPENBLAS_L2_SIZE']}")
@@ -620,6 +714,8 @@ def main():
     data.to_parquet(data_path, index=False)
     X = data[FEATURES].to_numpy(dtype=np.float64)
     X32 = X.astype(np.float32)
+    small_path = out / f"data-{args.process_rows}.parquet"
+    data.iloc[:args.process_rows].to_parquet(small_path, index=False)
     train = make_data(TRAIN_ROWS, TRAIN_SEED)
     log(f"data: {args.rows:,} rows -> {data_path}; training rows: {TRAIN_ROWS:,}")
 
@@ -682,6 +778,24 @@ def main():
             cmds["fleetscore"] = [str(fs), "models", "score", str(path), "--input", str(data_path),
                                   "--output", str(fs_out), "--features", feats]
         r["e2e"][name] = end_to_end(cmds, args.repeat)
+
+        # 5b. a whole fleetscore process vs a warm Python on fewer rows, and what each part costs
+        pr = min(args.process_rows, args.rows)
+        log(f"{name}: {pr:,} rows, a fleetscore process vs a warm Python")
+        proc = {"python_warm": python_job_warm(path, small_path, out / f"warm_python_{name}.parquet",
+                                               FEATURES, args.repeat)}
+        if not args.skip_fleetscore:
+            small_out = out / f"process_fleetscore_{name}.parquet"
+            proc["fleetscore"] = end_to_end(
+                {"fleetscore": [str(fs), "models", "score", str(path), "--input", str(small_path),
+                                "--output", str(small_out), "--features", feats]}, args.repeat)["fleetscore"]
+            proc["fleetscore_start_seconds"] = process_start_seconds(fs)
+            proc["fleetscore_bench"] = fleetscore_bench(fs, path, small_path, cores_n, args.repeat)
+            small_score, small_anom = check_output_table(small_out, data.iloc[:pr])
+            small_acc = compare(sk_df[:pr], sk_pred[:pr], small_score, small_anom)
+            if small_acc["differing_predictions"] or small_acc["max_rel_diff"] > 1e-9:
+                raise SystemExit(f"error: {small_out} differs from scikit-learn: {small_acc}")
+        r["process"][name] = proc
 
         acc = {"ort": ort_acc}
         py_score, py_anom = check_output_table(py_out, data)
