@@ -115,6 +115,10 @@ pub(crate) async fn schedules(State(m): State<Arc<Monitor>>) -> Html<String> {
             h1 { "Schedules" }
             p.empty #no-scheduler { "No scheduler: runs are started by " code { "fleetscore run" } ". Schedules, their next ticks and tick history show here once a scheduler is plugged in." }
         },
+        Some(list) if list.is_empty() => html! {
+            h1 { "Schedules" }
+            p.empty #no-schedules { "No schedules yet: " code { "fleetscore schedule add" } " makes one; runs so far were started by hand." }
+        },
         Some(list) => html! {
             h1 { "Schedules" }
             @for sc in list.iter() {

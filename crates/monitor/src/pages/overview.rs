@@ -82,6 +82,9 @@ pub(crate) async fn page(State(m): State<Arc<Monitor>>) -> Html<String> {
                         div.value { "in " (span(ms - s.taken_ms)) }
                         div.sub { (time(ms)) " · " (name) }
                     }
+                    (None, true) if s.schedules.as_ref().is_some_and(|v| v.is_empty()) => {
+                        div.value { "—" } div.sub { "no schedules (" code { "fleetscore schedule add" } ")" }
+                    }
                     (None, true) => { div.value { "—" } div.sub { "no tick due" } }
                     (None, false) => { div.value { "—" } div.sub { "no scheduler" } }
                 }
