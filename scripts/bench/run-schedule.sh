@@ -3,7 +3,7 @@
 # the same day, and the watermark trigger's latency from a window's close to its predictions —
 # and write the results into BENCHMARKS.md (between the bench:schedule markers).
 #
-#   bash scripts/bench/run-schedule.sh [extra schedule.py options, e.g. --minutes 5]
+#   bash scripts/bench/run-schedule.sh [extra schedule.py options, e.g. --minutes 5 (default 2)]
 #
 # Uses the venv and release build of prelude.sh, and the N=1,000 fleet fleet.py caches in
 # target/bench/fleet (generated on first use). SKIP_BUILD=1 uses the release binary as it is.

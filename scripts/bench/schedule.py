@@ -277,7 +277,7 @@ def main():
     ap.add_argument("--fs", default=str(ROOT / "target/release/fleetscore"))
     ap.add_argument("--work", default=str(ROOT / "target/bench/schedule"))
     ap.add_argument("--ticks", type=int, default=240)
-    ap.add_argument("--minutes", type=int, default=3)
+    ap.add_argument("--minutes", type=int, default=2)
     ap.add_argument("--devices", type=int, default=1000)
     ap.add_argument("--skip", action="append", default=[], choices=["backfill", "watermark"])
     ap.add_argument("--write")
