@@ -6,6 +6,8 @@ use std::process::{Command, Output};
 
 use fleetscore_table::RowPosition;
 
+mod common;
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fleetscore"))
 }
@@ -803,21 +805,9 @@ fn plan_reference_run(store: &Path, db: Option<&str>, run_id: &str) -> String {
 /// is predicted exactly once.
 #[test]
 fn a_worker_killed_mid_task_is_replaced_and_the_run_completes_once() {
-    let Ok(url) = std::env::var("FLEETSCORE_TEST_POSTGRES") else {
-        eprintln!("FLEETSCORE_TEST_POSTGRES not set: workers on PostgreSQL not checked");
+    let Some(db) = common::postgres_schema("cli_workers", "workers on PostgreSQL") else {
         return;
     };
-    let schema = format!("cli_workers_{}", std::process::id());
-    let psql = std::process::Command::new("psql")
-        .arg(&url)
-        .args(["-q", "-c"])
-        .arg(format!(
-            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-        ))
-        .output()
-        .expect("psql");
-    assert!(psql.status.success(), "{}", stderr(&psql));
-    let db = format!("{url}?options=-csearch_path%3D{schema}");
     let dir = tempdir("workers");
     let store = dir.join("store");
     let with_db = |args: &[&str]| {

@@ -510,25 +510,11 @@ fn two_schedulers_on_sqlite_fire_each_tick_once() {
 
 #[test]
 fn two_schedulers_on_postgresql_fire_each_tick_once() {
-    let Ok(url) = std::env::var("FLEETSCORE_TEST_POSTGRES") else {
-        eprintln!("FLEETSCORE_TEST_POSTGRES not set: schedulers on PostgreSQL not checked");
+    let Some(db) = common::postgres_schema("cli_sched", "schedulers on PostgreSQL") else {
         return;
     };
-    let schema = format!("cli_sched_{}", std::process::id());
-    let psql = std::process::Command::new("psql")
-        .arg(&url)
-        .args(["-q", "-c"])
-        .arg(format!(
-            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-        ))
-        .output()
-        .expect("psql");
-    assert!(psql.status.success(), "{}", text(&psql.stderr));
     let dir = tempdir("two-postgres");
-    let fleet = Fleet::reference(
-        &dir,
-        Some(format!("{url}?options=-csearch_path%3D{schema}")),
-    );
+    let fleet = Fleet::reference(&dir, Some(db));
     two_schedulers_one_killed(&fleet, &dir);
 }
 

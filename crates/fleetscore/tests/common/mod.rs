@@ -99,3 +99,27 @@ pub fn post(
         serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
     )
 }
+
+/// A `--db` URL on a fresh schema `name` of the PostgreSQL server `scripts/test` starts, or
+/// `None` (saying what is not checked) when there is none.
+pub fn postgres_schema(name: &str, unchecked: &str) -> Option<String> {
+    let Ok(url) = std::env::var("FLEETSCORE_TEST_POSTGRES") else {
+        eprintln!("FLEETSCORE_TEST_POSTGRES not set: {unchecked} not checked");
+        return None;
+    };
+    let schema = format!("{name}_{}", std::process::id());
+    let psql = Command::new("psql")
+        .arg(&url)
+        .args(["-q", "-c"])
+        .arg(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        ))
+        .output()
+        .expect("psql");
+    assert!(
+        psql.status.success(),
+        "{}",
+        String::from_utf8_lossy(&psql.stderr)
+    );
+    Some(format!("{url}?options=-csearch_path%3D{schema}"))
+}
