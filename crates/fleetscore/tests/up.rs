@@ -188,3 +188,66 @@ fn up_demo_scores_windows_survives_sigkill_and_stops_on_sigterm() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A part that cannot start stops `up` with one line before anything runs; a `scheduler` stops
+/// on SIGTERM with exit 0.
+#[test]
+fn a_taken_port_stops_up_at_once_and_the_scheduler_stops_on_sigterm() {
+    let dir = tempdir("taken");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let o = bin()
+        .args([
+            "up",
+            "--ingest-listen",
+            &addr,
+            "--listen",
+            "127.0.0.1:0",
+            "--dir",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("ingest cannot listen on {addr}")),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("fleetscore up: the pipeline"),
+        "nothing started"
+    );
+
+    let mut scheduler = bin()
+        .arg("--store")
+        .arg(dir.join("store"))
+        .args(["scheduler", "--workers", "1"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It says it runs (on standard error) once it is set up, signal handlers included.
+    let mut line = String::new();
+    BufReader::new(scheduler.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("SIGTERM stops it"), "{line}");
+    std::process::Command::new("kill")
+        .args(["-TERM", &scheduler.id().to_string()])
+        .status()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = scheduler.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still running after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
