@@ -19,7 +19,7 @@ use std::io::{Read, Write};
 
 use fleetscore_core::{Clock, now_ms, rfc3339};
 use fleetscore_jobs::coordinator::Coordinator;
-use fleetscore_jobs::coordinator::schedules::{ScheduleRow, Tick, TickState};
+use fleetscore_jobs::coordinator::schedules::{ScheduleRow, Tick, TickState, WatermarkRow};
 use fleetscore_jobs::run::{self, RunOptions, RunRequest};
 use fleetscore_jobs::status::RunStatus;
 use fleetscore_store::Store;
@@ -220,17 +220,19 @@ impl<'a> Scheduler<'a> {
         let mut events = Vec::new();
         // Event time may run ahead of the clock (a replay, a simulation): a watermark schedule's
         // ticks are due once the clock or the watermark has passed them.
-        let watermark = if defs.values().any(|(_, d)| d.trigger == Trigger::Watermark) {
-            self.horizon()?
+        // The aggregators' watermarks, read once a pass (only watermark schedules need them).
+        let marks = if defs.values().any(|(_, d)| d.trigger == Trigger::Watermark) {
+            self.coordinator.watermarks()?
         } else {
-            None
+            Vec::new()
         };
+        let horizon = horizon(&marks);
         for (row, def) in defs.values() {
             if !row.paused && self.options.fire {
-                events.extend(self.fire_due(row, def, watermark)?);
+                events.extend(self.fire_due(row, def, horizon)?);
             }
         }
-        events.extend(self.advance(&defs)?);
+        events.extend(self.advance(&defs, slowest(&marks))?);
         Ok(events)
     }
 
@@ -295,37 +297,9 @@ impl<'a> Scheduler<'a> {
         Ok(events)
     }
 
-    /// The watermark every aggregator has passed, and the slowest aggregator; `None` when no
-    /// aggregator has published one.
-    fn watermark(&self) -> Result<Option<(i64, String)>> {
-        Ok(self
-            .coordinator
-            .watermarks()?
-            .into_iter()
-            .min_by_key(|w| w.complete_before_ms)
-            .map(|w| (w.complete_before_ms, w.aggregator)))
-    }
-
-    /// How far event time has gone by every aggregator: the least, over aggregators, of what is
-    /// complete and the newest event read (a drained aggregator calls every window complete;
-    /// ticks past its data would be windows of nothing). `None` when none has published.
-    fn horizon(&self) -> Result<Option<i64>> {
-        Ok(self
-            .coordinator
-            .watermarks()?
-            .into_iter()
-            .map(|w| w.complete_before_ms.min(w.newest_event_ms))
-            .min())
-    }
-
     /// Moves every open tick on.
-    fn advance(&self, defs: &Definitions) -> Result<Vec<Event>> {
+    fn advance(&self, defs: &Definitions, watermark: Option<(i64, String)>) -> Result<Vec<Event>> {
         let open = self.coordinator.open_ticks()?;
-        let watermark = if open.iter().any(|t| t.state == TickState::Waiting) {
-            self.watermark()?
-        } else {
-            None
-        };
         let wall = now_ms();
         let mut events = Vec::new();
         for tick in open {
@@ -334,6 +308,14 @@ impl<'a> Scheduler<'a> {
             };
             let event = match tick.state {
                 TickState::Waiting => match &watermark {
+                    // Complete, or its schedule was edited to the clock trigger.
+                    _ if def.trigger == Trigger::Clock => {
+                        let mut next = tick.clone();
+                        next.state = TickState::Pending;
+                        next.reason = None;
+                        self.coordinator.update_tick(&next, wall)?;
+                        None
+                    }
                     Some((wm, _)) if *wm >= tick.to_ms => {
                         let mut next = tick.clone();
                         next.state = TickState::Pending;
@@ -550,6 +532,25 @@ impl<'a> Scheduler<'a> {
                 }
         }))
     }
+}
+
+/// The watermark every aggregator has passed, and the slowest aggregator; `None` when no
+/// aggregator has published one.
+fn slowest(marks: &[WatermarkRow]) -> Option<(i64, String)> {
+    marks
+        .iter()
+        .min_by_key(|w| w.complete_before_ms)
+        .map(|w| (w.complete_before_ms, w.aggregator.clone()))
+}
+
+/// How far event time has gone by every aggregator: the least, over aggregators, of what is
+/// complete and the newest event read (a drained aggregator calls every window complete; ticks
+/// past its data would be windows of nothing). `None` when none has published.
+fn horizon(marks: &[WatermarkRow]) -> Option<i64> {
+    marks
+        .iter()
+        .map(|w| w.complete_before_ms.min(w.newest_event_ms))
+        .min()
 }
 
 /// A retry this close is waited for by a one-shot pass (`scheduler --once`, `backfill`).
