@@ -48,6 +48,8 @@ pub struct ServeArgs {
     /// Required unless listening on a loopback address.
     #[arg(long, env = "FLEETSCORE_INGEST_TOKENS")]
     pub tokens: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: crate::tls_args::TlsServerArgs,
     /// Partitions of a new log (an existing log keeps its own; default 8).
     #[arg(long)]
     pub partitions: Option<u32>,
@@ -171,6 +173,7 @@ pub fn ingest(command: IngestCommand) -> Result<ExitCode> {
         .map(|url| KafkaConfig::new(url, &a.kafka_group))
         .transpose()?;
     let tokens = a.tokens.as_deref().map(Tokens::load).transpose()?;
+    let tls = a.tls.config()?;
     let existing = Meta::read(&a.log.log_dir)?.map(|m| m.partitions);
     if let (Some(have), Some(want)) = (existing, a.partitions)
         && have != want
@@ -208,6 +211,7 @@ pub fn ingest(command: IngestCommand) -> Result<ExitCode> {
         max_connections: a.max_connections,
         idle_timeout: a.idle_timeout,
         limits,
+        tls,
     };
     // MQTT and Kafka beside HTTP, into the same log; their counters show in /v1/stats.
     let mut runner = Runner::new(log);
@@ -224,7 +228,7 @@ pub fn ingest(command: IngestCommand) -> Result<ExitCode> {
     }
     let http = HttpSource::bind(a.listen, config, stats)?;
     // Tests and scripts wait for this line to know the port.
-    println!("listening on http://{}", http.local_addr());
+    println!("listening on {}://{}", a.tls.scheme(), http.local_addr());
     runner.add(http);
     // Until SIGINT or SIGTERM; then the requests in progress are answered.
     runner.run_until_terminated()?;
