@@ -1691,3 +1691,94 @@ fn skops_files_score_inspect_and_import_like_pickles() {
     let listed = String::from_utf8_lossy(&o.stdout).into_owned();
     assert_eq!(listed.lines().count(), 2, "{listed}");
 }
+
+/// Workers and runs on a PostgreSQL that takes only TLS (`sslmode=verify-full`, the test CA in
+/// `sslrootcert`): the run completes; a wrong root certificate and a wrong password are refused
+/// in one line; the password shows in no output, error or record.
+#[test]
+fn workers_and_runs_work_over_tls_with_verify_full_and_the_password_is_never_shown() {
+    const PASSWORD: &str = "fleetscore-tls-test-pw";
+    let Some(db) = common::postgres_schema_on(
+        "FLEETSCORE_TEST_POSTGRES_TLS",
+        "cli_tls",
+        "PostgreSQL over TLS",
+    ) else {
+        return;
+    };
+    assert!(db.contains("sslmode=verify-full") && db.contains(PASSWORD));
+    let dir = tempdir("pgtls");
+    let store = dir.join("store");
+    let mut printed = plan_reference_run(&store, Some(&db), "t");
+    assert!(printed.contains("run t: planned 15 models"), "{printed}");
+    let o = bin()
+        .arg("--store")
+        .arg(&store)
+        .args(["--db", &db, "worker", "--threads", "2", "--idle-exit", "1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    printed.push_str(&String::from_utf8_lossy(&o.stdout));
+    printed.push_str(&stderr(&o));
+    let o = fleet(&store, &["--db", &db, "runs", "show", "t", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let shown: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(shown["status"], "succeeded", "{shown}");
+    printed.push_str(&String::from_utf8_lossy(&o.stdout));
+
+    // A root certificate that did not sign the server's, and a wrong password.
+    let other = fleetscore_tls::testing::TestCa::new(&dir, "other");
+    let (base, query) = db.split_once('?').unwrap();
+    let wrong_root = format!(
+        "{base}?{}",
+        query
+            .split('&')
+            .map(|p| if p.starts_with("sslrootcert=") {
+                format!("sslrootcert={}", other.ca_file().display())
+            } else {
+                p.to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    );
+    let o = fleet(&store, &["--db", &wrong_root, "runs", "list"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("not signed by a trusted CA"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    printed.push_str(&err);
+    let o = fleet(
+        &store,
+        &[
+            "--db",
+            &db.replace(PASSWORD, "wrong-password"),
+            "runs",
+            "list",
+        ],
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(!err.contains("wrong-password"), "{err}");
+    printed.push_str(&err);
+
+    assert!(
+        !printed.contains(PASSWORD),
+        "the password was printed:\n{printed}"
+    );
+    // Nor is it in any record the run left in the store.
+    let mut files = vec![store.clone()];
+    while let Some(f) = files.pop() {
+        if f.is_dir() {
+            files.extend(std::fs::read_dir(&f).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let bytes = std::fs::read(&f).unwrap();
+            assert!(
+                !bytes
+                    .windows(PASSWORD.len())
+                    .any(|w| w == PASSWORD.as_bytes()),
+                "the password is in {}",
+                f.display()
+            );
+        }
+    }
+}
