@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use fleetscore_core::SystemClock;
 use fleetscore_ingest::kafka::{KafkaConfig, KafkaSource};
-use fleetscore_ingest::mqtt::{MqttConfig, MqttSource};
+use fleetscore_ingest::mqtt::{Login, MqttConfig, MqttSource};
 use fleetscore_ingest::server::{Config, HttpSource, SourceStats, Tokens};
 use fleetscore_ingest::{Limits, Reading, Runner};
 use fleetscore_log::{Log, Meta, Options};
@@ -83,10 +83,32 @@ pub struct ServeArgs {
     /// Per partition, the oldest sealed segments are deleted while it holds more bytes.
     #[arg(long)]
     pub retention_bytes: Option<u64>,
-    /// Also take readings from this MQTT broker (`mqtt://host[:port]`), QoS 1, each
-    /// acknowledged once on disk.
+    /// Also take readings from this MQTT broker (`mqtt://host[:port]`, or `mqtts://host[:port]`
+    /// over TLS, port 8883 by default), QoS 1, each acknowledged once on disk.
     #[arg(long, env = "FLEETSCORE_MQTT")]
     pub mqtt: Option<String>,
+    /// The CA certificates (PEM) that signed the MQTT broker's certificate (mqtts://; default:
+    /// the system's).
+    #[arg(long, env = "FLEETSCORE_MQTT_CA")]
+    pub mqtt_ca: Option<PathBuf>,
+    /// A client certificate chain (PEM) to present to the MQTT broker (mqtts://; Azure Event
+    /// Grid's MQTT broker authenticates clients this way); needs --mqtt-key.
+    #[arg(long, env = "FLEETSCORE_MQTT_CERT", requires = "mqtt_key")]
+    pub mqtt_cert: Option<PathBuf>,
+    /// The private key (PEM) of --mqtt-cert.
+    #[arg(long, env = "FLEETSCORE_MQTT_KEY", requires = "mqtt_cert")]
+    pub mqtt_key: Option<PathBuf>,
+    /// The MQTT username. The password comes from the environment variable
+    /// FLEETSCORE_MQTT_PASSWORD or from --mqtt-password-file, never from the command line.
+    #[arg(long, env = "FLEETSCORE_MQTT_USERNAME")]
+    pub mqtt_username: Option<String>,
+    /// A file holding the MQTT password (its first line), e.g. a mounted Kubernetes Secret.
+    #[arg(
+        long,
+        env = "FLEETSCORE_MQTT_PASSWORD_FILE",
+        requires = "mqtt_username"
+    )]
+    pub mqtt_password_file: Option<PathBuf>,
     /// MQTT topic pattern: `{device}` and `{tag}` segments name the reading's sensor.
     #[arg(
         long,
@@ -160,12 +182,54 @@ pub(crate) fn open_existing(dir: &Path) -> Result<Log> {
     Log::open_reader(dir).with_context(|| format!("reading the log in {}", dir.display()))
 }
 
+/// The MQTT source's settings: the URL, TLS (`--mqtt-ca`, `--mqtt-cert`, `--mqtt-key`) and the
+/// login (`--mqtt-username`, the password from FLEETSCORE_MQTT_PASSWORD or a file).
+fn mqtt_config(url: &str, a: &ServeArgs) -> Result<MqttConfig> {
+    let mut config = MqttConfig::new(url, &a.mqtt_topic, &a.mqtt_client_id)?;
+    let identity = fleetscore_tls::Identity::from_options(
+        a.mqtt_cert.as_deref(),
+        a.mqtt_key.as_deref(),
+        "--mqtt-cert",
+        "--mqtt-key",
+    )
+    .map_err(anyhow::Error::msg)?;
+    if config.tls.is_none() && (a.mqtt_ca.is_some() || identity.is_some()) {
+        bail!("--mqtt-ca, --mqtt-cert and --mqtt-key are for TLS: use mqtts:// in --mqtt");
+    }
+    if config.tls.is_some() && (a.mqtt_ca.is_some() || identity.is_some()) {
+        let roots = fleetscore_tls::Roots::file_or_system(a.mqtt_ca.as_deref());
+        let tls = fleetscore_tls::client_config(&roots, identity.as_ref())
+            .context("MQTT over TLS (--mqtt-ca, --mqtt-cert, --mqtt-key)")?;
+        config.tls = Some(Arc::new(tls));
+    }
+    let password = match &a.mqtt_password_file {
+        Some(file) => Some(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("reading the MQTT password from {}", file.display()))?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string(),
+        ),
+        None => std::env::var("FLEETSCORE_MQTT_PASSWORD").ok(),
+    };
+    config.login = match (&a.mqtt_username, password) {
+        (Some(username), password) => Some(Login {
+            username: username.clone(),
+            password: password.unwrap_or_default(),
+        }),
+        (None, Some(_)) => bail!("FLEETSCORE_MQTT_PASSWORD is set but --mqtt-username is not"),
+        (None, None) => None,
+    };
+    Ok(config)
+}
+
 pub fn ingest(command: IngestCommand) -> Result<ExitCode> {
     let IngestCommand::Serve(a) = command;
     let mqtt = a
         .mqtt
         .as_deref()
-        .map(|url| MqttConfig::new(url, &a.mqtt_topic, &a.mqtt_client_id))
+        .map(|url| mqtt_config(url, &a))
         .transpose()?;
     let kafka = a
         .kafka

@@ -796,3 +796,211 @@ fn idle_connections_cannot_hold_every_slot() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `mosquitto_passwd`: beside `mosquitto_pub` or the broker (Debian's mosquitto package), else
+/// on PATH.
+fn mosquitto_passwd(broker_bin: &str, pub_bin: &str) -> PathBuf {
+    [pub_bin, broker_bin]
+        .iter()
+        .filter_map(|b| Path::new(b).parent())
+        .chain([Path::new("/usr/bin")])
+        .map(|d| d.join("mosquitto_passwd"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("mosquitto_passwd"))
+}
+
+/// Starts `ingest serve` with `args` and the MQTT password `password` in the environment;
+/// returns it with the first standard-error line that contains `wanted` (or, if it exits
+/// first, everything it printed; or fails the test after 30 s without either).
+fn serve_until_stderr(
+    log_dir: &Path,
+    args: &[&str],
+    password: &str,
+    wanted: &'static str,
+) -> (Child, String) {
+    let mut command = bin();
+    command
+        .args(["ingest", "serve", "--listen", "127.0.0.1:0", "--log-dir"])
+        .arg(log_dir)
+        .args(args)
+        .env_remove("FLEETSCORE_MQTT_PASSWORD")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if !password.is_empty() {
+        command.env("FLEETSCORE_MQTT_PASSWORD", password);
+    }
+    let mut child = command.spawn().unwrap();
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            all.push_str(&line);
+            all.push('\n');
+            if line.contains(wanted) {
+                let _ = tx.send(line);
+            }
+        }
+        let _ = tx.send(all);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("no line with {wanted:?} on standard error"));
+    eprintln!("ingest serve said: {line}");
+    (child, line)
+}
+
+/// `mqtts://` against Mosquitto with a TLS listener (a test CA and a leaf made here) and a
+/// password file: readings stored; a wrong password and an untrusted broker are each reported
+/// in one line, without the password; a client certificate is presented where the listener
+/// requires one.
+#[test]
+fn mqtts_with_a_ca_and_a_password_stores_readings_and_refuses_clearly() {
+    let (Ok(broker_bin), Ok(pub_bin)) = (
+        std::env::var("FLEETSCORE_TEST_MOSQUITTO"),
+        std::env::var("FLEETSCORE_TEST_MOSQUITTO_PUB"),
+    ) else {
+        eprintln!("FLEETSCORE_TEST_MOSQUITTO(_PUB) not set: MQTT over TLS not checked");
+        return;
+    };
+    const PASSWORD: &str = "mqtt-test-pw-1f9e";
+    let dir = tempdir("mqtts");
+    let ca = fleetscore_tls::testing::TestCa::new(&dir, "mqtt");
+    let other = fleetscore_tls::testing::TestCa::new(&dir, "other");
+    let server = ca.localhost();
+    let passwd = dir.join("passwd");
+    let made = Command::new(mosquitto_passwd(&broker_bin, &pub_bin))
+        .args(["-b", "-c"])
+        .arg(&passwd)
+        .args(["sensor", PASSWORD])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (port, cert_port) = (free_port(), free_port());
+    let tls = format!(
+        "cafile {}\ncertfile {}\nkeyfile {}\n",
+        ca.ca_file().display(),
+        server.cert.display(),
+        server.key.display()
+    );
+    let mut conf = format!(
+        "per_listener_settings true\nlog_dest stderr\nlog_type error\n\
+         listener {port} 127.0.0.1\n{tls}allow_anonymous false\npassword_file {}\n\
+         listener {cert_port} 127.0.0.1\n{tls}require_certificate true\nallow_anonymous true\n",
+        passwd.display()
+    );
+    if Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n")
+    {
+        conf.push_str("user root\n");
+    }
+    let conf_file = dir.join("mosquitto.conf");
+    std::fs::write(&conf_file, conf).unwrap();
+    let _broker = Broker {
+        child: Command::new(&broker_bin)
+            .arg("-c")
+            .arg(&conf_file)
+            .spawn()
+            .unwrap(),
+    };
+    wait_for("mosquitto's TLS listeners", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && TcpStream::connect(("127.0.0.1", cert_port)).is_ok()
+    });
+    let publish_tls = |value: &str| {
+        Command::new(&pub_bin)
+            .args(["-h", "localhost", "-p", &port.to_string(), "--cafile"])
+            .arg(ca.ca_file())
+            .args(["-u", "sensor", "-P", PASSWORD, "-q", "1"])
+            .args(["-t", "sensors/d1/temp", "-m", value])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+
+    // The right CA and password: readings stored.
+    let log_dir = dir.join("log");
+    let url = format!("mqtts://localhost:{port}");
+    let ca_file = ca.ca_file().display().to_string();
+    let good = [
+        "--mqtt",
+        url.as_str(),
+        "--mqtt-ca",
+        ca_file.as_str(),
+        "--mqtt-username",
+        "sensor",
+        "--mqtt-client-id",
+        "tls-good",
+    ];
+    let (server_ok, line) = serve_until_stderr(&log_dir, &good, PASSWORD, "subscribing");
+    let _server_ok = Killed(server_ok);
+    assert!(line.contains("connected to localhost"), "{line}");
+    for v in ["1.5", "2.5", "3.5"] {
+        assert!(publish_tls(v));
+    }
+    wait_for("3 readings in the log", || {
+        log_contents(&log_dir).len() >= 3
+    });
+
+    // A wrong password.
+    let mut wrong = good;
+    wrong[7] = "tls-wrong";
+    let (refused, line) = serve_until_stderr(
+        &dir.join("log2"),
+        &wrong,
+        "not-the-password",
+        "cannot connect",
+    );
+    drop(Killed(refused));
+    assert!(line.contains("refused"), "{line}");
+    assert!(line.contains("password"), "{line}");
+    assert!(!line.contains("not-the-password"), "{line}");
+
+    // A broker whose certificate another CA signed.
+    let mut untrusted = good;
+    let other_ca = other.ca_file().display().to_string();
+    untrusted[3] = other_ca.as_str();
+    untrusted[7] = "tls-untrusted";
+    let (refused, line) =
+        serve_until_stderr(&dir.join("log3"), &untrusted, PASSWORD, "cannot connect");
+    drop(Killed(refused));
+    assert!(line.contains("not signed by a trusted CA"), "{line}");
+    assert!(!line.contains(PASSWORD), "{line}");
+
+    // A listener that requires a client certificate: with one, connected; without, refused.
+    let client = ca.client("fleetscore-ingest");
+    let cert_url = format!("mqtts://localhost:{cert_port}");
+    let (cert, key) = (
+        client.cert.display().to_string(),
+        client.key.display().to_string(),
+    );
+    let with_cert = [
+        "--mqtt",
+        cert_url.as_str(),
+        "--mqtt-ca",
+        ca_file.as_str(),
+        "--mqtt-cert",
+        cert.as_str(),
+        "--mqtt-key",
+        key.as_str(),
+        "--mqtt-client-id",
+        "tls-cert",
+    ];
+    let (ok, line) = serve_until_stderr(&dir.join("log4"), &with_cert, "", "subscribing");
+    drop(Killed(ok));
+    assert!(line.contains("connected"), "{line}");
+    let (refused, line) =
+        serve_until_stderr(&dir.join("log5"), &with_cert[..4], "", "cannot connect");
+    drop(Killed(refused));
+    assert!(line.contains("certificate"), "{line}");
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
