@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use fleetscore_core::SystemClock;
-use fleetscore_ingest::kafka::{KafkaConfig, KafkaSource};
+use fleetscore_ingest::kafka::{KafkaConfig, KafkaSource, Mechanism, Sasl};
 use fleetscore_ingest::mqtt::{Login, MqttConfig, MqttSource};
 use fleetscore_ingest::server::{Config, HttpSource, SourceStats, Tokens};
 use fleetscore_ingest::{Limits, Reading, Runner};
@@ -29,7 +29,7 @@ pub struct LogDirArgs {
 pub enum IngestCommand {
     /// Accept readings over HTTP (POST /v1/readings: JSON lines, JSON or CSV) and append them
     /// to the durable log; a request is answered once its readings are on disk.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
 }
 
 /// `fleetscore ingest serve`.
@@ -123,8 +123,10 @@ pub struct ServeArgs {
         default_value = "fleetscore-ingest"
     )]
     pub mqtt_client_id: String,
-    /// Also consume readings from this Kafka topic (`kafka://host:port/topic`; plaintext, no
-    /// TLS or SASL yet), committing offsets only once the readings are on disk.
+    /// Also consume readings from this Kafka topic (`kafka://host:port/topic`, or
+    /// `kafkas://host:port/topic` over TLS, e.g. Azure Event Hubs'
+    /// `kafkas://NAMESPACE.servicebus.windows.net:9093/HUB`), committing offsets only once the
+    /// readings are on disk.
     #[arg(long, env = "FLEETSCORE_KAFKA")]
     pub kafka: Option<String>,
     /// The Kafka consumer group (processes in one group share the topic's partitions).
@@ -134,6 +136,84 @@ pub struct ServeArgs {
         default_value = "fleetscore-ingest"
     )]
     pub kafka_group: String,
+    /// The CA certificates (PEM) that signed the Kafka brokers' certificates (kafkas://;
+    /// default: the system's).
+    #[arg(long, env = "FLEETSCORE_KAFKA_CA")]
+    pub kafka_ca: Option<PathBuf>,
+    /// SASL mechanism: PLAIN (Event Hubs), SCRAM-SHA-256 or SCRAM-SHA-512; needs
+    /// --kafka-username.
+    #[arg(
+        long,
+        env = "FLEETSCORE_KAFKA_SASL_MECHANISM",
+        requires = "kafka_username"
+    )]
+    pub kafka_sasl_mechanism: Option<String>,
+    /// The SASL username (`$ConnectionString` for Event Hubs). The password comes from the
+    /// environment variable FLEETSCORE_KAFKA_PASSWORD (for Event Hubs, the connection string)
+    /// or from --kafka-password-file, never from the command line.
+    #[arg(long, env = "FLEETSCORE_KAFKA_USERNAME")]
+    pub kafka_username: Option<String>,
+    /// A file holding the SASL password (its first line), e.g. a mounted Kubernetes Secret.
+    #[arg(
+        long,
+        env = "FLEETSCORE_KAFKA_PASSWORD_FILE",
+        requires = "kafka_username"
+    )]
+    pub kafka_password_file: Option<PathBuf>,
+    /// How long the group coordinator keeps this member without a heartbeat; a killed member's
+    /// partitions wait that long before another member takes them over.
+    #[arg(long, env = "FLEETSCORE_KAFKA_SESSION_TIMEOUT", default_value = "30s",
+          value_parser = fleetscore_core::parse_duration)]
+    pub kafka_session_timeout: Duration,
+}
+
+/// The first line of a secret file, or the environment variable `var`.
+fn secret(file: Option<&Path>, var: &str, what: &str) -> Result<Option<String>> {
+    Ok(match file {
+        Some(file) => Some(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("reading the {what} from {}", file.display()))?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string(),
+        ),
+        None => std::env::var(var).ok(),
+    })
+}
+
+/// The Kafka source's settings: the URL, TLS (`--kafka-ca`), SASL (mechanism, username, the
+/// password from FLEETSCORE_KAFKA_PASSWORD or a file) and the session timeout.
+fn kafka_config(url: &str, a: &ServeArgs) -> Result<KafkaConfig> {
+    let mut config = KafkaConfig::new(url, &a.kafka_group)?;
+    config.session_timeout = a.kafka_session_timeout;
+    if let Some(ca) = &a.kafka_ca {
+        if config.tls.is_none() {
+            bail!("--kafka-ca is for TLS: use kafkas:// in --kafka");
+        }
+        let roots = fleetscore_tls::Roots::File(ca.clone());
+        let tls =
+            fleetscore_tls::client_config(&roots, None).context("Kafka over TLS (--kafka-ca)")?;
+        config.tls = Some(Arc::new(tls));
+    }
+    let password = secret(
+        a.kafka_password_file.as_deref(),
+        "FLEETSCORE_KAFKA_PASSWORD",
+        "Kafka password",
+    )?;
+    config.sasl = match (&a.kafka_username, password) {
+        (Some(username), password) => Some(Sasl {
+            mechanism: Mechanism::parse(a.kafka_sasl_mechanism.as_deref().unwrap_or("PLAIN"))?,
+            username: username.clone(),
+            password: password.unwrap_or_default(),
+        }),
+        (None, Some(_)) => bail!("FLEETSCORE_KAFKA_PASSWORD is set but --kafka-username is not"),
+        (None, None) => None,
+    };
+    if config.sasl.is_some() && config.tls.is_none() {
+        tracing::warn!("kafka: SASL without TLS sends the credentials in the clear (kafka://)");
+    }
+    Ok(config)
 }
 
 /// `fleetscore log ...`.
@@ -202,17 +282,11 @@ fn mqtt_config(url: &str, a: &ServeArgs) -> Result<MqttConfig> {
             .context("MQTT over TLS (--mqtt-ca, --mqtt-cert, --mqtt-key)")?;
         config.tls = Some(Arc::new(tls));
     }
-    let password = match &a.mqtt_password_file {
-        Some(file) => Some(
-            std::fs::read_to_string(file)
-                .with_context(|| format!("reading the MQTT password from {}", file.display()))?
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string(),
-        ),
-        None => std::env::var("FLEETSCORE_MQTT_PASSWORD").ok(),
-    };
+    let password = secret(
+        a.mqtt_password_file.as_deref(),
+        "FLEETSCORE_MQTT_PASSWORD",
+        "MQTT password",
+    )?;
     config.login = match (&a.mqtt_username, password) {
         (Some(username), password) => Some(Login {
             username: username.clone(),
@@ -234,7 +308,7 @@ pub fn ingest(command: IngestCommand) -> Result<ExitCode> {
     let kafka = a
         .kafka
         .as_deref()
-        .map(|url| KafkaConfig::new(url, &a.kafka_group))
+        .map(|url| kafka_config(url, &a))
         .transpose()?;
     let tokens = a.tokens.as_deref().map(Tokens::load).transpose()?;
     let tls = a.tls.config()?;

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
+#[path = "support/kafka_gate.rs"]
+mod kafka_gate;
 use common::{bin, post, request, serve};
 
 fn tempdir(name: &str) -> PathBuf {
@@ -617,24 +619,11 @@ p.flush()
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-#[test]
-fn kafka_offsets_are_committed_only_for_stored_readings_across_a_sigkill() {
-    let (Ok(tansu), Ok(python)) = (
-        std::env::var("FLEETSCORE_TEST_TANSU"),
-        std::env::var("FLEETSCORE_TEST_PYTHON"),
-    ) else {
-        eprintln!(
-            "FLEETSCORE_TEST_TANSU or FLEETSCORE_TEST_PYTHON not set: Kafka ingest not checked"
-        );
-        return;
-    };
-    let dir = tempdir("kafka");
-    let log_dir = dir.join("log");
-    let port = free_port();
+/// tansu on `port` (the Kafka protocol, in memory), with the topic `readings` (3 partitions).
+fn start_tansu(tansu: &str, port: u16) -> Broker {
     let url = format!("tcp://127.0.0.1:{port}");
-    // tansu: the Kafka protocol, in memory.
-    let _kafka = Broker {
-        child: Command::new(&tansu)
+    let broker = Broker {
+        child: Command::new(tansu)
             .args([
                 "broker",
                 "--listener-url",
@@ -656,7 +645,7 @@ fn kafka_offsets_are_committed_only_for_stored_readings_across_a_sigkill() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let created = Command::new(&tansu)
+    let created = Command::new(tansu)
         .args([
             "topic",
             "create",
@@ -673,11 +662,37 @@ fn kafka_offsets_are_committed_only_for_stored_readings_across_a_sigkill() {
         "{}",
         String::from_utf8_lossy(&created.stderr)
     );
+    broker
+}
+
+#[test]
+fn kafka_offsets_are_committed_only_for_stored_readings_across_a_sigkill() {
+    let (Ok(tansu), Ok(python)) = (
+        std::env::var("FLEETSCORE_TEST_TANSU"),
+        std::env::var("FLEETSCORE_TEST_PYTHON"),
+    ) else {
+        eprintln!(
+            "FLEETSCORE_TEST_TANSU or FLEETSCORE_TEST_PYTHON not set: Kafka ingest not checked"
+        );
+        return;
+    };
+    let dir = tempdir("kafka");
+    let log_dir = dir.join("log");
+    let port = free_port();
+    let _kafka = start_tansu(&tansu, port);
     let broker = format!("127.0.0.1:{port}");
     produce(&python, &broker, 0, 300);
 
     let source = format!("kafka://127.0.0.1:{port}/readings");
-    let args = ["--kafka", source.as_str(), "--kafka-group", "test"];
+    // A short session, so that the restarted server gets the killed member's partitions soon.
+    let args = [
+        "--kafka",
+        source.as_str(),
+        "--kafka-group",
+        "test",
+        "--kafka-session-timeout",
+        "10s",
+    ];
     let server = serve(&log_dir, &args);
     wait_for("300 readings from Kafka", || {
         log_contents(&log_dir).len() >= 300
@@ -818,16 +833,27 @@ fn serve_until_stderr(
     password: &str,
     wanted: &'static str,
 ) -> (Child, String) {
+    serve_with_env_until_stderr(log_dir, args, "FLEETSCORE_MQTT_PASSWORD", password, wanted)
+}
+
+/// The same, with the password in the environment variable `var`.
+fn serve_with_env_until_stderr(
+    log_dir: &Path,
+    args: &[&str],
+    var: &str,
+    password: &str,
+    wanted: &'static str,
+) -> (Child, String) {
     let mut command = bin();
     command
         .args(["ingest", "serve", "--listen", "127.0.0.1:0", "--log-dir"])
         .arg(log_dir)
         .args(args)
-        .env_remove("FLEETSCORE_MQTT_PASSWORD")
+        .env_remove(var)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     if !password.is_empty() {
-        command.env("FLEETSCORE_MQTT_PASSWORD", password);
+        command.env(var, password);
     }
     let mut child = command.spawn().unwrap();
     let err = child.stderr.take().unwrap();
@@ -1003,4 +1029,136 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Kafka over TLS and SASL, through a gate in front of tansu (`support/kafka_gate.rs`): a wrong
+/// password, an unknown CA and plaintext against TLS each give a one-line reason and store
+/// nothing; then SCRAM-SHA-512 and PLAIN members consume everything and commit their offsets
+/// through the gate, with SNI on every connection (bootstrap, coordinator, leader).
+#[test]
+fn kafka_over_tls_and_sasl_consumes_commits_and_refuses_clearly() {
+    let (Ok(tansu), Ok(python)) = (
+        std::env::var("FLEETSCORE_TEST_TANSU"),
+        std::env::var("FLEETSCORE_TEST_PYTHON"),
+    ) else {
+        eprintln!(
+            "FLEETSCORE_TEST_TANSU or FLEETSCORE_TEST_PYTHON not set: Kafka over TLS not checked"
+        );
+        return;
+    };
+    const PASSWORD: &str = "kafka-test-pw-7c1d";
+    let dir = tempdir("kafka-tls");
+    let port = free_port();
+    let _kafka = start_tansu(&tansu, port);
+    let broker = format!("127.0.0.1:{port}");
+    produce(&python, &broker, 0, 300);
+    let ca = fleetscore_tls::testing::TestCa::new(&dir, "kafka");
+    let other = fleetscore_tls::testing::TestCa::new(&dir, "other");
+    let gate = kafka_gate::start(&ca.localhost(), broker.clone(), "fleet", PASSWORD);
+    let tls_url = format!("kafkas://localhost:{}/readings", gate.port);
+    let ca_file = ca.ca_file().display().to_string();
+    let other_ca = other.ca_file().display().to_string();
+    let member = |url: &str, ca: &str, mechanism: &str| -> Vec<String> {
+        [
+            "--kafka",
+            url,
+            "--kafka-ca",
+            ca,
+            "--kafka-sasl-mechanism",
+            mechanism,
+            "--kafka-username",
+            "fleet",
+            "--kafka-group",
+            "tls",
+            "--kafka-session-timeout",
+            "10s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let refused = |name: &str, args: &[String], password: &str| {
+        let log_dir = dir.join(name);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (child, line) = serve_with_env_until_stderr(
+            &log_dir,
+            &args,
+            "FLEETSCORE_KAFKA_PASSWORD",
+            password,
+            "reconnecting",
+        );
+        drop(Killed(child));
+        assert!(!line.contains(PASSWORD), "the password is shown: {line}");
+        assert!(log_contents(&log_dir).is_empty(), "{name}: readings stored");
+        line
+    };
+
+    let line = refused(
+        "wrong-password",
+        &member(&tls_url, &ca_file, "SCRAM-SHA-256"),
+        "not-the-password",
+    );
+    assert!(line.contains("SASL authentication refused"), "{line}");
+    assert!(!line.contains("not-the-password"), "{line}");
+    let line = refused(
+        "unknown-ca",
+        &member(&tls_url, &other_ca, "PLAIN"),
+        PASSWORD,
+    );
+    assert!(line.contains("not signed by a trusted CA"), "{line}");
+    let mut plain = member(
+        &format!("kafka://localhost:{}/readings", gate.port),
+        "",
+        "PLAIN",
+    );
+    plain.drain(2..4); // no --kafka-ca
+    let line = refused("plaintext", &plain, PASSWORD);
+    assert!(line.contains("does it want TLS"), "{line}");
+
+    // The right CA and password: everything consumed, offsets committed through the gate.
+    let log_dir = dir.join("log");
+    let run = |mechanism: &str| {
+        let args = member(&tls_url, &ca_file, mechanism);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (child, line) = serve_with_env_until_stderr(
+            &log_dir,
+            &args,
+            "FLEETSCORE_KAFKA_PASSWORD",
+            PASSWORD,
+            "joined group",
+        );
+        assert!(line.contains("joined group tls"), "{line}");
+        Killed(child)
+    };
+    let first = run("SCRAM-SHA-512");
+    wait_for("300 readings over TLS", || {
+        log_contents(&log_dir).len() >= 300
+    });
+    drop(first);
+    produce(&python, &broker, 300, 200);
+    let second = run("PLAIN");
+    wait_for("500 readings over TLS", || {
+        log_contents(&log_dir).len() >= 500
+    });
+    drop(second);
+    let held = log_contents(&log_dir);
+    let keys: HashSet<(String, i64)> = held.iter().map(|r| (r.0.clone(), r.2)).collect();
+    for i in 0..500i64 {
+        assert!(
+            keys.contains(&(format!("k{}", i % 7), 1_767_225_600_000 + i)),
+            "reading {i} lost"
+        );
+    }
+    // The second member started from the offsets the first committed through the gate.
+    assert!(
+        held.len() < 800,
+        "{} readings held for 500 produced",
+        held.len()
+    );
+    let sni = gate.sni.lock().unwrap().clone();
+    assert!(sni.len() >= 6, "{sni:?}");
+    assert!(
+        sni.iter().all(|n| n.as_deref() == Some("localhost")),
+        "{sni:?}"
+    );
 }
