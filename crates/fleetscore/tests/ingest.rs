@@ -1054,7 +1054,7 @@ fn kafka_over_tls_and_sasl_consumes_commits_and_refuses_clearly() {
     produce(&python, &broker, 0, 300);
     let ca = fleetscore_tls::testing::TestCa::new(&dir, "kafka");
     let other = fleetscore_tls::testing::TestCa::new(&dir, "other");
-    let gate = kafka_gate::start(&ca.localhost(), broker.clone(), "fleet", PASSWORD);
+    let gate = kafka_gate::start(Some(&ca.localhost()), broker.clone(), "fleet", PASSWORD);
     let tls_url = format!("kafkas://localhost:{}/readings", gate.port);
     let ca_file = ca.ca_file().display().to_string();
     let other_ca = other.ca_file().display().to_string();

@@ -4,6 +4,9 @@
 //! request before authentication (as Kafka does, by closing), then relays requests to the
 //! broker one at a time, rewriting the broker addresses in Metadata v1 and FindCoordinator v1
 //! answers to its own, so that a client reaches every broker through the gate.
+//!
+//! Also `examples/kafka_gate.rs`, for the benchmark (`scripts/bench/tls.py`), which compares
+//! it with itself in plaintext (`start(None, ...)`: the same relay without TLS or SASL).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -24,8 +27,9 @@ pub struct Gate {
 }
 
 /// Starts a gate on a free port that lets in `user` with `password`, and relays to `upstream`.
-pub fn start(identity: &Identity, upstream: String, user: &str, password: &str) -> Gate {
-    let config = fleetscore_tls::server_config(identity).unwrap();
+/// Without `tls` it is a plain relay (no TLS, no SASL): the baseline for the benchmark.
+pub fn start(tls: Option<&Identity>, upstream: String, user: &str, password: &str) -> Gate {
+    let config = tls.map(|id| fleetscore_tls::server_config(id).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let sni = Arc::new(Mutex::new(Vec::new()));
@@ -33,43 +37,57 @@ pub fn start(identity: &Identity, upstream: String, user: &str, password: &str) 
     let (user, password) = (user.to_string(), password.to_string());
     std::thread::spawn(move || {
         for tcp in listener.incoming().flatten() {
+            let _ = tcp.set_nodelay(true);
             let (config, upstream, seen) = (config.clone(), upstream.clone(), seen.clone());
-            let (user, password) = (user.clone(), password.clone());
-            std::thread::spawn(move || {
-                let conn = ServerConnection::new(config).unwrap();
-                let mut tls = StreamOwned::new(conn, tcp);
-                // The handshake: done by the first read (or failed: a plaintext client, a
-                // client that does not trust our CA).
-                let Some(first) = read_frame(&mut tls) else {
-                    return;
-                };
-                seen.lock()
-                    .unwrap()
-                    .push(tls.conn.server_name().map(str::to_string));
-                let mut session = Session {
-                    user,
-                    password,
-                    port,
-                    upstream,
-                    broker: None,
-                    scram: None,
-                    mechanism: None,
-                    authenticated: false,
-                };
-                let mut frame = Some(first);
-                while let Some(request) = frame {
-                    let Some(answer) = session.answer(&request) else {
+            let session = Session {
+                user: user.clone(),
+                password: password.clone(),
+                port,
+                upstream,
+                broker: None,
+                scram: None,
+                mechanism: None,
+                authenticated: config.is_none(),
+            };
+            std::thread::spawn(move || match config {
+                None => relay(tcp, session),
+                Some(config) => {
+                    let conn = ServerConnection::new(config).unwrap();
+                    let mut tls = StreamOwned::new(conn, tcp);
+                    // The handshake: done by the first read (or failed: a plaintext client, a
+                    // client that does not trust our CA).
+                    let Some(first) = read_frame(&mut tls) else {
                         return;
                     };
-                    if write_frame(&mut tls, &answer).is_err() {
-                        return;
-                    }
-                    frame = read_frame(&mut tls);
+                    seen.lock()
+                        .unwrap()
+                        .push(tls.conn.server_name().map(str::to_string));
+                    relay_from(tls, session, first);
                 }
             });
         }
     });
     Gate { port, sni }
+}
+
+fn relay(mut s: impl Read + Write, session: Session) {
+    if let Some(first) = read_frame(&mut s) {
+        relay_from(s, session, first);
+    }
+}
+
+/// Answers `first` and every later request until the client closes or is refused.
+fn relay_from(mut s: impl Read + Write, mut session: Session, first: Vec<u8>) {
+    let mut frame = Some(first);
+    while let Some(request) = frame {
+        let Some(answer) = session.answer(&request) else {
+            return;
+        };
+        if write_frame(&mut s, &answer).is_err() {
+            return;
+        }
+        frame = read_frame(&mut s);
+    }
 }
 
 fn read_frame(s: &mut impl Read) -> Option<Vec<u8>> {
@@ -81,8 +99,11 @@ fn read_frame(s: &mut impl Read) -> Option<Vec<u8>> {
 }
 
 fn write_frame(s: &mut impl Write, body: &[u8]) -> std::io::Result<()> {
-    s.write_all(&(body.len() as i32).to_be_bytes())?;
-    s.write_all(body)?;
+    // One write: over TLS one record, over TCP one segment where it fits.
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as i32).to_be_bytes());
+    frame.extend_from_slice(body);
+    s.write_all(&frame)?;
     s.flush()
 }
 
@@ -177,7 +198,9 @@ impl Session {
             return Some(out);
         }
         if self.broker.is_none() {
-            self.broker = Some(TcpStream::connect(&self.upstream).ok()?);
+            let broker = TcpStream::connect(&self.upstream).ok()?;
+            let _ = broker.set_nodelay(true);
+            self.broker = Some(broker);
         }
         let broker = self.broker.as_mut().expect("connected");
         write_frame(broker, request).ok()?;
