@@ -91,6 +91,23 @@ fn https(
     Ok((status, body))
 }
 
+/// The head of the answer to a form POST over HTTPS.
+fn https_head(addr: SocketAddr, ca: &Path, path: &str, form: &str) -> String {
+    let config = fleetscore_tls::client_config(&Roots::File(ca.to_path_buf()), None).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut tls = StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    );
+    tls.write_all(request.as_bytes()).unwrap();
+    let mut text = Vec::new();
+    let _ = tls.read_to_end(&mut text);
+    let text = String::from_utf8_lossy(&text).into_owned();
+    text.split("\r\n\r\n").next().unwrap().to_string()
+}
+
 fn tls_args(id: &Identity) -> [String; 4] {
     [
         "--tls-cert".into(),
@@ -239,10 +256,17 @@ fn the_monitor_and_up_serve_https_with_the_same_options() {
     let dir = tempdir("monitor");
     let ca = TestCa::new(&dir, "good");
     let id = ca.localhost();
+    let tokens = dir.join("tokens.json");
+    std::fs::write(
+        &tokens,
+        format!(r#"{{"tokens": [{{"name": "ops", "token": "{TOKEN}"}}]}}"#),
+    )
+    .unwrap();
     let mut child = bin()
         .arg("--store")
         .arg(dir.join("store"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--tokens"])
+        .arg(&tokens)
         .args(tls_args(&id))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -257,6 +281,21 @@ fn the_monitor_and_up_serve_https_with_the_same_options() {
     let (status, body) = request(addr, "GET", "/healthz", &[], b"").unwrap();
     assert_eq!(status, 400);
     assert!(body.contains("use https://"), "{body}");
+    // Signing in over HTTPS: the cookie that carries the token is marked Secure.
+    let head = https_head(
+        addr,
+        &ca.ca_file(),
+        "/login",
+        &format!("token={TOKEN}&next=/"),
+    );
+    let cookie = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie in {head}"));
+    assert!(
+        cookie.contains("HttpOnly") && cookie.ends_with("; Secure"),
+        "{cookie}"
+    );
 
     let mut child = bin()
         .args([

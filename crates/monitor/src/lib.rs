@@ -226,6 +226,9 @@ pub async fn serve(
                 .await
         }
         Some(config) => {
+            // Over HTTPS the sign-in cookie (which carries the token) is marked Secure, so a
+            // browser never sends it over plain HTTP.
+            let app = app.layer(middleware::map_response(tls::secure_cookies));
             axum::serve(tls::TlsListener::new(listener, config), app)
                 .with_graceful_shutdown(shutdown)
                 .await

@@ -1,5 +1,6 @@
 //! HTTPS for the monitor: a listener that hands axum connections only once their TLS
-//! handshake is done, so one slow or broken client never holds up the others.
+//! handshake is done, so one slow or broken client never holds up the others; and cookies
+//! marked `Secure`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -69,4 +70,25 @@ impl axum::serve::Listener for TlsListener {
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.tcp.local_addr()
     }
+}
+
+/// Marks every cookie the response sets `Secure` (served over HTTPS only).
+pub(crate) async fn secure_cookies(
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    use axum::http::{HeaderValue, header::SET_COOKIE};
+    let cookies: Vec<HeaderValue> = response
+        .headers_mut()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| HeaderValue::from_str(&format!("{v}; Secure")).ok())
+        .collect();
+    if !cookies.is_empty() {
+        response.headers_mut().remove(SET_COOKIE);
+        for c in cookies {
+            response.headers_mut().append(SET_COOKIE, c);
+        }
+    }
+    response
 }
