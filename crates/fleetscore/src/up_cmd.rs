@@ -45,11 +45,13 @@ pub struct UpArgs {
     /// Leave out the monitor (dashboard, API, /metrics).
     #[arg(long)]
     pub no_monitor: bool,
-    /// Also take readings from this MQTT broker (`mqtt://host[:port]`, topic
-    /// `sensors/{device}/{tag}`).
+    /// Also take readings from this MQTT broker (`mqtt://host[:port]`, or `mqtts://` over TLS
+    /// trusting the system's CAs; topic `sensors/{device}/{tag}`). CA files, client
+    /// certificates and passwords: `fleetscore ingest serve`.
     #[arg(long)]
     pub mqtt: Option<String>,
-    /// Also consume readings from this Kafka topic (`kafka://host:port/topic`).
+    /// Also consume readings from this Kafka topic (`kafka://host:port/topic`, or `kafkas://`
+    /// over TLS trusting the system's CAs). CA files and SASL: `fleetscore ingest serve`.
     #[arg(long)]
     pub kafka: Option<String>,
     /// The aggregator's window (tumbling).
