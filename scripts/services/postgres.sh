@@ -11,10 +11,10 @@
 # This is a TEST-ONLY server: it trusts every local and 127.0.0.1 connection (no passwords).
 # Never point it at a reachable interface. Port: POSTGRES_TEST_PORT (default 10432).
 #
-# start-tls starts another server (its own data directory, port POSTGRES_TLS_TEST_PORT,
-# default 10433) with ssl=on and a pg_hba that refuses every TCP connection without TLS and
-# asks for a password (SCRAM) on those with it; local socket connections stay trusted, for
-# setting it up. Its server certificate (for localhost and 127.0.0.1) is signed by a test CA
+# start-tls starts another server (port POSTGRES_TLS_TEST_PORT, default 10442; its own data
+# directory, postgres-tls-PORT) with ssl=on and a pg_hba that refuses every TCP connection
+# without TLS and asks for a password (SCRAM) on those with it; local socket connections stay
+# trusted, for setting it up. Its server certificate (for localhost and 127.0.0.1) is signed by a test CA
 # made here with the openssl command (which Debian's postgresql brings). It prints the URL,
 # `postgres://fleetscore:PASSWORD@localhost:PORT/fleetscore_test?sslmode=verify-full&sslrootcert=CA`.
 #
@@ -23,12 +23,13 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 tls=0
-if [ "${1:-}" = start-tls ] || [ "${1:-}" = stop-tls ]; then tls=1; port="${POSTGRES_TLS_TEST_PORT:-10433}"; else port="${POSTGRES_TEST_PORT:-10432}"; fi
+if [ "${1:-}" = start-tls ] || [ "${1:-}" = stop-tls ]; then tls=1; port="${POSTGRES_TLS_TEST_PORT:-10442}"; else port="${POSTGRES_TEST_PORT:-10432}"; fi
 # The TLS server's test-only role and password (loopback only, like everything here).
 tls_user=fleetscore
 tls_password=fleetscore-tls-test-pw
 # One server (data directory) per port, so a test can restart a server of its own.
-if [ "$port" = 10432 ]; then suffix=""; else suffix="-$port"; fi
+# The TLS server's directory is named apart, so it never shares one with a plain server.
+if [ "$tls" = 1 ]; then suffix="-tls-$port"; elif [ "$port" = 10432 ]; then suffix=""; else suffix="-$port"; fi
 dir="$root/target/services/postgres$suffix"
 db=fleetscore_test
 url="postgres://postgres@127.0.0.1:$port/$db"
