@@ -41,6 +41,7 @@ fn main() {
     loop {
         std::thread::sleep(std::time::Duration::from_secs(60));
         let connections = gate.sni.lock().map(|s| s.len()).unwrap_or(0);
-        eprintln!("kafka_gate: {connections} TLS connection(s) so far");
+        let commits = gate.commits.lock().map(|c| c.len()).unwrap_or(0);
+        eprintln!("kafka_gate: {connections} TLS connection(s), {commits} offset commit(s) so far");
     }
 }

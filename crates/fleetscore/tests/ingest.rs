@@ -1155,6 +1155,17 @@ fn kafka_over_tls_and_sasl_consumes_commits_and_refuses_clearly() {
         "{} readings held for 500 produced",
         held.len()
     );
+    // Offsets were committed through the gate, never twice within a second (Event Hubs
+    // throttles commits; fleetscore coalesces them).
+    let commits = gate.commits.lock().unwrap().clone();
+    assert!(!commits.is_empty());
+    for pair in commits.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(990),
+            "two commits {gap:?} apart"
+        );
+    }
     let sni = gate.sni.lock().unwrap().clone();
     assert!(sni.len() >= 6, "{sni:?}");
     assert!(

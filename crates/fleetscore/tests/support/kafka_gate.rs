@@ -24,6 +24,8 @@ pub struct Gate {
     pub port: u16,
     /// The SNI name of every TLS connection, in order (`None`: the client sent none).
     pub sni: Arc<Mutex<Vec<Option<String>>>>,
+    /// When each OffsetCommit request was relayed.
+    pub commits: Arc<Mutex<Vec<std::time::Instant>>>,
 }
 
 /// Starts a gate on a free port that lets in `user` with `password`, and relays to `upstream`.
@@ -34,12 +36,15 @@ pub fn start(tls: Option<&Identity>, upstream: String, user: &str, password: &st
     let port = listener.local_addr().unwrap().port();
     let sni = Arc::new(Mutex::new(Vec::new()));
     let seen = sni.clone();
+    let commits = Arc::new(Mutex::new(Vec::new()));
+    let committed = commits.clone();
     let (user, password) = (user.to_string(), password.to_string());
     std::thread::spawn(move || {
         for tcp in listener.incoming().flatten() {
             let _ = tcp.set_nodelay(true);
             let (config, upstream, seen) = (config.clone(), upstream.clone(), seen.clone());
             let session = Session {
+                commits: committed.clone(),
                 user: user.clone(),
                 password: password.clone(),
                 port,
@@ -67,7 +72,7 @@ pub fn start(tls: Option<&Identity>, upstream: String, user: &str, password: &st
             });
         }
     });
-    Gate { port, sni }
+    Gate { port, sni, commits }
 }
 
 fn relay(mut s: impl Read + Write, session: Session) {
@@ -141,6 +146,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 }
 
 struct Session {
+    commits: Arc<Mutex<Vec<std::time::Instant>>>,
     user: String,
     password: String,
     port: u16,
@@ -196,6 +202,9 @@ impl Session {
                 _ => return None,
             }
             return Some(out);
+        }
+        if api == 8 {
+            self.commits.lock().unwrap().push(std::time::Instant::now());
         }
         if self.broker.is_none() {
             let broker = TcpStream::connect(&self.upstream).ok()?;
