@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -143,11 +144,17 @@ def kafka_run(mode, gate_port, certs, readings, n):
                  "--kafka-sasl-mechanism", "SCRAM-SHA-512", "--kafka-username", "bench"]
     else:
         extra = ["--kafka", f"kafka://localhost:{gate_port}/readings"]
-    env = dict(os.environ, FLEETSCORE_KAFKA_PASSWORD="bench-pw")
+    env = dict(os.environ)
+    env.pop("FLEETSCORE_KAFKA_PASSWORD", None)
+    if mode == "tls":
+        env["FLEETSCORE_KAFKA_PASSWORD"] = "bench-pw"
     p = subprocess.Popen([str(FS), "ingest", "serve", "--listen", "127.0.0.1:0", "--log-dir", str(log_dir),
                           "--partitions", "8", "--kafka-group", f"bench-{n}", *extra],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    addr = p.stdout.readline().strip().removeprefix("listening on http://")
+    line = p.stdout.readline().strip()
+    if not line.startswith("listening on http://"):
+        raise SystemExit(f"error: ingest serve --kafka ({mode}) did not start: {line!r}")
+    addr = line.removeprefix("listening on http://")
     deadline = time.monotonic() + 120
     while not (stats(addr).get("kafka") or {}).get("joined"):
         if time.monotonic() > deadline:
@@ -169,7 +176,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--write")
     ap.add_argument("--seconds", type=float, default=8.0)
-    ap.add_argument("--kafka-records", type=int, default=30_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--kafka-records", type=int, default=100_000)
     ap.add_argument("--kafka-per-record", type=int, default=10)
     ap.add_argument("--tansu", default=os.environ.get("FLEETSCORE_TEST_TANSU"))
     ap.add_argument("--python", default=os.environ.get("FLEETSCORE_TEST_PYTHON"))
@@ -182,15 +190,20 @@ def main():
     r = {"facts": run_facts(), "commit": git_commit(), "version": fleetscore_version(FS), "http": [],
          "seconds": a.seconds, "kafka": []}
 
+    # Rounds alternate HTTP and HTTPS, so that a neighbour's load falls on both alike; the
+    # report takes each setting's median.
     n = 0
+    r["rounds"] = a.rounds
     for connections, batch in [(8, 100), (8, 1000)]:
-        for tls in (False, True):
-            n += 1
-            log(f"{'HTTPS' if tls else 'HTTP'}: {connections} connections, {batch} readings a request")
-            res = http_row(tls, certs, connections, batch, a.seconds, n)
-            log(f"  {res['readings_per_second']:,.0f} readings/s, p50 {res['p50_ms']} ms, "
-                f"server CPU {res['server_cpu_seconds'] / res['readings'] * 1e6:.2f} µs a reading")
-            r["http"].append(res)
+        for round_ in range(a.rounds):
+            for tls in (False, True):
+                n += 1
+                log(f"{'HTTPS' if tls else 'HTTP'}: {connections} connections, {batch} readings a request, "
+                    f"round {round_ + 1} of {a.rounds}")
+                res = http_row(tls, certs, connections, batch, a.seconds, n)
+                log(f"  {res['readings_per_second']:,.0f} readings/s, p50 {res['p50_ms']} ms, "
+                    f"server CPU {res['server_cpu_seconds'] / res['readings'] * 1e6:.2f} µs a reading")
+                r["http"].append(res)
 
     if a.tansu and a.python:
         port = free_port()
@@ -213,7 +226,7 @@ def main():
                 "--cert", str(certs / "server.pem"), "--key", str(certs / "server.key"), "--user", "bench"]
             g = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
             gates[mode] = (g, int(g.stdout.readline()))
-        for mode in ("plaintext", "tls", "plaintext", "tls"):
+        for mode in ("plaintext", "tls") * a.rounds:
             n += 1
             log(f"Kafka through the relay, {mode}")
             res = kafka_run(mode, gates[mode][1], certs, readings, n)
@@ -232,6 +245,15 @@ def main():
     if a.write:
         write_section(a.write, section, MARK_START, MARK_END)
         log(f"wrote the report into {a.write}")
+
+
+def within(plain, tls, ratio):
+    """Whether a difference stands out of the run-to-run spread of the plaintext runs."""
+    rates = [x["readings_per_second"] for x in plain]
+    spread = (max(rates) - min(rates)) / statistics.median(rates)
+    if abs(ratio - 1) <= spread:
+        return f"within the {spread:.0%} spread between runs of the same setting, so not resolved here"
+    return f"outside the {spread:.0%} spread between runs of the same setting"
 
 
 def report(r):
@@ -264,20 +286,32 @@ def report(r):
         f"handshake is paid once per connection). {r['seconds']:.0f} s per row. Server CPU is its user + system "
         "time over the row, divided by the readings stored.",
         "",
-        "| connections | readings per request | protocol | readings/s | p50 latency | p99 latency | server CPU per reading |",
-        "|---|---|---|---|---|---|---|",
+        f"Each setting ran {r['rounds']} times, HTTP and HTTPS alternating; the table gives the median of "
+        "each column over its runs, and every run's readings/s.",
+        "",
+        "| connections | readings per request | protocol | readings/s (median) | every run | p50 latency | p99 latency | server CPU per reading |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    med = statistics.median
+    per_reading = lambda h: h["server_cpu_seconds"] / max(h["readings"], 1) * 1e6  # noqa: E731
+    rows = {}
     for h in r["http"]:
-        lines.append(f"| {h['connections']} | {h['batch']:,} | {'HTTPS' if h['tls'] else 'HTTP'} | "
-                     f"**{f_rate(h['readings_per_second'])}** | {h['p50_ms']:.1f} ms | {h['p99_ms']:.1f} ms | "
-                     f"{h['server_cpu_seconds'] / max(h['readings'], 1) * 1e6:.2f} µs |")
+        rows.setdefault((h["connections"], h["batch"], h["tls"]), []).append(h)
+    for (connections, batch, tls), hs in rows.items():
+        lines.append(f"| {connections} | {batch:,} | {'HTTPS' if tls else 'HTTP'} | "
+                     f"**{f_rate(med(h['readings_per_second'] for h in hs))}** | "
+                     f"{', '.join(f_rate(h['readings_per_second']) for h in hs)} | "
+                     f"{med(h['p50_ms'] for h in hs):.1f} ms | {med(h['p99_ms'] for h in hs):.1f} ms | "
+                     f"{med(per_reading(h) for h in hs):.2f} µs |")
     lines.append("")
-    for plain, tls in zip(r["http"][0::2], r["http"][1::2]):
-        extra = (tls["server_cpu_seconds"] / max(tls["readings"], 1)
-                 - plain["server_cpu_seconds"] / max(plain["readings"], 1)) * 1e6
-        lines.append(f"- {plain['batch']:,} readings a request: HTTPS stores "
-                     f"{tls['readings_per_second'] / plain['readings_per_second']:.2f}× the readings per second of "
-                     f"HTTP; encryption costs the server {extra:+.2f} µs of CPU per reading.")
+    for (connections, batch, tls), hs in rows.items():
+        if tls:
+            continue
+        ts = rows[(connections, batch, True)]
+        ratio = med(h['readings_per_second'] for h in ts) / med(h['readings_per_second'] for h in hs)
+        lines.append(f"- {batch:,} readings a request: HTTPS stores {ratio:.2f}× the readings per second of HTTP "
+                     f"(medians; {within(hs, ts, ratio)}); the server's CPU per reading differs by "
+                     f"{med(per_reading(h) for h in ts) - med(per_reading(h) for h in hs):+.2f} µs.")
     lines.append("")
     if r["kafka"]:
         k = r["kafka"]
@@ -289,7 +323,7 @@ def report(r):
             "(`crates/fleetscore/examples/kafka_gate.rs`): with TLS and SASL SCRAM-SHA-512 (`kafkas://`), or the "
             "same relay in plaintext (`kafka://`), so the difference is the encryption and the authentication. "
             "Timed from joining the group to the last reading durable in the log (offsets committed once a "
-            "second); two runs each, alternating.",
+            "second); the runs alternate.",
             "",
             "| run | transport | readings/s | wall | server CPU per reading |",
             "|---|---|---|---|---|",
@@ -300,10 +334,12 @@ def report(r):
                          f"{x['server_cpu_seconds'] / x['readings'] * 1e6:.2f} µs |")
         plain = [x for x in k if x["mode"] == "plaintext"]
         tls = [x for x in k if x["mode"] == "tls"]
-        per = lambda xs: sum(x["server_cpu_seconds"] for x in xs) / sum(x["readings"] for x in xs) * 1e6  # noqa: E731
-        best = lambda xs: max(x["readings_per_second"] for x in xs)  # noqa: E731
-        lines += ["", f"Best of each: TLS + SASL consumes {best(tls) / best(plain):.2f}× the readings per second of "
-                      f"plaintext; the server spends {per(tls) - per(plain):+.2f} µs more CPU per reading.", ""]
+        med = statistics.median
+        per = lambda xs: med(x["server_cpu_seconds"] / x["readings"] * 1e6 for x in xs)  # noqa: E731
+        rate = lambda xs: med(x["readings_per_second"] for x in xs)  # noqa: E731
+        lines += ["", f"Medians: TLS + SASL consumes {rate(tls) / rate(plain):.2f}× the readings per second of "
+                      f"plaintext ({within(plain, tls, rate(tls) / rate(plain))}); the server's CPU per reading "
+                      f"differs by {per(tls) - per(plain):+.2f} µs.", ""]
     return "\n".join(lines)
 
 
