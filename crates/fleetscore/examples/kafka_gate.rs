@@ -36,12 +36,16 @@ fn main() {
         upstream.expect("--upstream"),
         &user,
         &password,
+        0,
     );
     println!("{}", gate.port);
     loop {
         std::thread::sleep(std::time::Duration::from_secs(60));
         let connections = gate.sni.lock().map(|s| s.len()).unwrap_or(0);
         let commits = gate.commits.lock().map(|c| c.len()).unwrap_or(0);
-        eprintln!("kafka_gate: {connections} TLS connection(s), {commits} offset commit(s) so far");
+        let fetches = gate.fetches.lock().map(|f| f.len()).unwrap_or(0);
+        eprintln!(
+            "kafka_gate: {connections} TLS connection(s), {fetches} fetch(es), {commits} offset commit(s) so far"
+        );
     }
 }

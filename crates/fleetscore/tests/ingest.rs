@@ -1034,7 +1034,8 @@ impl Drop for Killed {
 /// Kafka over TLS and SASL, through a gate in front of tansu (`support/kafka_gate.rs`): a wrong
 /// password, an unknown CA and plaintext against TLS each give a one-line reason and store
 /// nothing; then SCRAM-SHA-512 and PLAIN members consume everything and commit their offsets
-/// through the gate, with SNI on every connection (bootstrap, coordinator, leader).
+/// through the gate, with SNI on every connection (bootstrap, coordinator, leader), waiting
+/// between fetches as long as the gate's `throttle_time_ms` asks.
 #[test]
 fn kafka_over_tls_and_sasl_consumes_commits_and_refuses_clearly() {
     let (Ok(tansu), Ok(python)) = (
@@ -1047,6 +1048,8 @@ fn kafka_over_tls_and_sasl_consumes_commits_and_refuses_clearly() {
         return;
     };
     const PASSWORD: &str = "kafka-test-pw-7c1d";
+    // The gate asks (throttle_time_ms in every Fetch answer) for this long between fetches.
+    const THROTTLE_MS: i32 = 300;
     let dir = tempdir("kafka-tls");
     let port = free_port();
     let _kafka = start_tansu(&tansu, port);
@@ -1054,7 +1057,13 @@ fn kafka_over_tls_and_sasl_consumes_commits_and_refuses_clearly() {
     produce(&python, &broker, 0, 300);
     let ca = fleetscore_tls::testing::TestCa::new(&dir, "kafka");
     let other = fleetscore_tls::testing::TestCa::new(&dir, "other");
-    let gate = kafka_gate::start(Some(&ca.localhost()), broker.clone(), "fleet", PASSWORD);
+    let gate = kafka_gate::start(
+        Some(&ca.localhost()),
+        broker.clone(),
+        "fleet",
+        PASSWORD,
+        THROTTLE_MS,
+    );
     let tls_url = format!("kafkas://localhost:{}/readings", gate.port);
     let ca_file = ca.ca_file().display().to_string();
     let other_ca = other.ca_file().display().to_string();
@@ -1165,6 +1174,18 @@ fn kafka_over_tls_and_sasl_consumes_commits_and_refuses_clearly() {
             gap >= Duration::from_millis(990),
             "two commits {gap:?} apart"
         );
+    }
+    // Every Fetch came at least the throttle time after the one before on its connection.
+    let fetches = gate.fetches.lock().unwrap().clone();
+    assert!(fetches.len() >= 2, "{fetches:?}");
+    for (i, (connection, at)) in fetches.iter().enumerate() {
+        if let Some((_, before)) = fetches[..i].iter().rev().find(|(c, _)| c == connection) {
+            let gap = *at - *before;
+            assert!(
+                gap >= Duration::from_millis(THROTTLE_MS as u64 - 10),
+                "a fetch {gap:?} after the one before, throttled for {THROTTLE_MS} ms"
+            );
+        }
     }
     let sni = gate.sni.lock().unwrap().clone();
     assert!(sni.len() >= 6, "{sni:?}");

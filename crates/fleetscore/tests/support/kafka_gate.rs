@@ -26,11 +26,22 @@ pub struct Gate {
     pub sni: Arc<Mutex<Vec<Option<String>>>>,
     /// When each OffsetCommit request was relayed.
     pub commits: Arc<Mutex<Vec<std::time::Instant>>>,
+    /// When each Fetch request arrived, by connection (numbered in accept order).
+    pub fetches: Arc<Mutex<Vec<(usize, std::time::Instant)>>>,
 }
 
 /// Starts a gate on a free port that lets in `user` with `password`, and relays to `upstream`.
 /// Without `tls` it is a plain relay (no TLS, no SASL): the baseline for the benchmark.
-pub fn start(tls: Option<&Identity>, upstream: String, user: &str, password: &str) -> Gate {
+///
+/// A non-zero `fetch_throttle_ms` is written into every Fetch answer's `throttle_time_ms`, as a
+/// broker that throttles (Event Hubs) does.
+pub fn start(
+    tls: Option<&Identity>,
+    upstream: String,
+    user: &str,
+    password: &str,
+    fetch_throttle_ms: i32,
+) -> Gate {
     let config = tls.map(|id| fleetscore_tls::server_config(id).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -38,12 +49,17 @@ pub fn start(tls: Option<&Identity>, upstream: String, user: &str, password: &st
     let seen = sni.clone();
     let commits = Arc::new(Mutex::new(Vec::new()));
     let committed = commits.clone();
+    let fetches = Arc::new(Mutex::new(Vec::new()));
+    let fetched = fetches.clone();
     let (user, password) = (user.to_string(), password.to_string());
     std::thread::spawn(move || {
-        for tcp in listener.incoming().flatten() {
+        for (connection, tcp) in listener.incoming().flatten().enumerate() {
             let _ = tcp.set_nodelay(true);
             let (config, upstream, seen) = (config.clone(), upstream.clone(), seen.clone());
             let session = Session {
+                connection,
+                fetch_throttle_ms,
+                fetches: fetched.clone(),
                 commits: committed.clone(),
                 user: user.clone(),
                 password: password.clone(),
@@ -72,7 +88,12 @@ pub fn start(tls: Option<&Identity>, upstream: String, user: &str, password: &st
             });
         }
     });
-    Gate { port, sni, commits }
+    Gate {
+        port,
+        sni,
+        commits,
+        fetches,
+    }
 }
 
 fn relay(mut s: impl Read + Write, session: Session) {
@@ -146,6 +167,9 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 }
 
 struct Session {
+    connection: usize,
+    fetch_throttle_ms: i32,
+    fetches: Arc<Mutex<Vec<(usize, std::time::Instant)>>>,
     commits: Arc<Mutex<Vec<std::time::Instant>>>,
     user: String,
     password: String,
@@ -206,6 +230,10 @@ impl Session {
         if api == 8 {
             self.commits.lock().unwrap().push(std::time::Instant::now());
         }
+        if api == 1 {
+            let now = std::time::Instant::now();
+            self.fetches.lock().unwrap().push((self.connection, now));
+        }
         if self.broker.is_none() {
             let broker = TcpStream::connect(&self.upstream).ok()?;
             let _ = broker.set_nodelay(true);
@@ -217,6 +245,12 @@ impl Session {
         Some(match (api, version) {
             (3, 1) => self.rewrite_metadata(&answer),
             (10, 1) => self.rewrite_coordinator(&answer),
+            // Fetch v4: the correlation id, then throttle_time_ms.
+            (1, 4) if self.fetch_throttle_ms > 0 => {
+                let mut answer = answer;
+                answer[4..8].copy_from_slice(&self.fetch_throttle_ms.to_be_bytes());
+                answer
+            }
             _ => answer,
         })
     }
