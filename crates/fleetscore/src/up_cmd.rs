@@ -258,8 +258,9 @@ pub fn up(args: &StoreArgs, a: UpArgs) -> Result<ExitCode> {
         let (stop, failure, store, log) = (&*stop, &failure, &store, &log);
         if let (Some(http), Some(log)) = (http, log.clone()) {
             let (mqtt, kafka) = (a.mqtt.clone(), a.kafka.clone());
+            let log_dir = log_dir.clone();
             s.spawn(move || {
-                if let Err(e) = ingest(log, http, mqtt, kafka, stop) {
+                if let Err(e) = ingest(log, log_dir, http, mqtt, kafka, stop) {
                     failure.set("ingest", e, stop);
                 }
             });
@@ -412,6 +413,7 @@ fn serve_monitor(
 /// Ingest's sources on a runtime of their own, until `stop`.
 fn ingest(
     log: Log,
+    log_dir: PathBuf,
     http: HttpSource,
     mqtt: Option<String>,
     kafka: Option<String>,
@@ -419,17 +421,25 @@ fn ingest(
 ) -> Result<()> {
     let limits = Limits::default();
     let mut runner = Runner::new(log);
+    let mut counters = fleetscore_ingest::publish::Counters {
+        http: Some(http.stats()),
+        others: SourceStats::default(),
+    };
     if let Some(url) = mqtt {
         let config = MqttConfig::new(&url, "sensors/{device}/{tag}", "fleetscore-up")?;
-        runner.add(MqttSource::new(config, limits));
+        let source = MqttSource::new(config, limits);
+        counters.others.mqtt = Some(source.stats());
+        runner.add(source);
     }
     if let Some(url) = kafka {
-        runner.add(KafkaSource::new(
-            KafkaConfig::new(&url, "fleetscore-up")?,
-            limits,
-        ));
+        let source = KafkaSource::new(KafkaConfig::new(&url, "fleetscore-up")?, limits);
+        counters.others.kafka = Some(source.stats());
+        runner.add(source);
     }
     runner.add(http);
+    // What each source took in, beside the log, for the monitor.
+    let _counters =
+        fleetscore_ingest::publish::start(log_dir, counters, crate::ingest_cmd::COUNTERS_EVERY);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ingest")

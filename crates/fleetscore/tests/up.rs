@@ -114,6 +114,20 @@ fn up_demo_scores_windows_survives_sigkill_and_stops_on_sigterm() {
     .unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"demo\""), "{body}");
+    // Ingest publishes what it took in by source, and the monitor shows it.
+    wait_for("ingest counters", Duration::from_secs(30), || {
+        let (_, body) = common::request(
+            dashboard.parse().unwrap(),
+            "GET",
+            "/api/v1/ingest",
+            &[],
+            b"",
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["sources"][0]["source"] == "http"
+            && v["sources"][0]["counts"]["accepted"].as_u64() > Some(0)
+    });
 
     first.kill().unwrap();
     first.wait().unwrap();
