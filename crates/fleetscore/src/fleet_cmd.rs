@@ -174,6 +174,26 @@ pub struct WorkerArgs {
     /// This worker's name in the coordinator (default: host name and process id).
     #[arg(long, env = "FLEETSCORE_WORKER_NAME")]
     pub name: Option<String>,
+    #[command(flatten)]
+    pub cache: ModelCacheArgs,
+}
+
+/// The model cache of a long-lived process (`worker`, `up`).
+#[derive(Debug, Args)]
+pub struct ModelCacheArgs {
+    /// Loaded models kept across tasks and runs, by their content-hash version, least recently
+    /// used out first: at most this much memory (`512MiB`, `2GiB`, bytes; `0`: none, every
+    /// task fetches and parses its models)
+    #[arg(long, env = "FLEETSCORE_MODEL_CACHE", default_value = "512MiB", value_parser = fleetscore_core::parse_size)]
+    pub model_cache: usize,
+}
+
+impl ModelCacheArgs {
+    /// The cache, unless its size is 0.
+    pub fn cache(&self) -> Option<std::sync::Arc<fleetscore_jobs::run::ModelCache>> {
+        (self.model_cache > 0)
+            .then(|| std::sync::Arc::new(fleetscore_jobs::run::ModelCache::new(self.model_cache)))
+    }
 }
 
 /// `fleetscore workers`.
@@ -544,6 +564,7 @@ pub fn worker(args: &StoreArgs, a: WorkerArgs) -> Result<ExitCode> {
         max_attempts: a.max_attempts.max(1),
         faults: faults_from_env(),
         model_limits: args.model_limits(),
+        model_cache: a.cache.cache(),
         ..RunOptions::default()
     };
     if let Some(name) = a.name {

@@ -78,6 +78,8 @@ pub struct UpArgs {
     /// Leave out the workers (`fleetscore worker` processes run the runs).
     #[arg(long)]
     pub no_workers: bool,
+    #[command(flatten)]
+    pub cache: crate::fleet_cmd::ModelCacheArgs,
     /// Simulated devices post the reference fleet's readings (time-shifted to now), scored by
     /// its models on an hourly schedule.
     #[arg(long)]
@@ -213,6 +215,7 @@ pub fn up(args: &StoreArgs, a: UpArgs) -> Result<ExitCode> {
         lease: Duration::from_secs(a.lease.max(1)),
         model_limits: store_args.model_limits(),
         faults: crate::fleet_cmd::faults_from_env(),
+        model_cache: a.cache.cache(),
         ..RunOptions::default()
     };
     if let Some(w) = a.workers {

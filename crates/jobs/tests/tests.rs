@@ -650,6 +650,92 @@ fn a_poison_task_fails_alone_with_its_error() {
     assert_eq!(record.models_scored, 10, "{record:?}");
 }
 
+/// A long-lived worker's model cache: the second run over the same models fetches no model
+/// file (here they are gone from the store) and scores exactly as the first.
+#[test]
+fn a_cached_model_is_scored_again_without_its_file() {
+    let f = fleet("cache");
+    import_reference(&f);
+    let cache = std::sync::Arc::new(run::ModelCache::new(run::DEFAULT_CACHE_BYTES));
+    let request = |id: &str| RunRequest {
+        run_id: Some(id.to_string()),
+        ..RunRequest::window(FROM, TO).with_options(RunOptions {
+            model_cache: Some(std::sync::Arc::clone(&cache)),
+            ..options(2)
+        })
+    };
+    let first = run::run(
+        &f.store,
+        f.coordinator.as_ref(),
+        &request("first"),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(first.models_scored, 15);
+    let s = cache.stats();
+    assert_eq!((s.models, s.hits, s.misses), (15, 0, 15));
+    for e in f.store.list("models").unwrap() {
+        if e.key.ends_with(".model") {
+            f.store.delete(&e.key).unwrap();
+        }
+    }
+    let second = run::run(
+        &f.store,
+        f.coordinator.as_ref(),
+        &request("second"),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(second.status, RunStatus::Succeeded, "{second:?}");
+    assert_eq!((second.models_scored, second.rows), (15, 17_768));
+    assert_eq!(cache.stats().hits, 15);
+    let scores = |id: &str| -> Vec<(i64, String, String, u64, i8)> {
+        let mut out = Vec::new();
+        for batch in run::predictions(&f.store, id).unwrap() {
+            let col = |n: &str| batch.column_by_name(n).unwrap().clone();
+            let (ts, device, tag, score, anomaly) = (
+                col("ts"),
+                col("device"),
+                col("tag"),
+                col("score"),
+                col("anomaly"),
+            );
+            let ts = ts
+                .as_any()
+                .downcast_ref::<TimestampMillisecondArray>()
+                .unwrap();
+            let device = device.as_any().downcast_ref::<StringArray>().unwrap();
+            let tag = tag.as_any().downcast_ref::<StringArray>().unwrap();
+            let score = score.as_any().downcast_ref::<Float64Array>().unwrap();
+            let anomaly = anomaly.as_any().downcast_ref::<Int8Array>().unwrap();
+            for i in 0..batch.num_rows() {
+                out.push((
+                    ts.value(i),
+                    device.value(i).to_string(),
+                    tag.value(i).to_string(),
+                    score.value(i).to_bits(),
+                    anomaly.value(i),
+                ));
+            }
+        }
+        out.sort();
+        out
+    };
+    assert_eq!(scores("first"), scores("second"));
+    // Without the cache, the same run fails every model for its missing file.
+    let uncached = run::run(
+        &f.store,
+        f.coordinator.as_ref(),
+        &RunRequest {
+            run_id: Some("uncached".into()),
+            ..RunRequest::window(FROM, TO).with_options(options(2))
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(uncached.models_scored, 0, "{uncached:?}");
+}
+
 /// A worker that lost its claim (paused, partitioned) and wakes up after a newer attempt
 /// wrote the task's predictions cannot replace them, even if what it computed differs.
 #[test]
@@ -675,6 +761,7 @@ fn a_stale_attempt_cannot_replace_a_newer_attempts_predictions() {
             worker: "newer",
             attempt: 2,
             model_limits: &Default::default(),
+            cache: None,
         },
         &task,
     )
@@ -694,6 +781,7 @@ fn a_stale_attempt_cannot_replace_a_newer_attempts_predictions() {
             worker: "stale",
             attempt: 1,
             model_limits: &Default::default(),
+            cache: None,
         },
         &task,
     )

@@ -7,6 +7,7 @@
 //! Outputs are named by the run and shard, so a retried or re-run task replaces its output and
 //! never duplicates it.
 
+mod cache;
 mod plan;
 mod record;
 mod summary;
@@ -21,6 +22,7 @@ use crate::coordinator::{Coordinator, RunSpec, TaskState};
 use crate::error::{Error, Result};
 use crate::status::{RunStatus, TaskStatus};
 
+pub use cache::{CacheStats, DEFAULT_CACHE_BYTES, ModelCache};
 pub use fleetscore_core::{now_ms, rfc3339};
 pub use plan::{Plan, plan};
 use record::missing_record;
@@ -47,6 +49,9 @@ pub struct RunOptions {
     pub max_window: Duration,
     /// Each model file's load limits, its memory budget among them.
     pub model_limits: fleetscore_models::Limits,
+    /// Loaded models kept across tasks and runs (long-lived workers); `None` loads every
+    /// model from the store for each task.
+    pub model_cache: Option<std::sync::Arc<ModelCache>>,
     /// Injected faults (tests only).
     pub faults: Faults,
 }
@@ -65,6 +70,7 @@ impl Default for RunOptions {
             ),
             max_window: DEFAULT_MAX_WINDOW,
             model_limits: fleetscore_models::Limits::default(),
+            model_cache: None,
             faults: Faults::default(),
         }
     }
