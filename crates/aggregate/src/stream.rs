@@ -488,15 +488,24 @@ impl<'a> Aggregator<'a> {
                     value: r.value,
                 })
                 .collect();
+            let (min_ts, max_ts) = group.iter().fold((i64::MAX, i64::MIN), |(lo, hi), r| {
+                (lo.min(r.ts), hi.max(r.ts))
+            });
+            // Named by its epoch (a replay writes the same name) and its time range (a run
+            // over a few minutes of the hour reads only the files that hold them).
             let key = format!(
                 "{}/{}",
                 layout::readings_dir(&hour_key(first.ts), layout::bucket(&first.device)),
-                layout::epoch_file(
-                    &self.options.name,
-                    first.partition,
-                    intent.from[p],
-                    intent.to[p],
-                    intent.epoch
+                layout::with_time_range(
+                    &layout::epoch_file(
+                        &self.options.name,
+                        first.partition,
+                        intent.from[p],
+                        intent.to[p],
+                        intent.epoch
+                    ),
+                    min_ts,
+                    max_ts
                 )
             );
             self.store
@@ -629,7 +638,63 @@ impl Aggregator<'_> {
                 }
                 merged += keys.len();
             }
+            if self.options.raw {
+                merged += self.compact_raw(&key)?;
+            }
             self.hours.remove(&hour);
+        }
+        Ok(merged)
+    }
+}
+
+impl Aggregator<'_> {
+    /// Merges the raw readings files this aggregator archived for an hour whose windows have
+    /// all closed into one file per device bucket: an epoch writes one per partition and bucket
+    /// every half second or so, which is thousands an hour. Only its own epoch files (never an
+    /// import's, never another aggregator's); the merge is written before its inputs are
+    /// deleted, and readers drop the duplicate readings they may see in between (see
+    /// `fleetscore_jobs::readings::read_slice`). Returns the files merged.
+    fn compact_raw(&mut self, hour: &str) -> Result<usize> {
+        let prefix = layout::aggregator_prefix(&self.options.name);
+        let mut buckets: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for e in self.store.list(&layout::readings_hour(hour))? {
+            let file = e.key.rsplit('/').next().unwrap_or(&e.key);
+            if !file.starts_with(&prefix) {
+                continue;
+            }
+            if let Some((_, b)) = layout::parse_readings_key(&e.key) {
+                buckets.entry(b).or_default().push(e.key);
+            }
+        }
+        let mut merged = 0;
+        for (bucket, keys) in buckets {
+            if keys.len() < 2 {
+                continue;
+            }
+            let names: Vec<String> = keys
+                .iter()
+                .map(|k| k.rsplit('/').next().unwrap_or(k).to_string())
+                .collect();
+            let files: Vec<(String, bytes::Bytes)> = keys
+                .iter()
+                .cloned()
+                .zip(self.store.get_many(&keys)?)
+                .collect();
+            let (bytes, min_ts, max_ts) = fleetscore_table::readings::merge(&files)?;
+            let out = format!(
+                "{}/{}",
+                layout::readings_dir(hour, bucket),
+                layout::with_time_range(
+                    &layout::compacted_file(&self.options.name, &names),
+                    min_ts,
+                    max_ts
+                )
+            );
+            self.store.put(&out, bytes)?;
+            for k in keys.iter().filter(|k| **k != out) {
+                self.store.delete(k)?;
+            }
+            merged += keys.len();
         }
         Ok(merged)
     }

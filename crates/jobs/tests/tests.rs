@@ -890,3 +890,89 @@ fn an_export_holds_every_shards_rows_whatever_wrote_the_shards() {
     // No partial file is left beside it.
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
 }
+
+/// A window's readings: a file whose name says its readings are outside the window is not
+/// read at all (here it is not even Parquet), and a reading in two files (an hour's merge and
+/// an input not yet deleted, or one import in two encodings) is read once.
+#[test]
+fn a_slice_skips_files_outside_its_window_and_reads_each_reading_once() {
+    use fleetscore_table::readings::{Row, to_parquet};
+    let f = fleet("slice");
+    let hour = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    let dir = layout::readings_dir("2026-01-01T00", layout::bucket("d"));
+    let row = |ts: i64, value: f64| Row {
+        ts,
+        device: "d",
+        tag: "t",
+        value,
+    };
+    let early = to_parquet(&[row(hour + 1_000, 1.0), row(hour + 2_000, 2.0)]).unwrap();
+    let merged = to_parquet(&[
+        row(hour + 1_000, 1.0),
+        row(hour + 2_000, 2.0),
+        row(hour + 61_000, 3.0),
+    ])
+    .unwrap();
+    let epoch = layout::epoch_file("default", 0, 0, 2, 1);
+    f.store
+        .put(
+            &format!(
+                "{dir}/{}",
+                layout::with_time_range(&epoch, hour + 1_000, hour + 2_000)
+            ),
+            early,
+        )
+        .unwrap();
+    f.store
+        .put(
+            &format!(
+                "{dir}/{}",
+                layout::with_time_range(
+                    &layout::compacted_file("default", &[epoch]),
+                    hour + 1_000,
+                    hour + 61_000
+                )
+            ),
+            merged,
+        )
+        .unwrap();
+    let later = layout::epoch_file("default", 0, 2, 3, 2);
+    f.store
+        .put(
+            &format!(
+                "{dir}/{}",
+                layout::with_time_range(&later, hour + 600_000, hour + 700_000)
+            ),
+            b"not parquet: never read".to_vec(),
+        )
+        .unwrap();
+    let slice = readings::read_slice(
+        &f.store,
+        &[layout::bucket("d")],
+        hour,
+        hour + 120_000,
+        &|_, _| true,
+    )
+    .unwrap();
+    assert_eq!(
+        slice[&("d".to_string(), "t".to_string())],
+        vec![
+            (hour + 1_000, 1.0),
+            (hour + 2_000, 2.0),
+            (hour + 61_000, 3.0)
+        ]
+    );
+    // A window that covers the unreadable file reads it, and says what is wrong with it.
+    let err = readings::read_slice(
+        &f.store,
+        &[layout::bucket("d")],
+        hour,
+        hour + 3_600_000,
+        &|_, _| true,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("-t1767226200000_1767226300000"),
+        "{err}"
+    );
+}
