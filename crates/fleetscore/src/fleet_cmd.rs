@@ -675,6 +675,14 @@ pub fn runs(args: &StoreArgs, command: RunsCommand) -> Result<ExitCode> {
                     "rows        {} ({} anomalies, {:.0} rows/s)",
                     r.rows, r.anomalies, r.rows_per_second
                 )?;
+                writeln!(
+                    out,
+                    "store       {} requests ({}), {:.2} per model; planning {}",
+                    r.store_requests.total(),
+                    r.store_requests,
+                    r.store_requests.total() as f64 / r.models.max(1) as f64,
+                    r.plan_store_requests.total()
+                )?;
                 for f in &r.failures {
                     writeln!(
                         out,

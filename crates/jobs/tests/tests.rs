@@ -689,6 +689,19 @@ fn a_cached_model_is_scored_again_without_its_file() {
     assert_eq!(second.status, RunStatus::Succeeded, "{second:?}");
     assert_eq!((second.models_scored, second.rows), (15, 17_768));
     assert_eq!(cache.stats().hits, 15);
+    // The run records count the store's requests: the second run read 15 objects fewer (the
+    // model files), and each run wrote its record twice and three objects per task
+    // (predictions, summary, log).
+    let (a, b) = (first.store_requests, second.store_requests);
+    assert_eq!(a.get, b.get + 15, "{a} / {b}");
+    assert!(a.list > 0 && a.list == b.list, "{a} / {b}");
+    for r in [&first, &second] {
+        assert_eq!(
+            r.store_requests.put,
+            r.plan_store_requests.put + 3 * u64::from(r.tasks) + 1,
+            "{r:?}"
+        );
+    }
     let scores = |id: &str| -> Vec<(i64, String, String, u64, i8)> {
         let mut out = Vec::new();
         for batch in run::predictions(&f.store, id).unwrap() {

@@ -46,6 +46,9 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
         model_limits,
         cache,
     } = *at;
+    // Every request the task makes goes through this handle, and is counted.
+    let (counted, requests) = store.counting();
+    let store = &counted;
     let started = Instant::now();
     let mut log = String::new();
     let mut line = |s: String| {
@@ -316,6 +319,7 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
         &layout::task_log(&spec.id, task.shard, attempt),
         log.into_bytes(),
     )?;
+    result.store_requests = requests.requests().into();
     Ok(result)
 }
 
