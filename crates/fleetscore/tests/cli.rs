@@ -1691,3 +1691,26 @@ fn skops_files_score_inspect_and_import_like_pickles() {
     let listed = String::from_utf8_lossy(&o.stdout).into_owned();
     assert_eq!(listed.lines().count(), 2, "{listed}");
 }
+
+/// Output piped into a reader that has gone (`fleetscore models bench M | head -0`) ends the
+/// command as it ends coreutils: status 141 and no panic message.
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    let dir = tempdir("pipe");
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/tests/data/reference/models/model_1_1");
+    let mut child = bin()
+        .args(["models", "bench", "--rows", "10"])
+        .arg(model)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reading end closes before the command has printed anything.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
