@@ -667,9 +667,10 @@ fn podman_stop_ends_a_worker_with_status_0_as_pid_1() {
 }
 
 /// `podman stop` on `ingest serve` as PID 1: it answers, stops on SIGTERM with status 0, and
-/// the reading it acknowledged is in the durable log on the volume afterwards.
+/// the reading it acknowledged is in the durable log on the volume afterwards. Then the same on
+/// `aggregate run` following that log: it stops with status 0 after a checkpoint.
 #[test]
-fn podman_stop_ends_ingest_serve_with_status_0_as_pid_1() {
+fn podman_stop_ends_ingest_serve_and_aggregate_run_with_status_0_as_pid_1() {
     let Some(podman) = Podman::from_env("podman stop on ingest serve") else {
         return;
     };
@@ -723,4 +724,34 @@ fn podman_stop_ends_ingest_serve_with_status_0_as_pid_1() {
         .collect();
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("\"device\":\"d1\""), "{lines:?}");
+
+    open_to_all(&dir);
+    let aggregate = podman.start(
+        &name("aggregate"),
+        &["--volume", &volume(&dir, "/work")],
+        &[
+            "--store",
+            "/work/store",
+            "aggregate",
+            "run",
+            "--log-dir",
+            "/work/log",
+        ],
+    );
+    // The first epoch (the one reading) is read and checkpointed.
+    aggregate.wait_for_logs("read the reading", |l| l.contains("epoch 1: 1 readings"));
+    assert_eq!(aggregate.stop(10), 0, "{}", aggregate.logs());
+    assert!(aggregate.logs().contains("done in"), "{}", aggregate.logs());
+    let status = bin()
+        .arg("--store")
+        .arg(dir.join("store"))
+        .args(["aggregate", "status"])
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", stderr(&status));
+    assert!(
+        stdout(&status).contains("\"epoch\": 1"),
+        "{}",
+        stdout(&status)
+    );
 }
