@@ -1,7 +1,7 @@
 //! The image `scripts/image` builds (deploy/Containerfile: the static binary FROM scratch), run
 //! in containers with podman as Kubernetes runs it (deploy/k8s): the reference job against a
 //! store on a mounted volume, workers on the PostgreSQL coordinator that die mid-run, and
-//! `podman stop` on a worker and on `ingest serve`, each the container's PID 1.
+//! `podman stop` on a worker, on `ingest serve` and on `aggregate run`, each the container's PID 1.
 //!
 //! `scripts/test` builds the image and sets `FLEETSCORE_TEST_IMAGE` (its name) and
 //! `FLEETSCORE_TEST_PODMAN` (the podman to run it with); without them these tests say so and
