@@ -16,7 +16,15 @@ Checks that:
   a TriggerAuthentication defined there, and its query uses only tables the PostgreSQL
   coordinator creates and is the coordinator's own QUEUE_DEPTH_SQL (what `fleetscore
   autoscale` counts);
-- the Dockerfile's final stage has ENTRYPOINT fleetscore and a non-root USER.
+- the image files (deploy/Containerfile, which scripts/image builds and the container tests
+  run, and deploy/Dockerfile, the same image built from source) end in a `FROM scratch` stage
+  with ENTRYPOINT fleetscore and the same numeric non-root USER;
+- every container in the manifests runs that image (`fleetscore:VERSION`, the name
+  scripts/image gives it, VERSION from Cargo.toml) as that user (runAsUser/runAsGroup), with
+  the settings the container tests run it with: a read-only root file system with /tmp
+  mounted writable, and no command of its own (the image has no shell: only fleetscore's
+  arguments);
+- a worker's FLEETSCORE_WORKER_DRAIN is shorter than its pod's termination grace period.
 
 Needs PyYAML. Exits 0 with a one-line summary, 1 with the problems listed.
 """
@@ -34,7 +42,8 @@ except ImportError:
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
-DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+IMAGE_FILES = [ROOT / "deploy" / "Containerfile", ROOT / "deploy" / "Dockerfile"]
+CARGO_TOML = ROOT / "Cargo.toml"
 POSTGRES_RS = ROOT / "crates" / "jobs" / "src" / "coordinator" / "postgres.rs"
 
 # Kinds without a namespace (or not Kubernetes objects at all).
@@ -63,7 +72,8 @@ def containers(doc):
 
 
 def final_stage(dockerfile):
-    """The instructions (keyword, argument) of the last FROM stage, continuations joined."""
+    """The last FROM stage: (its base, its instructions as (keyword, argument)), continuations
+    joined."""
     lines, current = [], ""
     for raw in dockerfile.read_text().splitlines():
         line = raw.strip()
@@ -78,10 +88,15 @@ def final_stage(dockerfile):
     for line in lines:
         keyword, _, arg = line.partition(" ")
         if keyword.upper() == "FROM":
-            stages.append([])
+            stages.append((arg.split()[0] if arg.split() else "", []))
         elif stages:
-            stages[-1].append((keyword.upper(), arg.strip()))
+            stages[-1][1].append((keyword.upper(), arg.strip()))
     return stages[-1] if stages else None
+
+
+def workspace_version():
+    m = re.search(r'^\[workspace\.package\][^\[]*?^version = "([^"]+)"', CARGO_TOML.read_text(), re.M | re.S)
+    return m.group(1) if m else None
 
 
 def exec_form(arg):
@@ -218,19 +233,69 @@ def main():
             elif ref.get("key") not in secret_keys[ref["name"]]:
                 problems.append(f"{rel}: TriggerAuthentication {name}: Secret {ref['name']} has no key {ref.get('key')}")
 
-    # Dockerfile.
-    entrypoint = None
-    stage = final_stage(DOCKERFILE) if DOCKERFILE.exists() else None
-    if stage is None:
-        problems.append(f"{DOCKERFILE.relative_to(ROOT)}: missing or no FROM")
-    else:
-        eps = [exec_form(a) for k, a in stage if k == "ENTRYPOINT"]
-        entrypoint = eps[-1] if eps else None
-        if not entrypoint or Path(entrypoint[0]).name != "fleetscore":
-            problems.append(f"deploy/Dockerfile: final stage's ENTRYPOINT is {entrypoint}, not fleetscore")
-        users = [a for k, a in stage if k == "USER"]
-        if not users or users[-1].split(":")[0] in ("root", "0"):
-            problems.append("deploy/Dockerfile: final stage does not switch to a non-root USER")
+    # The image files: the same final stage, FROM scratch, fleetscore as PID 1, a numeric user.
+    entrypoint, image_user = None, None
+    for path in IMAGE_FILES:
+        rel = path.relative_to(ROOT)
+        stage = final_stage(path) if path.exists() else None
+        if stage is None:
+            problems.append(f"{rel}: missing or no FROM")
+            continue
+        base, instructions = stage
+        if base != "scratch":
+            problems.append(f"{rel}: final stage is FROM {base}, not FROM scratch")
+        eps = [exec_form(a) for k, a in instructions if k == "ENTRYPOINT"]
+        ep = eps[-1] if eps else None
+        if not ep or Path(ep[0]).name != "fleetscore":
+            problems.append(f"{rel}: final stage's ENTRYPOINT is {ep}, not fleetscore")
+        users = [a for k, a in instructions if k == "USER"]
+        user = users[-1] if users else None
+        if not user or not re.fullmatch(r"[1-9][0-9]*:[0-9]+", user):
+            problems.append(f"{rel}: final stage's USER is {user}, not a numeric non-root uid:gid")
+        if entrypoint is None:
+            entrypoint, image_user = ep, user
+        elif (ep, user) != (entrypoint, image_user):
+            problems.append(
+                f"{rel}: ENTRYPOINT {ep} USER {user} differ from {IMAGE_FILES[0].relative_to(ROOT)}'s "
+                f"({entrypoint}, {image_user})"
+            )
+
+    # The manifests run that image, as its user, with the tests' settings.
+    version = workspace_version()
+    if version is None:
+        problems.append("Cargo.toml: no version in [workspace.package]")
+    image = f"fleetscore:{version}"
+    uid, gid = (image_user.split(":") + [None])[:2] if image_user else (None, None)
+    for rel, d in docs:
+        if d["kind"] not in WORKLOAD_KINDS:
+            continue
+        spec = pod_spec(d)
+        pod_security = spec.get("securityContext") or {}
+        mounts_tmp = {v.get("name") for v in spec.get("volumes") or [] if "emptyDir" in v}
+        for c in containers(d):
+            where = f"{rel}: {d['kind']} {d['metadata']['name']}, container {c.get('name')}"
+            if c.get("image") != image:
+                problems.append(f"{where}: image {c.get('image')}, not {image} (scripts/image's name)")
+            if c.get("command"):
+                problems.append(f"{where}: has a command ({c['command']}); the image has no shell, give args only")
+            security = {**pod_security, **(c.get("securityContext") or {})}
+            for key, want in (("runAsUser", uid), ("runAsGroup", gid)):
+                if want is not None and str(security.get(key)) != want:
+                    problems.append(f"{where}: {key} {security.get(key)}, not the image's {want}")
+            if security.get("readOnlyRootFilesystem") is not True:
+                problems.append(f"{where}: readOnlyRootFilesystem is not true (the container tests run --read-only)")
+            if not any(m.get("mountPath") == "/tmp" and m.get("name") in mounts_tmp for m in c.get("volumeMounts") or []):
+                problems.append(f"{where}: no emptyDir mounted on /tmp (the tests give it a tmpfs)")
+        if d["kind"] == "Deployment":
+            grace = spec.get("terminationGracePeriodSeconds", 30)
+            for c in containers(d):
+                drain = next((e.get("value") for e in c.get("env") or [] if e.get("name") == "FLEETSCORE_WORKER_DRAIN"), None)
+                if drain is None:
+                    problems.append(f"{rel}: container {c.get('name')} sets no FLEETSCORE_WORKER_DRAIN")
+                elif not str(drain).isdigit() or int(drain) >= int(grace):
+                    problems.append(
+                        f"{rel}: FLEETSCORE_WORKER_DRAIN {drain} is not below terminationGracePeriodSeconds {grace}"
+                    )
 
     if problems:
         print(f"check-deploy: {len(problems)} problem(s):", file=sys.stderr)
@@ -242,7 +307,7 @@ def main():
         f"{len(checked_vars)} FLEETSCORE_* variables known to the binary "
         f"({', '.join(sorted(checked_vars))}); "
         f"ScaledObject -> Deployment {', '.join(deployments)}; "
-        f"Dockerfile ENTRYPOINT {json.dumps(entrypoint)}"
+        f"image {image} FROM scratch, ENTRYPOINT {json.dumps(entrypoint)}, USER {image_user}"
     )
     return 0
 

@@ -321,7 +321,7 @@ impl<'a> Aggregator<'a> {
                 advance.push((p as u32, wm));
             }
         }
-        if to == self.offsets && advance.is_empty() {
+        if to == self.offsets && advance.is_empty() && !self.compaction_pending() {
             return Ok(None);
         }
         let intent = Intent {
@@ -488,15 +488,24 @@ impl<'a> Aggregator<'a> {
                     value: r.value,
                 })
                 .collect();
+            let (min_ts, max_ts) = group.iter().fold((i64::MAX, i64::MIN), |(lo, hi), r| {
+                (lo.min(r.ts), hi.max(r.ts))
+            });
+            // Named by its epoch (a replay writes the same name) and its time range (a run
+            // over a few minutes of the hour reads only the files that hold them).
             let key = format!(
                 "{}/{}",
                 layout::readings_dir(&hour_key(first.ts), layout::bucket(&first.device)),
-                layout::epoch_file(
-                    &self.options.name,
-                    first.partition,
-                    intent.from[p],
-                    intent.to[p],
-                    intent.epoch
+                layout::with_time_range(
+                    &layout::epoch_file(
+                        &self.options.name,
+                        first.partition,
+                        intent.from[p],
+                        intent.to[p],
+                        intent.epoch
+                    ),
+                    min_ts,
+                    max_ts
                 )
             );
             self.store
@@ -573,27 +582,46 @@ impl<'a> Aggregator<'a> {
 }
 
 impl Aggregator<'_> {
+    /// The hours on the list whose windows have all closed (see [`Aggregator::compact`]).
+    fn hours_done(&self) -> Vec<i64> {
+        let Some(open_from) = (0..self.offsets.len() as u32)
+            .filter_map(|p| self.engine.open_from(p))
+            .min()
+        else {
+            return Vec::new();
+        };
+        self.hours
+            .iter()
+            .copied()
+            .filter(|&h| h.saturating_add(HOUR_MS) <= open_from)
+            .collect()
+    }
+
+    /// Whether an hour's files wait to be merged: an epoch runs for that alone.
+    fn compaction_pending(&self) -> bool {
+        !self.hours_done().is_empty()
+    }
+
     /// Merges the features files of every hour whose windows have all closed — in every
     /// partition that has seen readings — into one file per device bucket, so that runs read a
     /// few files an hour rather than one per partition and close. The merge is written before
     /// its inputs are deleted (readers take each window once), and is named by its inputs, so
     /// a compaction interrupted by a crash is simply done again. Returns the files merged.
+    ///
+    /// An epoch merges at most [`MERGES_PER_EPOCH`] buckets (features and raw readings
+    /// together), and an hour stays on the list until none of its buckets has files left to
+    /// merge: at 50,000 sensors an hour is thousands of files, and merging them all at once
+    /// would hold up the windows closing meanwhile for tens of seconds.
     fn compact(&mut self) -> Result<usize> {
-        let Some(open_from) = (0..self.offsets.len() as u32)
-            .filter_map(|p| self.engine.open_from(p))
-            .min()
-        else {
-            return Ok(0);
-        };
-        let done: Vec<i64> = self
-            .hours
-            .iter()
-            .copied()
-            .filter(|&h| h.saturating_add(HOUR_MS) <= open_from)
-            .collect();
+        let done = self.hours_done();
         let mut merged = 0;
+        let mut budget = MERGES_PER_EPOCH;
         for hour in done {
+            if budget == 0 {
+                break;
+            }
             let key = hour_key(hour);
+            let mut left = false;
             let mut buckets: BTreeMap<u32, Vec<String>> = BTreeMap::new();
             for e in self.store.list(&layout::features_hour(&key))? {
                 let file = e.key.rsplit('/').next().unwrap_or(&e.key);
@@ -609,6 +637,11 @@ impl Aggregator<'_> {
                 if keys.len() < 2 {
                     continue;
                 }
+                if budget == 0 {
+                    left = true;
+                    break;
+                }
+                budget -= 1;
                 let names: Vec<String> = keys
                     .iter()
                     .map(|k| k.rsplit('/').next().unwrap_or(k).to_string())
@@ -629,11 +662,79 @@ impl Aggregator<'_> {
                 }
                 merged += keys.len();
             }
-            self.hours.remove(&hour);
+            if self.options.raw {
+                let (n, raw_left) = self.compact_raw(&key, &mut budget)?;
+                merged += n;
+                left |= raw_left;
+            }
+            if !left {
+                self.hours.remove(&hour);
+            }
         }
         Ok(merged)
     }
 }
+
+impl Aggregator<'_> {
+    /// Merges the raw readings files this aggregator archived for an hour whose windows have
+    /// all closed into one file per device bucket: an epoch writes one per partition and bucket
+    /// every half second or so, which is thousands an hour. Only its own epoch files (never an
+    /// import's, never another aggregator's); the merge is written before its inputs are
+    /// deleted, and readers drop the duplicate readings they may see in between (see
+    /// `fleetscore_jobs::readings::read_slice`). Merges at most `budget` buckets (counting it
+    /// down); returns the files merged and whether buckets were left to merge.
+    fn compact_raw(&mut self, hour: &str, budget: &mut usize) -> Result<(usize, bool)> {
+        let prefix = layout::aggregator_prefix(&self.options.name);
+        let mut buckets: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for e in self.store.list(&layout::readings_hour(hour))? {
+            let file = e.key.rsplit('/').next().unwrap_or(&e.key);
+            if !file.starts_with(&prefix) {
+                continue;
+            }
+            if let Some((_, b)) = layout::parse_readings_key(&e.key) {
+                buckets.entry(b).or_default().push(e.key);
+            }
+        }
+        let mut merged = 0;
+        for (bucket, keys) in buckets {
+            if keys.len() < 2 {
+                continue;
+            }
+            if *budget == 0 {
+                return Ok((merged, true));
+            }
+            *budget -= 1;
+            let names: Vec<String> = keys
+                .iter()
+                .map(|k| k.rsplit('/').next().unwrap_or(k).to_string())
+                .collect();
+            let files: Vec<(String, bytes::Bytes)> = keys
+                .iter()
+                .cloned()
+                .zip(self.store.get_many(&keys)?)
+                .collect();
+            let (bytes, min_ts, max_ts) = fleetscore_table::readings::merge(&files)?;
+            let out = format!(
+                "{}/{}",
+                layout::readings_dir(hour, bucket),
+                layout::with_time_range(
+                    &layout::compacted_file(&self.options.name, &names),
+                    min_ts,
+                    max_ts
+                )
+            );
+            self.store.put(&out, bytes)?;
+            for k in keys.iter().filter(|k| **k != out) {
+                self.store.delete(k)?;
+            }
+            merged += keys.len();
+        }
+        Ok((merged, false))
+    }
+}
+
+/// Buckets an epoch merges at most (see [`Aggregator::compact`]).
+const MERGES_PER_EPOCH: usize = 8;
 
 /// Runs an aggregator until `stop` is set (or, with `options.drain`, until the log is read to
 /// its end and every window closed), calling `progress` after each epoch.

@@ -239,3 +239,80 @@ fn readings_retention_deleted_unread_are_skipped_and_counted() {
     assert_eq!(agg.offsets(), &[60]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A closed hour's files are merged a few buckets per epoch, not all in one (which at fleet
+/// scale held up the windows closing meanwhile): here over two epochs or more, after which
+/// every bucket holds one file of windows and one of raw readings.
+#[test]
+fn a_closed_hours_files_are_merged_a_few_buckets_an_epoch() {
+    let dir = tempdir("budget");
+    let log = Log::open(
+        &dir.join("log"),
+        fleetscore_log::Options {
+            partitions: 2,
+            ..fleetscore_log::Options::default()
+        },
+    )
+    .unwrap();
+    let devices: Vec<String> = (0..40).map(|i| format!("d{i}")).collect();
+    let buckets: std::collections::BTreeSet<u32> =
+        devices.iter().map(|d| layout::bucket(d)).collect();
+    assert!(buckets.len() > 16, "{buckets:?}");
+    let append = |from: i64, to: i64| {
+        let readings: Vec<Reading> = (from..to)
+            .flat_map(|i| {
+                devices.iter().map(move |d| Reading {
+                    device: d.clone(),
+                    tag: "t".into(),
+                    ts_ms: T0 + i * 10_000,
+                    value: i as f64,
+                })
+            })
+            .collect();
+        log.append(fleetscore_ingest::batch_of(&log, &readings))
+            .unwrap()
+            .wait()
+            .unwrap();
+    };
+    let store = Store::open(dir.join("store").to_str().unwrap()).unwrap();
+    let config = Config {
+        idle_timeout_ms: 0,
+        ..Config::default()
+    };
+    let options = Options {
+        raw: true,
+        ..Options::default()
+    };
+    let (mut agg, _) = Aggregator::open(&log, &store, config, options).unwrap();
+    // Two epochs of readings: two files per bucket, of windows and of readings.
+    append(0, 15);
+    agg.step(T0 + 3_600_000, false).unwrap().unwrap();
+    append(15, 30);
+    agg.step(T0 + 3_600_000, false).unwrap().unwrap();
+    let mut merging_epochs = 0;
+    let mut merged = 0;
+    while let Some(r) = agg.step(T0 + 3_600_000, false).unwrap() {
+        if r.compacted > 0 {
+            merging_epochs += 1;
+            merged += r.compacted;
+        }
+        assert!(merging_epochs < 20, "the merging does not end");
+    }
+    assert!(merging_epochs >= 2, "{merging_epochs}");
+    for (prefix, name) in [
+        (layout::FEATURES, "windows"),
+        (layout::READINGS, "readings"),
+    ] {
+        let mut per_folder: std::collections::BTreeMap<String, usize> = Default::default();
+        for e in store.list(prefix).unwrap() {
+            let (folder, _) = e.key.rsplit_once('/').unwrap();
+            *per_folder.entry(folder.to_string()).or_default() += 1;
+        }
+        assert_eq!(per_folder.len(), buckets.len(), "{name}: {per_folder:?}");
+        assert!(
+            per_folder.values().all(|&n| n == 1),
+            "{name}: {per_folder:?}"
+        );
+    }
+    assert!(merged >= 4 * buckets.len(), "{merged}");
+}

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
@@ -183,7 +184,13 @@ fn run(store_args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
     };
     let mut published = None;
     let started = Instant::now();
-    let stop = AtomicBool::new(false);
+    // SIGTERM or SIGINT ends the run between epochs, after a checkpoint. (Killed, it would
+    // replay its epoch on restart; but as a container's PID 1 an unhandled SIGTERM is ignored,
+    // and `podman stop` or Kubernetes would wait out the grace period and SIGKILL it.)
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
     let json = a.json;
     let name = a.name.clone();
     let counters = stream::run(&log, &store, config, options, &stop, &mut |r: &Report| {

@@ -63,6 +63,9 @@ pub const LICENSE: &str = include_str!(concat!(
     "/../models/tests/data/reference/LICENSE"
 ));
 
+/// About how many readings one request of the simulator carries at most.
+const READINGS_PER_REQUEST: usize = 50_000;
+
 /// The schedule `--demo` adds.
 pub const SCHEDULE: &str = "demo";
 
@@ -320,33 +323,54 @@ impl Demo {
         ((value + noise + spike + shift) * 100.0).round() / 100.0
     }
 
+    /// The event time one request covers at most: a minute, or less for a fleet so large that
+    /// a minute of its readings would not make a request of about [`READINGS_PER_REQUEST`]
+    /// (ingest refuses bodies over 16 MiB; a reading is about 70 bytes of JSON).
+    fn request_span_ms(&self) -> i64 {
+        // Each recorded reading is posted for its device and for a third of the simulated ones.
+        let per_period = self.data.readings.len() as f64 * (1.0 + self.devices as f64 / 3.0);
+        let per_ms = per_period / self.data.period_ms.max(1) as f64;
+        ((READINGS_PER_REQUEST as f64 / per_ms) as i64).clamp(250, 60_000)
+    }
+
     /// Posts readings to `addr` as the event clock moves, until `stop`.
     pub fn run(mut self, addr: SocketAddr, stop: &AtomicBool) -> Result<()> {
         let mut body = String::new();
-        while !stop.load(Ordering::Relaxed) {
+        let max_span = self.request_span_ms();
+        let mut span = max_span;
+        'steps: while !stop.load(Ordering::Relaxed) {
             let now = self.event_now();
-            // At most a minute of event time per request, so a catch-up after a restart goes
-            // in steps the endpoint takes.
-            let to = now.min(self.state.sent_until_ms + 60_000);
+            // At most `span` of event time per request, so a catch-up (after a restart, or the
+            // minutes a large fleet's models take to import) goes in requests the endpoint
+            // takes; the reference data's readings come in bursts at one instant, so a span
+            // that turns out too full is halved, and grows back after.
+            let to = now.min(self.state.sent_until_ms + span);
             if to > self.state.sent_until_ms {
                 body.clear();
                 let n = self.readings(self.state.sent_until_ms, to, &mut body);
-                if n > 0 {
-                    match post(addr, &body) {
-                        Ok(()) => {}
-                        Err(e) if stop.load(Ordering::Relaxed) => {
-                            tracing::debug!("demo: {e} while stopping");
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::warn!("demo: posting readings: {e}; trying again");
-                            std::thread::sleep(Duration::from_millis(500));
-                            continue;
+                if n > READINGS_PER_REQUEST && to - self.state.sent_until_ms > 1 {
+                    span = ((to - self.state.sent_until_ms) / 2).max(1);
+                    continue;
+                }
+                // One instant with more readings than a request takes goes in several.
+                for chunk in chunks(&body, READINGS_PER_REQUEST) {
+                    loop {
+                        match post(addr, chunk) {
+                            Ok(()) => break,
+                            Err(e) if stop.load(Ordering::Relaxed) => {
+                                tracing::debug!("demo: {e} while stopping");
+                                break 'steps;
+                            }
+                            Err(e) => {
+                                tracing::warn!("demo: posting readings: {e}; trying again");
+                                std::thread::sleep(Duration::from_millis(500));
+                            }
                         }
                     }
                 }
                 self.state.sent_until_ms = to;
                 self.save()?;
+                span = (span * 2).min(max_span);
             }
             if to == now {
                 std::thread::sleep(Duration::from_millis(250));
@@ -354,6 +378,23 @@ impl Demo {
         }
         Ok(())
     }
+}
+
+/// `body` (JSON lines) in pieces of at most `lines` lines each.
+fn chunks(body: &str, lines: usize) -> impl Iterator<Item = &str> {
+    let mut rest = body;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = rest
+            .match_indices('\n')
+            .nth(lines.max(1) - 1)
+            .map_or(rest.len(), |(i, _)| i + 1);
+        let (chunk, tail) = rest.split_at(end);
+        rest = tail;
+        Some(chunk)
+    })
 }
 
 fn line(out: &mut String, device: &str, tag: usize, ts: i64, value: f64) {
@@ -432,6 +473,39 @@ mod tests {
         demo.readings(base, mid, &mut split);
         demo.readings(mid, base + demo.data.period_ms, &mut split);
         assert_eq!(out, split);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_request_stays_within_what_ingest_takes_however_large_the_fleet() {
+        let dir = std::env::temp_dir().join(format!("fleetscore-demo-span-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let body_limit = fleetscore_ingest::server::Config::default().max_body_bytes;
+        for devices in [0, 10_000, 40_000, 200_000] {
+            let _ = std::fs::remove_file(dir.join("demo.json"));
+            let demo = Demo::open(&dir, 60.0, devices).unwrap();
+            let span = demo.request_span_ms();
+            // Any span-long stretch of a replay: the busiest one bounds a request.
+            let base = demo.state.event_base_ms;
+            let mut busiest = 0;
+            let mut body = String::new();
+            for k in 0..8 {
+                body.clear();
+                let from = base + k * demo.data.period_ms / 8;
+                let n = demo.readings(from, from + span, &mut body);
+                let pieces: Vec<&str> = chunks(&body, READINGS_PER_REQUEST).collect();
+                assert_eq!(pieces.concat(), body, "the pieces are the body");
+                assert!(pieces.len() >= n.div_ceil(READINGS_PER_REQUEST));
+                for p in pieces {
+                    assert!(p.lines().count() <= READINGS_PER_REQUEST);
+                    busiest = busiest.max(p.len());
+                }
+            }
+            assert!(busiest < body_limit, "{devices} devices: {busiest} bytes");
+            if devices == 0 {
+                assert_eq!(span, 60_000, "a small fleet posts a minute at a time");
+            }
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

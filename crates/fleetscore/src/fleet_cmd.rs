@@ -4,6 +4,8 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -125,11 +127,16 @@ pub struct DataImportArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Window start (inclusive): RFC 3339, `YYYY-MM-DD HH:MM:SS` (UTC) or epoch ms.
-    #[arg(long)]
-    pub from: String,
+    #[arg(long, required_unless_present = "last", conflicts_with = "last")]
+    pub from: Option<String>,
     /// Window end (exclusive).
-    #[arg(long)]
-    pub to: String,
+    #[arg(long, required_unless_present = "last", conflicts_with = "last")]
+    pub to: Option<String>,
+    /// Instead of --from and --to: the last whole window of this length before now, on
+    /// multiples of it since the epoch in UTC (`1h`: the previous hour; `1d`: yesterday).
+    /// For schedulers with no shell to compute times in, like a CronJob on the image.
+    #[arg(long, value_parser = fleetscore_core::parse_duration)]
+    pub last: Option<Duration>,
     /// Worker threads in this process (default: all cores); 0 leaves the tasks to
     /// `fleetscore worker` processes sharing the coordinator and the store.
     #[arg(long)]
@@ -174,6 +181,32 @@ pub struct WorkerArgs {
     /// This worker's name in the coordinator (default: host name and process id).
     #[arg(long, env = "FLEETSCORE_WORKER_NAME")]
     pub name: Option<String>,
+    /// Seconds the tasks being executed may take to finish after SIGTERM or SIGINT (no new
+    /// task is claimed); then the worker exits anyway, and those tasks are retried by other
+    /// workers once their leases expire. Keep it below the grace period of whatever stops
+    /// the worker (Kubernetes' terminationGracePeriodSeconds, `podman stop --time`).
+    #[arg(long, env = "FLEETSCORE_WORKER_DRAIN", default_value_t = 5)]
+    pub drain: u64,
+    #[command(flatten)]
+    pub cache: ModelCacheArgs,
+}
+
+/// The model cache of a long-lived process (`worker`, `up`).
+#[derive(Debug, Args)]
+pub struct ModelCacheArgs {
+    /// Loaded models kept across tasks and runs, by their content-hash version, least recently
+    /// used out first: at most this much memory (`512MiB`, `2GiB`, bytes; `0`: none, every
+    /// task fetches and parses its models)
+    #[arg(long, env = "FLEETSCORE_MODEL_CACHE", default_value = "512MiB", value_parser = fleetscore_core::parse_size)]
+    pub model_cache: usize,
+}
+
+impl ModelCacheArgs {
+    /// The cache, unless its size is 0.
+    pub fn cache(&self) -> Option<std::sync::Arc<fleetscore_jobs::run::ModelCache>> {
+        (self.model_cache > 0)
+            .then(|| std::sync::Arc::new(fleetscore_jobs::run::ModelCache::new(self.model_cache)))
+    }
 }
 
 /// `fleetscore workers`.
@@ -231,6 +264,17 @@ pub enum PredictionsCommand {
         #[arg(long, short)]
         output: PathBuf,
     },
+}
+
+/// The last whole window `length` long that ends at or before `now_ms`, on multiples of
+/// `length` since the epoch: `[from, to)` in epoch milliseconds.
+fn last_window(length: Duration, now_ms: i64) -> Result<(i64, i64)> {
+    let len = i64::try_from(length.as_millis()).unwrap_or(i64::MAX);
+    if len == 0 {
+        bail!("--last must be longer than 0s");
+    }
+    let to = now_ms.div_euclid(len) * len;
+    Ok((to - len, to))
 }
 
 fn parse_time(s: &str, what: &str) -> Result<i64> {
@@ -431,8 +475,12 @@ fn progress_printer() -> impl FnMut(&[TaskState]) {
 pub fn run(args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
     let store = args.open()?;
     let coordinator = args.coordinator()?;
-    let from = parse_time(&a.from, "from")?;
-    let to = parse_time(&a.to, "to")?;
+    let (from, to) = match (&a.from, &a.to, a.last) {
+        (Some(from), Some(to), None) => (parse_time(from, "from")?, parse_time(to, "to")?),
+        (None, None, Some(last)) => last_window(last, run::now_ms())?,
+        // clap enforces one of the two forms.
+        _ => bail!("give --from and --to, or --last"),
+    };
     let mut options = RunOptions {
         max_models_per_task: a.max_models_per_task.max(1),
         max_attempts: a.max_attempts.max(1),
@@ -544,6 +592,7 @@ pub fn worker(args: &StoreArgs, a: WorkerArgs) -> Result<ExitCode> {
         max_attempts: a.max_attempts.max(1),
         faults: faults_from_env(),
         model_limits: args.model_limits(),
+        model_cache: a.cache.cache(),
         ..RunOptions::default()
     };
     if let Some(name) = a.name {
@@ -558,20 +607,38 @@ pub fn worker(args: &StoreArgs, a: WorkerArgs) -> Result<ExitCode> {
         a.idle_exit
             .map_or_else(|| "never".to_string(), |s| format!("after {s}s"))
     );
+    // Set by SIGTERM (`podman stop`, Kubernetes) or SIGINT: no task is claimed after it.
+    // Installing the handlers matters for more than the drain: as a container's PID 1 the
+    // process gets no default action for SIGTERM, so without them it would ignore the signal
+    // until the runtime's SIGKILL.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    let drain = Duration::from_secs(a.drain);
+    // Dropped when every serve loop has returned, which ends the drain watch below.
+    let (all_returned, returned) = std::sync::mpsc::channel::<()>();
     let results: Vec<fleetscore_jobs::Result<run::Served>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|n| {
                 let (store, coordinator, options) = (&store, coordinator.as_ref(), &options);
                 let name = format!("{}-{n}", options.worker_prefix);
+                let stop: &AtomicBool = &stop;
                 s.spawn(move || {
-                    run::serve(store, coordinator, &name, options, idle_exit, &|| false)
+                    run::serve(store, coordinator, &name, options, idle_exit, &|| {
+                        stop.load(Ordering::Relaxed)
+                    })
                 })
             })
             .collect();
-        handles
+        let (stop, prefix): (&AtomicBool, _) = (&stop, &options.worker_prefix);
+        s.spawn(move || watch_drain(stop, &returned, drain, prefix));
+        let results = handles
             .into_iter()
             .map(|h| h.join().expect("worker thread panicked"))
-            .collect()
+            .collect();
+        drop(all_returned);
+        results
     });
     let mut total = run::Served::default();
     for r in results {
@@ -580,10 +647,63 @@ pub fn worker(args: &StoreArgs, a: WorkerArgs) -> Result<ExitCode> {
         total.runs_finished += served.runs_finished;
     }
     eprintln!(
-        "worker {}: idle, exiting after {} tasks ({} runs finished here)",
-        options.worker_prefix, total.tasks, total.runs_finished
+        "worker {}: {}, exiting after {} tasks ({} runs finished here)",
+        options.worker_prefix,
+        if stop.load(Ordering::Relaxed) {
+            "stopped by a signal"
+        } else {
+            "idle"
+        },
+        total.tasks,
+        total.runs_finished
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// After `stop` is set, gives the serve loops `drain` to return (their tasks in progress to
+/// finish); if they have not by then, exits the process with status 0: a stop asked for is a
+/// success, and the unfinished tasks go to other workers when their leases expire. Returns
+/// when `returned`'s sender is dropped (every loop has returned).
+fn watch_drain(
+    stop: &AtomicBool,
+    returned: &std::sync::mpsc::Receiver<()>,
+    drain: Duration,
+    worker: &str,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    // The flag is set from a signal handler, which cannot wake this thread: look at it often
+    // enough that a stop is noticed well within any grace period.
+    const LOOK: Duration = Duration::from_millis(50);
+    let mut deadline: Option<std::time::Instant> = None;
+    loop {
+        let wait = match deadline {
+            Some(d) => d.saturating_duration_since(std::time::Instant::now()),
+            None => LOOK,
+        };
+        match returned.recv_timeout(wait) {
+            Err(RecvTimeoutError::Timeout) => {}
+            // Every loop returned: the normal exit path reports.
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        match deadline {
+            None if stop.load(Ordering::Relaxed) => {
+                eprintln!(
+                    "worker {worker}: stopping: no new tasks; {}s for those in progress",
+                    drain.as_secs()
+                );
+                deadline = Some(std::time::Instant::now() + drain);
+            }
+            Some(d) if std::time::Instant::now() >= d => {
+                eprintln!(
+                    "worker {worker}: stopped by a signal with tasks still in progress after \
+                     {}s; other workers retry them when their leases expire",
+                    drain.as_secs()
+                );
+                std::process::exit(0);
+            }
+            _ => {}
+        }
+    }
 }
 
 pub fn runs(args: &StoreArgs, command: RunsCommand) -> Result<ExitCode> {
@@ -654,6 +774,14 @@ pub fn runs(args: &StoreArgs, command: RunsCommand) -> Result<ExitCode> {
                     "rows        {} ({} anomalies, {:.0} rows/s)",
                     r.rows, r.anomalies, r.rows_per_second
                 )?;
+                writeln!(
+                    out,
+                    "store       {} requests ({}), {:.2} per model; planning {}",
+                    r.store_requests.total(),
+                    r.store_requests,
+                    r.store_requests.total() as f64 / r.models.max(1) as f64,
+                    r.plan_store_requests.total()
+                )?;
                 for f in &r.failures {
                     writeln!(
                         out,
@@ -716,5 +844,29 @@ pub fn predictions(args: &StoreArgs, command: PredictionsCommand) -> Result<Exit
             eprintln!("wrote {} file(s) to {}", files.len(), output.display());
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: i64 = 3_600_000;
+
+    #[test]
+    fn last_gives_the_previous_whole_window_on_multiples_of_its_length() {
+        let h = Duration::from_secs(3600);
+        // 2026-01-01T10:20:00Z: the previous hour is 09:00..10:00.
+        let ten = 1_767_261_600_000;
+        assert_eq!(
+            last_window(h, ten + 20 * 60_000).unwrap(),
+            (ten - HOUR, ten)
+        );
+        // Exactly on the hour: the hour that just ended.
+        assert_eq!(last_window(h, 10 * HOUR).unwrap(), (9 * HOUR, 10 * HOUR));
+        // A day: yesterday, UTC.
+        let d = Duration::from_secs(86_400);
+        assert_eq!(last_window(d, 86_400_000 + 5).unwrap(), (0, 86_400_000));
+        assert!(last_window(Duration::ZERO, 5).is_err());
     }
 }

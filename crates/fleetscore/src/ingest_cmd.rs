@@ -364,7 +364,16 @@ pub fn ingest(command: IngestCommand) -> Result<ExitCode> {
         stats.kafka = Some(source.stats());
         runner.add(source);
     }
-    let http = HttpSource::bind(a.listen, config, stats)?;
+    let http = HttpSource::bind(a.listen, config, stats.clone())?;
+    // What each source took in, beside the log, for the monitor (`serve --log-dir`).
+    let _counters = fleetscore_ingest::publish::start(
+        a.log.log_dir.clone(),
+        fleetscore_ingest::publish::Counters {
+            http: Some(http.stats()),
+            others: stats,
+        },
+        COUNTERS_EVERY,
+    );
     // Tests and scripts wait for this line to know the port.
     println!("listening on {}://{}", a.tls.scheme(), http.local_addr());
     runner.add(http);
@@ -372,6 +381,9 @@ pub fn ingest(command: IngestCommand) -> Result<ExitCode> {
     runner.run_until_terminated()?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// How often a running ingest publishes its counters beside the log.
+pub const COUNTERS_EVERY: Duration = Duration::from_secs(5);
 
 pub fn log(command: LogCommand) -> Result<ExitCode> {
     match command {

@@ -131,7 +131,27 @@ fn init_logging() {
         .init();
 }
 
+/// A reader that stops reading (`fleetscore runs list | head`) ends the process the way it ends
+/// `ls` or `grep`: quietly, with the status a SIGPIPE gives (128 + 13), not with a panic
+/// message. Rust ignores SIGPIPE, so `println!` into a closed pipe panics instead.
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_broken_pipe();
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {

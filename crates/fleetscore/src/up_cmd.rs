@@ -82,6 +82,8 @@ pub struct UpArgs {
     /// Leave out the workers (`fleetscore worker` processes run the runs).
     #[arg(long)]
     pub no_workers: bool,
+    #[command(flatten)]
+    pub cache: crate::fleet_cmd::ModelCacheArgs,
     /// Simulated devices post the reference fleet's readings (time-shifted to now), scored by
     /// its models on an hourly schedule.
     #[arg(long)]
@@ -223,6 +225,7 @@ pub fn up(args: &StoreArgs, a: UpArgs) -> Result<ExitCode> {
         lease: Duration::from_secs(a.lease.max(1)),
         model_limits: store_args.model_limits(),
         faults: crate::fleet_cmd::faults_from_env(),
+        model_cache: a.cache.cache(),
         ..RunOptions::default()
     };
     if let Some(w) = a.workers {
@@ -268,8 +271,9 @@ pub fn up(args: &StoreArgs, a: UpArgs) -> Result<ExitCode> {
         let (stop, failure, store, log) = (&*stop, &failure, &store, &log);
         if let (Some(http), Some(log)) = (http, log.clone()) {
             let (mqtt, kafka) = (a.mqtt.clone(), a.kafka.clone());
+            let log_dir = log_dir.clone();
             s.spawn(move || {
-                if let Err(e) = ingest(log, http, mqtt, kafka, stop) {
+                if let Err(e) = ingest(log, log_dir, http, mqtt, kafka, stop) {
                     failure.set("ingest", e, stop);
                 }
             });
@@ -319,7 +323,9 @@ pub fn up(args: &StoreArgs, a: UpArgs) -> Result<ExitCode> {
                             for e in &events {
                                 print_event(e);
                             }
-                            let pause = if events.is_empty() { 250 } else { 20 };
+                            // A tenth of a second between idle passes: a watermark that closes a
+                            // window starts its run within about that.
+                            let pause = if events.is_empty() { 100 } else { 20 };
                             std::thread::sleep(Duration::from_millis(pause));
                         }
                         Err(e) => {
@@ -428,6 +434,7 @@ fn serve_monitor(
 /// Ingest's sources on a runtime of their own, until `stop`.
 fn ingest(
     log: Log,
+    log_dir: PathBuf,
     http: HttpSource,
     mqtt: Option<String>,
     kafka: Option<String>,
@@ -435,17 +442,25 @@ fn ingest(
 ) -> Result<()> {
     let limits = Limits::default();
     let mut runner = Runner::new(log);
+    let mut counters = fleetscore_ingest::publish::Counters {
+        http: Some(http.stats()),
+        others: SourceStats::default(),
+    };
     if let Some(url) = mqtt {
         let config = MqttConfig::new(&url, "sensors/{device}/{tag}", "fleetscore-up")?;
-        runner.add(MqttSource::new(config, limits));
+        let source = MqttSource::new(config, limits);
+        counters.others.mqtt = Some(source.stats());
+        runner.add(source);
     }
     if let Some(url) = kafka {
-        runner.add(KafkaSource::new(
-            KafkaConfig::new(&url, "fleetscore-up")?,
-            limits,
-        ));
+        let source = KafkaSource::new(KafkaConfig::new(&url, "fleetscore-up")?, limits);
+        counters.others.kafka = Some(source.stats());
+        runner.add(source);
     }
     runner.add(http);
+    // What each source took in, beside the log, for the monitor.
+    let _counters =
+        fleetscore_ingest::publish::start(log_dir, counters, crate::ingest_cmd::COUNTERS_EVERY);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ingest")

@@ -575,6 +575,36 @@ fn raw_readings_are_archived_once_and_scored_from_the_stream() {
         .unwrap(),
     );
     assert!(err.contains("replayed after a crash"), "{err}");
+    // Every hour closed: each hour and bucket holds one file of the aggregator's (the merge of
+    // its epochs' files, or the one epoch's that wrote there), named with the time range of
+    // its readings, which lies in its hour.
+    let (mut folders, mut merged) = (0, 0);
+    for hour in std::fs::read_dir(store.join("readings")).unwrap() {
+        let hour = hour.unwrap();
+        let h = hour.file_name().to_string_lossy().to_string();
+        let start =
+            fleetscore_core::parse_time(&format!("{}:00:00Z", h.strip_prefix("hour=").unwrap()))
+                .unwrap();
+        for bucket in std::fs::read_dir(hour.path()).unwrap() {
+            let files: Vec<String> = std::fs::read_dir(bucket.unwrap().path())
+                .unwrap()
+                .map(|f| f.unwrap().file_name().to_string_lossy().to_string())
+                .collect();
+            assert_eq!(files.len(), 1, "{h}: {files:?}");
+            assert!(files[0].starts_with("default~"), "{files:?}");
+            merged += usize::from(files[0].starts_with("default~compacted-"));
+            let (min, max) = fleetscore_store::layout::file_time_range(&files[0]).unwrap();
+            assert!(
+                start <= min && min <= max && max < start + 3_600_000,
+                "{files:?}"
+            );
+            folders += 1;
+        }
+    }
+    assert!(
+        folders >= 10 && merged >= 1,
+        "{folders} folders, {merged} merged"
+    );
     let fleet = |args: &[&str]| {
         let o = bin()
             .arg("--store")

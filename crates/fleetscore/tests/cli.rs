@@ -755,11 +755,41 @@ fn run_ids_and_windows_are_checked_before_anything_is_planned() {
             vec!["run", "--from", &"9".repeat(301), "--to", "2018-08-30"],
             "outside the supported range, years 1 to 9999",
         ),
+        (vec!["run", "--last", "0s"], "--last must be longer than 0s"),
     ] {
         let o = fleet(Path::new(store), &args);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).lines().count() == 1, "{}", stderr(&o));
+    }
+}
+
+/// `run --last` (the CronJob's way, with no shell to compute times in) plans the previous whole
+/// window; it and `--from`/`--to` exclude each other.
+#[test]
+fn run_last_plans_the_previous_whole_window() {
+    let store = tempdir("run-last");
+    let o = fleet(&store, &["run", "--detach", "--last", "1h"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    // `run YYYYMMDDTHH0000Z_YYYYMMDDTHH0000Z: planned ...`: on the hour, one hour long.
+    let id = out
+        .strip_prefix("run ")
+        .and_then(|r| r.split(':').next())
+        .unwrap_or_else(|| panic!("{out}"));
+    let (from, to) = id.split_once('_').unwrap_or_else(|| panic!("{out}"));
+    let hour = |t: &str| {
+        assert!(t.len() == 16 && t.ends_with("0000Z"), "{out}");
+        chrono::NaiveDateTime::parse_from_str(t, "%Y%m%dT%H%M%SZ").unwrap()
+    };
+    assert_eq!(hour(to) - hour(from), chrono::TimeDelta::hours(1), "{out}");
+
+    for args in [
+        vec!["run", "--last", "1h", "--from", "2018-08-28"],
+        vec!["run", "--from", "2018-08-28"],
+    ] {
+        let o = fleet(&store, &args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
     }
 }
 
@@ -1866,4 +1896,27 @@ fn azure_account_key_and_sas_token_come_from_the_environment() {
             );
         }
     }
+}
+
+/// Output piped into a reader that has gone (`fleetscore models bench M | head -0`) ends the
+/// command as it ends coreutils: status 141 and no panic message.
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    let dir = tempdir("pipe");
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/tests/data/reference/models/model_1_1");
+    let mut child = bin()
+        .args(["models", "bench", "--rows", "10"])
+        .arg(model)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reading end closes before the command has printed anything.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,12 +3,16 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use arrow_array::ArrayRef;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int32Type, TimestampMillisecondType};
+use arrow_schema::DataType;
 use common::bin;
 
 fn tempdir(name: &str) -> PathBuf {
@@ -110,6 +114,20 @@ fn up_demo_scores_windows_survives_sigkill_and_stops_on_sigterm() {
     .unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"demo\""), "{body}");
+    // Ingest publishes what it took in by source, and the monitor shows it.
+    wait_for("ingest counters", Duration::from_secs(30), || {
+        let (_, body) = common::request(
+            dashboard.parse().unwrap(),
+            "GET",
+            "/api/v1/ingest",
+            &[],
+            b"",
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["sources"][0]["source"] == "http"
+            && v["sources"][0]["counts"]["accepted"].as_u64() > Some(0)
+    });
 
     first.kill().unwrap();
     first.wait().unwrap();
@@ -185,8 +203,124 @@ fn up_demo_scores_windows_survives_sigkill_and_stops_on_sigterm() {
             }
         }
         assert!(!seen.is_empty(), "run {} scored nothing", t.3);
+        same_as_models_score(&dir, t.0, &export);
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The text of row `i` of a stored readings column (plain or dictionary-encoded).
+fn text(column: &ArrayRef, i: usize) -> String {
+    match column.data_type() {
+        DataType::Dictionary(..) => {
+            let d = column.as_dictionary::<Int32Type>();
+            let key = d.keys().value(i) as usize;
+            d.values().as_string::<i32>().value(key).to_string()
+        }
+        _ => column.as_string::<i32>().value(i).to_string(),
+    }
+}
+
+/// `(ts, flag)` of a predictions or `models score` CSV: the first column's time, and the column
+/// named `flag` (0 or 1).
+fn flags(path: &Path, flag: &str) -> BTreeMap<i64, String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let at = header.iter().position(|c| *c == flag).unwrap();
+    lines
+        .map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            let ts = fleetscore_core::parse_time(cells[0]).unwrap();
+            (ts, cells[at].to_string())
+        })
+        .collect()
+}
+
+/// The run that scored the hour ending at `end` flagged the same readings as `models score`
+/// does with each current model file on the raw readings the pipeline archived for that hour.
+fn same_as_models_score(dir: &Path, end: i64, export: &Path) {
+    let start = end - 3_600_000;
+    // Every archived reading of the hour, as one CSV file.
+    let csv = export.join("hour.csv.in");
+    let mut out = String::from("TS,Device,Tag,Val\n");
+    let mut files = Vec::new();
+    for hour in std::fs::read_dir(dir.join("store/readings")).unwrap() {
+        for bucket in std::fs::read_dir(hour.unwrap().path()).unwrap() {
+            for file in std::fs::read_dir(bucket.unwrap().path()).unwrap() {
+                files.push(file.unwrap().path());
+            }
+        }
+    }
+    for file in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "parquet"))
+    {
+        for batch in fleetscore_table::open(file, 65_536).unwrap() {
+            let batch = batch.unwrap();
+            let ts = batch.column(0).as_primitive::<TimestampMillisecondType>();
+            let value = batch.column(3).as_primitive::<Float64Type>();
+            for i in 0..batch.num_rows() {
+                let t = ts.value(i);
+                if (start..end).contains(&t) {
+                    out.push_str(&format!(
+                        "{},{},{},{}\n",
+                        fleetscore_core::rfc3339(t),
+                        text(batch.column(1), i),
+                        text(batch.column(2), i),
+                        value.value(i)
+                    ));
+                }
+            }
+        }
+    }
+    std::fs::write(&csv, out).unwrap();
+    let csv_input = export.join("hour.csv");
+    std::fs::rename(&csv, &csv_input).unwrap();
+
+    let o = bin()
+        .arg("--store")
+        .arg(dir.join("store"))
+        .args(["models", "list", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut compared = 0;
+    for line in String::from_utf8(o.stdout).unwrap().lines() {
+        let m: serde_json::Value = serde_json::from_str(line).unwrap();
+        let (device, tag, version) = (
+            m["device"].as_str().unwrap(),
+            m["tag"].as_str().unwrap(),
+            m["version"].as_str().unwrap(),
+        );
+        let model = dir
+            .join("store/models")
+            .join(device)
+            .join(tag)
+            .join("versions")
+            .join(format!("{version}.model"));
+        let scored = export.join(format!("scored_{device}_{tag}.csv"));
+        let o = bin()
+            .args(["models", "score"])
+            .arg(&model)
+            .arg("--input")
+            .arg(&csv_input)
+            .args(["--where", &format!("Device={device}")])
+            .args(["--where", &format!("Tag={tag}")])
+            .args(["--features", "Val", "--output"])
+            .arg(&scored)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let ours = flags(
+            &export.join(format!("predictions_{device}_{tag}.csv")),
+            "Prediction",
+        );
+        let theirs = flags(&scored, "anomaly");
+        assert!(!ours.is_empty(), "{device}/{tag} has no predictions");
+        assert_eq!(ours, theirs, "{device}/{tag} in the hour ending {end}");
+        compared += ours.len();
+    }
+    assert!(compared > 0);
 }
 
 /// A part that cannot start stops `up` with one line before anything runs; a `scheduler` stops

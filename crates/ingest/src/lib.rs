@@ -18,6 +18,7 @@ mod error;
 pub mod kafka;
 pub mod mqtt;
 pub mod parse;
+pub mod publish;
 pub mod server;
 mod source;
 

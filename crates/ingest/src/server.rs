@@ -129,7 +129,7 @@ struct State {
     /// token's clients may hold at most half of it, so a flood (or a leaked token) cannot
     /// take every byte from the other sites. Empty without tokens.
     token_shares: std::collections::HashMap<String, Arc<Semaphore>>,
-    stats: Stats,
+    stats: Arc<Stats>,
     sources: SourceStats,
 }
 
@@ -155,6 +155,11 @@ pub struct App {
 /// The service for `log` with `config`; `sources` are the counters of the MQTT and Kafka
 /// sources running beside it, shown in `/v1/stats`.
 pub fn app(log: Log, config: Config, sources: SourceStats) -> App {
+    app_counting(log, config, sources, Arc::default())
+}
+
+/// [`app`], counting into `stats` (which the caller may also publish).
+fn app_counting(log: Log, config: Config, sources: SourceStats, stats: Arc<Stats>) -> App {
     let permits = (config.max_inflight_bytes / PERMIT_BYTES).clamp(1, Semaphore::MAX_PERMITS);
     let tokens = config
         .tokens
@@ -175,7 +180,7 @@ pub fn app(log: Log, config: Config, sources: SourceStats) -> App {
             inflight: Arc::new(Semaphore::new(permits)),
             token_shares,
             config,
-            stats: Stats::default(),
+            stats,
             sources,
         }),
     }
@@ -310,6 +315,7 @@ pub struct HttpSource {
     local: SocketAddr,
     config: Config,
     sources: SourceStats,
+    stats: Arc<Stats>,
 }
 
 impl HttpSource {
@@ -333,12 +339,18 @@ impl HttpSource {
             local,
             config,
             sources,
+            stats: Arc::default(),
         })
     }
 
     /// The address it listens on (the port chosen when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Its counters, which it keeps while it runs (for [`crate::publish`]).
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
     }
 }
 
@@ -356,7 +368,7 @@ impl Source for HttpSource {
         })?;
         serve(
             listener,
-            app(log, self.config, self.sources),
+            app_counting(log, self.config, self.sources, self.stats),
             shutdown.requested(),
         )
         .await

@@ -637,7 +637,13 @@ impl PartitionWriter {
 pub type Series = Vec<(i64, f64)>;
 
 /// Reads the readings of `buckets` in `[from, to)` for the sensors `wanted` accepts, grouped by
-/// (device, tag). Each file is read once.
+/// (device, tag), in time order, each reading once. Each file is read once; a file whose name
+/// carries a time range outside the window (the aggregator's raw archive names its files so)
+/// is not read at all.
+///
+/// The same reading can be in two files of a folder: one imported twice in two encodings, or
+/// the moment the aggregator has written an hour's merged file and not yet deleted its inputs.
+/// A reading equal to the one before it (same sensor, time and value) is dropped.
 pub fn read_slice(
     store: &Store,
     buckets: &[u32],
@@ -648,21 +654,60 @@ pub fn read_slice(
     let mut out: BTreeMap<(String, String), Series> = BTreeMap::new();
     for hour in hours_between(from_ms, to_ms) {
         for &bucket in buckets {
-            for entry in store.list(&layout::readings_dir(&hour, bucket))? {
-                let bytes = store.get(&entry.key)?;
-                let batches =
-                    fleetscore_table::from_parquet_bytes_as(&entry.key, bytes, stored_schema())?;
-                for batch in batches {
-                    add_batch(&entry.key, &batch, from_ms, to_ms, wanted, &mut out)?;
-                }
-            }
+            read_folder(store, &hour, bucket, from_ms, to_ms, wanted, &mut out)?;
         }
     }
     for series in out.values_mut() {
-        // Several imports may cover one hour: keep time order.
-        series.sort_by_key(|r| r.0);
+        // Several files may cover one hour: keep time order, and each reading once.
+        series.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        series.dedup_by(|b, a| a.0 == b.0 && a.1.to_bits() == b.1.to_bits());
     }
     Ok(out)
+}
+
+/// How many times a folder is listed again when a file listed in it is gone before it is
+/// read (the aggregator deleted it after merging it into a file of the next listing).
+const RELISTS: usize = 3;
+
+/// One hour and bucket's files into `out`.
+fn read_folder(
+    store: &Store,
+    hour: &str,
+    bucket: u32,
+    from_ms: i64,
+    to_ms: i64,
+    wanted: &dyn Fn(&str, &str) -> bool,
+    out: &mut BTreeMap<(String, String), Series>,
+) -> Result<()> {
+    let mut attempt = 0;
+    'listing: loop {
+        let mut found: BTreeMap<(String, String), Series> = BTreeMap::new();
+        for entry in store.list(&layout::readings_dir(hour, bucket))? {
+            let name = entry.key.rsplit('/').next().unwrap_or(&entry.key);
+            if let Some((min, max)) = layout::file_time_range(name)
+                && (max < from_ms || min >= to_ms)
+            {
+                continue;
+            }
+            let bytes = match store.get(&entry.key) {
+                Ok(b) => b,
+                Err(fleetscore_store::Error::NotFound(_)) if attempt < RELISTS => {
+                    attempt += 1;
+                    continue 'listing;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let batches =
+                fleetscore_table::from_parquet_bytes_as(&entry.key, bytes, stored_schema())?;
+            for batch in batches {
+                add_batch(&entry.key, &batch, from_ms, to_ms, wanted, &mut found)?;
+            }
+        }
+        for (k, mut v) in found {
+            out.entry(k).or_default().append(&mut v);
+        }
+        return Ok(());
+    }
 }
 
 fn add_batch(

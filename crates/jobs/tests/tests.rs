@@ -650,6 +650,105 @@ fn a_poison_task_fails_alone_with_its_error() {
     assert_eq!(record.models_scored, 10, "{record:?}");
 }
 
+/// A long-lived worker's model cache: the second run over the same models fetches no model
+/// file (here they are gone from the store) and scores exactly as the first.
+#[test]
+fn a_cached_model_is_scored_again_without_its_file() {
+    let f = fleet("cache");
+    import_reference(&f);
+    let cache = std::sync::Arc::new(run::ModelCache::new(run::DEFAULT_CACHE_BYTES));
+    let request = |id: &str| RunRequest {
+        run_id: Some(id.to_string()),
+        ..RunRequest::window(FROM, TO).with_options(RunOptions {
+            model_cache: Some(std::sync::Arc::clone(&cache)),
+            ..options(2)
+        })
+    };
+    let first = run::run(
+        &f.store,
+        f.coordinator.as_ref(),
+        &request("first"),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(first.models_scored, 15);
+    let s = cache.stats();
+    assert_eq!((s.models, s.hits, s.misses), (15, 0, 15));
+    for e in f.store.list("models").unwrap() {
+        if e.key.ends_with(".model") {
+            f.store.delete(&e.key).unwrap();
+        }
+    }
+    let second = run::run(
+        &f.store,
+        f.coordinator.as_ref(),
+        &request("second"),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(second.status, RunStatus::Succeeded, "{second:?}");
+    assert_eq!((second.models_scored, second.rows), (15, 17_768));
+    assert_eq!(cache.stats().hits, 15);
+    // The run records count the store's requests: the second run read 15 objects fewer (the
+    // model files), and each run wrote its record twice and three objects per task
+    // (predictions, summary, log).
+    let (a, b) = (first.store_requests, second.store_requests);
+    assert_eq!(a.get, b.get + 15, "{a} / {b}");
+    assert!(a.list > 0 && a.list == b.list, "{a} / {b}");
+    for r in [&first, &second] {
+        assert_eq!(
+            r.store_requests.put,
+            r.plan_store_requests.put + 3 * u64::from(r.tasks) + 1,
+            "{r:?}"
+        );
+    }
+    let scores = |id: &str| -> Vec<(i64, String, String, u64, i8)> {
+        let mut out = Vec::new();
+        for batch in run::predictions(&f.store, id).unwrap() {
+            let col = |n: &str| batch.column_by_name(n).unwrap().clone();
+            let (ts, device, tag, score, anomaly) = (
+                col("ts"),
+                col("device"),
+                col("tag"),
+                col("score"),
+                col("anomaly"),
+            );
+            let ts = ts
+                .as_any()
+                .downcast_ref::<TimestampMillisecondArray>()
+                .unwrap();
+            let device = device.as_any().downcast_ref::<StringArray>().unwrap();
+            let tag = tag.as_any().downcast_ref::<StringArray>().unwrap();
+            let score = score.as_any().downcast_ref::<Float64Array>().unwrap();
+            let anomaly = anomaly.as_any().downcast_ref::<Int8Array>().unwrap();
+            for i in 0..batch.num_rows() {
+                out.push((
+                    ts.value(i),
+                    device.value(i).to_string(),
+                    tag.value(i).to_string(),
+                    score.value(i).to_bits(),
+                    anomaly.value(i),
+                ));
+            }
+        }
+        out.sort();
+        out
+    };
+    assert_eq!(scores("first"), scores("second"));
+    // Without the cache, the same run fails every model for its missing file.
+    let uncached = run::run(
+        &f.store,
+        f.coordinator.as_ref(),
+        &RunRequest {
+            run_id: Some("uncached".into()),
+            ..RunRequest::window(FROM, TO).with_options(options(2))
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(uncached.models_scored, 0, "{uncached:?}");
+}
+
 /// A worker that lost its claim (paused, partitioned) and wakes up after a newer attempt
 /// wrote the task's predictions cannot replace them, even if what it computed differs.
 #[test]
@@ -675,6 +774,7 @@ fn a_stale_attempt_cannot_replace_a_newer_attempts_predictions() {
             worker: "newer",
             attempt: 2,
             model_limits: &Default::default(),
+            cache: None,
         },
         &task,
     )
@@ -694,6 +794,7 @@ fn a_stale_attempt_cannot_replace_a_newer_attempts_predictions() {
             worker: "stale",
             attempt: 1,
             model_limits: &Default::default(),
+            cache: None,
         },
         &task,
     )
@@ -801,4 +902,90 @@ fn an_export_holds_every_shards_rows_whatever_wrote_the_shards() {
     assert_eq!(rows.values().filter(|n| **n == 2).count(), copied);
     // No partial file is left beside it.
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+}
+
+/// A window's readings: a file whose name says its readings are outside the window is not
+/// read at all (here it is not even Parquet), and a reading in two files (an hour's merge and
+/// an input not yet deleted, or one import in two encodings) is read once.
+#[test]
+fn a_slice_skips_files_outside_its_window_and_reads_each_reading_once() {
+    use fleetscore_table::readings::{Row, to_parquet};
+    let f = fleet("slice");
+    let hour = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    let dir = layout::readings_dir("2026-01-01T00", layout::bucket("d"));
+    let row = |ts: i64, value: f64| Row {
+        ts,
+        device: "d",
+        tag: "t",
+        value,
+    };
+    let early = to_parquet(&[row(hour + 1_000, 1.0), row(hour + 2_000, 2.0)]).unwrap();
+    let merged = to_parquet(&[
+        row(hour + 1_000, 1.0),
+        row(hour + 2_000, 2.0),
+        row(hour + 61_000, 3.0),
+    ])
+    .unwrap();
+    let epoch = layout::epoch_file("default", 0, 0, 2, 1);
+    f.store
+        .put(
+            &format!(
+                "{dir}/{}",
+                layout::with_time_range(&epoch, hour + 1_000, hour + 2_000)
+            ),
+            early,
+        )
+        .unwrap();
+    f.store
+        .put(
+            &format!(
+                "{dir}/{}",
+                layout::with_time_range(
+                    &layout::compacted_file("default", &[epoch]),
+                    hour + 1_000,
+                    hour + 61_000
+                )
+            ),
+            merged,
+        )
+        .unwrap();
+    let later = layout::epoch_file("default", 0, 2, 3, 2);
+    f.store
+        .put(
+            &format!(
+                "{dir}/{}",
+                layout::with_time_range(&later, hour + 600_000, hour + 700_000)
+            ),
+            b"not parquet: never read".to_vec(),
+        )
+        .unwrap();
+    let slice = readings::read_slice(
+        &f.store,
+        &[layout::bucket("d")],
+        hour,
+        hour + 120_000,
+        &|_, _| true,
+    )
+    .unwrap();
+    assert_eq!(
+        slice[&("d".to_string(), "t".to_string())],
+        vec![
+            (hour + 1_000, 1.0),
+            (hour + 2_000, 2.0),
+            (hour + 61_000, 3.0)
+        ]
+    );
+    // A window that covers the unreadable file reads it, and says what is wrong with it.
+    let err = readings::read_slice(
+        &f.store,
+        &[layout::bucket("d")],
+        hour,
+        hour + 3_600_000,
+        &|_, _| true,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("-t1767226200000_1767226300000"),
+        "{err}"
+    );
 }

@@ -29,6 +29,7 @@
 mod error;
 mod partition;
 mod retention;
+pub mod sources;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

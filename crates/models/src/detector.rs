@@ -13,6 +13,8 @@ pub trait Transform: Send + Sync + Debug {
     fn transform(&self, x: &mut [f64]);
     /// Description for `models inspect`.
     fn info(&self) -> StepInfo;
+    /// Bytes its parameters hold on the heap (what a cache of loaded models is sized by).
+    fn heap_bytes(&self) -> usize;
 }
 
 /// How scikit-learn turns a decision value into `predict`'s +1 (inlier) / -1 (outlier).
@@ -51,4 +53,11 @@ pub trait Detector: Send + Sync + Debug {
     fn tie_rule(&self) -> TieRule;
     /// Description for `models inspect`.
     fn info(&self) -> StepInfo;
+    /// Bytes its parameters hold on the heap (what a cache of loaded models is sized by).
+    fn heap_bytes(&self) -> usize;
+}
+
+/// Heap bytes of a vector's buffer.
+pub(crate) fn vec_bytes<T>(v: &[T]) -> usize {
+    std::mem::size_of_val(v)
 }

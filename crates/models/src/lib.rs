@@ -155,6 +155,23 @@ impl Model {
         Ok((model, budget.used()))
     }
 
+    /// Bytes the loaded model holds on the heap (its parameters: support vectors, trees,
+    /// scalers' vectors), for caches of loaded models to be bounded by.
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Model>()
+            + self.detector.heap_bytes()
+            + self
+                .transforms
+                .iter()
+                .map(|t| t.heap_bytes())
+                .sum::<usize>()
+            + self.info.feature_names.as_ref().map_or(0, |n| {
+                n.iter()
+                    .map(|s| s.len() + std::mem::size_of::<String>())
+                    .sum()
+            })
+    }
+
     /// Features per input row.
     pub fn n_features(&self) -> usize {
         self.info.n_features

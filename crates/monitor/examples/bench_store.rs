@@ -171,6 +171,8 @@ fn main() {
                 })
                 .collect(),
             task_failures: Vec::<TaskFailure>::new(),
+            plan_store_requests: Default::default(),
+            store_requests: Default::default(),
         };
         store
             .put(

@@ -283,6 +283,43 @@ impl Collector for SnapshotMetrics {
             }
             let mut m = metric(
                 &mut e,
+                "ingest_readings",
+                "Readings ingest took in, by source and result (accepted, or invalid and refused).",
+                None,
+                MetricType::Counter,
+            )?;
+            for x in &p.sources {
+                for (result, n) in [
+                    ("accepted", x.counts.accepted),
+                    ("invalid", x.counts.invalid),
+                ] {
+                    m.encode_family(&[("source", x.source.as_str()), ("result", result)])?
+                        .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(
+                            &n, None,
+                        )?;
+                }
+            }
+            let mut m = metric(
+                &mut e,
+                "ingest_requests_refused",
+                "Requests ingest refused before reading them, by source and reason.",
+                None,
+                MetricType::Counter,
+            )?;
+            for x in &p.sources {
+                for (reason, n) in [
+                    ("unauthorized", x.counts.unauthorized),
+                    ("overloaded", x.counts.overloaded),
+                    ("timed_out", x.counts.timed_out),
+                ] {
+                    m.encode_family(&[("source", x.source.as_str()), ("reason", reason)])?
+                        .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(
+                            &n, None,
+                        )?;
+                }
+            }
+            let mut m = metric(
+                &mut e,
                 "log_committed_offset",
                 "Each aggregator's committed offset per partition.",
                 None,

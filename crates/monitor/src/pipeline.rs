@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use fleetscore_log::Log;
+use fleetscore_log::sources::{self, SourceCounts};
 use fleetscore_store::{Store, layout};
 
 /// One log partition.
@@ -55,6 +56,22 @@ impl AggregatorView {
     }
 }
 
+/// One ingest source (`http`, `mqtt`, `kafka`), over every process that runs it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceView {
+    /// The source's name.
+    pub source: String,
+    /// Its counters, summed over the processes' published files.
+    pub counts: SourceCounts,
+    /// Readings accepted per second between the last two refreshes.
+    pub accepted_per_second: Option<f64>,
+    /// Processes running it that published in the last [`LIVE_MS`].
+    pub live_processes: usize,
+}
+
+/// A process whose counters are older than this is not counted as running.
+pub const LIVE_MS: i64 = 30_000;
+
 /// The ingest log and its aggregators, as of one refresh.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PipelineView {
@@ -66,6 +83,8 @@ pub struct PipelineView {
     pub readings_per_second: Option<f64>,
     /// (time, readings per second) over the recent refreshes, oldest first.
     pub rate_history: Vec<(i64, f64)>,
+    /// What each ingest source took in, from the counters ingest publishes beside the log.
+    pub sources: Vec<SourceView>,
     /// Aggregators with a checkpoint in the store.
     pub aggregators: Vec<AggregatorView>,
     /// What could not be read (the log not created yet, a checkpoint that did not parse).
@@ -89,6 +108,8 @@ pub struct PipelineReader {
     log: Option<Log>,
     /// (time, log end) at each refresh, oldest first.
     samples: VecDeque<(i64, u64)>,
+    /// Per source, (time, readings accepted) at the last refresh.
+    accepted: std::collections::BTreeMap<String, (i64, u64)>,
 }
 
 impl PipelineReader {
@@ -98,6 +119,7 @@ impl PipelineReader {
             dir: dir.to_path_buf(),
             log: None,
             samples: VecDeque::new(),
+            accepted: Default::default(),
         }
     }
 
@@ -146,6 +168,7 @@ impl PipelineReader {
                 .collect();
             view.readings_per_second = view.rate_history.last().map(|&(_, r)| r);
         }
+        self.read_sources(&mut view, now_ms);
         match aggregator_names(store) {
             Ok(names) => {
                 for name in names {
@@ -159,6 +182,36 @@ impl PipelineReader {
             Err(e) => view.problems.push(format!("listing aggregators: {e}")),
         }
         view
+    }
+
+    /// The counters each ingest process publishes beside the log, by source, with the rate of
+    /// accepted readings since the last refresh.
+    fn read_sources(&mut self, view: &mut PipelineView, now_ms: i64) {
+        let (reports, problems) = sources::read_all(&self.dir);
+        view.problems.extend(
+            problems
+                .into_iter()
+                .map(|p| format!("ingest counters: {p}")),
+        );
+        for (source, counts) in sources::totals(&reports) {
+            let live_processes = reports
+                .iter()
+                .filter(|r| !r.stopped && now_ms - r.updated_ms < LIVE_MS)
+                .filter(|r| r.sources.contains_key(&source))
+                .count();
+            let accepted_per_second = self.accepted.get(&source).and_then(|&(t, n)| {
+                (now_ms > t && counts.accepted >= n)
+                    .then(|| (counts.accepted - n) as f64 / ((now_ms - t) as f64 / 1e3))
+            });
+            self.accepted
+                .insert(source.clone(), (now_ms, counts.accepted));
+            view.sources.push(SourceView {
+                source,
+                counts,
+                accepted_per_second,
+                live_processes,
+            });
+        }
     }
 
     fn aggregator(

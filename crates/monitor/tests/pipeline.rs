@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use fleetscore_core::{ManualClock, Reading};
+use fleetscore_log::sources::{self, SourceCounts, SourcesReport};
 use fleetscore_log::{Batch, Log, Options as LogOptions};
 use fleetscore_monitor::{Monitor, NoScheduler, Options, Sources};
 use fleetscore_store::Store;
@@ -76,6 +77,39 @@ fn the_log_the_aggregators_lag_watermarks_and_late_readings_show() {
             ],
         );
     }
+    // Two ingest processes' counters: one running (HTTP and MQTT), one that has stopped.
+    let counts = |accepted, invalid, overloaded| SourceCounts {
+        accepted,
+        invalid,
+        overloaded,
+        ..Default::default()
+    };
+    sources::write(
+        &log_dir,
+        &SourcesReport {
+            process: "host-1-1".into(),
+            started_ms: t0,
+            updated_ms: t0 + 395_000,
+            stopped: false,
+            sources: [
+                ("http".to_string(), counts(100, 2, 1)),
+                ("mqtt".to_string(), counts(20, 1, 0)),
+            ]
+            .into(),
+        },
+    )
+    .unwrap();
+    sources::write(
+        &log_dir,
+        &SourcesReport {
+            process: "host-2-2".into(),
+            started_ms: t0 - 1,
+            updated_ms: t0 + 1_000,
+            stopped: true,
+            sources: [("http".to_string(), counts(6, 0, 0))].into(),
+        },
+    )
+    .unwrap();
     // The log's appends block on their acknowledgement: the service is asked afterwards.
     tokio::runtime::Runtime::new()
         .unwrap()
@@ -139,9 +173,30 @@ async fn check(store: &Store, log_dir: &std::path::Path, t0: i64) {
         ) && l.ends_with("} 1767225790.0")),
         "{metrics}"
     );
+    // Readings and refusals by source, over both processes; only one is running.
+    let sources = p["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 2, "{p}");
+    assert_eq!(sources[0]["source"], "http");
+    assert_eq!(sources[0]["counts"]["accepted"], 106);
+    assert_eq!(sources[0]["counts"]["invalid"], 2);
+    assert_eq!(sources[0]["live_processes"], 1);
+    assert_eq!(sources[1]["source"], "mqtt");
+    assert_eq!(sources[1]["counts"]["accepted"], 20);
+    for line in [
+        "fleetscore_ingest_readings_total{source=\"http\",result=\"accepted\"} 106",
+        "fleetscore_ingest_readings_total{source=\"http\",result=\"invalid\"} 2",
+        "fleetscore_ingest_readings_total{source=\"mqtt\",result=\"accepted\"} 20",
+        "fleetscore_ingest_requests_refused_total{source=\"http\",reason=\"overloaded\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
     let (_, _, page) = get(&m, "/ingest", &[]).await;
     assert!(
         page.contains("id=\"partitions\"") && page.contains("3 behind"),
+        "{page}"
+    );
+    assert!(
+        page.contains("id=\"sources\"") && page.contains("<td>mqtt</td>"),
         "{page}"
     );
 }

@@ -227,6 +227,23 @@ pub fn compacted_file(aggregator: &str, inputs: &[String]) -> String {
     )
 }
 
+/// `file` (a `.parquet` name) with the event-time range of its rows, `[min_ts, max_ts]` in
+/// epoch ms, in its name: readers of a window skip the files of its hour that cannot hold any
+/// of its rows without fetching them ([`file_time_range`]).
+pub fn with_time_range(file: &str, min_ts: i64, max_ts: i64) -> String {
+    let stem = file.strip_suffix(".parquet").unwrap_or(file);
+    format!("{stem}-t{min_ts}_{max_ts}.parquet")
+}
+
+/// The `[min, max]` event-time range a file name carries ([`with_time_range`]); `None` for
+/// names without one (such a file may hold any time of its hour).
+pub fn file_time_range(name: &str) -> Option<(i64, i64)> {
+    let stem = name.strip_suffix(".parquet")?;
+    let (_, range) = stem.rsplit_once("-t")?;
+    let (min, max) = range.split_once('_')?;
+    Some((min.parse().ok()?, max.parse().ok()?))
+}
+
 /// Parses `features/hour=H/bucket=B/...` into (hour, bucket).
 pub fn parse_features_key(key: &str) -> Option<(String, u32)> {
     let mut parts = key.split('/');
@@ -321,6 +338,20 @@ pub fn run_record(run: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_files_time_range_survives_its_name() {
+        let file = epoch_file("edge-1", 3, 10, 20, 7);
+        for (min, max) in [(0, 0), (1_795_983_913_718, 1_795_983_973_000), (-5_000, -1)] {
+            let named = with_time_range(&file, min, max);
+            assert!(named.ends_with(".parquet"), "{named}");
+            assert!(is_aggregators_file("edge-1", &named), "{named}");
+            assert_eq!(file_time_range(&named), Some((min, max)), "{named}");
+        }
+        // Names without a range: an epoch's features, an imported file.
+        assert_eq!(file_time_range(&file), None);
+        assert_eq!(file_time_range("a3f9e1c2b4d5e6f7.parquet"), None);
+    }
 
     #[test]
     fn run_ids_are_one_safe_segment() {

@@ -8,6 +8,7 @@ pub mod layout;
 mod local;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -67,6 +68,51 @@ pub struct Entry {
 pub struct Store {
     backend: Arc<Backend>,
     location: String,
+    /// Counts the requests made through this handle, when it is a [`Store::counting`] one.
+    counter: Option<Arc<RequestCounter>>,
+}
+
+/// Requests made to a store, by kind: what an object store bills and rate-limits by. A
+/// [`Store::get_many`] of n keys is n GETs; a [`Store::list`] is one LIST however many pages the
+/// object store answers it in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requests {
+    /// Objects read.
+    pub get: u64,
+    /// Objects written.
+    pub put: u64,
+    /// Listings.
+    pub list: u64,
+    /// Objects deleted.
+    pub delete: u64,
+}
+
+impl Requests {
+    /// Every request.
+    pub fn total(&self) -> u64 {
+        self.get + self.put + self.list + self.delete
+    }
+}
+
+/// The counters behind a [`Store::counting`] handle.
+#[derive(Debug, Default)]
+pub struct RequestCounter {
+    get: AtomicU64,
+    put: AtomicU64,
+    list: AtomicU64,
+    delete: AtomicU64,
+}
+
+impl RequestCounter {
+    /// The requests counted so far.
+    pub fn requests(&self) -> Requests {
+        Requests {
+            get: self.get.load(Ordering::Relaxed),
+            put: self.put.load(Ordering::Relaxed),
+            list: self.list.load(Ordering::Relaxed),
+            delete: self.delete.load(Ordering::Relaxed),
+        }
+    }
 }
 
 enum Backend {
@@ -108,6 +154,7 @@ impl Store {
                 .map(|d| Store {
                     backend: Arc::new(Backend::Local(d)),
                     location: location.to_string(),
+                    counter: None,
                 })
                 .map_err(|e| bad(e.to_string()))
         };
@@ -152,6 +199,7 @@ impl Store {
                 runtime,
             })),
             location: location.to_string(),
+            counter: None,
         })
     }
 
@@ -160,9 +208,28 @@ impl Store {
         &self.location
     }
 
+    /// The same store, through a handle that counts the requests made through it (and through
+    /// its clones); the counter is returned beside it.
+    pub fn counting(&self) -> (Store, Arc<RequestCounter>) {
+        let counter = Arc::new(RequestCounter::default());
+        let store = Store {
+            backend: Arc::clone(&self.backend),
+            location: self.location.clone(),
+            counter: Some(Arc::clone(&counter)),
+        };
+        (store, counter)
+    }
+
+    fn count(&self, kind: fn(&RequestCounter) -> &AtomicU64, n: u64) {
+        if let Some(c) = &self.counter {
+            kind(c).fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// Writes `bytes` under `key`, replacing what was there (atomically: readers see the old
     /// object or the new one, never a part).
     pub fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        self.count(|c| &c.put, 1);
         match &*self.backend {
             Backend::Local(dir) => dir.put(key, &bytes),
             Backend::Remote(r) => r
@@ -176,6 +243,7 @@ impl Store {
     /// Writes `bytes` under `key` only if nothing is there; returns whether it wrote. Of two
     /// writers racing for one key, exactly one wins.
     pub fn put_if_absent(&self, key: &str, bytes: Vec<u8>) -> Result<bool> {
+        self.count(|c| &c.put, 1);
         match &*self.backend {
             Backend::Local(dir) => dir.put_if_absent(key, &bytes),
             Backend::Remote(r) => match r.runtime.block_on(r.inner.put_opts(
@@ -192,6 +260,7 @@ impl Store {
 
     /// Reads the object under `key`.
     pub fn get(&self, key: &str) -> Result<Bytes> {
+        self.count(|c| &c.get, 1);
         match &*self.backend {
             Backend::Local(dir) => dir.get(key),
             Backend::Remote(r) => {
@@ -208,6 +277,7 @@ impl Store {
     /// folder one after the other on this thread.
     pub fn get_many(&self, keys: &[String]) -> Result<Vec<Bytes>> {
         use futures::StreamExt;
+        self.count(|c| &c.get, keys.len() as u64);
         let r = match &*self.backend {
             Backend::Local(dir) => return keys.iter().map(|k| dir.get(k)).collect(),
             Backend::Remote(r) => r,
@@ -238,6 +308,7 @@ impl Store {
 
     /// Every object under `prefix` (recursively), sorted by key.
     pub fn list(&self, prefix: &str) -> Result<Vec<Entry>> {
+        self.count(|c| &c.list, 1);
         let mut entries = match &*self.backend {
             Backend::Local(dir) => dir.list(prefix)?,
             Backend::Remote(r) => {
@@ -260,6 +331,7 @@ impl Store {
 
     /// Deletes the object under `key` (no error if it is absent).
     pub fn delete(&self, key: &str) -> Result<()> {
+        self.count(|c| &c.delete, 1);
         match &*self.backend {
             Backend::Local(dir) => dir.delete(key),
             Backend::Remote(r) => match r.runtime.block_on(r.inner.delete(&r.path(key))) {

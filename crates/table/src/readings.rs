@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use arrow_array::{
-    ArrayRef, DictionaryArray, Float64Array, Int32Array, RecordBatch, StringArray,
+    Array, ArrayRef, DictionaryArray, Float64Array, Int32Array, RecordBatch, StringArray,
     TimestampMillisecondArray, types::Int32Type,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -42,6 +42,70 @@ pub struct Row<'a> {
     pub tag: &'a str,
     /// The value.
     pub value: f64,
+}
+
+/// Merges stored readings files (`(name, bytes)`, in [`stored_schema`]) into one, sorted by
+/// sensor then time; returns it with the `[min, max]` time of its rows.
+pub fn merge(files: &[(String, bytes::Bytes)]) -> Result<(Vec<u8>, i64, i64)> {
+    let mut rows: Vec<(i64, String, String, f64)> = Vec::new();
+    for (name, bytes) in files {
+        let bad = |m: &str| crate::Error::Schema {
+            path: name.clone(),
+            message: m.to_string(),
+        };
+        for batch in crate::from_parquet_bytes_as(name, bytes.clone(), stored_schema())? {
+            let ts = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<TimestampMillisecondArray>()
+                .ok_or_else(|| bad("ts is not a millisecond timestamp"))?;
+            let text = |i: usize| {
+                batch
+                    .column(i)
+                    .as_any()
+                    .downcast_ref::<DictionaryArray<Int32Type>>()
+                    .and_then(|d| {
+                        let values = d.values().as_any().downcast_ref::<StringArray>()?;
+                        Some((d.keys().clone(), values.clone()))
+                    })
+                    .ok_or_else(|| bad("device and tag must be text"))
+            };
+            let (devices, tags) = (text(1)?, text(2)?);
+            let value = batch
+                .column(3)
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .ok_or_else(|| bad("value is not f64"))?;
+            let name_of = |(keys, values): &(Int32Array, StringArray), i: usize| {
+                usize::try_from(keys.value(i))
+                    .ok()
+                    .filter(|&k| k < values.len() && keys.is_valid(i))
+                    .map(|k| values.value(k).to_string())
+                    .ok_or_else(|| bad("a reading without device or tag"))
+            };
+            for i in 0..batch.num_rows() {
+                rows.push((
+                    ts.value(i),
+                    name_of(&devices, i)?,
+                    name_of(&tags, i)?,
+                    value.value(i),
+                ));
+            }
+        }
+    }
+    rows.sort_by(|a, b| (&a.1, &a.2, a.0).cmp(&(&b.1, &b.2, b.0)));
+    let min = rows.iter().map(|r| r.0).min().unwrap_or(0);
+    let max = rows.iter().map(|r| r.0).max().unwrap_or(0);
+    let out: Vec<Row<'_>> = rows
+        .iter()
+        .map(|r| Row {
+            ts: r.0,
+            device: &r.1,
+            tag: &r.2,
+            value: r.3,
+        })
+        .collect();
+    Ok((to_parquet(&out)?, min, max))
 }
 
 /// A readings file of `rows` in the order given (callers sort by sensor, then time).

@@ -167,6 +167,55 @@ impl FailureKind {
     }
 }
 
+/// Requests made to the store, by kind (see [`fleetscore_store::Requests`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreRequests {
+    /// Objects read (a ranged read counts as one).
+    pub get: u64,
+    /// Objects written.
+    pub put: u64,
+    /// Listings.
+    pub list: u64,
+    /// Objects deleted.
+    pub delete: u64,
+}
+
+impl StoreRequests {
+    /// Adds `other`'s.
+    pub fn add(&mut self, other: &StoreRequests) {
+        self.get += other.get;
+        self.put += other.put;
+        self.list += other.list;
+        self.delete += other.delete;
+    }
+
+    /// Every request.
+    pub fn total(&self) -> u64 {
+        self.get + self.put + self.list + self.delete
+    }
+}
+
+impl From<fleetscore_store::Requests> for StoreRequests {
+    fn from(r: fleetscore_store::Requests) -> StoreRequests {
+        StoreRequests {
+            get: r.get,
+            put: r.put,
+            list: r.list,
+            delete: r.delete,
+        }
+    }
+}
+
+impl std::fmt::Display for StoreRequests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} GET, {} PUT, {} LIST, {} DELETE",
+            self.get, self.put, self.list, self.delete
+        )
+    }
+}
+
 /// What a completed task did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskResult {
@@ -186,6 +235,9 @@ pub struct TaskResult {
     pub score_seconds: f64,
     /// Seconds writing predictions and the log.
     pub write_seconds: f64,
+    /// The store requests it made, its log's included.
+    #[serde(default)]
+    pub store_requests: StoreRequests,
 }
 
 /// A task's state as the coordinator sees it.

@@ -7,6 +7,7 @@
 //! Outputs are named by the run and shard, so a retried or re-run task replaces its output and
 //! never duplicates it.
 
+mod cache;
 mod plan;
 mod record;
 mod summary;
@@ -17,10 +18,11 @@ use std::time::{Duration, Instant};
 
 use fleetscore_store::{Store, layout};
 
-use crate::coordinator::{Coordinator, RunSpec, TaskState};
+use crate::coordinator::{Coordinator, RunSpec, StoreRequests, TaskState};
 use crate::error::{Error, Result};
 use crate::status::{RunStatus, TaskStatus};
 
+pub use cache::{CacheStats, DEFAULT_CACHE_BYTES, ModelCache};
 pub use fleetscore_core::{now_ms, rfc3339};
 pub use plan::{Plan, plan};
 use record::missing_record;
@@ -47,6 +49,9 @@ pub struct RunOptions {
     pub max_window: Duration,
     /// Each model file's load limits, its memory budget among them.
     pub model_limits: fleetscore_models::Limits,
+    /// Loaded models kept across tasks and runs (long-lived workers); `None` loads every
+    /// model from the store for each task.
+    pub model_cache: Option<std::sync::Arc<ModelCache>>,
     /// Injected faults (tests only).
     pub faults: Faults,
 }
@@ -65,6 +70,7 @@ impl Default for RunOptions {
             ),
             max_window: DEFAULT_MAX_WINDOW,
             model_limits: fleetscore_models::Limits::default(),
+            model_cache: None,
             faults: Faults::default(),
         }
     }
@@ -165,6 +171,9 @@ pub fn start(
     }
     let started_ms = now_ms();
     let planning = Instant::now();
+    // Planning's store requests are counted for the record.
+    let (counted, requests) = store.counting();
+    let store = &counted;
     let id = request
         .run_id
         .clone()
@@ -200,7 +209,7 @@ pub fn start(
             }
         }
     }
-    let record = RunRecord {
+    let mut record = RunRecord {
         run_id: id.clone(),
         from: rfc3339(from_ms),
         to: rfc3339(to_ms),
@@ -221,7 +230,13 @@ pub fn start(
         tasks_failed: 0,
         failures: Vec::new(),
         task_failures: Vec::new(),
+        plan_store_requests: StoreRequests::default(),
+        store_requests: StoreRequests::default(),
     };
+    // Planning's requests, this first write of the record included.
+    record.plan_store_requests = requests.requests().into();
+    record.plan_store_requests.put += 1;
+    record.store_requests = record.plan_store_requests;
     // The record first: a worker that finishes the run's last task builds on it.
     store.put(
         &layout::run_record(&id),
@@ -258,6 +273,9 @@ pub fn finalize(
     record.tasks_failed = 0;
     record.failures.clear();
     record.task_failures.clear();
+    record.store_requests = record.plan_store_requests;
+    // The final record's own write.
+    record.store_requests.put += 1;
     for t in &tasks {
         match &t.result {
             Some(r) if t.status == TaskStatus::Done => {
@@ -266,6 +284,7 @@ pub fn finalize(
                 record.rows += r.rows;
                 record.anomalies += r.anomalies;
                 record.failures.extend(r.failures.iter().cloned());
+                record.store_requests.add(&r.store_requests);
             }
             _ => {
                 record.tasks_failed += 1;

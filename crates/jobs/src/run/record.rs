@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use fleetscore_store::{Store, layout};
 
-use crate::coordinator::ModelFailure;
+use crate::coordinator::{ModelFailure, StoreRequests};
 use crate::error::{Error, Result};
 use crate::status::RunStatus;
 
@@ -51,6 +51,13 @@ pub struct RunRecord {
     pub failures: Vec<ModelFailure>,
     /// Every failed task, with its last error.
     pub task_failures: Vec<TaskFailure>,
+    /// Store requests made planning the run (the record's first write included).
+    #[serde(default)]
+    pub plan_store_requests: StoreRequests,
+    /// Store requests of the whole run: planning, every task's completed attempt, and the
+    /// final record's write (attempts that failed or lost their lease are not counted).
+    #[serde(default)]
+    pub store_requests: StoreRequests,
 }
 
 /// A task that failed for good.

@@ -2,6 +2,7 @@
 //! and score each of its models, and write one predictions file and one log.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use fleetscore_models::{Limits, Model};
@@ -14,6 +15,7 @@ use crate::error::{Error, Result, RetryHint};
 use crate::readings::{self, hours_between};
 use crate::registry::{self, FeatureSource};
 
+use super::cache::ModelCache;
 use super::summary::{SUMMARY_FORMAT, Scored, TaskSummary, Unscored};
 
 /// One attempt at a task: where it runs and under which limits.
@@ -29,6 +31,8 @@ pub struct Attempt<'a> {
     pub attempt: u32,
     /// Each model file's load limits (its memory budget).
     pub model_limits: &'a Limits,
+    /// Loaded models kept across tasks, if this process keeps them.
+    pub cache: Option<&'a ModelCache>,
 }
 
 /// Executes one task: reads its slice, scores its models, writes predictions, the per-model
@@ -40,7 +44,11 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
         worker,
         attempt,
         model_limits,
+        cache,
     } = *at;
+    // Every request the task makes goes through this handle, and is counted.
+    let (counted, requests) = store.counting();
+    let store = &counted;
     let started = Instant::now();
     let mut log = String::new();
     let mut line = |s: String| {
@@ -102,13 +110,34 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
             FeatureSource::Windows => windows.get(&key).map(Rows::Windows),
         }
     };
-    // The files of the models that have data, fetched together.
-    let keys: Vec<String> = task
+    // The models that have data: those the cache holds, and the others' files, fetched
+    // together.
+    let mut cached: HashMap<String, Arc<Model>> = HashMap::new();
+    let mut keys: Vec<String> = Vec::new();
+    for m in task
         .models
         .iter()
         .filter(|m| source(m).is_err() || rows_of(m).is_some())
-        .map(|m| layout::model_file(&m.device, &m.tag, &m.version))
-        .collect();
+    {
+        let key = layout::model_file(&m.device, &m.tag, &m.version);
+        match cache.and_then(|c| c.get(&key)) {
+            Some(model) => {
+                cached.insert(key, model);
+            }
+            None => keys.push(key),
+        }
+    }
+    if let Some(c) = cache {
+        let s = c.stats();
+        line(format!(
+            "models: {} from the cache ({} held, {} MiB of {} MiB), {} to fetch",
+            cached.len(),
+            s.models,
+            s.bytes >> 20,
+            s.capacity >> 20,
+            keys.len()
+        ));
+    }
     let mut files: HashMap<String, Result<Vec<u8>>> = match store.get_many(&keys) {
         Ok(all) => keys
             .into_iter()
@@ -151,20 +180,35 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
             },
             Err(e) => Err((FailureKind::Features, e)),
         };
-        let file = files
-            .remove(&layout::model_file(&m.device, &m.tag, &m.version))
-            .unwrap_or_else(|| registry::model_bytes(store, &m.device, &m.tag, &m.version));
+        let key = layout::model_file(&m.device, &m.tag, &m.version);
+        let loaded = cached.remove(&key);
         // Each step says what failed, for counts by kind.
         let scored = data.and_then(|data| {
-            let file = file.map_err(|e| {
-                let kind = match e {
-                    Error::Store(fleetscore_store::Error::NotFound(_)) => FailureKind::Missing,
-                    _ => FailureKind::Load,
-                };
-                (kind, e)
-            })?;
-            let model = Model::from_bytes_within(&file, model_limits)
-                .map_err(|e| (FailureKind::Load, e.into()))?;
+            let model = match loaded {
+                Some(model) => model,
+                None => {
+                    let file = files.remove(&key).unwrap_or_else(|| {
+                        registry::model_bytes(store, &m.device, &m.tag, &m.version)
+                    });
+                    let file = file.map_err(|e| {
+                        let kind = match e {
+                            Error::Store(fleetscore_store::Error::NotFound(_)) => {
+                                FailureKind::Missing
+                            }
+                            _ => FailureKind::Load,
+                        };
+                        (kind, e)
+                    })?;
+                    let model = Arc::new(
+                        Model::from_bytes_within(&file, model_limits)
+                            .map_err(|e| (FailureKind::Load, e.into()))?,
+                    );
+                    if let Some(c) = cache {
+                        c.insert(&key, Arc::clone(&model));
+                    }
+                    model
+                }
+            };
             if model.n_features() != m.features.len() {
                 return Err((
                     FailureKind::Features,
@@ -275,6 +319,7 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
         &layout::task_log(&spec.id, task.shard, attempt),
         log.into_bytes(),
     )?;
+    result.store_requests = requests.requests().into();
     Ok(result)
 }
 

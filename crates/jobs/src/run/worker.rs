@@ -34,6 +34,7 @@ fn execute_claim(
             worker: &claim.worker,
             attempt: claim.attempt,
             model_limits: &options.model_limits,
+            cache: options.model_cache.as_deref(),
         };
         super::execute_task(&attempt, &claim.task)
     });

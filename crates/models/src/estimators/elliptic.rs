@@ -1,7 +1,7 @@
 //! EllipticEnvelope: minus the squared Mahalanobis distance to the robust location, computed as
 //! scipy's `cdist(metric='mahalanobis')` does (then squared, as scikit-learn does).
 
-use crate::detector::{Detector, TieRule};
+use crate::detector::{Detector, TieRule, vec_bytes};
 use crate::error::{Error, Result};
 use crate::info::StepInfo;
 use crate::reader::Obj;
@@ -80,6 +80,10 @@ impl Detector for EllipticEnvelope {
 
     fn tie_rule(&self) -> TieRule {
         TieRule::NonNegativeIsInlier
+    }
+
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + vec_bytes(&self.location) + vec_bytes(&self.precision)
     }
 
     fn info(&self) -> StepInfo {

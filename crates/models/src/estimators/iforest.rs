@@ -5,7 +5,7 @@
 //! thresholds, a leaf contributes `depth + c(n_node_samples) − 1`, and contributions are added
 //! tree by tree in order.
 
-use crate::detector::{Detector, TieRule};
+use crate::detector::{Detector, TieRule, vec_bytes};
 use crate::error::{Error, Result};
 use crate::info::StepInfo;
 use crate::reader::Obj;
@@ -282,6 +282,13 @@ impl Detector for IsolationForest {
 
     fn tie_rule(&self) -> TieRule {
         TieRule::NegativeIsOutlier
+    }
+
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + vec_bytes(&self.nodes)
+            + vec_bytes(&self.leaf_value)
+            + vec_bytes(&self.trees)
     }
 
     fn info(&self) -> StepInfo {

@@ -4,7 +4,7 @@
 //! Neighbours are found by exhaustive search with exact distances (what scikit-learn's KD and
 //! ball trees return); means use numpy's pairwise summation so that the last bits agree.
 
-use crate::detector::{Detector, TieRule};
+use crate::detector::{Detector, TieRule, vec_bytes};
 use crate::error::{Error, Result};
 use crate::info::StepInfo;
 use crate::reader::Obj;
@@ -237,6 +237,13 @@ impl Detector for LocalOutlierFactor {
 
     fn tie_rule(&self) -> TieRule {
         TieRule::NegativeIsOutlier
+    }
+
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + vec_bytes(&self.fit_x)
+            + vec_bytes(&self.k_distance)
+            + vec_bytes(&self.lrd)
     }
 
     fn info(&self) -> StepInfo {

@@ -5,7 +5,7 @@
 //! `exp`; a row whose decision lands so close to zero that the approximation could flip its sign
 //! is recomputed with libm's `exp`, so predictions are exactly libsvm's.
 
-use crate::detector::{Detector, TieRule};
+use crate::detector::{Detector, TieRule, vec_bytes};
 use crate::error::{Error, Result};
 use crate::fastexp;
 use crate::info::StepInfo;
@@ -302,6 +302,10 @@ impl Detector for OneClassSvm {
 
     fn tie_rule(&self) -> TieRule {
         TieRule::PositiveIsInlier
+    }
+
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + vec_bytes(&self.sv) + vec_bytes(&self.coef)
     }
 
     fn info(&self) -> StepInfo {

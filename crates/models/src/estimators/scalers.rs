@@ -2,7 +2,7 @@
 //! applies its fitted per-feature operations in the same order scikit-learn does, so results are
 //! bit-identical.
 
-use crate::detector::Transform;
+use crate::detector::{Transform, vec_bytes};
 use crate::error::{Error, Result};
 use crate::info::StepInfo;
 use crate::reader::Obj;
@@ -126,6 +126,12 @@ impl Transform for ShiftDivide {
         }
     }
 
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.subtract.as_deref().map_or(0, vec_bytes)
+            + self.divide.as_deref().map_or(0, vec_bytes)
+    }
+
     fn info(&self) -> StepInfo {
         self.info.clone()
     }
@@ -199,6 +205,10 @@ impl Transform for MinMax {
                 *v = v.max(lo).min(hi);
             }
         }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + vec_bytes(&self.scale) + vec_bytes(&self.min)
     }
 
     fn info(&self) -> StepInfo {

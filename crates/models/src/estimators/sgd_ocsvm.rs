@@ -1,6 +1,6 @@
 //! SGDOneClassSVM: a linear one-class SVM, `x · coef_ − offset_`.
 
-use crate::detector::{Detector, TieRule};
+use crate::detector::{Detector, TieRule, vec_bytes};
 use crate::error::Result;
 use crate::info::StepInfo;
 use crate::reader::Obj;
@@ -48,6 +48,10 @@ impl Detector for SgdOneClassSvm {
 
     fn tie_rule(&self) -> TieRule {
         TieRule::NonNegativeIsInlier
+    }
+
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + vec_bytes(&self.coef)
     }
 
     fn info(&self) -> StepInfo {

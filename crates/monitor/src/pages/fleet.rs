@@ -59,7 +59,7 @@ pub(crate) async fn ingest(State(m): State<Arc<Monitor>>) -> Html<String> {
         },
         Some(p) => html! {
             h1 { "Ingest and aggregation" }
-            p.muted { "Log " code { (p.log_dir) } ". Counters of refused readings by source are in the ingest process's " code { "GET /v1/stats" } "." }
+            p.muted { "Log " code { (p.log_dir) } "." }
             div.cards {
                 div.card { div.label { "Readings per second" } div.value { (p.readings_per_second.map_or("—".into(), svg::short)) } }
                 div.card { div.label { "Readings in the log" } div.value { (count(p.log_end())) } }
@@ -73,6 +73,29 @@ pub(crate) async fn ingest(State(m): State<Arc<Monitor>>) -> Html<String> {
             }
             h2 { "Readings per second" }
             (svg::time_series("ingest-rate", &[Series { name: "readings/s".into(), class: "s0", points: p.rate_history.clone() }], "readings/s"))
+            h2 { "Sources" }
+            @if p.sources.is_empty() { p.empty { "No ingest process has published its counters in this log's folder yet." } }
+            @else {
+                table #sources {
+                    tr {
+                        th { "Source" } th.num { "Running in" } th.num { "Accepted/s" } th.num { "Accepted" }
+                        th.num { "Invalid" } th.num { "Unauthorized" } th.num { "Overloaded (429)" } th.num { "Timed out" }
+                    }
+                    @for x in &p.sources {
+                        tr {
+                            td { (x.source) }
+                            td.num { (x.live_processes) " process" @if x.live_processes != 1 { "es" } }
+                            td.num { (x.accepted_per_second.map_or("—".into(), svg::short)) }
+                            td.num { (count(x.counts.accepted)) }
+                            td.num { (count(x.counts.invalid)) }
+                            td.num { (count(x.counts.unauthorized)) }
+                            td.num { (count(x.counts.overloaded)) }
+                            td.num { (count(x.counts.timed_out)) }
+                        }
+                    }
+                }
+                p.muted { "Counted by each ingest process since it started, published beside the log every 5 s; the totals include processes that have stopped." }
+            }
             h2 { "Partitions" }
             table #partitions {
                 tr {
