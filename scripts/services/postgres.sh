@@ -5,17 +5,31 @@
 #   scripts/services/postgres.sh start     # stdout: only the connection URL (last line)
 #   scripts/services/postgres.sh restart   # crash-like stop (-m immediate), then start
 #   scripts/services/postgres.sh stop
+#   scripts/services/postgres.sh start-tls # a second server, TLS only: see below
+#   scripts/services/postgres.sh stop-tls
 #
 # This is a TEST-ONLY server: it trusts every local and 127.0.0.1 connection (no passwords).
 # Never point it at a reachable interface. Port: POSTGRES_TEST_PORT (default 10432).
+#
+# start-tls starts another server (port POSTGRES_TLS_TEST_PORT, default 10442; its own data
+# directory, postgres-tls-PORT) with ssl=on and a pg_hba that refuses every TCP connection
+# without TLS and asks for a password (SCRAM) on those with it; local socket connections stay
+# trusted, for setting it up. Its server certificate (for localhost and 127.0.0.1) is signed by a test CA
+# made here with the openssl command (which Debian's postgresql brings). It prints the URL,
+# `postgres://fleetscore:PASSWORD@localhost:PORT/fleetscore_test?sslmode=verify-full&sslrootcert=CA`.
 #
 # initdb and the server refuse to run as root, so when run as root (as in CI) they run as the
 # `postgres` system user (created if missing), which then owns the data directory.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-port="${POSTGRES_TEST_PORT:-10432}"
+tls=0
+if [ "${1:-}" = start-tls ] || [ "${1:-}" = stop-tls ]; then tls=1; port="${POSTGRES_TLS_TEST_PORT:-10442}"; else port="${POSTGRES_TEST_PORT:-10432}"; fi
+# The TLS server's test-only role and password (loopback only, like everything here).
+tls_user=fleetscore
+tls_password=fleetscore-tls-test-pw
 # One server (data directory) per port, so a test can restart a server of its own.
-if [ "$port" = 10432 ]; then suffix=""; else suffix="-$port"; fi
+# The TLS server's directory is named apart, so it never shares one with a plain server.
+if [ "$tls" = 1 ]; then suffix="-tls-$port"; elif [ "$port" = 10432 ]; then suffix=""; else suffix="-$port"; fi
 dir="$root/target/services/postgres$suffix"
 db=fleetscore_test
 url="postgres://postgres@127.0.0.1:$port/$db"
@@ -64,6 +78,15 @@ find_bin() {
   return 1
 }
 
+# Installs a Debian package (as root, or with sudo).
+install_pkg() {
+  local sudo=
+  if ! is_root; then sudo="sudo -n"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y --no-install-recommends "$1" >&2 ||
+    { $sudo apt-get update >&2 && $sudo apt-get install -y --no-install-recommends "$1" >&2; }
+}
+
 install_pg() {
   local sudo=
   if ! is_root; then
@@ -98,8 +121,14 @@ find_client() {
   else command -v "$name" || true; fi
 }
 
+# Where setup commands connect: 127.0.0.1, or the unix socket on the TLS server (whose TCP
+# connections need TLS and a password).
+admin_host() { if [ "$tls" = 1 ]; then echo "$sock"; else echo 127.0.0.1; fi; }
+
 ready() {
-  if [ -n "$pg_isready" ]; then
+  if [ "$tls" = 1 ] && [ -n "$pg_isready" ]; then
+    "$pg_isready" -q -h "$sock" -p "$port" -U postgres -d postgres -t 2
+  elif [ -n "$pg_isready" ]; then
     "$pg_isready" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -t 2
   elif [ -n "$psql" ]; then
     PGCONNECT_TIMEOUT=2 "$psql" -X -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -c 'select 1' > /dev/null 2>&1
@@ -109,7 +138,7 @@ ready() {
 }
 
 db_exists() {
-  [ "$("$psql" -X -tA -h 127.0.0.1 -p "$port" -U postgres -d postgres \
+  [ "$("$psql" -X -tA -h "$(admin_host)" -p "$port" -U postgres -d postgres \
     -c "SELECT 1 FROM pg_database WHERE datname = '$db'")" = 1 ]
 }
 
@@ -189,6 +218,7 @@ start() {
       "listen_addresses = '127.0.0.1'" \
       "port = $port" \
       "unix_socket_directories = '${sock//\'/\'\'}'" > "$data/fleetscore.conf"
+    if [ "$tls" = 1 ]; then tls_setup; fi
     if is_root; then chown postgres: "$data/pg_hba.conf" "$data/fleetscore.conf"; fi
     touch "$pgdir/postgres.log"
     if is_root; then chown postgres: "$pgdir/postgres.log"; fi
@@ -210,17 +240,64 @@ start() {
   if [ -z "$psql" ]; then fail "psql not found; cannot create database $db"; fi
   if ! db_exists; then
     # Two starts may race; then one CREATE DATABASE fails with "already exists": check again.
-    "$psql" -X -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -c "CREATE DATABASE $db" \
+    "$psql" -X -q -h "$(admin_host)" -p "$port" -U postgres -d postgres -c "CREATE DATABASE $db" \
       > /dev/null 2> "$dir/createdb.err" || db_exists || { cat "$dir/createdb.err" >&2; fail "could not create database $db"; }
+  fi
+  if [ "$tls" = 1 ]; then
+    # The role and its password, set on every start (the password is SCRAM-hashed).
+    "$psql" -X -q -h "$sock" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 > /dev/null <<SQL ||
+SELECT 'CREATE ROLE $tls_user LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$tls_user')\gexec
+SET password_encryption = 'scram-sha-256';
+ALTER ROLE $tls_user PASSWORD '$tls_password';
+ALTER DATABASE $db OWNER TO $tls_user;
+SQL
+      fail "could not create the role $tls_user"
+    echo "postgres://$tls_user:$tls_password@localhost:$port/$db?sslmode=verify-full&sslrootcert=$pgdir/tls/ca.pem"
+    return
   fi
   echo "$url"
 }
 
+# The TLS server's certificates (made once per data directory), ssl=on, and a pg_hba that
+# refuses TCP without TLS.
+tls_setup() {
+  local t="$pgdir/tls"
+  if ! command -v openssl > /dev/null; then install_pkg openssl; fi
+  if [ ! -f "$t/server.key" ]; then
+    mkdir -p "$t"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+      -subj "/CN=fleetscore test CA" -keyout "$t/ca.key" -out "$t/ca.pem" \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+      2> "$t/openssl.log" || { cat "$t/openssl.log" >&2; fail "openssl could not make the test CA"; }
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+      -keyout "$t/server.key" -out "$t/server.csr" 2>> "$t/openssl.log" ||
+      { cat "$t/openssl.log" >&2; fail "openssl could not make the server key"; }
+    printf '%s\n' 'subjectAltName=DNS:localhost,IP:127.0.0.1' 'basicConstraints=CA:FALSE' \
+      'extendedKeyUsage=serverAuth' > "$t/server.ext"
+    openssl x509 -req -in "$t/server.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
+      -days 3650 -extfile "$t/server.ext" -out "$t/server.pem" 2>> "$t/openssl.log" ||
+      { cat "$t/openssl.log" >&2; fail "openssl could not sign the server certificate"; }
+  fi
+  chmod 0644 "$t/ca.pem" "$t/server.pem"
+  chmod 0600 "$t/server.key"
+  if is_root; then chown postgres: "$t/server.key" "$t/server.pem"; fi
+  printf '%s\n' \
+    "ssl = on" \
+    "ssl_cert_file = '$t/server.pem'" \
+    "ssl_key_file = '$t/server.key'" >> "$data/fleetscore.conf"
+  printf '%s\n' \
+    'local   all all              trust' \
+    'hostssl all all 127.0.0.1/32 scram-sha-256' \
+    'hostnossl all all 127.0.0.1/32 reject' \
+    'hostssl all all ::1/128      scram-sha-256' \
+    'hostnossl all all ::1/128    reject' > "$data/pg_hba.conf"
+}
+
 case "${1:-}" in
-  start)
+  start | start-tls)
     start
     ;;
-  stop)
+  stop | stop-tls)
     stop_all fast
     ;;
   restart)
@@ -228,7 +305,7 @@ case "${1:-}" in
     start
     ;;
   *)
-    echo "usage: $0 start | stop | restart" >&2
+    echo "usage: $0 start | stop | restart | start-tls | stop-tls" >&2
     exit 2
     ;;
 esac

@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use fleetscore_core::SystemClock;
-use fleetscore_ingest::kafka::{KafkaConfig, KafkaSource};
-use fleetscore_ingest::mqtt::{MqttConfig, MqttSource};
+use fleetscore_ingest::kafka::{KafkaConfig, KafkaSource, Mechanism, Sasl};
+use fleetscore_ingest::mqtt::{Login, MqttConfig, MqttSource};
 use fleetscore_ingest::server::{Config, HttpSource, SourceStats, Tokens};
 use fleetscore_ingest::{Limits, Reading, Runner};
 use fleetscore_log::{Log, Meta, Options};
@@ -29,7 +29,7 @@ pub struct LogDirArgs {
 pub enum IngestCommand {
     /// Accept readings over HTTP (POST /v1/readings: JSON lines, JSON or CSV) and append them
     /// to the durable log; a request is answered once its readings are on disk.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
 }
 
 /// `fleetscore ingest serve`.
@@ -48,6 +48,8 @@ pub struct ServeArgs {
     /// Required unless listening on a loopback address.
     #[arg(long, env = "FLEETSCORE_INGEST_TOKENS")]
     pub tokens: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: crate::tls_args::TlsServerArgs,
     /// Partitions of a new log (an existing log keeps its own; default 8).
     #[arg(long)]
     pub partitions: Option<u32>,
@@ -81,10 +83,32 @@ pub struct ServeArgs {
     /// Per partition, the oldest sealed segments are deleted while it holds more bytes.
     #[arg(long)]
     pub retention_bytes: Option<u64>,
-    /// Also take readings from this MQTT broker (`mqtt://host[:port]`), QoS 1, each
-    /// acknowledged once on disk.
+    /// Also take readings from this MQTT broker (`mqtt://host[:port]`, or `mqtts://host[:port]`
+    /// over TLS, port 8883 by default), QoS 1, each acknowledged once on disk.
     #[arg(long, env = "FLEETSCORE_MQTT")]
     pub mqtt: Option<String>,
+    /// The CA certificates (PEM) that signed the MQTT broker's certificate (mqtts://; default:
+    /// the system's).
+    #[arg(long, env = "FLEETSCORE_MQTT_CA")]
+    pub mqtt_ca: Option<PathBuf>,
+    /// A client certificate chain (PEM) to present to the MQTT broker (mqtts://; Azure Event
+    /// Grid's MQTT broker authenticates clients this way); needs --mqtt-key.
+    #[arg(long, env = "FLEETSCORE_MQTT_CERT", requires = "mqtt_key")]
+    pub mqtt_cert: Option<PathBuf>,
+    /// The private key (PEM) of --mqtt-cert.
+    #[arg(long, env = "FLEETSCORE_MQTT_KEY", requires = "mqtt_cert")]
+    pub mqtt_key: Option<PathBuf>,
+    /// The MQTT username. The password comes from the environment variable
+    /// FLEETSCORE_MQTT_PASSWORD or from --mqtt-password-file, never from the command line.
+    #[arg(long, env = "FLEETSCORE_MQTT_USERNAME")]
+    pub mqtt_username: Option<String>,
+    /// A file holding the MQTT password (its first line), e.g. a mounted Kubernetes Secret.
+    #[arg(
+        long,
+        env = "FLEETSCORE_MQTT_PASSWORD_FILE",
+        requires = "mqtt_username"
+    )]
+    pub mqtt_password_file: Option<PathBuf>,
     /// MQTT topic pattern: `{device}` and `{tag}` segments name the reading's sensor.
     #[arg(
         long,
@@ -99,8 +123,10 @@ pub struct ServeArgs {
         default_value = "fleetscore-ingest"
     )]
     pub mqtt_client_id: String,
-    /// Also consume readings from this Kafka topic (`kafka://host:port/topic`; plaintext, no
-    /// TLS or SASL yet), committing offsets only once the readings are on disk.
+    /// Also consume readings from this Kafka topic (`kafka://host:port/topic`, or
+    /// `kafkas://host:port/topic` over TLS, e.g. Azure Event Hubs'
+    /// `kafkas://NAMESPACE.servicebus.windows.net:9093/HUB`), committing offsets only once the
+    /// readings are on disk.
     #[arg(long, env = "FLEETSCORE_KAFKA")]
     pub kafka: Option<String>,
     /// The Kafka consumer group (processes in one group share the topic's partitions).
@@ -110,6 +136,84 @@ pub struct ServeArgs {
         default_value = "fleetscore-ingest"
     )]
     pub kafka_group: String,
+    /// The CA certificates (PEM) that signed the Kafka brokers' certificates (kafkas://;
+    /// default: the system's).
+    #[arg(long, env = "FLEETSCORE_KAFKA_CA")]
+    pub kafka_ca: Option<PathBuf>,
+    /// SASL mechanism: PLAIN (Event Hubs), SCRAM-SHA-256 or SCRAM-SHA-512; needs
+    /// --kafka-username.
+    #[arg(
+        long,
+        env = "FLEETSCORE_KAFKA_SASL_MECHANISM",
+        requires = "kafka_username"
+    )]
+    pub kafka_sasl_mechanism: Option<String>,
+    /// The SASL username (`$ConnectionString` for Event Hubs). The password comes from the
+    /// environment variable FLEETSCORE_KAFKA_PASSWORD (for Event Hubs, the connection string)
+    /// or from --kafka-password-file, never from the command line.
+    #[arg(long, env = "FLEETSCORE_KAFKA_USERNAME")]
+    pub kafka_username: Option<String>,
+    /// A file holding the SASL password (its first line), e.g. a mounted Kubernetes Secret.
+    #[arg(
+        long,
+        env = "FLEETSCORE_KAFKA_PASSWORD_FILE",
+        requires = "kafka_username"
+    )]
+    pub kafka_password_file: Option<PathBuf>,
+    /// How long the group coordinator keeps this member without a heartbeat; a killed member's
+    /// partitions wait that long before another member takes them over.
+    #[arg(long, env = "FLEETSCORE_KAFKA_SESSION_TIMEOUT", default_value = "30s",
+          value_parser = fleetscore_core::parse_duration)]
+    pub kafka_session_timeout: Duration,
+}
+
+/// The first line of a secret file, or the environment variable `var`.
+fn secret(file: Option<&Path>, var: &str, what: &str) -> Result<Option<String>> {
+    Ok(match file {
+        Some(file) => Some(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("reading the {what} from {}", file.display()))?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string(),
+        ),
+        None => std::env::var(var).ok(),
+    })
+}
+
+/// The Kafka source's settings: the URL, TLS (`--kafka-ca`), SASL (mechanism, username, the
+/// password from FLEETSCORE_KAFKA_PASSWORD or a file) and the session timeout.
+fn kafka_config(url: &str, a: &ServeArgs) -> Result<KafkaConfig> {
+    let mut config = KafkaConfig::new(url, &a.kafka_group)?;
+    config.session_timeout = a.kafka_session_timeout;
+    if let Some(ca) = &a.kafka_ca {
+        if config.tls.is_none() {
+            bail!("--kafka-ca is for TLS: use kafkas:// in --kafka");
+        }
+        let roots = fleetscore_tls::Roots::File(ca.clone());
+        let tls =
+            fleetscore_tls::client_config(&roots, None).context("Kafka over TLS (--kafka-ca)")?;
+        config.tls = Some(Arc::new(tls));
+    }
+    let password = secret(
+        a.kafka_password_file.as_deref(),
+        "FLEETSCORE_KAFKA_PASSWORD",
+        "Kafka password",
+    )?;
+    config.sasl = match (&a.kafka_username, password) {
+        (Some(username), password) => Some(Sasl {
+            mechanism: Mechanism::parse(a.kafka_sasl_mechanism.as_deref().unwrap_or("PLAIN"))?,
+            username: username.clone(),
+            password: password.unwrap_or_default(),
+        }),
+        (None, Some(_)) => bail!("FLEETSCORE_KAFKA_PASSWORD is set but --kafka-username is not"),
+        (None, None) => None,
+    };
+    if config.sasl.is_some() && config.tls.is_none() {
+        tracing::warn!("kafka: SASL without TLS sends the credentials in the clear (kafka://)");
+    }
+    Ok(config)
 }
 
 /// `fleetscore log ...`.
@@ -158,19 +262,56 @@ pub(crate) fn open_existing(dir: &Path) -> Result<Log> {
     Log::open_reader(dir).with_context(|| format!("reading the log in {}", dir.display()))
 }
 
+/// The MQTT source's settings: the URL, TLS (`--mqtt-ca`, `--mqtt-cert`, `--mqtt-key`) and the
+/// login (`--mqtt-username`, the password from FLEETSCORE_MQTT_PASSWORD or a file).
+fn mqtt_config(url: &str, a: &ServeArgs) -> Result<MqttConfig> {
+    let mut config = MqttConfig::new(url, &a.mqtt_topic, &a.mqtt_client_id)?;
+    let identity = fleetscore_tls::Identity::from_options(
+        a.mqtt_cert.as_deref(),
+        a.mqtt_key.as_deref(),
+        "--mqtt-cert",
+        "--mqtt-key",
+    )
+    .map_err(anyhow::Error::msg)?;
+    if config.tls.is_none() && (a.mqtt_ca.is_some() || identity.is_some()) {
+        bail!("--mqtt-ca, --mqtt-cert and --mqtt-key are for TLS: use mqtts:// in --mqtt");
+    }
+    if config.tls.is_some() && (a.mqtt_ca.is_some() || identity.is_some()) {
+        let roots = fleetscore_tls::Roots::file_or_system(a.mqtt_ca.as_deref());
+        let tls = fleetscore_tls::client_config(&roots, identity.as_ref())
+            .context("MQTT over TLS (--mqtt-ca, --mqtt-cert, --mqtt-key)")?;
+        config.tls = Some(Arc::new(tls));
+    }
+    let password = secret(
+        a.mqtt_password_file.as_deref(),
+        "FLEETSCORE_MQTT_PASSWORD",
+        "MQTT password",
+    )?;
+    config.login = match (&a.mqtt_username, password) {
+        (Some(username), password) => Some(Login {
+            username: username.clone(),
+            password: password.unwrap_or_default(),
+        }),
+        (None, Some(_)) => bail!("FLEETSCORE_MQTT_PASSWORD is set but --mqtt-username is not"),
+        (None, None) => None,
+    };
+    Ok(config)
+}
+
 pub fn ingest(command: IngestCommand) -> Result<ExitCode> {
     let IngestCommand::Serve(a) = command;
     let mqtt = a
         .mqtt
         .as_deref()
-        .map(|url| MqttConfig::new(url, &a.mqtt_topic, &a.mqtt_client_id))
+        .map(|url| mqtt_config(url, &a))
         .transpose()?;
     let kafka = a
         .kafka
         .as_deref()
-        .map(|url| KafkaConfig::new(url, &a.kafka_group))
+        .map(|url| kafka_config(url, &a))
         .transpose()?;
     let tokens = a.tokens.as_deref().map(Tokens::load).transpose()?;
+    let tls = a.tls.config()?;
     let existing = Meta::read(&a.log.log_dir)?.map(|m| m.partitions);
     if let (Some(have), Some(want)) = (existing, a.partitions)
         && have != want
@@ -208,6 +349,7 @@ pub fn ingest(command: IngestCommand) -> Result<ExitCode> {
         max_connections: a.max_connections,
         idle_timeout: a.idle_timeout,
         limits,
+        tls,
     };
     // MQTT and Kafka beside HTTP, into the same log; their counters show in /v1/stats.
     let mut runner = Runner::new(log);
@@ -233,7 +375,7 @@ pub fn ingest(command: IngestCommand) -> Result<ExitCode> {
         COUNTERS_EVERY,
     );
     // Tests and scripts wait for this line to know the port.
-    println!("listening on http://{}", http.local_addr());
+    println!("listening on {}://{}", a.tls.scheme(), http.local_addr());
     runner.add(http);
     // Until SIGINT or SIGTERM; then the requests in progress are answered.
     runner.run_until_terminated()?;

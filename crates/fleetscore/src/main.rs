@@ -8,6 +8,7 @@ mod ingest_cmd;
 mod models_cmd;
 mod schedule_cmd;
 mod serve_cmd;
+mod tls_args;
 mod up_cmd;
 
 use std::process::ExitCode;

@@ -85,6 +85,8 @@ pub struct ServeArgs {
     /// listening on a loopback address.
     #[arg(long, env = "FLEETSCORE_MONITOR_TOKENS")]
     pub tokens: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: crate::tls_args::TlsServerArgs,
     /// The ingest log's folder, to show readings per second, aggregation lag and watermarks.
     #[arg(long, alias = "log", env = "FLEETSCORE_LOG_DIR")]
     pub log_dir: Option<PathBuf>,
@@ -123,6 +125,7 @@ pub fn serve(args: &StoreArgs, a: ServeArgs) -> Result<ExitCode> {
     let health = a.health.options()?;
     let tokens = a.tokens.as_deref().map(Tokens::load).transpose()?;
     fleetscore_monitor::check_listen(a.listen, tokens.as_ref())?;
+    let tls = a.tls.config()?;
     let store = args.open()?;
     let coordinator: Arc<dyn fleetscore_jobs::coordinator::Coordinator> =
         Arc::from(args.coordinator()?);
@@ -162,9 +165,9 @@ pub fn serve(args: &StoreArgs, a: ServeArgs) -> Result<ExitCode> {
         .spawn_refresh(a.refresh)
         .context("starting the refresh thread")?;
     // Tests and scripts wait for this line to know the port.
-    println!("monitor listening on http://{local}");
+    println!("monitor listening on {}://{local}", a.tls.scheme());
     std::io::stdout().flush()?;
-    fleetscore_monitor::run_until_terminated(listener, fleetscore_monitor::app(monitor))
+    fleetscore_monitor::run_until_terminated(listener, tls, fleetscore_monitor::app(monitor))
         .with_context(|| format!("serving {local}"))?;
     refresh.stop();
     Ok(ExitCode::SUCCESS)

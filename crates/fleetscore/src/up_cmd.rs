@@ -40,14 +40,18 @@ pub struct UpArgs {
     /// Where the dashboard, the JSON API and /metrics are served.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub tls: crate::tls_args::TlsServerArgs,
     /// Leave out the monitor (dashboard, API, /metrics).
     #[arg(long)]
     pub no_monitor: bool,
-    /// Also take readings from this MQTT broker (`mqtt://host[:port]`, topic
-    /// `sensors/{device}/{tag}`).
+    /// Also take readings from this MQTT broker (`mqtt://host[:port]`, or `mqtts://` over TLS
+    /// trusting the system's CAs; topic `sensors/{device}/{tag}`). CA files, client
+    /// certificates and passwords: `fleetscore ingest serve`.
     #[arg(long)]
     pub mqtt: Option<String>,
-    /// Also consume readings from this Kafka topic (`kafka://host:port/topic`).
+    /// Also consume readings from this Kafka topic (`kafka://host:port/topic`, or `kafkas://`
+    /// over TLS trusting the system's CAs). CA files and SASL: `fleetscore ingest serve`.
     #[arg(long)]
     pub kafka: Option<String>,
     /// The aggregator's window (tumbling).
@@ -167,10 +171,16 @@ pub fn up(args: &StoreArgs, a: UpArgs) -> Result<ExitCode> {
     } else {
         None
     };
+    // One certificate for both listeners.
+    let tls = a.tls.config()?;
+    let scheme = a.tls.scheme();
     let http = if a.no_ingest {
         None
     } else {
-        let mut config = IngestConfig::default();
+        let mut config = IngestConfig {
+            tls: tls.clone(),
+            ..IngestConfig::default()
+        };
         if a.demo {
             // The demo's event time runs ahead of the clock.
             config.limits.max_future_ms = i64::MAX / 4;
@@ -199,7 +209,7 @@ pub fn up(args: &StoreArgs, a: UpArgs) -> Result<ExitCode> {
             },
             None,
         );
-        Some((listener, monitor))
+        Some((listener, tls.clone(), monitor))
     };
     let _lock = if a.no_aggregate {
         None
@@ -225,10 +235,10 @@ pub fn up(args: &StoreArgs, a: UpArgs) -> Result<ExitCode> {
 
     println!("fleetscore up: the pipeline in {}", a.dir.display());
     if let Some(addr) = ingest_addr {
-        println!("  ingest     http://{addr}/v1/readings");
+        println!("  ingest     {scheme}://{addr}/v1/readings");
     }
-    if let Some((listener, _)) = &monitor {
-        println!("  dashboard  http://{}/", listener.local_addr()?);
+    if let Some((listener, _, _)) = &monitor {
+        println!("  dashboard  {scheme}://{}/", listener.local_addr()?);
     }
     println!("  store      {}", store.location());
     if let Some(log) = &log {
@@ -337,10 +347,10 @@ pub fn up(args: &StoreArgs, a: UpArgs) -> Result<ExitCode> {
                 }
             });
         }
-        if let Some((listener, monitor)) = monitor {
+        if let Some((listener, tls, monitor)) = monitor {
             let stop_flag = Arc::clone(&stop_arc);
             s.spawn(move || {
-                if let Err(e) = serve_monitor(listener, monitor, stop_flag) {
+                if let Err(e) = serve_monitor(listener, tls, monitor, stop_flag) {
                     failure.set("monitor", e, stop);
                 }
             });
@@ -391,6 +401,7 @@ fn print_event(e: &fleetscore_schedule::Event) {
 /// until `stop`.
 fn serve_monitor(
     listener: std::net::TcpListener,
+    tls: Option<Arc<fleetscore_tls::rustls::ServerConfig>>,
     monitor: Arc<fleetscore_monitor::Monitor>,
     stop: Arc<AtomicBool>,
 ) -> Result<()> {
@@ -403,11 +414,16 @@ fn serve_monitor(
     let served = runtime.block_on(async {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        fleetscore_monitor::serve(listener, fleetscore_monitor::app(monitor), async move {
-            while !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
+        fleetscore_monitor::serve(
+            listener,
+            tls,
+            fleetscore_monitor::app(monitor),
+            async move {
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        )
         .await
     });
     refresh.stop();

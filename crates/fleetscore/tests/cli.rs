@@ -1722,6 +1722,182 @@ fn skops_files_score_inspect_and_import_like_pickles() {
     assert_eq!(listed.lines().count(), 2, "{listed}");
 }
 
+/// Workers and runs on a PostgreSQL that takes only TLS (`sslmode=verify-full`, the test CA in
+/// `sslrootcert`): the run completes; a wrong root certificate and a wrong password are refused
+/// in one line; the password shows in no output, error or record.
+#[test]
+fn workers_and_runs_work_over_tls_with_verify_full_and_the_password_is_never_shown() {
+    const PASSWORD: &str = "fleetscore-tls-test-pw";
+    let Some(db) = common::postgres_schema_on(
+        "FLEETSCORE_TEST_POSTGRES_TLS",
+        "cli_tls",
+        "PostgreSQL over TLS",
+    ) else {
+        return;
+    };
+    assert!(db.contains("sslmode=verify-full") && db.contains(PASSWORD));
+    let dir = tempdir("pgtls");
+    let store = dir.join("store");
+    let mut printed = plan_reference_run(&store, Some(&db), "t");
+    assert!(printed.contains("run t: planned 15 models"), "{printed}");
+    let o = bin()
+        .arg("--store")
+        .arg(&store)
+        .args(["--db", &db, "worker", "--threads", "2", "--idle-exit", "1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    printed.push_str(&String::from_utf8_lossy(&o.stdout));
+    printed.push_str(&stderr(&o));
+    let o = fleet(&store, &["--db", &db, "runs", "show", "t", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let shown: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(shown["status"], "succeeded", "{shown}");
+    printed.push_str(&String::from_utf8_lossy(&o.stdout));
+
+    // A root certificate that did not sign the server's, and a wrong password.
+    let other = fleetscore_tls::testing::TestCa::new(&dir, "other");
+    let (base, query) = db.split_once('?').unwrap();
+    let wrong_root = format!(
+        "{base}?{}",
+        query
+            .split('&')
+            .map(|p| if p.starts_with("sslrootcert=") {
+                format!("sslrootcert={}", other.ca_file().display())
+            } else {
+                p.to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    );
+    let o = fleet(&store, &["--db", &wrong_root, "runs", "list"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("not signed by a trusted CA"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    printed.push_str(&err);
+    let o = fleet(
+        &store,
+        &[
+            "--db",
+            &db.replace(PASSWORD, "wrong-password"),
+            "runs",
+            "list",
+        ],
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(!err.contains("wrong-password"), "{err}");
+    printed.push_str(&err);
+
+    assert!(
+        !printed.contains(PASSWORD),
+        "the password was printed:\n{printed}"
+    );
+    // Nor is it in any record the run left in the store.
+    let mut files = vec![store.clone()];
+    while let Some(f) = files.pop() {
+        if f.is_dir() {
+            files.extend(std::fs::read_dir(&f).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let bytes = std::fs::read(&f).unwrap();
+            assert!(
+                !bytes
+                    .windows(PASSWORD.len())
+                    .any(|w| w == PASSWORD.as_bytes()),
+                "the password is in {}",
+                f.display()
+            );
+        }
+    }
+}
+
+/// Azure credentials from the environment, as object_store takes them, against Azurite: the
+/// account key and a SAS token each open the store, a wrong one of either is refused, and no
+/// secret shows in what the command prints.
+#[test]
+fn azure_account_key_and_sas_token_come_from_the_environment() {
+    use base64::Engine;
+    let Ok(url) = std::env::var("FLEETSCORE_TEST_AZURE_STORE") else {
+        eprintln!("FLEETSCORE_TEST_AZURE_STORE not set: Azure credentials not checked");
+        return;
+    };
+    // Azurite's well-known account and key.
+    const ACCOUNT: &str = "devstoreaccount1";
+    const KEY: &str =
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let wrong_key = b64.encode([7u8; 64]);
+    // An account SAS (blob service; service, container and object; read, write, delete, list,
+    // add, create), signed with the key as Azure does.
+    let sas = |key: &str| {
+        let (version, expiry) = ("2021-06-08", "2099-01-01T00:00:00Z");
+        let to_sign = format!("{ACCOUNT}\nrwdlac\nb\nsco\n\n{expiry}\n\nhttps,http\n{version}\n\n");
+        let mac =
+            aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &b64.decode(key).unwrap());
+        let sig = b64.encode(aws_lc_rs::hmac::sign(&mac, to_sign.as_bytes()));
+        let sig = sig
+            .replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D");
+        format!("sv={version}&ss=b&srt=sco&sp=rwdlac&se={expiry}&spr=https,http&sig={sig}")
+    };
+    let (good_sas, bad_sas) = (sas(KEY), sas(&wrong_key));
+    let dir = tempdir("azure-creds");
+    let store = format!("{url}/creds-{}", std::process::id());
+    let model = models_data("reference/models").join("model_1_1");
+    // `models import` writes the store, `models list` lists it.
+    let with = |var: &str, value: &str, args: &[&str]| {
+        bin()
+            .current_dir(&dir)
+            .env("AZURE_STORAGE_USE_EMULATOR", "true")
+            .env("AZURE_STORAGE_ACCOUNT_NAME", ACCOUNT)
+            .env_remove("AZURE_STORAGE_ACCOUNT_KEY")
+            .env_remove("AZURE_STORAGE_SAS_KEY")
+            .env(var, value)
+            .args(["--store", &store])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let import = [
+        "models",
+        "import",
+        model.to_str().unwrap(),
+        "--device",
+        "d1",
+        "--tag",
+        "pressure",
+    ];
+    for (var, good, bad) in [
+        ("AZURE_STORAGE_ACCOUNT_KEY", KEY, wrong_key.as_str()),
+        ("AZURE_STORAGE_SAS_KEY", good_sas.as_str(), bad_sas.as_str()),
+    ] {
+        let o = with(var, good, &import);
+        assert!(o.status.success(), "{var}: {}", stderr(&o));
+        let o = with(var, good, &["models", "list"]);
+        assert!(o.status.success(), "{var}: {}", stderr(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("pressure"),
+            "{var}"
+        );
+        let o = with(var, bad, &["models", "list"]);
+        assert!(
+            !o.status.success(),
+            "{var}: a wrong credential was accepted"
+        );
+        let printed = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+        eprintln!("{var}, wrong: {printed}");
+        for secret in [good, bad] {
+            assert!(
+                !printed.contains(secret),
+                "{var}: a secret is shown: {printed}"
+            );
+        }
+    }
+}
+
 /// Output piped into a reader that has gone (`fleetscore models bench M | head -0`) ends the
 /// command as it ends coreutils: status 141 and no panic message.
 #[test]

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
+#[path = "support/kafka_gate.rs"]
+mod kafka_gate;
 use common::{bin, post, request, serve};
 
 fn tempdir(name: &str) -> PathBuf {
@@ -617,24 +619,11 @@ p.flush()
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-#[test]
-fn kafka_offsets_are_committed_only_for_stored_readings_across_a_sigkill() {
-    let (Ok(tansu), Ok(python)) = (
-        std::env::var("FLEETSCORE_TEST_TANSU"),
-        std::env::var("FLEETSCORE_TEST_PYTHON"),
-    ) else {
-        eprintln!(
-            "FLEETSCORE_TEST_TANSU or FLEETSCORE_TEST_PYTHON not set: Kafka ingest not checked"
-        );
-        return;
-    };
-    let dir = tempdir("kafka");
-    let log_dir = dir.join("log");
-    let port = free_port();
+/// tansu on `port` (the Kafka protocol, in memory), with the topic `readings` (3 partitions).
+fn start_tansu(tansu: &str, port: u16) -> Broker {
     let url = format!("tcp://127.0.0.1:{port}");
-    // tansu: the Kafka protocol, in memory.
-    let _kafka = Broker {
-        child: Command::new(&tansu)
+    let broker = Broker {
+        child: Command::new(tansu)
             .args([
                 "broker",
                 "--listener-url",
@@ -656,7 +645,7 @@ fn kafka_offsets_are_committed_only_for_stored_readings_across_a_sigkill() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let created = Command::new(&tansu)
+    let created = Command::new(tansu)
         .args([
             "topic",
             "create",
@@ -673,11 +662,37 @@ fn kafka_offsets_are_committed_only_for_stored_readings_across_a_sigkill() {
         "{}",
         String::from_utf8_lossy(&created.stderr)
     );
+    broker
+}
+
+#[test]
+fn kafka_offsets_are_committed_only_for_stored_readings_across_a_sigkill() {
+    let (Ok(tansu), Ok(python)) = (
+        std::env::var("FLEETSCORE_TEST_TANSU"),
+        std::env::var("FLEETSCORE_TEST_PYTHON"),
+    ) else {
+        eprintln!(
+            "FLEETSCORE_TEST_TANSU or FLEETSCORE_TEST_PYTHON not set: Kafka ingest not checked"
+        );
+        return;
+    };
+    let dir = tempdir("kafka");
+    let log_dir = dir.join("log");
+    let port = free_port();
+    let _kafka = start_tansu(&tansu, port);
     let broker = format!("127.0.0.1:{port}");
     produce(&python, &broker, 0, 300);
 
     let source = format!("kafka://127.0.0.1:{port}/readings");
-    let args = ["--kafka", source.as_str(), "--kafka-group", "test"];
+    // A short session, so that the restarted server gets the killed member's partitions soon.
+    let args = [
+        "--kafka",
+        source.as_str(),
+        "--kafka-group",
+        "test",
+        "--kafka-session-timeout",
+        "10s",
+    ];
     let server = serve(&log_dir, &args);
     wait_for("300 readings from Kafka", || {
         log_contents(&log_dir).len() >= 300
@@ -795,4 +810,387 @@ fn idle_connections_cannot_hold_every_slot() {
     }
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `mosquitto_passwd`: beside `mosquitto_pub` or the broker (Debian's mosquitto package), else
+/// on PATH.
+fn mosquitto_passwd(broker_bin: &str, pub_bin: &str) -> PathBuf {
+    [pub_bin, broker_bin]
+        .iter()
+        .filter_map(|b| Path::new(b).parent())
+        .chain([Path::new("/usr/bin")])
+        .map(|d| d.join("mosquitto_passwd"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("mosquitto_passwd"))
+}
+
+/// Starts `ingest serve` with `args` and the MQTT password `password` in the environment;
+/// returns it with the first standard-error line that contains `wanted` (or, if it exits
+/// first, everything it printed; or fails the test after 30 s without either).
+fn serve_until_stderr(
+    log_dir: &Path,
+    args: &[&str],
+    password: &str,
+    wanted: &'static str,
+) -> (Child, String) {
+    serve_with_env_until_stderr(log_dir, args, "FLEETSCORE_MQTT_PASSWORD", password, wanted)
+}
+
+/// The same, with the password in the environment variable `var`.
+fn serve_with_env_until_stderr(
+    log_dir: &Path,
+    args: &[&str],
+    var: &str,
+    password: &str,
+    wanted: &'static str,
+) -> (Child, String) {
+    let mut command = bin();
+    command
+        .args(["ingest", "serve", "--listen", "127.0.0.1:0", "--log-dir"])
+        .arg(log_dir)
+        .args(args)
+        .env_remove(var)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if !password.is_empty() {
+        command.env(var, password);
+    }
+    let mut child = command.spawn().unwrap();
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            all.push_str(&line);
+            all.push('\n');
+            if line.contains(wanted) {
+                let _ = tx.send(line);
+            }
+        }
+        let _ = tx.send(all);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("no line with {wanted:?} on standard error"));
+    eprintln!("ingest serve said: {line}");
+    (child, line)
+}
+
+/// `mqtts://` against Mosquitto with a TLS listener (a test CA and a leaf made here) and a
+/// password file: readings stored; a wrong password and an untrusted broker are each reported
+/// in one line, without the password; a client certificate is presented where the listener
+/// requires one.
+#[test]
+fn mqtts_with_a_ca_and_a_password_stores_readings_and_refuses_clearly() {
+    let (Ok(broker_bin), Ok(pub_bin)) = (
+        std::env::var("FLEETSCORE_TEST_MOSQUITTO"),
+        std::env::var("FLEETSCORE_TEST_MOSQUITTO_PUB"),
+    ) else {
+        eprintln!("FLEETSCORE_TEST_MOSQUITTO(_PUB) not set: MQTT over TLS not checked");
+        return;
+    };
+    const PASSWORD: &str = "mqtt-test-pw-1f9e";
+    let dir = tempdir("mqtts");
+    let ca = fleetscore_tls::testing::TestCa::new(&dir, "mqtt");
+    let other = fleetscore_tls::testing::TestCa::new(&dir, "other");
+    let server = ca.localhost();
+    let passwd = dir.join("passwd");
+    let made = Command::new(mosquitto_passwd(&broker_bin, &pub_bin))
+        .args(["-b", "-c"])
+        .arg(&passwd)
+        .args(["sensor", PASSWORD])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (port, cert_port) = (free_port(), free_port());
+    let tls = format!(
+        "cafile {}\ncertfile {}\nkeyfile {}\n",
+        ca.ca_file().display(),
+        server.cert.display(),
+        server.key.display()
+    );
+    let mut conf = format!(
+        "per_listener_settings true\nlog_dest stderr\nlog_type error\n\
+         listener {port} 127.0.0.1\n{tls}allow_anonymous false\npassword_file {}\n\
+         listener {cert_port} 127.0.0.1\n{tls}require_certificate true\nallow_anonymous true\n",
+        passwd.display()
+    );
+    if Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n")
+    {
+        conf.push_str("user root\n");
+    }
+    let conf_file = dir.join("mosquitto.conf");
+    std::fs::write(&conf_file, conf).unwrap();
+    let _broker = Broker {
+        child: Command::new(&broker_bin)
+            .arg("-c")
+            .arg(&conf_file)
+            .spawn()
+            .unwrap(),
+    };
+    wait_for("mosquitto's TLS listeners", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && TcpStream::connect(("127.0.0.1", cert_port)).is_ok()
+    });
+    let publish_tls = |value: &str| {
+        Command::new(&pub_bin)
+            .args(["-h", "localhost", "-p", &port.to_string(), "--cafile"])
+            .arg(ca.ca_file())
+            .args(["-u", "sensor", "-P", PASSWORD, "-q", "1"])
+            .args(["-t", "sensors/d1/temp", "-m", value])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+
+    // The right CA and password: readings stored.
+    let log_dir = dir.join("log");
+    let url = format!("mqtts://localhost:{port}");
+    let ca_file = ca.ca_file().display().to_string();
+    let good = [
+        "--mqtt",
+        url.as_str(),
+        "--mqtt-ca",
+        ca_file.as_str(),
+        "--mqtt-username",
+        "sensor",
+        "--mqtt-client-id",
+        "tls-good",
+    ];
+    let (server_ok, line) = serve_until_stderr(&log_dir, &good, PASSWORD, "subscribing");
+    let _server_ok = Killed(server_ok);
+    assert!(line.contains("connected to localhost"), "{line}");
+    for v in ["1.5", "2.5", "3.5"] {
+        assert!(publish_tls(v));
+    }
+    wait_for("3 readings in the log", || {
+        log_contents(&log_dir).len() >= 3
+    });
+
+    // A wrong password.
+    let mut wrong = good;
+    wrong[7] = "tls-wrong";
+    let (refused, line) = serve_until_stderr(
+        &dir.join("log2"),
+        &wrong,
+        "not-the-password",
+        "cannot connect",
+    );
+    drop(Killed(refused));
+    assert!(line.contains("refused"), "{line}");
+    assert!(line.contains("password"), "{line}");
+    assert!(!line.contains("not-the-password"), "{line}");
+
+    // A broker whose certificate another CA signed.
+    let mut untrusted = good;
+    let other_ca = other.ca_file().display().to_string();
+    untrusted[3] = other_ca.as_str();
+    untrusted[7] = "tls-untrusted";
+    let (refused, line) =
+        serve_until_stderr(&dir.join("log3"), &untrusted, PASSWORD, "cannot connect");
+    drop(Killed(refused));
+    assert!(line.contains("not signed by a trusted CA"), "{line}");
+    assert!(!line.contains(PASSWORD), "{line}");
+
+    // A listener that requires a client certificate: with one, connected; without, refused.
+    let client = ca.client("fleetscore-ingest");
+    let cert_url = format!("mqtts://localhost:{cert_port}");
+    let (cert, key) = (
+        client.cert.display().to_string(),
+        client.key.display().to_string(),
+    );
+    let with_cert = [
+        "--mqtt",
+        cert_url.as_str(),
+        "--mqtt-ca",
+        ca_file.as_str(),
+        "--mqtt-cert",
+        cert.as_str(),
+        "--mqtt-key",
+        key.as_str(),
+        "--mqtt-client-id",
+        "tls-cert",
+    ];
+    let (ok, line) = serve_until_stderr(&dir.join("log4"), &with_cert, "", "subscribing");
+    drop(Killed(ok));
+    assert!(line.contains("connected"), "{line}");
+    let (refused, line) =
+        serve_until_stderr(&dir.join("log5"), &with_cert[..4], "", "cannot connect");
+    drop(Killed(refused));
+    assert!(line.contains("certificate"), "{line}");
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Kafka over TLS and SASL, through a gate in front of tansu (`support/kafka_gate.rs`): a wrong
+/// password, an unknown CA and plaintext against TLS each give a one-line reason and store
+/// nothing; then SCRAM-SHA-512 and PLAIN members consume everything and commit their offsets
+/// through the gate, with SNI on every connection (bootstrap, coordinator, leader), waiting
+/// between fetches as long as the gate's `throttle_time_ms` asks.
+#[test]
+fn kafka_over_tls_and_sasl_consumes_commits_and_refuses_clearly() {
+    let (Ok(tansu), Ok(python)) = (
+        std::env::var("FLEETSCORE_TEST_TANSU"),
+        std::env::var("FLEETSCORE_TEST_PYTHON"),
+    ) else {
+        eprintln!(
+            "FLEETSCORE_TEST_TANSU or FLEETSCORE_TEST_PYTHON not set: Kafka over TLS not checked"
+        );
+        return;
+    };
+    const PASSWORD: &str = "kafka-test-pw-7c1d";
+    // The gate asks (throttle_time_ms in every Fetch answer) for this long between fetches.
+    const THROTTLE_MS: i32 = 300;
+    let dir = tempdir("kafka-tls");
+    let port = free_port();
+    let _kafka = start_tansu(&tansu, port);
+    let broker = format!("127.0.0.1:{port}");
+    produce(&python, &broker, 0, 300);
+    let ca = fleetscore_tls::testing::TestCa::new(&dir, "kafka");
+    let other = fleetscore_tls::testing::TestCa::new(&dir, "other");
+    let gate = kafka_gate::start(
+        Some(&ca.localhost()),
+        broker.clone(),
+        "fleet",
+        PASSWORD,
+        THROTTLE_MS,
+    );
+    let tls_url = format!("kafkas://localhost:{}/readings", gate.port);
+    let ca_file = ca.ca_file().display().to_string();
+    let other_ca = other.ca_file().display().to_string();
+    let member = |url: &str, ca: &str, mechanism: &str| -> Vec<String> {
+        [
+            "--kafka",
+            url,
+            "--kafka-ca",
+            ca,
+            "--kafka-sasl-mechanism",
+            mechanism,
+            "--kafka-username",
+            "fleet",
+            "--kafka-group",
+            "tls",
+            "--kafka-session-timeout",
+            "10s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let refused = |name: &str, args: &[String], password: &str| {
+        let log_dir = dir.join(name);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (child, line) = serve_with_env_until_stderr(
+            &log_dir,
+            &args,
+            "FLEETSCORE_KAFKA_PASSWORD",
+            password,
+            "reconnecting",
+        );
+        drop(Killed(child));
+        assert!(!line.contains(PASSWORD), "the password is shown: {line}");
+        assert!(log_contents(&log_dir).is_empty(), "{name}: readings stored");
+        line
+    };
+
+    let line = refused(
+        "wrong-password",
+        &member(&tls_url, &ca_file, "SCRAM-SHA-256"),
+        "not-the-password",
+    );
+    assert!(line.contains("SASL authentication refused"), "{line}");
+    assert!(!line.contains("not-the-password"), "{line}");
+    let line = refused(
+        "unknown-ca",
+        &member(&tls_url, &other_ca, "PLAIN"),
+        PASSWORD,
+    );
+    assert!(line.contains("not signed by a trusted CA"), "{line}");
+    let mut plain = member(
+        &format!("kafka://localhost:{}/readings", gate.port),
+        "",
+        "PLAIN",
+    );
+    plain.drain(2..4); // no --kafka-ca
+    let line = refused("plaintext", &plain, PASSWORD);
+    assert!(line.contains("does it want TLS"), "{line}");
+
+    // The right CA and password: everything consumed, offsets committed through the gate.
+    let log_dir = dir.join("log");
+    let run = |mechanism: &str| {
+        let args = member(&tls_url, &ca_file, mechanism);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (child, line) = serve_with_env_until_stderr(
+            &log_dir,
+            &args,
+            "FLEETSCORE_KAFKA_PASSWORD",
+            PASSWORD,
+            "joined group",
+        );
+        assert!(line.contains("joined group tls"), "{line}");
+        Killed(child)
+    };
+    let first = run("SCRAM-SHA-512");
+    wait_for("300 readings over TLS", || {
+        log_contents(&log_dir).len() >= 300
+    });
+    drop(first);
+    produce(&python, &broker, 300, 200);
+    let second = run("PLAIN");
+    wait_for("500 readings over TLS", || {
+        log_contents(&log_dir).len() >= 500
+    });
+    drop(second);
+    let held = log_contents(&log_dir);
+    let keys: HashSet<(String, i64)> = held.iter().map(|r| (r.0.clone(), r.2)).collect();
+    for i in 0..500i64 {
+        assert!(
+            keys.contains(&(format!("k{}", i % 7), 1_767_225_600_000 + i)),
+            "reading {i} lost"
+        );
+    }
+    // The second member started from the offsets the first committed through the gate.
+    assert!(
+        held.len() < 800,
+        "{} readings held for 500 produced",
+        held.len()
+    );
+    // Offsets were committed through the gate, never twice within a second (Event Hubs
+    // throttles commits; fleetscore coalesces them).
+    let commits = gate.commits.lock().unwrap().clone();
+    assert!(!commits.is_empty());
+    for pair in commits.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(990),
+            "two commits {gap:?} apart"
+        );
+    }
+    // Every Fetch came at least the throttle time after the one before on its connection.
+    let fetches = gate.fetches.lock().unwrap().clone();
+    assert!(fetches.len() >= 2, "{fetches:?}");
+    for (i, (connection, at)) in fetches.iter().enumerate() {
+        if let Some((_, before)) = fetches[..i].iter().rev().find(|(c, _)| c == connection) {
+            let gap = *at - *before;
+            assert!(
+                gap >= Duration::from_millis(THROTTLE_MS as u64 - 10),
+                "a fetch {gap:?} after the one before, throttled for {THROTTLE_MS} ms"
+            );
+        }
+    }
+    let sni = gate.sni.lock().unwrap().clone();
+    assert!(sni.len() >= 6, "{sni:?}");
+    assert!(
+        sni.iter().all(|n| n.as_deref() == Some("localhost")),
+        "{sni:?}"
+    );
 }

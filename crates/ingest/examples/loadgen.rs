@@ -5,15 +5,29 @@
 //!     cargo run --release -p fleetscore-ingest --example loadgen -- \
 //!         --addr 127.0.0.1:8086 --connections 8 --batch 1000 --seconds 10
 //!
+//! `--tls-ca ca.pem` speaks HTTPS instead, trusting that CA, to the server as `localhost`
+//! (a TLS session per connection, kept for all its requests).
+//!
 //! Every reading is distinct (device, tag, ts), so the server stores every one. Responses other
 //! than 200 are counted (429s are overload, as designed) and reported.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use fleetscore_tls::rustls::{ClientConfig, ClientConnection, StreamOwned};
+
+/// A connection: TCP, or TLS over it.
+trait Conn: Read + Write + Send {}
+impl<T: Read + Write + Send> Conn for T {}
+
+/// Reads are buffered; writes go to the connection itself (`get_mut`).
+type Stream = BufReader<Box<dyn Conn>>;
 
 struct Args {
     addr: String,
+    tls: Option<Arc<ClientConfig>>,
     connections: usize,
     batch: usize,
     seconds: f64,
@@ -23,6 +37,7 @@ struct Args {
 fn args() -> Args {
     let mut a = Args {
         addr: "127.0.0.1:8086".into(),
+        tls: None,
         connections: 8,
         batch: 1000,
         seconds: 10.0,
@@ -37,6 +52,11 @@ fn args() -> Args {
             "--batch" => a.batch = value.parse().expect("--batch N"),
             "--seconds" => a.seconds = value.parse().expect("--seconds S"),
             "--devices" => a.devices = value.parse().expect("--devices N"),
+            "--tls-ca" => {
+                let roots = fleetscore_tls::Roots::File(value.into());
+                let config = fleetscore_tls::client_config(&roots, None).expect("--tls-ca");
+                a.tls = Some(Arc::new(config));
+            }
             other => panic!("unknown option {other}"),
         }
     }
@@ -55,18 +75,17 @@ struct Tally {
 
 /// Sends one request and reads its answer: (status, body). A server refusing a request early
 /// (413, 429) may close the connection before reading the body; the answer is still read.
-fn exchange(
-    stream: &mut TcpStream,
-    reader: &mut BufReader<TcpStream>,
-    addr: &str,
-    body: &str,
-) -> std::io::Result<(u16, Vec<u8>)> {
-    let sent = write!(
-        stream,
+fn exchange(reader: &mut Stream, addr: &str, body: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    // The head in one write, the body in another (over TLS: two records, not one per piece).
+    let head = format!(
         "POST /v1/readings HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
         body.len()
-    )
-    .and_then(|()| stream.write_all(body.as_bytes()));
+    );
+    let stream = reader.get_mut();
+    let sent = stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body.as_bytes()))
+        .and_then(|()| stream.flush());
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let status: u16 = line
@@ -93,15 +112,22 @@ fn exchange(
     Ok((status, response))
 }
 
-fn connect(addr: &str) -> (TcpStream, BufReader<TcpStream>) {
-    let stream = TcpStream::connect(addr).expect("connect to the server");
-    stream.set_nodelay(true).expect("nodelay");
-    let reader = BufReader::new(stream.try_clone().expect("clone stream"));
-    (stream, reader)
+fn connect(a: &Args) -> Stream {
+    let tcp = TcpStream::connect(&a.addr).expect("connect to the server");
+    tcp.set_nodelay(true).expect("nodelay");
+    let conn: Box<dyn Conn> = match &a.tls {
+        None => Box::new(tcp),
+        Some(config) => {
+            let name = "localhost".try_into().expect("a server name");
+            let client = ClientConnection::new(config.clone(), name).expect("a TLS client");
+            Box::new(StreamOwned::new(client, tcp))
+        }
+    };
+    BufReader::with_capacity(64 << 10, conn)
 }
 
 fn connection(a: &Args, id: usize, deadline: Instant) -> Tally {
-    let (mut stream, mut reader) = connect(&a.addr);
+    let mut reader = connect(a);
     let mut tally = Tally::default();
     let mut seq: i64 = 0;
     let base: i64 = 1_767_225_600_000;
@@ -122,7 +148,7 @@ fn connection(a: &Args, id: usize, deadline: Instant) -> Tally {
             );
         }
         let started = Instant::now();
-        let answer = exchange(&mut stream, &mut reader, &a.addr, &body);
+        let answer = exchange(&mut reader, &a.addr, &body);
         tally.requests += 1;
         tally
             .latencies_us
@@ -133,7 +159,7 @@ fn connection(a: &Args, id: usize, deadline: Instant) -> Tally {
                 tally.refused += 1;
                 std::thread::sleep(Duration::from_millis(10));
                 // The server may have closed the connection instead of reading the body.
-                (stream, reader) = connect(&a.addr);
+                reader = connect(a);
             }
             Ok((status, response)) => {
                 panic!("status {status}: {}", String::from_utf8_lossy(&response))
@@ -142,7 +168,7 @@ fn connection(a: &Args, id: usize, deadline: Instant) -> Tally {
                 tally.errors += 1;
                 eprintln!("request failed ({e}); reconnecting");
                 std::thread::sleep(Duration::from_millis(10));
-                (stream, reader) = connect(&a.addr);
+                reader = connect(a);
             }
         }
     }

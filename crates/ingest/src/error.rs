@@ -27,6 +27,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A TLS handshake with a broker failed: an unknown CA, a certificate for another name, a
+    /// broker that does not speak TLS on that port.
+    #[error("{what}: {reason}")]
+    Tls {
+        /// The broker, e.g. `broker:9093: TLS`.
+        what: String,
+        /// Why, in one line.
+        reason: String,
+    },
+    /// A broker refused our credentials (SASL), or could not prove it knew them (SCRAM).
+    #[error("{0}")]
+    Auth(String),
     /// A broker did not connect or answer in time.
     #[error("{what}: timed out")]
     TimedOut {

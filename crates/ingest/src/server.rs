@@ -77,6 +77,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Checks on each reading.
     pub limits: Limits,
+    /// Serve HTTPS with this certificate (`--tls-cert`, `--tls-key`); `None` serves plain
+    /// HTTP. A plaintext request on an HTTPS listener is answered 400 and closed.
+    pub tls: Option<Arc<fleetscore_tls::rustls::ServerConfig>>,
 }
 
 impl Default for Config {
@@ -89,6 +92,7 @@ impl Default for Config {
             max_connections: 1024,
             idle_timeout: Duration::from_secs(30),
             limits: Limits::default(),
+            tls: None,
         }
     }
 }
@@ -213,6 +217,12 @@ pub async fn serve(
     // close after the idle timeout), so new clients are served, late rather than never.
     let slots = Arc::new(Semaphore::new(app.state.config.max_connections.max(1)));
     let idle_timeout = app.state.config.idle_timeout;
+    let tls = app
+        .state
+        .config
+        .tls
+        .clone()
+        .map(fleetscore_tls::tokio_rustls::TlsAcceptor::from);
     tokio::pin!(shutdown);
     loop {
         // Finished connections are reaped as we go, so the set stays small.
@@ -234,25 +244,18 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let mut stop = stop_rx.clone();
+        let stop = stop_rx.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
             let _slot = slot;
-            let service = hyper::service::service_fn(move |req| {
-                let app = app.clone();
-                async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(idle_timeout)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stop.changed() => {
-                    // Answer the request in progress, then close.
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
+            match tls {
+                None => serve_connection(stream, app, idle_timeout, stop).await,
+                // The handshake runs on the connection's own task, so a slow client never
+                // holds up accepting the others.
+                Some(acceptor) => match fleetscore_tls::accept_https(&acceptor, stream).await {
+                    Ok(stream) => serve_connection(stream, app, idle_timeout, stop).await,
+                    Err(why) => tracing::debug!("connection closed: {why}"),
+                },
             }
         });
     }
@@ -273,6 +276,35 @@ pub async fn serve(
         }
     );
     Ok(())
+}
+
+/// Answers the requests of one connection (plain TCP or TLS) until it closes, or until `stop`
+/// says to finish the request in progress and close.
+async fn serve_connection<I>(
+    io: I,
+    app: App,
+    idle_timeout: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(idle_timeout)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.changed() => {
+            // Answer the request in progress, then close.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }
 
 /// The HTTP front door as a [`Source`]: a bound listener, and the settings of the [`app`] it

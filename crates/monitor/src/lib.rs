@@ -24,6 +24,7 @@ pub mod refresh;
 pub mod schedule;
 pub mod snapshot;
 pub mod svg;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -210,20 +211,38 @@ async fn guard(State(monitor): State<Arc<Monitor>>, req: Request, next: Next) ->
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets the requests in progress
-/// finish and returns.
+/// finish and returns. With `tls` (`--tls-cert`, `--tls-key`) it serves HTTPS, and answers a
+/// plaintext request 400.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<fleetscore_tls::rustls::ServerConfig>>,
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(config) => {
+            // Over HTTPS the sign-in cookie (which carries the token) is marked Secure, so a
+            // browser never sends it over plain HTTP.
+            let app = app.layer(middleware::map_response(tls::secure_cookies));
+            axum::serve(tls::TlsListener::new(listener, config), app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }
 
 /// Serves `app` on `listener` on a runtime of its own until SIGINT or SIGTERM (what
 /// Kubernetes sends before it kills a pod), then answers the requests in progress and returns.
-pub fn run_until_terminated(listener: std::net::TcpListener, app: Router) -> std::io::Result<()> {
+pub fn run_until_terminated(
+    listener: std::net::TcpListener,
+    tls: Option<Arc<fleetscore_tls::rustls::ServerConfig>>,
+    app: Router,
+) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("fleetscore-monitor")
@@ -236,7 +255,7 @@ pub fn run_until_terminated(listener: std::net::TcpListener, app: Router) -> std
         let mut int = signal(SignalKind::interrupt())?;
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        serve(listener, app, async move {
+        serve(listener, tls, app, async move {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}

@@ -26,6 +26,15 @@ pub enum Error {
         /// Why it is not usable.
         message: String,
     },
+    /// A store URL with credentials in it (`user:key@`, or a `?` query such as a SAS token).
+    /// The URL itself is not repeated: it would show the secret.
+    #[error(
+        "the store URL ({scheme}://…) holds credentials (user:key@ or a ?query such as a SAS token), which would show wherever the URL does: put them in the environment instead — for az://, AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_KEY, or a managed identity (AZURE_CLIENT_ID, AZURE_FEDERATED_TOKEN_FILE); for s3://, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or an instance or web-identity role"
+    )]
+    CredentialsInUrl {
+        /// The URL's scheme (`az`, `s3`, `https`, ...).
+        scheme: String,
+    },
     /// A key that does not exist.
     #[error("{0} does not exist in the store")]
     NotFound(String),
@@ -133,7 +142,8 @@ impl Store {
     /// Opens a store from a local folder path (created if missing) or a URL: `file:///dir`,
     /// `memory:///`, `az://container/prefix`, `s3://bucket/prefix`. Cloud credentials come from
     /// the usual environment variables (`AZURE_STORAGE_ACCOUNT_NAME`, `AWS_ACCESS_KEY_ID`, ...,
-    /// `AZURE_STORAGE_USE_EMULATOR=true` for Azurite).
+    /// `AZURE_STORAGE_USE_EMULATOR=true` for Azurite), never from the URL: one with
+    /// credentials in it is refused ([`Error::CredentialsInUrl`]).
     pub fn open(location: &str) -> Result<Store> {
         let bad = |message: String| Error::Location {
             location: location.to_string(),
@@ -150,6 +160,16 @@ impl Store {
         };
         if !location.contains("://") {
             return local(std::path::Path::new(location));
+        }
+        // Before anything echoes the location: a URL with credentials in it is refused without
+        // showing it.
+        if let Some((scheme, rest)) = location.split_once("://") {
+            let authority = rest.split('/').next().unwrap_or("");
+            if authority.contains('@') || rest.contains('?') {
+                return Err(Error::CredentialsInUrl {
+                    scheme: scheme.to_string(),
+                });
+            }
         }
         let url = url::Url::parse(location).map_err(|e| bad(e.to_string()))?;
         if url.scheme() == "file" {
@@ -458,6 +478,24 @@ mod tests {
             err.starts_with("bad store location \"gopher://x/y\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_url_with_credentials_is_refused_without_showing_them() {
+        for url in [
+            "az://account:c2VjcmV0LWtleQ==@container/prefix",
+            "s3://AKIAEXAMPLE:secret-key@bucket/prefix",
+            "https://account.blob.core.windows.net/container?sv=2024&sig=secret-sig",
+            "az://container/prefix?sig=secret-sig",
+        ] {
+            let err = Store::open(url).unwrap_err().to_string();
+            assert!(err.contains("holds credentials"), "{err}");
+            assert!(err.contains("AZURE_STORAGE_SAS_KEY"), "{err}");
+            assert!(err.contains("AWS_SECRET_ACCESS_KEY"), "{err}");
+            for secret in ["c2VjcmV0", "secret-key", "secret-sig", "AKIAEXAMPLE"] {
+                assert!(!err.contains(secret), "{err}");
+            }
+        }
     }
 
     fn round_trip(store: &Store) {

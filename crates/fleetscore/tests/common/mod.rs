@@ -103,8 +103,14 @@ pub fn post(
 /// A `--db` URL on a fresh schema `name` of the PostgreSQL server `scripts/test` starts, or
 /// `None` (saying what is not checked) when there is none.
 pub fn postgres_schema(name: &str, unchecked: &str) -> Option<String> {
-    let Ok(url) = std::env::var("FLEETSCORE_TEST_POSTGRES") else {
-        eprintln!("FLEETSCORE_TEST_POSTGRES not set: {unchecked} not checked");
+    postgres_schema_on("FLEETSCORE_TEST_POSTGRES", name, unchecked)
+}
+
+/// The same on the server whose URL is in the environment variable `var` (the TLS-only one is
+/// `FLEETSCORE_TEST_POSTGRES_TLS`).
+pub fn postgres_schema_on(var: &str, name: &str, unchecked: &str) -> Option<String> {
+    let Ok(url) = std::env::var(var) else {
+        eprintln!("{var} not set: {unchecked} not checked");
         return None;
     };
     let schema = format!("{name}_{}", std::process::id());
@@ -121,5 +127,6 @@ pub fn postgres_schema(name: &str, unchecked: &str) -> Option<String> {
         "{}",
         String::from_utf8_lossy(&psql.stderr)
     );
-    Some(format!("{url}?options=-csearch_path%3D{schema}"))
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Some(format!("{url}{sep}options=-csearch_path%3D{schema}"))
 }

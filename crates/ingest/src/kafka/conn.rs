@@ -1,51 +1,111 @@
-//! A broker connection: requests framed and matched to their answers, and the requests about
-//! the topic itself (metadata, the group coordinator, earliest offsets, fetch).
+//! A broker connection: TCP, or TLS with SNI (`kafkas://`: every connection, the bootstrap,
+//! the coordinator and each partition leader the metadata names), then SASL when configured;
+//! requests framed and matched to their answers, a broker's `throttle_time_ms` honoured before
+//! the next request; and the requests about the topic itself (metadata, the group
+//! coordinator, earliest offsets, fetch).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use fleetscore_tls::rustls::pki_types::ServerName;
+use fleetscore_tls::tokio_rustls::TlsConnector;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use super::KafkaConfig;
 
 use super::wire::{
     Api, FETCH, FIND_COORDINATOR, KafkaCode, LIST_OFFSETS, METADATA, R, W, record_batches,
 };
 use crate::error::{Error, Result};
 
+/// A byte stream to a broker: TCP, or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
 /// A broker connection: one request at a time.
 pub(super) struct Conn {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     client_id: String,
     /// The id of the last request sent; its answer must carry it.
     correlation: i32,
     addr: String,
+    /// The broker asked (`throttle_time_ms`) not to be sent anything before then.
+    quiet_until: Option<Instant>,
+    /// Over TLS (for the message when a plaintext connection is closed at once).
+    tls: bool,
 }
 
 impl Conn {
-    /// Connects to `addr` (within 10 s).
-    pub(super) async fn connect(addr: &str, client_id: &str) -> Result<Conn> {
-        let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
-            .await
-            .map_err(|_| Error::TimedOut {
-                what: format!("connecting to {addr}"),
-            })?
-            .map_err(|e| Error::Io {
-                what: format!("connecting to {addr}"),
+    /// Connects to `addr` (within 10 s): TLS if the config has it (the host part of `addr`
+    /// sent as SNI and checked against the certificate), then SASL if it has credentials.
+    pub(super) async fn connect(addr: &str, config: &KafkaConfig) -> Result<Conn> {
+        let what = || format!("connecting to {addr}");
+        let open = async {
+            let tcp = TcpStream::connect(addr).await.map_err(|e| Error::Io {
+                what: what(),
                 source: e,
             })?;
-        let _ = stream.set_nodelay(true);
-        Ok(Conn {
+            let _ = tcp.set_nodelay(true);
+            let stream: Box<dyn Stream> = match &config.tls {
+                None => Box::new(tcp),
+                Some(tls) => {
+                    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
+                    let name = ServerName::try_from(host.to_string()).map_err(|_| {
+                        Error::Config(format!("{host:?} is not a host name TLS can check"))
+                    })?;
+                    let tls = TlsConnector::from(tls.clone())
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| Error::Tls {
+                            what: format!("{addr}: TLS"),
+                            reason: fleetscore_tls::explain(&e),
+                        })?;
+                    Box::new(tls)
+                }
+            };
+            Ok::<_, Error>(stream)
+        };
+        let stream = tokio::time::timeout(Duration::from_secs(10), open)
+            .await
+            .map_err(|_| Error::TimedOut { what: what() })??;
+        let mut conn = Conn {
             stream,
-            client_id: client_id.to_string(),
+            client_id: config.client_id.clone(),
             correlation: 0,
             addr: addr.to_string(),
-        })
+            quiet_until: None,
+            tls: config.tls.is_some(),
+        };
+        if let Some(sasl) = &config.sasl {
+            conn.authenticate(sasl).await?;
+        }
+        Ok(conn)
+    }
+
+    /// The broker's address.
+    pub(super) fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Honours a response's `throttle_time_ms`: the next request waits that long (Event Hubs
+    /// throttles, and closes the connection of a client that does not wait).
+    pub(super) fn throttled(&mut self, ms: i32) {
+        if ms > 0 {
+            let until = Instant::now() + Duration::from_millis(ms as u64);
+            tracing::debug!("kafka: {} throttles us for {ms} ms", self.addr);
+            self.quiet_until = Some(self.quiet_until.map_or(until, |t| t.max(until)));
+        }
     }
 
     /// Sends a request and returns the response body (after the correlation id). `wait` is
     /// how long the broker may hold the request by design (a fetch's wait, a join's
     /// rebalance); the answer may take 30 s more.
     pub(super) async fn call(&mut self, api: Api, body: &[u8], wait: Duration) -> Result<Vec<u8>> {
+        if let Some(until) = self.quiet_until.take() {
+            tokio::time::sleep_until(until.into()).await;
+        }
         self.correlation += 1;
         let mut w = W(Vec::with_capacity(body.len() + 32));
         w.i32(0)
@@ -57,9 +117,15 @@ impl Conn {
         let size = (w.0.len() - 4) as i32;
         w.0[..4].copy_from_slice(&size.to_be_bytes());
         let addr = self.addr.clone();
+        let plaintext = !self.tls;
         let io = async {
             self.stream.write_all(&w.0).await?;
             let n = self.stream.read_i32().await?;
+            // A TLS record header (an alert, 0x15, or a handshake, 0x16, of version 3.x) where
+            // a size should be: a TLS listener answering our plaintext.
+            if plaintext && matches!(n.to_be_bytes(), [0x15 | 0x16, 3, 0..=4, _]) {
+                return Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+            }
             if !(4..=256 << 20).contains(&n) {
                 return Err(std::io::Error::other(format!("a response of {n} bytes")));
             }
@@ -72,9 +138,24 @@ impl Conn {
             .map_err(|_| Error::TimedOut {
                 what: format!("{addr}: waiting for the answer to {api}"),
             })?
-            .map_err(|e| Error::Io {
-                what: addr.clone(),
-                source: e,
+            .map_err(|e| {
+                use std::io::ErrorKind::{ConnectionReset, UnexpectedEof};
+                if !self.tls
+                    && self.correlation == 1
+                    && matches!(e.kind(), UnexpectedEof | ConnectionReset)
+                {
+                    // A TLS listener drops (or answers with an alert) a plaintext client at
+                    // its first bytes.
+                    Error::Protocol {
+                        what: addr.clone(),
+                        reason: "the broker closed the connection at the first request: does it want TLS (kafkas://)?".into(),
+                    }
+                } else {
+                    Error::Io {
+                        what: addr.clone(),
+                        source: e,
+                    }
+                }
             })?;
         let correlation = i32::from_be_bytes(buf[..4].try_into().expect("4"));
         if correlation != self.correlation {
@@ -147,7 +228,8 @@ impl Conn {
             b: &resp,
             what: "find coordinator",
         };
-        let _throttle = r.i32()?;
+        let throttle = r.i32()?;
+        self.throttled(throttle);
         let code = r.code()?;
         let _message = r.str()?;
         code.check("finding the group coordinator")?;
@@ -211,7 +293,8 @@ impl Conn {
             b: &resp,
             what: "fetch",
         };
-        let _throttle = r.i32()?;
+        let throttle = r.i32()?;
+        self.throttled(throttle);
         let mut out = Vec::new();
         for _ in 0..r.count()? {
             let _t = r.str()?;

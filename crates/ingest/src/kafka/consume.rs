@@ -10,7 +10,7 @@ use fleetscore_log::Log;
 
 use super::conn::Conn;
 use super::group::range_assign;
-use super::{KafkaConfig, KafkaStats};
+use super::{COMMIT_EVERY, KafkaConfig, KafkaStats};
 use crate::error::{Error, Result};
 use crate::parse::{self, AnyDevice, Format};
 use crate::reading::Limits;
@@ -23,13 +23,20 @@ pub(super) async fn consume(
     stats: &KafkaStats,
     member_id: &mut String,
 ) -> Result<()> {
-    let mut boot = Conn::connect(&config.bootstrap, &config.client_id).await?;
+    let mut boot = Conn::connect(&config.bootstrap, config).await?;
     let (brokers, partitions) = boot.metadata(&config.topic).await?;
     let coordinator = boot.find_coordinator(&config.group).await?;
-    let mut coord = Conn::connect(&coordinator, &config.client_id).await?;
+    // Not used again: closed now rather than left for the broker to close when idle.
+    drop(boot);
+    let mut coord = Conn::connect(&coordinator, config).await?;
     // Join: the leader (the first member) assigns partitions; everyone learns theirs in sync.
     let joined = coord
-        .join_group(&config.group, member_id, &config.topic)
+        .join_group(
+            &config.group,
+            member_id,
+            &config.topic,
+            config.session_timeout,
+        )
         .await?;
     *member_id = joined.member_id.clone();
     let member_id = member_id.as_str();
@@ -76,7 +83,7 @@ pub(super) async fn consume(
                 what: "metadata".into(),
                 reason: format!("no address for broker {leader}"),
             })?;
-            v.insert(Conn::connect(addr, &config.client_id).await?);
+            v.insert(Conn::connect(addr, config).await?);
         }
         let offset = match committed.get(&p) {
             Some(&o) if o >= 0 => o,
@@ -95,6 +102,10 @@ pub(super) async fn consume(
             .expect("assigned partitions have leaders")
     };
     let mut last_heartbeat = Instant::now();
+    // Progress stored but not yet committed, and when the last commit went: commits are
+    // coalesced to one per `COMMIT_EVERY` (Event Hubs throttles more frequent ones).
+    let mut uncommitted: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut last_commit: Option<Instant> = None;
     loop {
         let mut progressed = BTreeMap::new();
         for (&leader, conn) in leaders.iter_mut() {
@@ -156,18 +167,21 @@ pub(super) async fn consume(
                     .fetch_add(readings.len() as u64, Ordering::Relaxed);
             }
         }
-        if !progressed.is_empty() {
-            // Durable: now the group may move past them.
+        // Durable: the group may move past them, at the next commit.
+        next.extend(progressed.iter().map(|(p, o)| (*p, *o)));
+        uncommitted.extend(progressed);
+        if !uncommitted.is_empty() && last_commit.is_none_or(|t| t.elapsed() >= COMMIT_EVERY) {
             coord
                 .offset_commit(
                     &config.group,
                     joined.generation,
                     member_id,
                     &config.topic,
-                    &progressed,
+                    &uncommitted,
                 )
                 .await?;
-            next.extend(progressed);
+            uncommitted.clear();
+            last_commit = Some(Instant::now());
         }
         if last_heartbeat.elapsed() > Duration::from_secs(1) {
             coord

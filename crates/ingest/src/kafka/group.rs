@@ -85,10 +85,11 @@ impl Conn {
         group: &str,
         member_id: &str,
         topic: &str,
+        session_timeout: Duration,
     ) -> Result<Joined> {
         let mut w = W(Vec::new());
         w.str(group)
-            .i32(10_000) // session timeout
+            .i32(i32::try_from(session_timeout.as_millis()).unwrap_or(i32::MAX))
             .i32(3_000) // rebalance timeout: how long the broker waits for other members
             .str(member_id)
             .str("consumer")
@@ -107,7 +108,7 @@ impl Conn {
         let member_id = r.str()?;
         if code == KafkaCode::MEMBER_ID_REQUIRED && !member_id.is_empty() {
             // The broker named our member id; join again with it.
-            return Box::pin(self.join_group(group, &member_id, topic)).await;
+            return Box::pin(self.join_group(group, &member_id, topic, session_timeout)).await;
         }
         code.check("joining the group")?;
         let mut members = Vec::new();
@@ -153,7 +154,8 @@ impl Conn {
             b: &resp,
             what: "sync group",
         };
-        let _throttle = r.i32()?;
+        let throttle = r.i32()?;
+        self.throttled(throttle);
         r.code()?.check("syncing the group")?;
         let assignment = r.bytes()?;
         let mut mine = Vec::new();
@@ -190,7 +192,8 @@ impl Conn {
             b: &resp,
             what: "heartbeat",
         };
-        let _throttle = r.i32()?;
+        let throttle = r.i32()?;
+        self.throttled(throttle);
         r.code()?.check("heartbeat")
     }
 

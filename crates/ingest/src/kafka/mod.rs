@@ -11,8 +11,26 @@
 //! other leaders get connections of their own. The group uses the range assignor: partitions
 //! are split among members in member-id order, so several fleetscore processes share a topic.
 //!
-//! Plaintext only: no TLS or SASL yet, so Azure Event Hubs' Kafka endpoint (which requires
-//! both) is not reachable.
+//! `kafkas://` speaks TLS on every connection (the bootstrap broker, the group coordinator and
+//! each partition leader the metadata names), with SNI and the certificate checked against the
+//! host name; SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) authenticates each connection when
+//! configured (`sasl`).
+//!
+//! Azure Event Hubs' Kafka endpoint (`kafkas://NAMESPACE.servicebus.windows.net:9093/HUB`, SASL
+//! PLAIN with the user `$ConnectionString` and the connection string as the password) asks
+//! these of a consumer-group member, each honoured where it applies:
+//! - ApiVersions at v3 or lower: it resets the connection above. This client sends none; every
+//!   request is at a fixed version Event Hubs serves (`wire.rs`).
+//! - SaslHandshake v1 then SaslAuthenticate (`sasl.rs`), not the raw SASL bytes of v0.
+//! - A session timeout of 30 s by default ([`KafkaConfig::session_timeout`]), heartbeats every
+//!   second (`consume.rs`).
+//! - Offset commits at most once a second: it throttles commits to 4 per second per partition,
+//!   so `consume.rs` coalesces them ([`COMMIT_EVERY`]).
+//! - Idle connections are closed by the server after 240 s: a closed connection is an error
+//!   like any other, and the member reconnects and rejoins (the rejoin loop below); the
+//!   connections in use (heartbeats, fetches) are never idle that long.
+//! - `throttle_time_ms` in an answer is honoured: the next request on that connection waits
+//!   (`Conn::throttled`).
 //!
 //! A record's value is one reading as JSON (`{"device", "tag", "ts", "value"}`, as in an HTTP
 //! body) or several as JSON lines; an invalid one is counted and skipped (its offset is still
@@ -26,6 +44,7 @@
 mod conn;
 mod consume;
 mod group;
+mod sasl;
 mod wire;
 
 use std::sync::Arc;
@@ -38,9 +57,14 @@ use crate::error::{Error, Report, Result};
 use crate::reading::Limits;
 use crate::source::{Shutdown, Source};
 use consume::consume;
+pub use sasl::{Mechanism, Sasl};
 pub use wire::KafkaCode;
 
-/// What to consume.
+/// How often the consumed offsets are committed, at most: Event Hubs throttles commits to 4 per
+/// second per partition. A crash re-reads at most this much (delivery is at least once).
+pub const COMMIT_EVERY: Duration = Duration::from_secs(1);
+
+/// What to consume, and how to reach it.
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
     /// `host:port` of a broker to start from.
@@ -51,37 +75,66 @@ pub struct KafkaConfig {
     pub group: String,
     /// This client's id (in the broker's logs).
     pub client_id: String,
+    /// TLS on every connection (`kafkas://`): trusted CAs and the like.
+    pub tls: Option<std::sync::Arc<fleetscore_tls::rustls::ClientConfig>>,
+    /// SASL credentials, if the broker wants them.
+    pub sasl: Option<Sasl>,
+    /// How long the coordinator keeps this member without a heartbeat (30 s, what Event Hubs
+    /// expects; a killed member's partitions wait that long before another member gets them).
+    pub session_timeout: Duration,
 }
 
 impl KafkaConfig {
-    /// From `kafka://host:port/topic` and a group.
+    /// From `kafka://host:port/topic` (plaintext, port 9092 by default) or
+    /// `kafkas://host:port/topic` (TLS, the system's CAs until [`KafkaConfig::tls`] is set
+    /// otherwise; port 9093 by default), and a group. Credentials in the URL are refused.
     pub fn new(url: &str, group: &str) -> Result<KafkaConfig> {
-        let rest = url.strip_prefix("kafka://").ok_or_else(|| {
-            Error::Config(format!(
-                "Kafka source {url:?}: use kafka://host:port/topic (TLS is not supported yet)"
-            ))
-        })?;
+        let (rest, tls, default_port) = if let Some(r) = url.strip_prefix("kafka://") {
+            (r, false, 9092)
+        } else if let Some(r) = url.strip_prefix("kafkas://") {
+            (r, true, 9093)
+        } else {
+            return Err(Error::Config(
+                "Kafka source: use kafka://host:port/topic, or kafkas://host:port/topic for TLS"
+                    .into(),
+            ));
+        };
         let (bootstrap, topic) = rest
             .split_once('/')
             .filter(|(b, t)| !b.is_empty() && !t.is_empty())
             .ok_or_else(|| {
                 Error::Config(format!("Kafka source {url:?}: use kafka://host:port/topic"))
             })?;
+        if bootstrap.contains('@') {
+            return Err(Error::Config(
+                "the Kafka URL holds credentials: give them with --kafka-sasl-mechanism and --kafka-username, the password in FLEETSCORE_KAFKA_PASSWORD or --kafka-password-file".into(),
+            ));
+        }
         let bootstrap = if bootstrap.contains(':') {
             bootstrap.to_string()
         } else {
-            format!("{bootstrap}:9092")
+            format!("{bootstrap}:{default_port}")
         };
         if group.is_empty() {
             return Err(Error::Config(
                 "the Kafka consumer group must not be empty".into(),
             ));
         }
+        let tls = if tls {
+            let config = fleetscore_tls::client_config(&fleetscore_tls::Roots::System, None)
+                .map_err(|e| Error::Config(format!("Kafka over TLS: {e}")))?;
+            Some(std::sync::Arc::new(config))
+        } else {
+            None
+        };
         Ok(KafkaConfig {
             bootstrap,
             topic: topic.to_string(),
             group: group.to_string(),
             client_id: "fleetscore-ingest".into(),
+            tls,
+            sasl: None,
+            session_timeout: Duration::from_secs(30),
         })
     }
 }
@@ -220,6 +273,16 @@ mod tests {
             "broker:9092"
         );
         assert!(KafkaConfig::new("kafka://broker", "g").is_err());
+        let c = KafkaConfig::new("kafkas://ns.servicebus.windows.net/hub", "g").unwrap();
+        assert_eq!(c.bootstrap, "ns.servicebus.windows.net:9093");
+        assert!(c.tls.is_some());
+        let err = KafkaConfig::new("kafkas://u:secret-pw@broker/t", "g")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--kafka-username") && !err.contains("secret-pw"),
+            "{err}"
+        );
         assert!(KafkaConfig::new("http://broker/t", "g").is_err());
     }
 }

@@ -140,6 +140,10 @@ impl KafkaCode {
     pub const UNKNOWN_MEMBER_ID: KafkaCode = KafkaCode(25);
     /// The group is rebalancing: rejoin.
     pub const REBALANCE_IN_PROGRESS: KafkaCode = KafkaCode(27);
+    /// The broker does not offer the SASL mechanism asked for.
+    pub const UNSUPPORTED_SASL_MECHANISM: KafkaCode = KafkaCode(33);
+    /// The credentials were refused.
+    pub const SASL_AUTHENTICATION_FAILED: KafkaCode = KafkaCode(58);
     /// A first join is answered with a member id to join again with (brokers since Kafka 2.2).
     pub const MEMBER_ID_REQUIRED: KafkaCode = KafkaCode(79);
 
@@ -156,6 +160,8 @@ impl KafkaCode {
             KafkaCode::UNKNOWN_MEMBER_ID => "UNKNOWN_MEMBER_ID",
             KafkaCode::REBALANCE_IN_PROGRESS => "REBALANCE_IN_PROGRESS",
             KafkaCode::MEMBER_ID_REQUIRED => "MEMBER_ID_REQUIRED",
+            KafkaCode::UNSUPPORTED_SASL_MECHANISM => "UNSUPPORTED_SASL_MECHANISM",
+            KafkaCode::SASL_AUTHENTICATION_FAILED => "SASL_AUTHENTICATION_FAILED",
             _ => return None,
         })
     }
@@ -196,6 +202,18 @@ impl fmt::Display for Api {
     }
 }
 
+/// SASL: v1 (KIP-152) names the mechanism; the exchange then goes in SaslAuthenticate
+/// requests, as Azure Event Hubs expects.
+pub(super) const SASL_HANDSHAKE: Api = Api {
+    key: 17,
+    version: 1,
+    name: "SaslHandshake",
+};
+pub(super) const SASL_AUTHENTICATE: Api = Api {
+    key: 36,
+    version: 0,
+    name: "SaslAuthenticate",
+};
 pub(super) const FETCH: Api = Api {
     key: 1,
     version: 4,

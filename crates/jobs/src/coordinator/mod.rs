@@ -4,6 +4,7 @@
 //! PostgreSQL, for workers on many machines.
 
 pub mod postgres;
+pub mod postgres_tls;
 pub mod schedules;
 pub mod sqlite;
 

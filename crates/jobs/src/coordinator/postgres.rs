@@ -11,9 +11,12 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use postgres::Client;
+#[cfg(test)]
+use postgres::NoTls;
 use postgres::error::SqlState;
-use postgres::{Client, NoTls};
 
+use super::postgres_tls::PgTarget;
 use super::schedules::{ScheduleRow, ScheduleStore, Tick, TickState, WatermarkRow};
 use super::{
     Claim, Coordinator, Failure, RunSpec, RunState, TaskCounts, TaskResult, TaskSpec, TaskState,
@@ -28,7 +31,9 @@ pub const RECONNECT_FOR: Duration = Duration::from_secs(60);
 /// A coordinator in PostgreSQL (tables `fleetscore_runs` and `fleetscore_tasks` in the
 /// connection's schema, created if missing).
 pub struct PostgresCoordinator {
-    url: String,
+    /// Where and how to connect: tokio-postgres' configuration and the TLS the URL's
+    /// `sslmode` and `sslrootcert` ask for.
+    target: PgTarget,
     /// One connection per process; each operation is one statement or one short transaction.
     client: Mutex<Option<Client>>,
 }
@@ -128,8 +133,13 @@ fn connection_lost(e: &postgres::Error) -> bool {
         None => {
             let mut cause = std::error::Error::source(e);
             while let Some(c) = cause {
-                if c.is::<std::io::Error>() {
-                    return true;
+                if let Some(io) = c.downcast_ref::<std::io::Error>() {
+                    // A certificate refused in the TLS handshake (InvalidData) or a host name
+                    // TLS cannot check (InvalidInput) fails the same way every time.
+                    return !matches!(
+                        io.kind(),
+                        std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+                    );
                 }
                 cause = c.source();
             }
@@ -159,10 +169,11 @@ fn to_u32(n: i32) -> u32 {
 
 impl PostgresCoordinator {
     /// Connects to `url` (`postgres://user@host:port/db`, libpq's parameters such as
-    /// `?options=-csearch_path%3Dfleet` included) and creates the tables if needed.
+    /// `?options=-csearch_path%3Dfleet` included, and `sslmode`, `sslrootcert` as libpq means
+    /// them: see [`super::postgres_tls`]) and creates the tables if needed.
     pub fn connect(url: &str) -> Result<PostgresCoordinator> {
         let c = PostgresCoordinator {
-            url: url.to_string(),
+            target: PgTarget::parse(url)?,
             client: Mutex::new(None),
         };
         c.with(|client| {
@@ -186,11 +197,15 @@ impl PostgresCoordinator {
         loop {
             let outcome = match guard.as_mut() {
                 Some(client) => f(client),
-                None => Client::connect(&self.url, NoTls).and_then(|mut client| {
-                    let r = f(&mut client);
-                    *guard = Some(client);
-                    r
-                }),
+                None => self
+                    .target
+                    .config
+                    .connect(self.target.tls.clone())
+                    .and_then(|mut client| {
+                        let r = f(&mut client);
+                        *guard = Some(client);
+                        r
+                    }),
             };
             match outcome {
                 Ok(v) => return Ok(v),
@@ -737,6 +752,11 @@ mod tests {
 
     /// A coordinator in a schema of its own, on the server `scripts/test` starts.
     fn coordinator(name: &str) -> Option<PostgresCoordinator> {
+        schema_url(name).map(|url| PostgresCoordinator::connect(&url).unwrap())
+    }
+
+    /// The URL of a fresh schema of its own on the server `scripts/test` starts.
+    fn schema_url(name: &str) -> Option<String> {
         let Ok(url) = std::env::var("FLEETSCORE_TEST_POSTGRES") else {
             eprintln!("FLEETSCORE_TEST_POSTGRES not set: PostgreSQL not checked");
             return None;
@@ -749,10 +769,7 @@ mod tests {
             ))
             .unwrap();
         let sep = if url.contains('?') { '&' } else { '?' };
-        Some(
-            PostgresCoordinator::connect(&format!("{url}{sep}options=-csearch_path%3D{schema}"))
-                .unwrap(),
-        )
+        Some(format!("{url}{sep}options=-csearch_path%3D{schema}"))
     }
 
     #[test]
@@ -806,11 +823,129 @@ mod tests {
 
     #[test]
     fn concurrent_claims_from_many_connections_never_share_a_task() {
-        if let Some(c) = coordinator("concurrent") {
-            let url = c.url.clone();
+        if let Some(url) = schema_url("concurrent") {
+            let c = PostgresCoordinator::connect(&url).unwrap();
             contract::concurrent_claims_never_share_a_task(&c, &|| {
                 Box::new(PostgresCoordinator::connect(&url).unwrap())
             });
         }
+    }
+}
+
+/// The coordinator against the TLS-only server `scripts/test` starts
+/// (`postgres.sh start-tls`: ssl=on, TCP without TLS refused, SCRAM passwords).
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+    use crate::coordinator::contract;
+
+    /// The server's verify-full URL, with the password in it.
+    fn tls_url() -> Option<String> {
+        let url = std::env::var("FLEETSCORE_TEST_POSTGRES_TLS").ok();
+        if url.is_none() {
+            eprintln!("FLEETSCORE_TEST_POSTGRES_TLS not set: PostgreSQL over TLS not checked");
+        }
+        url
+    }
+
+    const PASSWORD: &str = "fleetscore-tls-test-pw";
+
+    /// `url` with `key=value` settings replaced or added.
+    fn with_params(url: &str, set: &[(&str, &str)]) -> String {
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut pairs: Vec<String> = query
+            .split('&')
+            .filter(|p| !p.is_empty() && !set.iter().any(|(k, _)| p.starts_with(&format!("{k}="))))
+            .map(str::to_string)
+            .collect();
+        pairs.extend(set.iter().map(|(k, v)| format!("{k}={v}")));
+        format!("{base}?{}", pairs.join("&"))
+    }
+
+    fn schema(url: &str, name: &str) -> String {
+        let schema = format!("tls_{name}_{}", std::process::id());
+        let c = PostgresCoordinator::connect(url).unwrap();
+        c.with(|client| {
+            client.batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+            ))
+        })
+        .unwrap();
+        with_params(url, &[("options", &format!("-csearch_path%3D{schema}"))])
+    }
+
+    fn refused(url: &str) -> String {
+        let err = match PostgresCoordinator::connect(url) {
+            Ok(_) => panic!("connected"),
+            Err(e) => e.to_string(),
+        };
+        assert!(!err.contains(PASSWORD), "the password is shown: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        err
+    }
+
+    #[test]
+    fn verify_full_connects_over_tls_and_the_coordinator_works() {
+        let Some(url) = tls_url() else { return };
+        let url = schema(&url, "full");
+        let c = PostgresCoordinator::connect(&url).unwrap();
+        let (ssl, version): (bool, String) = c
+            .with(|client| {
+                let row = client.query_one(
+                    "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )?;
+                Ok((row.get(0), row.get(1)))
+            })
+            .unwrap();
+        assert!(ssl);
+        assert!(version.starts_with("TLSv1."), "{version}");
+        contract::each_task_is_claimed_once_until_its_lease_expires(&c);
+    }
+
+    #[test]
+    fn verify_ca_ignores_the_host_name_and_verify_full_does_not() {
+        let Some(url) = tls_url() else { return };
+        // Reach the server at 127.0.0.1 under a name its certificate does not carry.
+        let renamed = url.replace("@localhost:", "@db.fleetscore.invalid:");
+        let ca = with_params(
+            &renamed,
+            &[("hostaddr", "127.0.0.1"), ("sslmode", "verify-ca")],
+        );
+        PostgresCoordinator::connect(&ca).unwrap();
+        let full = with_params(&renamed, &[("hostaddr", "127.0.0.1")]);
+        let err = refused(&full);
+        eprintln!("verify-full, wrong name: {err}");
+        assert!(err.contains("not valid for the host name"), "{err}");
+    }
+
+    #[test]
+    fn require_without_a_root_encrypts_without_checking() {
+        let Some(url) = tls_url() else { return };
+        let (base, _) = url.split_once('?').unwrap();
+        PostgresCoordinator::connect(&format!("{base}?sslmode=require")).unwrap();
+        PostgresCoordinator::connect(&format!("{base}?sslmode=prefer")).unwrap();
+    }
+
+    #[test]
+    fn a_wrong_root_a_wrong_password_and_plaintext_are_refused_clearly() {
+        let Some(url) = tls_url() else { return };
+        let dir = std::env::temp_dir().join(format!("fleetscore-pg-tls-{}", std::process::id()));
+        let other = fleetscore_tls::testing::TestCa::new(&dir, "other");
+        let wrong_root = with_params(&url, &[("sslrootcert", other.ca_file().to_str().unwrap())]);
+        let err = refused(&wrong_root);
+        eprintln!("wrong root: {err}");
+        assert!(err.contains("not signed by a trusted CA"), "{err}");
+
+        let wrong_password = url.replace(PASSWORD, "not-the-password");
+        let err = refused(&wrong_password);
+        eprintln!("wrong password: {err}");
+        assert!(err.contains("password authentication failed"), "{err}");
+        assert!(!err.contains("not-the-password"), "{err}");
+
+        let plaintext = with_params(&url, &[("sslmode", "disable")]);
+        let err = refused(&plaintext);
+        eprintln!("plaintext: {err}");
+        assert!(err.contains("no encryption"), "{err}");
     }
 }

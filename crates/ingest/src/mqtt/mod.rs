@@ -9,6 +9,12 @@
 //! optionally `ts` (RFC 3339 or epoch milliseconds). An invalid message is counted, reported
 //! and acknowledged, so the broker does not send it again forever.
 //!
+//! `mqtts://` connects over TLS (rustls), trusting the system's CAs or a CA file, optionally
+//! presenting a client certificate (Azure Event Grid's MQTT broker authenticates clients with
+//! X.509), and with a username and password when given. A broker that refuses the connection
+//! (a wrong password, an untrusted certificate) is reported in one line, then retried with
+//! backoff like any lost connection.
+//!
 //! [`MqttSource`] is the MQTT [`Source`].
 
 use std::sync::Arc;
@@ -17,12 +23,18 @@ use std::time::Duration;
 
 use fleetscore_core::now_ms;
 use fleetscore_log::Log;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+use fleetscore_tls::rustls::ClientConfig;
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, Publish, QoS,
+    Transport,
+};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::reading::{Invalid, Limits, Reading, parse_ts};
 use crate::source::{Shutdown, Source};
+
+mod relay;
 
 /// Where and what to subscribe to.
 #[derive(Debug, Clone)]
@@ -35,34 +47,96 @@ pub struct MqttConfig {
     pub topic: TopicPattern,
     /// Client id (the broker keeps the session under it).
     pub client_id: String,
+    /// TLS (`mqtts://`): the client configuration (trusted CAs, client certificate).
+    pub tls: Option<Arc<ClientConfig>>,
+    /// Username and password, if the broker wants them.
+    pub login: Option<Login>,
+}
+
+/// A username and password for the broker. The password never shows in `Debug`.
+#[derive(Clone)]
+pub struct Login {
+    /// The username.
+    pub username: String,
+    /// The password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .finish()
+    }
 }
 
 impl MqttConfig {
-    /// From `mqtt://host[:port]`, a topic pattern and a client id.
+    /// From `mqtt://host[:port]` (port 1883) or `mqtts://host[:port]` (TLS, port 8883, the
+    /// system's CAs until [`MqttConfig::tls`] is set otherwise), a topic pattern and a client
+    /// id. Credentials in the URL are refused: they would show wherever the URL does.
     pub fn new(url: &str, topic: &str, client_id: &str) -> Result<MqttConfig> {
-        let rest = url.strip_prefix("mqtt://").ok_or_else(|| {
-            Error::Config(format!(
-                "MQTT broker {url:?}: use mqtt://host[:port] (TLS is not supported yet)"
-            ))
-        })?;
+        let (rest, tls, default_port) = if let Some(r) = url.strip_prefix("mqtt://") {
+            (r, false, 1883)
+        } else if let Some(r) = url.strip_prefix("mqtts://") {
+            (r, true, 8883)
+        } else {
+            return Err(Error::Config(
+                "MQTT broker: use mqtt://host[:port] or mqtts://host[:port] (TLS)".into(),
+            ));
+        };
         let rest = rest.trim_end_matches('/');
+        if rest.contains('@') {
+            return Err(Error::Config(
+                "MQTT broker URL holds credentials: give the username with --mqtt-username and the password in FLEETSCORE_MQTT_PASSWORD or --mqtt-password-file".into(),
+            ));
+        }
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) => (
                 h.to_string(),
                 p.parse()
                     .map_err(|_| Error::Config(format!("MQTT broker {url:?}: bad port {p:?}")))?,
             ),
-            None => (rest.to_string(), 1883),
+            None => (rest.to_string(), default_port),
         };
         if host.is_empty() {
             return Err(Error::Config(format!("MQTT broker {url:?}: no host")));
         }
+        let tls = if tls {
+            let config = fleetscore_tls::client_config(&fleetscore_tls::Roots::System, None)
+                .map_err(|e| Error::Config(format!("MQTT over TLS: {e}")))?;
+            Some(Arc::new(config))
+        } else {
+            None
+        };
         Ok(MqttConfig {
             host,
             port,
             topic: TopicPattern::parse(topic)?,
             client_id: client_id.to_string(),
+            tls,
+            login: None,
         })
+    }
+}
+
+/// One line saying why the broker could not be reached or refused us; over TLS, a failed
+/// handshake is what the relay saw.
+fn describe(e: &ConnectionError, relay: Option<&relay::TlsRelay>) -> String {
+    match e {
+        ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => {
+            "the broker refused the username or password".into()
+        }
+        ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => {
+            "the broker refused the client as not authorized (check the username, password or client certificate)".into()
+        }
+        ConnectionError::ConnectionRefused(code) => {
+            format!("the broker refused the connection ({code:?})")
+        }
+        other => match relay.and_then(relay::TlsRelay::last_error) {
+            Some(why) => why,
+            None => other.to_string(),
+        },
     }
 }
 
@@ -242,8 +316,17 @@ impl Source for MqttSource {
 
     /// Takes messages until shutdown; broker errors are retried (with backoff), never returned.
     async fn run(self, log: Log, shutdown: Shutdown) -> Result<()> {
+        // Over TLS, rumqttc connects to the relay's unix socket, and the relay to the broker.
+        let relay = match &self.config.tls {
+            None => None,
+            Some(tls) => Some(relay::TlsRelay::start(
+                &self.config.host,
+                self.config.port,
+                tls.clone(),
+            )?),
+        };
         tokio::select! {
-            () = subscribe(self.config, log, self.limits, self.stats) => {}
+            () = subscribe(self.config, relay, log, self.limits, self.stats) => {}
             () = shutdown.requested() => {}
         }
         Ok(())
@@ -251,13 +334,29 @@ impl Source for MqttSource {
 }
 
 /// Connects, subscribes, appends and acknowledges; reconnects after errors. Never returns.
-async fn subscribe(config: MqttConfig, log: Log, limits: Limits, stats: Arc<MqttStats>) {
-    let mut options = MqttOptions::new(&config.client_id, &config.host, config.port);
+async fn subscribe(
+    config: MqttConfig,
+    relay: Option<relay::TlsRelay>,
+    log: Log,
+    limits: Limits,
+    stats: Arc<MqttStats>,
+) {
+    let mut options = match &relay {
+        None => MqttOptions::new(&config.client_id, &config.host, config.port),
+        Some(r) => {
+            let mut o = MqttOptions::new(&config.client_id, r.socket().to_string_lossy(), 0);
+            o.set_transport(Transport::Unix);
+            o
+        }
+    };
     options
         .set_keep_alive(Duration::from_secs(10))
         .set_clean_session(false)
         .set_manual_acks(true)
         .set_max_packet_size(1 << 20, 1 << 20);
+    if let Some(login) = &config.login {
+        options.set_credentials(login.username.clone(), login.password.clone());
+    }
     let (client, mut events) = AsyncClient::new(options, 1024);
     let filter = config.topic.filter();
     // Acknowledgements go out in the order messages came in (as MQTT asks), each once its
@@ -290,9 +389,13 @@ async fn subscribe(config: MqttConfig, log: Log, limits: Limits, stats: Arc<Mqtt
         });
     }
     let mut backoff = Duration::from_millis(200);
+    // The last failure reported, so that a broker that keeps refusing is reported once, not on
+    // every retry.
+    let mut reported: Option<String> = None;
     loop {
         match events.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                reported = None;
                 stats.connected.store(true, Ordering::Relaxed);
                 stats.connections.fetch_add(1, Ordering::Relaxed);
                 backoff = Duration::from_millis(200);
@@ -333,13 +436,21 @@ async fn subscribe(config: MqttConfig, log: Log, limits: Limits, stats: Arc<Mqtt
             }
             Ok(_) => {}
             Err(e) => {
+                let why = describe(&e, relay.as_ref());
                 if stats.connected.swap(false, Ordering::Relaxed) {
                     tracing::warn!(
-                        "mqtt: connection to {}:{} lost: {e}",
+                        "mqtt: connection to {}:{} lost: {why}",
+                        config.host,
+                        config.port
+                    );
+                } else if reported.as_deref() != Some(why.as_str()) {
+                    tracing::warn!(
+                        "mqtt: cannot connect to {}:{}: {why}; retrying",
                         config.host,
                         config.port
                     );
                 }
+                reported = Some(why);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
@@ -417,6 +528,19 @@ mod tests {
                 .port,
             1883
         );
-        assert!(MqttConfig::new("mqtts://broker", "s/{device}/{tag}", "x").is_err());
+        let c = MqttConfig::new("mqtts://broker", "s/{device}/{tag}", "x").unwrap();
+        assert_eq!(c.port, 8883);
+        assert!(c.tls.is_some());
+        let err = MqttConfig::new("mqtts://u:secret-pw@broker", "s/{device}/{tag}", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--mqtt-username"), "{err}");
+        assert!(!err.contains("secret-pw"), "{err}");
+        assert!(MqttConfig::new("tcp://broker", "s/{device}/{tag}", "x").is_err());
+        let login = Login {
+            username: "u".into(),
+            password: "secret-pw".into(),
+        };
+        assert!(!format!("{login:?}").contains("secret-pw"));
     }
 }
