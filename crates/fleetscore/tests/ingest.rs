@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 mod common;
 #[path = "support/kafka_gate.rs"]
 mod kafka_gate;
-use common::{bin, post, request, serve};
+use common::{Broker, bin, free_port, post, publish, request, serve, start_broker};
 
 fn tempdir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("fleetscore-ingest-{name}-{}", std::process::id()));
@@ -358,82 +358,6 @@ fn a_sigkill_under_load_loses_no_acknowledged_reading() {
 }
 
 /// A broker process (Mosquitto, tansu) on a loopback port; killed when dropped.
-struct Broker {
-    child: Child,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_broker(bin: &str, dir: &Path, port: u16) -> Broker {
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let conf = dir.join("mosquitto.conf");
-    let mut text = format!(
-        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nlog_dest stderr\nlog_type error\n",
-        data.display()
-    );
-    // As root, Mosquitto otherwise drops to its own user, who cannot write our folder.
-    if std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout == b"0\n")
-        .unwrap_or(false)
-    {
-        text.push_str("user root\n");
-    }
-    std::fs::write(&conf, text).unwrap();
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&conf)
-        .spawn()
-        .expect("start mosquitto");
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "mosquitto did not start on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Broker { child }
-}
-
-/// Publishes each line as a QoS 1 message to `topic`, one `mosquitto_pub -m` each (its `-l`
-/// mode drops lines under load); false if the broker refused one.
-fn publish(pub_bin: &str, port: u16, topic: &str, lines: &[String]) -> bool {
-    lines.iter().all(|line| {
-        Command::new(pub_bin)
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-q",
-                "1",
-                "-t",
-                topic,
-                "-m",
-                line,
-            ])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-}
-
 fn stats(addr: SocketAddr) -> serde_json::Value {
     let (_, text) = request(addr, "GET", "/v1/stats", &[], b"").unwrap();
     serde_json::from_str(&text).unwrap()

@@ -385,3 +385,124 @@ fn a_taken_port_stops_up_at_once_and_the_scheduler_stops_on_sigterm() {
     assert!(status.success(), "{status}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `up --mqtt`: readings published to a Mosquitto broker reach the log beside HTTP's, and the
+/// monitor counts them by source; a message that is not a reading is counted as invalid.
+#[test]
+fn up_takes_readings_from_mqtt_too() {
+    let (Ok(broker_bin), Ok(pub_bin)) = (
+        std::env::var("FLEETSCORE_TEST_MOSQUITTO"),
+        std::env::var("FLEETSCORE_TEST_MOSQUITTO_PUB"),
+    ) else {
+        eprintln!("FLEETSCORE_TEST_MOSQUITTO(_PUB) not set: up --mqtt not checked");
+        return;
+    };
+    let dir = tempdir("mqtt");
+    let port = common::free_port();
+    let _broker = common::start_broker(&broker_bin, &dir.join("broker"), port);
+    let mut up = KillOnDrop(
+        bin()
+            .args([
+                "up",
+                "--mqtt",
+                &format!("mqtt://127.0.0.1:{port}"),
+                "--no-workers",
+                "--no-scheduler",
+                "--ingest-listen",
+                "127.0.0.1:0",
+                "--listen",
+                "127.0.0.1:0",
+                "--dir",
+            ])
+            .arg(&dir)
+            .stdout(std::fs::File::create(dir.join("up.out")).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut dashboard = None;
+    wait_for("up's addresses", Duration::from_secs(30), || {
+        let out = std::fs::read_to_string(dir.join("up.out")).unwrap_or_default();
+        dashboard = out
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("dashboard  http://"))
+            .map(|a| a.trim_end_matches('/').to_string());
+        dashboard.is_some()
+    });
+    let dashboard: std::net::SocketAddr = dashboard.unwrap().parse().unwrap();
+    let sources = || -> serde_json::Value {
+        let (_, body) = common::request(dashboard, "GET", "/api/v1/ingest", &[], b"").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["sources"].clone()
+    };
+    let mqtt = |s: &serde_json::Value| {
+        s.as_array()
+            .and_then(|a| a.iter().find(|x| x["source"] == "mqtt"))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let lines: Vec<String> = (0..20)
+        .map(|i| {
+            format!(
+                r#"{{"ts":{},"value":{i}}}"#,
+                1_767_225_600_000i64 + i * 1000
+            )
+        })
+        .collect();
+    // The subscription may not be in place yet: publish probes (another device) until the
+    // counters, published every 5 s, show some arrived.
+    let mut probes: u64 = 0;
+    wait_for("readings from MQTT", Duration::from_secs(60), || {
+        if mqtt(&sources())["counts"]["accepted"].as_u64() >= Some(1) {
+            return true;
+        }
+        let probe = format!(r#"{{"ts":{},"value":0}}"#, 1_767_225_600_000u64 + probes);
+        assert!(common::publish(
+            &pub_bin,
+            port,
+            "sensors/probe/temp",
+            &[probe]
+        ));
+        probes += 1;
+        std::thread::sleep(Duration::from_millis(250));
+        false
+    });
+    assert!(common::publish(&pub_bin, port, "sensors/d1/temp", &lines));
+    assert!(common::publish(
+        &pub_bin,
+        port,
+        "sensors/d1/temp",
+        &["not a number".into()]
+    ));
+    wait_for(
+        "20 readings and one refusal",
+        Duration::from_secs(30),
+        || {
+            let m = mqtt(&sources());
+            m["counts"]["accepted"].as_u64() >= Some(20 + 1) && m["counts"]["invalid"] == 1
+        },
+    );
+    let m = mqtt(&sources());
+    // The 20 readings, and the probes that arrived.
+    let accepted = m["counts"]["accepted"].as_u64().unwrap();
+    assert!(
+        (21..=20 + probes).contains(&accepted),
+        "{probes} probes: {m}"
+    );
+    std::process::Command::new("kill")
+        .args(["-TERM", &up.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(up.0.wait().unwrap().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A child process killed when the test ends, passed or not.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

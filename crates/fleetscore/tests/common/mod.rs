@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fleetscore"))
@@ -129,4 +129,85 @@ pub fn postgres_schema_on(var: &str, name: &str, unchecked: &str) -> Option<Stri
     );
     let sep = if url.contains('?') { '&' } else { '?' };
     Some(format!("{url}{sep}options=-csearch_path%3D{schema}"))
+}
+
+/// A Mosquitto broker the test started; killed when dropped.
+pub struct Broker {
+    /// The broker's process.
+    pub child: Child,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port free now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Mosquitto (`bin`) on loopback `port`, anonymous, persistent in `dir`; returns once it listens.
+pub fn start_broker(bin: &str, dir: &Path, port: u16) -> Broker {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let conf = dir.join("mosquitto.conf");
+    let mut text = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nlog_dest stderr\nlog_type error\n",
+        data.display()
+    );
+    // As root, Mosquitto otherwise drops to its own user, who cannot write our folder.
+    if std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false)
+    {
+        text.push_str("user root\n");
+    }
+    std::fs::write(&conf, text).unwrap();
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .spawn()
+        .expect("start mosquitto");
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "mosquitto did not start on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Broker { child }
+}
+
+/// Publishes each line as a QoS 1 message to `topic`, one `mosquitto_pub -m` each (its `-l`
+/// mode drops lines under load); false if the broker refused one.
+/// Publishes each line with `mosquitto_pub` (`pub_bin`) at QoS 1; whether all went.
+pub fn publish(pub_bin: &str, port: u16, topic: &str, lines: &[String]) -> bool {
+    lines.iter().all(|line| {
+        Command::new(pub_bin)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-m",
+                line,
+            ])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
 }
