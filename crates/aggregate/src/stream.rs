@@ -642,25 +642,14 @@ impl Aggregator<'_> {
                     break;
                 }
                 budget -= 1;
-                let names: Vec<String> = keys
-                    .iter()
-                    .map(|k| k.rsplit('/').next().unwrap_or(k).to_string())
-                    .collect();
-                let files: Vec<(String, bytes::Bytes)> = keys
-                    .iter()
-                    .cloned()
-                    .zip(self.store.get_many(&keys)?)
-                    .collect();
-                let out = format!(
-                    "{}/{}",
-                    layout::features_dir(&key, bucket),
-                    layout::compacted_file(&self.options.name, &names)
-                );
-                self.store.put(&out, windows::merge(&files)?)?;
-                for k in keys.iter().filter(|k| **k != out) {
-                    self.store.delete(k)?;
-                }
-                merged += keys.len();
+                merged += self.merge_files(&keys, |files, names| {
+                    let out = format!(
+                        "{}/{}",
+                        layout::features_dir(&key, bucket),
+                        layout::compacted_file(&self.options.name, names)
+                    );
+                    Ok((out, windows::merge(files)?))
+                })?;
             }
             if self.options.raw {
                 let (n, raw_left) = self.compact_raw(&key, &mut budget)?;
@@ -704,32 +693,46 @@ impl Aggregator<'_> {
                 return Ok((merged, true));
             }
             *budget -= 1;
-            let names: Vec<String> = keys
-                .iter()
-                .map(|k| k.rsplit('/').next().unwrap_or(k).to_string())
-                .collect();
-            let files: Vec<(String, bytes::Bytes)> = keys
-                .iter()
-                .cloned()
-                .zip(self.store.get_many(&keys)?)
-                .collect();
-            let (bytes, min_ts, max_ts) = fleetscore_table::readings::merge(&files)?;
-            let out = format!(
-                "{}/{}",
-                layout::readings_dir(hour, bucket),
-                layout::with_time_range(
-                    &layout::compacted_file(&self.options.name, &names),
-                    min_ts,
-                    max_ts
-                )
-            );
-            self.store.put(&out, bytes)?;
-            for k in keys.iter().filter(|k| **k != out) {
-                self.store.delete(k)?;
-            }
-            merged += keys.len();
+            merged += self.merge_files(&keys, |files, names| {
+                let (bytes, min_ts, max_ts) = fleetscore_table::readings::merge(files)?;
+                let out = format!(
+                    "{}/{}",
+                    layout::readings_dir(hour, bucket),
+                    layout::with_time_range(
+                        &layout::compacted_file(&self.options.name, names),
+                        min_ts,
+                        max_ts
+                    )
+                );
+                Ok((out, bytes))
+            })?;
         }
         Ok((merged, false))
+    }
+
+    /// Merges the files `keys` of one hour and bucket: `merge` gets their contents and names
+    /// and says where the merge goes and what it holds; the merge is written, then its inputs
+    /// deleted. Returns how many files were merged.
+    fn merge_files(
+        &self,
+        keys: &[String],
+        merge: impl FnOnce(&[(String, bytes::Bytes)], &[String]) -> Result<(String, Vec<u8>)>,
+    ) -> Result<usize> {
+        let names: Vec<String> = keys
+            .iter()
+            .map(|k| k.rsplit('/').next().unwrap_or(k).to_string())
+            .collect();
+        let files: Vec<(String, bytes::Bytes)> = keys
+            .iter()
+            .cloned()
+            .zip(self.store.get_many(keys)?)
+            .collect();
+        let (out, bytes) = merge(&files, &names)?;
+        self.store.put(&out, bytes)?;
+        for k in keys.iter().filter(|k| **k != out) {
+            self.store.delete(k)?;
+        }
+        Ok(keys.len())
     }
 }
 
