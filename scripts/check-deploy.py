@@ -3,14 +3,20 @@
 
     fleetscore worker --help > /tmp/w.txt
     fleetscore --help > /tmp/g.txt
-    python3 scripts/check-deploy.py --worker-help /tmp/w.txt --global-help /tmp/g.txt
+    fleetscore ingest serve --help > /tmp/i.txt
+    fleetscore aggregate run --help > /tmp/a.txt
+    python3 scripts/check-deploy.py --worker-help /tmp/w.txt --global-help /tmp/g.txt \
+        --command-help "ingest serve=/tmp/i.txt" --command-help "aggregate run=/tmp/a.txt"
 
 Checks that:
 - every YAML file under deploy/k8s parses, and every document has apiVersion, kind and
   metadata.name (and metadata.namespace = the Namespace defined there, when namespaced);
 - every FLEETSCORE_* variable the manifests set (container env, and the Secret's keys) is one
-  the binary reads (`[env: NAME=` in the help texts: the worker's for the worker Deployment
-  and the Secret, the global one for other workloads);
+  the binary reads (`[env: NAME=` in the help texts: the worker's for the worker Deployment,
+  the help of the command a container runs when it is given with --command-help, the global
+  one for other workloads; a secret the binary reads from the environment only, never as an
+  option, counts when the command's help names it, as `ingest serve`'s does
+  FLEETSCORE_KAFKA_PASSWORD; a Secret key must be known to one of them);
 - every envFrom/secretKeyRef Secret and the TriggerAuthentication's secret keys exist;
 - the ScaledObject's scaleTargetRef names a Deployment defined there, its authenticationRef
   a TriggerAuthentication defined there, and its query uses only tables the PostgreSQL
@@ -51,11 +57,15 @@ CLUSTER_KINDS = {"Namespace", "Kustomization", "ClusterTriggerAuthentication"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
 
 
-def env_names(help_file):
+def env_names(help_file, mentioned=False):
+    """The variables a help text declares (`[env: NAME=`); with `mentioned`, also those it
+    names in its prose (secrets read from the environment only)."""
     text = Path(help_file).read_text()
     names = set(re.findall(r"\[env: ([A-Z0-9_]+)=", text))
     if not names:
         raise SystemExit(f"check-deploy: no `[env: NAME=` in {help_file}: is it `--help` output?")
+    if mentioned:
+        names |= set(re.findall(r"\b(FLEETSCORE_[A-Z0-9_]+)\b", text))
     return names
 
 
@@ -113,9 +123,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--worker-help", required=True, help="output of `fleetscore worker --help`")
     ap.add_argument("--global-help", required=True, help="output of `fleetscore --help`")
+    ap.add_argument("--command-help", action="append", default=[], metavar="COMMAND=FILE",
+                    help="output of `fleetscore COMMAND --help`, for containers whose args start with COMMAND")
     args = ap.parse_args()
     global_env = env_names(args.global_help)
     worker_env = env_names(args.worker_help) | global_env
+    command_env = {}
+    for spec in args.command_help:
+        command, _, path = spec.partition("=")
+        command_env[tuple(command.split())] = env_names(path, mentioned=True) | global_env
+    every_env = worker_env.union(*command_env.values())
 
     problems = []
     docs = []  # (file name, document)
@@ -169,7 +186,7 @@ def main():
         secret_keys[name] = keys
         for key in sorted(k for k in keys if k.startswith("FLEETSCORE_")):
             checked_vars.add(key)
-            if key not in worker_env:
+            if key not in every_env:
                 problems.append(f"{rel}: Secret key {key} is not an option of fleetscore")
 
     # Workloads: env names, and the Secrets they reference.
@@ -181,12 +198,19 @@ def main():
         help_name = "fleetscore worker --help" if is_worker else "fleetscore --help"
         for c in containers(d):
             where = f"{rel}: {d['kind']} {d['metadata']['name']}, container {c.get('name')}"
+            # The help of the command the container runs, when given.
+            run_args = [str(a) for a in c.get("args") or []]
+            commands = [k for k in command_env if tuple(run_args[: len(k)]) == k]
+            c_known, c_help = known, help_name
+            if commands:
+                command = max(commands, key=len)
+                c_known, c_help = command_env[command], f"fleetscore {' '.join(command)} --help"
             for e in c.get("env") or []:
                 name = e.get("name", "")
                 if name.startswith("FLEETSCORE_"):
                     checked_vars.add(name)
-                    if name not in known:
-                        problems.append(f"{where}: {name} is not in `{help_name}`")
+                    if name not in c_known:
+                        problems.append(f"{where}: {name} is not in `{c_help}`")
                 ref = (e.get("valueFrom") or {}).get("secretKeyRef")
                 if ref and ref.get("name") in secret_keys and ref.get("key") not in secret_keys[ref["name"]]:
                     problems.append(f"{where}: Secret {ref['name']} has no key {ref.get('key')}")

@@ -1069,8 +1069,8 @@ fn a_cancelled_run_is_not_executed() {
 }
 
 /// The Kubernetes manifests and the Dockerfile in `deploy/` parse, and every setting the
-/// worker Deployment and the CronJob pass through the environment is one the binary reads
-/// (checked against its own `--help`).
+/// worker Deployment, the CronJob and the ingest StatefulSet pass through the environment is
+/// one the binary reads (checked against its own `--help` texts).
 #[test]
 fn deploy_manifests_parse_and_configure_only_known_settings() {
     let Ok(python) = std::env::var("FLEETSCORE_TEST_PYTHON") else {
@@ -1082,6 +1082,13 @@ fn deploy_manifests_parse_and_configure_only_known_settings() {
     let global_help = dir.join("global-help.txt");
     std::fs::write(&worker_help, run(&["worker", "--help"]).stdout).unwrap();
     std::fs::write(&global_help, run(&["--help"]).stdout).unwrap();
+    // The commands the ingest StatefulSet's containers run.
+    let mut commands = Vec::new();
+    for command in [["ingest", "serve"], ["aggregate", "run"]] {
+        let path = dir.join(format!("{}-help.txt", command.join("-")));
+        std::fs::write(&path, run(&[command[0], command[1], "--help"]).stdout).unwrap();
+        commands.push(format!("{}={}", command.join(" "), path.display()));
+    }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let o = std::process::Command::new(python)
         .arg(root.join("scripts/check-deploy.py"))
@@ -1089,6 +1096,7 @@ fn deploy_manifests_parse_and_configure_only_known_settings() {
         .arg(&worker_help)
         .arg("--global-help")
         .arg(&global_help)
+        .args(commands.iter().flat_map(|c| ["--command-help", c.as_str()]))
         .current_dir(&root)
         .output()
         .unwrap();
