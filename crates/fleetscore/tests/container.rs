@@ -16,6 +16,8 @@ use std::time::Duration;
 
 mod common;
 
+use common::bin;
+
 /// Settings of the worker Deployment in deploy/k8s/worker.yaml that a test reproduces: the
 /// image's user, a read-only root file system with /tmp writable, no capabilities, no
 /// privilege escalation.
@@ -203,10 +205,6 @@ fn stdout(o: &Output) -> String {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fleetscore"))
 }
 
 fn reference(path: &str) -> PathBuf {

@@ -4,9 +4,11 @@
 
 mod common;
 
+use common::tempdir;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 
@@ -14,13 +16,6 @@ use common::{bin, request};
 use fleetscore_tls::rustls::{self, ClientConnection, StreamOwned};
 use fleetscore_tls::testing::TestCa;
 use fleetscore_tls::{Identity, Roots};
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fleetscore-https-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 struct Killed(Child);
 

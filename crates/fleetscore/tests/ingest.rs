@@ -11,16 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
+
+use common::tempdir;
 #[path = "support/kafka_gate.rs"]
 mod kafka_gate;
 use common::{Broker, bin, free_port, post, publish, request, serve, start_broker};
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fleetscore-ingest-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// `fleetscore log read` of the whole log: (device, tag, ts, value) per record.
 fn log_contents(log_dir: &Path) -> Vec<(String, String, i64, f64)> {
@@ -358,6 +353,23 @@ fn a_sigkill_under_load_loses_no_acknowledged_reading() {
 }
 
 /// A broker process (Mosquitto, tansu) on a loopback port; killed when dropped.
+/// The 500 readings the Kafka tests produce (device `k{i % 7}`, ts base + i) are all in the
+/// log, and fewer than 300 of them twice (consumers resume from committed offsets).
+fn every_produced_reading_held(held: &[(String, String, i64, f64)]) {
+    let keys: HashSet<(String, i64)> = held.iter().map(|r| (r.0.clone(), r.2)).collect();
+    for i in 0..500i64 {
+        assert!(
+            keys.contains(&(format!("k{}", i % 7), 1_767_225_600_000 + i)),
+            "reading {i} lost"
+        );
+    }
+    assert!(
+        held.len() < 800,
+        "{} readings held for 500 produced",
+        held.len()
+    );
+}
+
 fn stats(addr: SocketAddr) -> serde_json::Value {
     let (_, text) = request(addr, "GET", "/v1/stats", &[], b"").unwrap();
     serde_json::from_str(&text).unwrap()
@@ -635,20 +647,8 @@ fn kafka_offsets_are_committed_only_for_stored_readings_across_a_sigkill() {
     });
     drop(server);
 
-    let held = log_contents(&log_dir);
-    let keys: HashSet<(String, i64)> = held.iter().map(|r| (r.0.clone(), r.2)).collect();
-    for i in 0..500i64 {
-        assert!(
-            keys.contains(&(format!("k{}", i % 7), 1_767_225_600_000 + i)),
-            "reading {i} lost"
-        );
-    }
     // Committed offsets are per stored batch: at most what was in flight at the kill repeats.
-    assert!(
-        held.len() < 800,
-        "{} readings held for 500 produced",
-        held.len()
-    );
+    every_produced_reading_held(&log_contents(&log_dir));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -1074,20 +1074,9 @@ fn kafka_over_tls_and_sasl_consumes_commits_and_refuses_clearly() {
         log_contents(&log_dir).len() >= 500
     });
     drop(second);
-    let held = log_contents(&log_dir);
-    let keys: HashSet<(String, i64)> = held.iter().map(|r| (r.0.clone(), r.2)).collect();
-    for i in 0..500i64 {
-        assert!(
-            keys.contains(&(format!("k{}", i % 7), 1_767_225_600_000 + i)),
-            "reading {i} lost"
-        );
-    }
     // The second member started from the offsets the first committed through the gate.
-    assert!(
-        held.len() < 800,
-        "{} readings held for 500 produced",
-        held.len()
-    );
+    let held = log_contents(&log_dir);
+    every_produced_reading_held(&held);
     // Offsets were committed through the gate, never twice within a second (Event Hubs
     // throttles commits; fleetscore coalesces them).
     let commits = gate.commits.lock().unwrap().clone();
