@@ -7,3 +7,12 @@
 mod error;
 
 pub use error::{Error, Result};
+
+/// A fitted model, as scikit-learn would have pickled it, and what the fit measured.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    /// A pickle (protocol 4) that scikit-learn 1.x loads, and fleetscore scores.
+    pub pickle: Vec<u8>,
+    /// What the fit measured, by name (e.g. `n_support`, `iterations`, `train_outlier_fraction`).
+    pub metrics: Vec<(&'static str, f64)>,
+}
