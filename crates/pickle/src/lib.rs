@@ -26,6 +26,7 @@ mod numpy;
 mod skops;
 mod unpickler;
 mod value;
+pub mod write;
 
 pub use budget::{Budget, OverBudget};
 pub use container::{Compression, decompress, detect};

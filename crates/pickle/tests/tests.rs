@@ -229,3 +229,132 @@ fn the_budget_counts_what_a_real_load_allocates() {
     // kilobytes.
     assert!((16_000..200_000).contains(&used), "{used}");
 }
+
+/// What the writer produces is what Python's own `pickle.loads` reads, as numpy itself would have
+/// pickled it: values, arrays, dtypes (structured and aligned included) and scalars. Runs when
+/// `FLEETSCORE_TEST_PYTHON` names a Python with numpy.
+#[test]
+fn python_reads_what_the_writer_writes() {
+    use fleetscore_pickle::write::{Py, dumps};
+    let Ok(python) = std::env::var("FLEETSCORE_TEST_PYTHON") else {
+        eprintln!("FLEETSCORE_TEST_PYTHON not set: the pickle writer not checked against Python");
+        return;
+    };
+    let mut nodes = Vec::new();
+    for (a, b) in [(7i64, 0.5f64), (-3, 1e9)] {
+        nodes.extend_from_slice(&a.to_le_bytes());
+        nodes.extend_from_slice(&b.to_le_bytes());
+    }
+    let value = Py::Dict(vec![
+        (
+            Py::str("ints"),
+            Py::List(vec![
+                Py::Int(0),
+                Py::Int(300),
+                Py::Int(-70_000),
+                Py::Int(i64::MAX),
+                Py::Int(i64::MIN),
+            ]),
+        ),
+        (Py::str("float"), Py::Float(0.1)),
+        (
+            Py::str("strs"),
+            Py::Tuple(vec![
+                Py::str("é"),
+                Py::str("x".repeat(70_000)),
+                Py::Bytes(vec![0, 255]),
+            ]),
+        ),
+        (
+            Py::str("consts"),
+            Py::Tuple(vec![
+                Py::None,
+                Py::Bool(true),
+                Py::Bool(false),
+                Py::Tuple(vec![]),
+            ]),
+        ),
+        (
+            Py::str("f8"),
+            Py::array_f64(&[2, 3], &[1.0, -2.0, 3.5, 1e-310, f64::MAX, -0.0]),
+        ),
+        (Py::str("f4"), Py::array_f32(&[2], &[0.1, -7.0])),
+        (Py::str("i8"), Py::array_i64(&[0], &[])),
+        (Py::str("i4"), Py::array_i32(&[1, 2], &[i32::MIN, 5])),
+        (
+            Py::str("u1"),
+            Py::ndarray(Py::dtype("u1"), &[3], vec![1, 2, 250]),
+        ),
+        (
+            Py::str("nodes"),
+            Py::ndarray(
+                Py::struct_dtype(&[("a", "i8", 0), ("b", "f8", 8)], 16, true),
+                &[2],
+                nodes,
+            ),
+        ),
+        (
+            Py::str("scalars"),
+            Py::List(vec![Py::float64(2.5), Py::int64(-4)]),
+        ),
+        (
+            Py::str("call"),
+            Py::Call(
+                Box::new(Py::global("builtins", "complex")),
+                vec![Py::Float(1.0), Py::Float(2.0)],
+            ),
+        ),
+    ]);
+    let dir = std::env::temp_dir().join(format!("fleetscore-pickle-write-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("written.pkl");
+    std::fs::write(&file, dumps(&value)).unwrap();
+    let script = r#"
+import pickle, sys, warnings
+import numpy as np
+warnings.simplefilter("error")
+with open(sys.argv[1], "rb") as f:
+    got = pickle.load(f)
+want = {
+    "ints": [0, 300, -70000, 2**63 - 1, -2**63],
+    "float": 0.1,
+    "strs": ("é", "x" * 70000, b"\x00\xff"),
+    "consts": (None, True, False, ()),
+    "f8": np.array([[1.0, -2.0, 3.5], [1e-310, np.finfo(np.float64).max, -0.0]]),
+    "f4": np.array([0.1, -7.0], dtype=np.float32),
+    "i8": np.zeros(0, dtype=np.int64),
+    "i4": np.array([[-2**31, 5]], dtype=np.int32),
+    "u1": np.array([1, 2, 250], dtype=np.uint8),
+    "nodes": np.array([(7, 0.5), (-3, 1e9)], dtype=np.dtype([("a", "<i8"), ("b", "<f8")], align=True)),
+    "scalars": [np.float64(2.5), np.int64(-4)],
+    "call": complex(1, 2),
+}
+assert list(got) == list(want), list(got)
+for k, w in want.items():
+    g = got[k]
+    if isinstance(w, np.ndarray):
+        assert type(g) is np.ndarray and g.dtype == w.dtype and g.shape == w.shape, (k, g)
+        # (numpy 2.x reads the aligned flag numpy 1.x writes as unset; the dtypes still compare
+        # equal, offsets and itemsize included.)
+        assert g.tobytes() == w.tobytes() and g.flags.c_contiguous and g.flags.writeable, k
+        # Our bytes equal numpy's own pickle of the same array once read back.
+        assert pickle.loads(pickle.dumps(w)).tobytes() == g.tobytes(), k
+    elif k == "scalars":
+        assert [type(x) for x in g] == [np.float64, np.int64] and g == w, g
+    else:
+        assert g == w and type(g) is type(w), (k, g)
+print("ok", np.__version__)
+"#;
+    let out = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
