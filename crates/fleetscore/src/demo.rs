@@ -245,7 +245,7 @@ impl Demo {
                 importer.commit()?;
             }
         }
-        importer.commit()?;
+        importer.finish()?;
         if coordinator.schedule(SCHEDULE)?.is_none() {
             let hour = 3_600_000;
             let start = self.state.event_base_ms.div_euclid(hour) * hour;

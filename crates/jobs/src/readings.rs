@@ -644,9 +644,13 @@ pub type Series = Vec<(i64, f64)>;
 /// The same reading can be in two files of a folder: one imported twice in two encodings, or
 /// the moment the aggregator has written an hour's merged file and not yet deleted its inputs.
 /// A reading equal to the one before it (same sensor, time and value) is dropped.
+///
+/// `planned` is the folders' files as a run's plan listed them: they are read without listing
+/// the folders again, unless one of them is gone by then.
 pub fn read_slice(
     store: &Store,
     buckets: &[u32],
+    planned: Option<&[String]>,
     from_ms: i64,
     to_ms: i64,
     wanted: &dyn Fn(&str, &str) -> bool,
@@ -654,7 +658,9 @@ pub fn read_slice(
     let mut out: BTreeMap<(String, String), Series> = BTreeMap::new();
     for hour in hours_between(from_ms, to_ms) {
         for &bucket in buckets {
-            read_folder(store, &hour, bucket, from_ms, to_ms, wanted, &mut out)?;
+            read_folder(
+                store, &hour, bucket, planned, from_ms, to_ms, wanted, &mut out,
+            )?;
         }
     }
     for series in out.values_mut() {
@@ -670,10 +676,12 @@ pub fn read_slice(
 const RELISTS: usize = 3;
 
 /// One hour and bucket's files into `out`.
+#[allow(clippy::too_many_arguments)]
 fn read_folder(
     store: &Store,
     hour: &str,
     bucket: u32,
+    planned: Option<&[String]>,
     from_ms: i64,
     to_ms: i64,
     wanted: &dyn Fn(&str, &str) -> bool,
@@ -682,7 +690,18 @@ fn read_folder(
     let mut attempt = 0;
     'listing: loop {
         let mut found: BTreeMap<(String, String), Series> = BTreeMap::new();
-        for entry in store.list(&layout::readings_dir(hour, bucket))? {
+        let dir = layout::readings_dir(hour, bucket);
+        // The files the plan listed, the first time; the folder as it is now after that.
+        let keys: Vec<String> = match planned {
+            Some(files) if attempt == 0 => files
+                .iter()
+                .filter(|k| k.strip_prefix(&dir).is_some_and(|r| r.starts_with('/')))
+                .cloned()
+                .collect(),
+            _ => store.list(&dir)?.into_iter().map(|e| e.key).collect(),
+        };
+        for key in keys {
+            let entry = fleetscore_store::Entry { key, size: 0 };
             let name = entry.key.rsplit('/').next().unwrap_or(&entry.key);
             if let Some((min, max)) = layout::file_time_range(name)
                 && (max < from_ms || min >= to_ms)

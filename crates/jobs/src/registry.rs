@@ -46,6 +46,21 @@ pub struct ModelMeta {
     pub source: String,
     /// When it was imported (RFC 3339).
     pub imported_at: String,
+    /// Where its bytes also are in a model pack, if the import that made it current wrote one
+    /// (kept in catalogs only: the version's own metadata file has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack: Option<PackSlot>,
+}
+
+/// Where a model file's bytes are inside a model pack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackSlot {
+    /// The pack's key.
+    pub key: String,
+    /// The first byte of the file in it.
+    pub offset: u64,
+    /// The file's length.
+    pub len: u64,
 }
 
 /// What an import did.
@@ -260,6 +275,10 @@ pub struct Importer<'s> {
     known: BTreeMap<u32, Catalog>,
     /// Changes not yet committed, per bucket.
     staged: BTreeMap<u32, Vec<ModelMeta>>,
+    /// The staged versions' files, for the pack the commit writes: (bucket, device, tag, bytes).
+    pending: Vec<(u32, String, String, Vec<u8>)>,
+    /// Whether this import wrote a pack (so that finishing it collects unreferenced ones).
+    packed: bool,
 }
 
 impl<'s> Importer<'s> {
@@ -275,6 +294,8 @@ impl<'s> Importer<'s> {
             limits,
             known: BTreeMap::new(),
             staged: BTreeMap::new(),
+            pending: Vec::new(),
+            packed: false,
         }
     }
 
@@ -333,6 +354,7 @@ impl<'s> Importer<'s> {
             meta.features = features;
             return Ok(StoredFile {
                 meta,
+                bytes: bytes.to_vec(),
                 existed: true,
                 refeatured,
             });
@@ -351,6 +373,7 @@ impl<'s> Importer<'s> {
             bytes: bytes.len() as u64,
             source: source.to_string(),
             imported_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            pack: None,
         };
         // The file, then its metadata, then (at commit) the catalog: a reader that finds a
         // version in a catalog always finds its file.
@@ -362,6 +385,7 @@ impl<'s> Importer<'s> {
         )?;
         Ok(StoredFile {
             meta,
+            bytes: bytes.to_vec(),
             existed: false,
             refeatured: false,
         })
@@ -371,10 +395,13 @@ impl<'s> Importer<'s> {
     /// version is new, restored or already current, staged for the next commit unless current.
     fn accept(&mut self, stored: StoredFile) -> Result<ImportedFile> {
         let StoredFile {
-            meta,
+            mut meta,
+            bytes,
             existed,
             refeatured,
         } = stored;
+        // Metadata read back from the version's file has no pack: the commit gives it one.
+        meta.pack = None;
         let bucket = layout::bucket(&meta.device);
         let catalog = self.catalog(bucket)?;
         if let Ok(i) = catalog.find(&meta.device, &meta.tag) {
@@ -397,11 +424,16 @@ impl<'s> Importer<'s> {
         };
         self.catalog(bucket)?.upsert(meta.clone());
         self.staged.entry(bucket).or_default().push(meta.clone());
+        self.pending
+            .push((bucket, meta.device.clone(), meta.tag.clone(), bytes));
         Ok((meta, outcome))
     }
 
-    /// Makes every version added so far current, one catalog update per device bucket.
+    /// Makes every version added so far current, one catalog update per device bucket. When
+    /// there are at least [`MIN_PACK_MODELS`] of them, their files are first written as one
+    /// model pack, which the catalogs point into.
     pub fn commit(&mut self) -> Result<()> {
+        self.write_pack()?;
         while let Some((bucket, changes)) = self.staged.pop_first() {
             if let Err(e) = commit_bucket(self.store, bucket, &changes) {
                 self.staged.insert(bucket, changes);
@@ -412,12 +444,103 @@ impl<'s> Importer<'s> {
         }
         Ok(())
     }
+
+    /// Commits, then deletes the packs no catalog has referred to for [`PACK_RETENTION_MS`]
+    /// (if this import wrote one: only then can one have stopped being referenced).
+    pub fn finish(&mut self) -> Result<()> {
+        self.commit()?;
+        if std::mem::take(&mut self.packed) {
+            collect_packs(
+                self.store,
+                PACK_RETENTION_MS,
+                chrono::Utc::now().timestamp_millis(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Writes the pending files as one pack, sorted by (bucket, device, tag) so that a task's
+    /// models lie together, and points the staged versions at it.
+    fn write_pack(&mut self) -> Result<()> {
+        let mut pending = std::mem::take(&mut self.pending);
+        if pending.len() < MIN_PACK_MODELS {
+            return Ok(());
+        }
+        pending.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));
+        let total = pending.iter().map(|p| p.3.len()).sum();
+        let mut pack = Vec::with_capacity(total);
+        let mut offsets = std::collections::HashMap::with_capacity(pending.len());
+        for (_, device, tag, bytes) in &pending {
+            offsets.insert(
+                (device.as_str(), tag.as_str()),
+                (pack.len() as u64, bytes.len() as u64),
+            );
+            pack.extend_from_slice(bytes);
+        }
+        let key = layout::pack(&version_of(&pack));
+        // Named by its content: an identical pack already there is this one.
+        self.store.put_if_absent(&key, pack)?;
+        for meta in self.staged.values_mut().flatten() {
+            if let Some(&(offset, len)) = offsets.get(&(meta.device.as_str(), meta.tag.as_str())) {
+                meta.pack = Some(PackSlot {
+                    key: key.clone(),
+                    offset,
+                    len,
+                });
+            }
+        }
+        self.packed = true;
+        Ok(())
+    }
+}
+
+/// The fewest staged versions a commit writes a pack for: a pack of one file saves nothing.
+pub const MIN_PACK_MODELS: usize = 2;
+
+/// How long a pack no catalog refers to is kept (a run planned before it was replaced may still
+/// be reading it): a day. A run that finds its pack gone reads the model files instead.
+pub const PACK_RETENTION_MS: i64 = 24 * 3_600_000;
+
+/// Deletes the packs that no catalog has referred to for `retention_ms` (as of `now_ms`), and
+/// remembers since when the others have been unreferenced. Returns the packs deleted.
+pub fn collect_packs(store: &Store, retention_ms: i64, now_ms: i64) -> Result<Vec<String>> {
+    let referenced: std::collections::HashSet<String> = list(store)?
+        .into_iter()
+        .filter_map(|m| m.pack.map(|p| p.key))
+        .collect();
+    let before: BTreeMap<String, i64> = match store.get_opt(layout::PACKS_UNREFERENCED)? {
+        Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+        None => BTreeMap::new(),
+    };
+    let mut after = BTreeMap::new();
+    let mut deleted = Vec::new();
+    for entry in store.list(layout::PACKS)? {
+        if !layout::is_pack_key(&entry.key) || referenced.contains(&entry.key) {
+            continue;
+        }
+        let since = before.get(&entry.key).copied().unwrap_or(now_ms);
+        if now_ms - since >= retention_ms {
+            store.delete(&entry.key)?;
+            deleted.push(entry.key);
+        } else {
+            after.insert(entry.key, since);
+        }
+    }
+    if after != before {
+        store.put(
+            layout::PACKS_UNREFERENCED,
+            serde_json::to_vec_pretty(&after).expect("serializable"),
+        )?;
+    }
+    Ok(deleted)
 }
 
 /// A model file validated and stored under its version, not yet made current.
 struct StoredFile {
     /// Its metadata, with the features this import feeds it.
     meta: ModelMeta,
+    /// The file, for the import's pack.
+    bytes: Vec<u8>,
     /// Whether the version was stored before this import.
     existed: bool,
     /// Whether it was stored before fed other columns (its metadata is rewritten if it becomes
@@ -430,7 +553,7 @@ struct StoredFile {
 pub fn import(store: &Store, new: &NewModel<'_>) -> Result<ImportedFile> {
     let mut importer = Importer::new(store);
     let imported = importer.add(new)?;
-    importer.commit()?;
+    importer.finish()?;
     Ok(imported)
 }
 
@@ -493,6 +616,10 @@ pub fn model_files(path: &Path, pattern: &str) -> Result<(Vec<ModelFile>, Vec<Sk
 /// batch, and an interrupted import keeps what it committed.
 pub const IMPORT_BATCH: usize = 5_000;
 
+/// The most bytes of model files an import batch holds (and packs) at once, beyond its first
+/// file.
+pub const IMPORT_BATCH_BYTES: u64 = 256 << 20;
+
 /// Imports model files with `importer`: each read, validated and stored on its own (one bad
 /// file fails alone, with its reason, and the others are imported), made current
 /// [`IMPORT_BATCH`] at a time. Files are read, validated and stored by two threads; outcomes
@@ -505,7 +632,20 @@ pub fn import_files(
     each: &mut dyn FnMut(&ModelFile, &Result<ImportedFile>),
 ) -> Result<()> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 2));
-    for batch in files.chunks(IMPORT_BATCH) {
+    // A batch's files are held until its commit packs them: at most IMPORT_BATCH files and,
+    // beyond the first, IMPORT_BATCH_BYTES.
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, f) in files.iter().enumerate() {
+        let size = std::fs::metadata(&f.path).map_or(0, |m| m.len());
+        if i > start && (i - start >= IMPORT_BATCH || bytes + size > IMPORT_BATCH_BYTES) {
+            batches.push(&files[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    batches.push(&files[start..]);
+    for batch in batches {
         let stored = store_files(importer, batch, features, threads);
         for (f, stored) in batch.iter().zip(stored) {
             let result = stored.and_then(|s| {
@@ -517,7 +657,7 @@ pub fn import_files(
         }
         importer.commit()?;
     }
-    importer.commit()
+    importer.finish()
 }
 
 /// [`Importer::store_file`] for each of `files`, on `threads` threads; results in file order.
@@ -575,11 +715,35 @@ pub fn current(store: &Store, device: &str, tag: &str) -> Result<Option<ModelMet
         .map(|i| catalog.models[i].clone()))
 }
 
-/// Every (device, tag)'s current version, sorted by device then tag: one read per device
-/// bucket, however many models there are.
+/// Every (device, tag)'s current version, sorted by device then tag: one listing and, when a
+/// snapshot of the newest catalogs is stored, one read; otherwise one read per device bucket,
+/// after which the snapshot is written for the next reader.
 pub fn list(store: &Store) -> Result<Vec<ModelMeta>> {
     for _ in 0..CATALOG_ATTEMPTS {
-        let newest = newest_generations(&store.list(layout::CATALOGS)?);
+        let entries = store.list(layout::CATALOGS)?;
+        let newest = newest_generations(&entries);
+        // The newest generations, with their sizes, name the snapshot's content.
+        let mut hasher = Sha256::new();
+        for e in &entries {
+            if let Some((b, g)) = layout::parse_catalog_key(&e.key)
+                && newest.get(&b).is_some_and(|(n, _)| *n == g)
+            {
+                hasher.update(format!("{b}:{g}:{}\n", e.size));
+            }
+        }
+        let fingerprint: String = hasher.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let snapshot = layout::catalog_snapshot(&fingerprint);
+        if entries.iter().any(|e| e.key == snapshot)
+            && let Some(bytes) = store.get_opt(&snapshot)?
+        {
+            return serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+                what: snapshot,
+                message: e.to_string(),
+            });
+        }
         let keys: Vec<String> = newest.into_values().map(|(_, k)| k).collect();
         let catalogs = match store.get_many(&keys) {
             Ok(c) => c,
@@ -592,6 +756,17 @@ pub fn list(store: &Store) -> Result<Vec<ModelMeta>> {
             out.extend(parse_catalog(key, &bytes)?.models);
         }
         out.sort_by(|a, b| (&a.device, &a.tag).cmp(&(&b.device, &b.tag)));
+        if !keys.is_empty() {
+            // For the next reader; best effort, as is removing the snapshots it replaces.
+            let bytes = serde_json::to_vec(&out).expect("serializable");
+            if store.put_if_absent(&snapshot, bytes).is_ok() {
+                for e in &entries {
+                    if layout::parse_catalog_snapshot_key(&e.key).is_some() && e.key != snapshot {
+                        let _ = store.delete(&e.key);
+                    }
+                }
+            }
+        }
         return Ok(out);
     }
     Err(Error::Invalid(format!(

@@ -59,6 +59,33 @@ fn fleet_at(name: &str, url: Option<&str>) -> Fleet {
     }
 }
 
+/// The reference fleet's 15 models imported together, as `models import` does: one commit, one
+/// model pack; and its readings.
+fn import_reference_packed(f: &Fleet) {
+    let mut importer = registry::Importer::new(&f.store);
+    for d in 1..=3 {
+        for t in 1..=5 {
+            let bytes = std::fs::read(reference(&format!("models/model_{d}_{t}"))).unwrap();
+            let (_, outcome) = importer
+                .add(&NewModel {
+                    device: &d.to_string(),
+                    tag: &t.to_string(),
+                    bytes: &bytes,
+                    source: "test",
+                    features: None,
+                })
+                .unwrap();
+            assert_eq!(outcome, Imported::New);
+        }
+    }
+    importer.finish().unwrap();
+    let summary =
+        readings::import(&f.store, &reference("sensor_data.csv"), &Columns::default()).unwrap();
+    assert_eq!(summary.rows, 17_768);
+}
+
+/// The reference fleet's 15 models imported one at a time (no pack: each model is read from its
+/// own file), and its readings.
 fn import_reference(f: &Fleet) {
     for d in 1..=3 {
         for t in 1..=5 {
@@ -655,7 +682,7 @@ fn a_poison_task_fails_alone_with_its_error() {
 #[test]
 fn a_cached_model_is_scored_again_without_its_file() {
     let f = fleet("cache");
-    import_reference(&f);
+    import_reference_packed(&f);
     let cache = std::sync::Arc::new(run::ModelCache::new(run::DEFAULT_CACHE_BYTES));
     let request = |id: &str| RunRequest {
         run_id: Some(id.to_string()),
@@ -675,7 +702,7 @@ fn a_cached_model_is_scored_again_without_its_file() {
     let s = cache.stats();
     assert_eq!((s.models, s.hits, s.misses), (15, 0, 15));
     for e in f.store.list("models").unwrap() {
-        if e.key.ends_with(".model") {
+        if e.key.ends_with(".model") || e.key.ends_with(".pack") {
             f.store.delete(&e.key).unwrap();
         }
     }
@@ -689,12 +716,26 @@ fn a_cached_model_is_scored_again_without_its_file() {
     assert_eq!(second.status, RunStatus::Succeeded, "{second:?}");
     assert_eq!((second.models_scored, second.rows), (15, 17_768));
     assert_eq!(cache.stats().hits, 15);
-    // The run records count the store's requests: the second run read 15 objects fewer (the
-    // model files), and each run wrote its record twice and three objects per task
-    // (predictions, summary, log).
-    let (a, b) = (first.store_requests, second.store_requests);
-    assert_eq!(a.get, b.get + 15, "{a} / {b}");
-    assert!(a.list > 0 && a.list == b.list, "{a} / {b}");
+    // The run records count the store's requests. The import packed the 15 models into one
+    // pack: the first run's tasks read them with one ranged read each and no model file; the
+    // second run's tasks read no model at all. Both read the same readings files, which the
+    // plan listed for them (no task lists a folder). Each run wrote its record twice and three
+    // objects per task (predictions, summary, log).
+    let tasks = |r: &run::RunRecord| {
+        let (all, plan) = (r.store_requests, r.plan_store_requests);
+        (
+            all.get - plan.get,
+            all.get_range - plan.get_range,
+            all.list - plan.list,
+        )
+    };
+    let (a, b) = (tasks(&first), tasks(&second));
+    assert_eq!(a, (a.0, u64::from(first.tasks), 0), "{first:?}");
+    assert_eq!(b, (a.0, 0, 0), "{second:?}");
+    // Each plan read the catalogs' snapshot alone (the import left it).
+    for r in [&first, &second] {
+        assert_eq!(r.plan_store_requests.get, 1, "{r:?}");
+    }
     for r in [&first, &second] {
         assert_eq!(
             r.store_requests.put,
@@ -735,7 +776,8 @@ fn a_cached_model_is_scored_again_without_its_file() {
         out
     };
     assert_eq!(scores("first"), scores("second"));
-    // Without the cache, the same run fails every model for its missing file.
+    // Without the cache, the same run fails every model for its missing file (the pack is gone
+    // too: the tasks fall back to the files, and say so in their logs).
     let uncached = run::run(
         &f.store,
         f.coordinator.as_ref(),
@@ -747,6 +789,24 @@ fn a_cached_model_is_scored_again_without_its_file() {
     )
     .unwrap();
     assert_eq!(uncached.models_scored, 0, "{uncached:?}");
+    assert!(
+        uncached
+            .failures
+            .iter()
+            .all(|m| m.kind == FailureKind::Missing),
+        "{uncached:?}"
+    );
+    let logs: String = f
+        .store
+        .list(&layout::logs_dir("uncached"))
+        .unwrap()
+        .iter()
+        .map(|e| String::from_utf8(f.store.get(&e.key).unwrap().to_vec()).unwrap())
+        .collect();
+    assert!(
+        logs.contains("could not be read") && logs.contains("read from their own files"),
+        "{logs}"
+    );
 }
 
 /// A worker that lost its claim (paused, partitioned) and wakes up after a newer attempt
@@ -962,6 +1022,7 @@ fn a_slice_skips_files_outside_its_window_and_reads_each_reading_once() {
     let slice = readings::read_slice(
         &f.store,
         &[layout::bucket("d")],
+        None,
         hour,
         hour + 120_000,
         &|_, _| true,
@@ -979,6 +1040,7 @@ fn a_slice_skips_files_outside_its_window_and_reads_each_reading_once() {
     let err = readings::read_slice(
         &f.store,
         &[layout::bucket("d")],
+        None,
         hour,
         hour + 3_600_000,
         &|_, _| true,
@@ -988,4 +1050,124 @@ fn a_slice_skips_files_outside_its_window_and_reads_each_reading_once() {
         err.to_string().contains("-t1767226200000_1767226300000"),
         "{err}"
     );
+}
+
+/// An import writes its models as one pack that the catalogs point into; a run reads each
+/// task's models with one ranged read; a damaged pack falls back to the files and says so; a
+/// pack no catalog refers to any more is collected after the retention period, not before.
+#[test]
+fn model_packs_are_read_checked_and_collected() {
+    let f = fleet("packs");
+    import_reference_packed(&f);
+    let packs = |store: &Store| -> Vec<String> {
+        store
+            .list(layout::PACKS)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .filter(|k| layout::is_pack_key(k))
+            .collect()
+    };
+    let first_pack = packs(&f.store);
+    assert_eq!(first_pack.len(), 1, "{first_pack:?}");
+    let pack = f.store.get(&first_pack[0]).unwrap();
+    let models = registry::list(&f.store).unwrap();
+    assert_eq!(models.len(), 15);
+    for m in &models {
+        let slot = m
+            .pack
+            .as_ref()
+            .expect("every model of the import is in its pack");
+        assert_eq!(slot.key, first_pack[0]);
+        let bytes = &pack[slot.offset as usize..(slot.offset + slot.len) as usize];
+        assert_eq!(registry::version_of(bytes), m.version);
+    }
+    let run = |id: &str| {
+        run::run(
+            &f.store,
+            f.coordinator.as_ref(),
+            &RunRequest {
+                run_id: Some(id.into()),
+                ..RunRequest::window(FROM, TO).with_options(options(2))
+            },
+            &mut |_| {},
+        )
+        .unwrap()
+    };
+    let packed = run("packed");
+    assert_eq!((packed.models_scored, packed.rows), (15, 17_768));
+    let r = packed.store_requests;
+    assert_eq!(r.get_range, u64::from(packed.tasks), "{packed:?}");
+
+    // The same size, other bytes: every model's hash disagrees, so every model is read from
+    // its file and scored the same.
+    f.store.put(&first_pack[0], vec![b'x'; pack.len()]).unwrap();
+    let damaged = run("damaged");
+    assert_eq!(damaged.status, RunStatus::Succeeded, "{damaged:?}");
+    assert_eq!(
+        (damaged.models_scored, damaged.rows, damaged.anomalies),
+        (15, 17_768, packed.anomalies)
+    );
+    assert_eq!(
+        damaged.store_requests.get - damaged.plan_store_requests.get,
+        r.get - packed.plan_store_requests.get + 15,
+        "{damaged:?}"
+    );
+    let logs: String = f
+        .store
+        .list(&layout::logs_dir("damaged"))
+        .unwrap()
+        .iter()
+        .map(|e| String::from_utf8(f.store.get(&e.key).unwrap().to_vec()).unwrap())
+        .collect();
+    assert!(
+        logs.contains("holds other bytes than its catalog says"),
+        "{logs}"
+    );
+
+    // New versions of every model (each sensor given another one's file): a second pack, and
+    // the listing shows the new versions at once.
+    let mut importer = registry::Importer::new(&f.store);
+    for d in 1..=3 {
+        for t in 1..=5 {
+            let other = format!("models/model_{d}_{}", t % 5 + 1);
+            let bytes = std::fs::read(reference(&other)).unwrap();
+            importer
+                .add(&NewModel {
+                    device: &d.to_string(),
+                    tag: &t.to_string(),
+                    bytes: &bytes,
+                    source: "test",
+                    features: None,
+                })
+                .unwrap();
+        }
+    }
+    importer.finish().unwrap();
+    let now = registry::list(&f.store).unwrap();
+    assert!(
+        now.iter()
+            .all(|m| m.pack.as_ref().unwrap().key != first_pack[0])
+    );
+    assert!(now.iter().zip(&models).all(|(a, b)| a.version != b.version));
+    // The old pack is unreferenced now, but kept for the retention period...
+    assert_eq!(packs(&f.store).len(), 2);
+    let later = run::now_ms() + registry::PACK_RETENTION_MS - 60_000;
+    assert!(
+        registry::collect_packs(&f.store, registry::PACK_RETENTION_MS, later)
+            .unwrap()
+            .is_empty()
+    );
+    // ... and collected after it.
+    let deleted = registry::collect_packs(
+        &f.store,
+        registry::PACK_RETENTION_MS,
+        run::now_ms() + registry::PACK_RETENTION_MS + 60_000,
+    )
+    .unwrap();
+    assert_eq!(deleted, first_pack);
+    assert_eq!(packs(&f.store).len(), 1);
+    let after = run("after");
+    assert_eq!((after.models_scored, after.rows), (15, 17_768));
+    assert_eq!(after.store_requests.get_range, u64::from(after.tasks));
 }

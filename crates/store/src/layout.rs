@@ -7,6 +7,12 @@
 //! models/catalog/bucket={BB}/{generation}.json      the current version of every model of
 //!                                                  the bucket's devices (the newest
 //!                                                  generation counts; see below)
+//! models/catalog/snapshot={fingerprint}.json        every bucket's catalog in one object, for
+//!                                                  the generations the fingerprint names
+//! models/packs/p={hash}.pack                       model files of one import, end to end,
+//!                                                  sorted by bucket: a run reads a task's
+//!                                                  models with one ranged GET
+//! models/packs/state=unreferenced.json             packs no catalog refers to, and since when
 //! readings/hour={YYYY-MM-DDTHH}/bucket={BB}/{hash}.parquet
 //!                                                  readings (ts, device, tag, value) of one
 //!                                                  hour and device bucket, one file per import
@@ -135,6 +141,38 @@ pub fn parse_catalog_key(key: &str) -> Option<(u32, u64)> {
     }
     Some((b.parse().ok()?, generation.parse().ok()?))
 }
+
+/// A snapshot of every bucket's catalog, for the set of generations `fingerprint` names.
+pub fn catalog_snapshot(fingerprint: &str) -> String {
+    format!("{CATALOGS}/snapshot={fingerprint}.json")
+}
+
+/// Parses a [`catalog_snapshot`] key back into its fingerprint.
+pub fn parse_catalog_snapshot_key(key: &str) -> Option<&str> {
+    key.strip_prefix(CATALOGS)?
+        .strip_prefix("/snapshot=")?
+        .strip_suffix(".json")
+}
+
+/// Prefix of the model packs. (A model folder's second segment, its tag, never holds the `=`
+/// that every name directly under it has.)
+pub const PACKS: &str = "models/packs";
+
+/// A model pack, named by the hash of its content.
+pub fn pack(hash: &str) -> String {
+    format!("{PACKS}/p={hash}.pack")
+}
+
+/// Whether `key` is a [`pack`].
+pub fn is_pack_key(key: &str) -> bool {
+    key.strip_prefix(PACKS)
+        .and_then(|r| r.strip_prefix("/p="))
+        .and_then(|r| r.strip_suffix(".pack"))
+        .is_some_and(|h| !h.is_empty() && !h.contains('/'))
+}
+
+/// The packs no catalog refers to, and since when (collected after a retention period).
+pub const PACKS_UNREFERENCED: &str = "models/packs/state=unreferenced.json";
 
 /// Milliseconds in an hour: readings and features are kept by the hour.
 pub const HOUR_MS: i64 = 3_600_000;

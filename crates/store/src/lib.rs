@@ -6,6 +6,7 @@
 
 pub mod layout;
 mod local;
+pub mod sim;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,6 +71,8 @@ pub struct Store {
     location: String,
     /// Counts the requests made through this handle, when it is a [`Store::counting`] one.
     counter: Option<Arc<RequestCounter>>,
+    /// Simulated latency and rate limits, for benchmarks (see [`sim`]).
+    sim: Option<Arc<sim::Simulator>>,
 }
 
 /// Requests made to a store, by kind: what an object store bills and rate-limits by. A
@@ -77,8 +80,10 @@ pub struct Store {
 /// object store answers it in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Requests {
-    /// Objects read.
+    /// Objects read whole.
     pub get: u64,
+    /// Ranged reads (part of an object each).
+    pub get_range: u64,
     /// Objects written.
     pub put: u64,
     /// Listings.
@@ -90,7 +95,7 @@ pub struct Requests {
 impl Requests {
     /// Every request.
     pub fn total(&self) -> u64 {
-        self.get + self.put + self.list + self.delete
+        self.get + self.get_range + self.put + self.list + self.delete
     }
 }
 
@@ -98,6 +103,7 @@ impl Requests {
 #[derive(Debug, Default)]
 pub struct RequestCounter {
     get: AtomicU64,
+    get_range: AtomicU64,
     put: AtomicU64,
     list: AtomicU64,
     delete: AtomicU64,
@@ -108,6 +114,7 @@ impl RequestCounter {
     pub fn requests(&self) -> Requests {
         Requests {
             get: self.get.load(Ordering::Relaxed),
+            get_range: self.get_range.load(Ordering::Relaxed),
             put: self.put.load(Ordering::Relaxed),
             list: self.list.load(Ordering::Relaxed),
             delete: self.delete.load(Ordering::Relaxed),
@@ -155,11 +162,17 @@ impl Store {
                     backend: Arc::new(Backend::Local(d)),
                     location: location.to_string(),
                     counter: None,
+                    sim: None,
                 })
                 .map_err(|e| bad(e.to_string()))
         };
+        let sim = sim::Simulator::from_env().map_err(bad)?.map(Arc::new);
+        let with_sim = |store: Store| Store {
+            sim: sim.clone(),
+            ..store
+        };
         if !location.contains("://") {
-            return local(std::path::Path::new(location));
+            return local(std::path::Path::new(location)).map(with_sim);
         }
         // Before anything echoes the location: a URL with credentials in it is refused without
         // showing it.
@@ -176,7 +189,7 @@ impl Store {
             let dir = url
                 .to_file_path()
                 .map_err(|()| bad("not a local path".into()))?;
-            return local(&dir);
+            return local(&dir).map(with_sim);
         }
         let options: Vec<(String, String)> = std::env::vars()
             .filter(|(k, _)| {
@@ -200,6 +213,7 @@ impl Store {
             })),
             location: location.to_string(),
             counter: None,
+            sim,
         })
     }
 
@@ -216,6 +230,7 @@ impl Store {
             backend: Arc::clone(&self.backend),
             location: self.location.clone(),
             counter: Some(Arc::clone(&counter)),
+            sim: self.sim.clone(),
         };
         (store, counter)
     }
@@ -226,10 +241,18 @@ impl Store {
         }
     }
 
+    /// Waits as the simulated store would for `requests` requests moving `bytes` bytes.
+    fn simulate(&self, requests: u64, bytes: u64) {
+        if let Some(s) = &self.sim {
+            s.wait(requests, bytes);
+        }
+    }
+
     /// Writes `bytes` under `key`, replacing what was there (atomically: readers see the old
     /// object or the new one, never a part).
     pub fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
         self.count(|c| &c.put, 1);
+        self.simulate(1, bytes.len() as u64);
         match &*self.backend {
             Backend::Local(dir) => dir.put(key, &bytes),
             Backend::Remote(r) => r
@@ -244,6 +267,7 @@ impl Store {
     /// writers racing for one key, exactly one wins.
     pub fn put_if_absent(&self, key: &str, bytes: Vec<u8>) -> Result<bool> {
         self.count(|c| &c.put, 1);
+        self.simulate(1, bytes.len() as u64);
         match &*self.backend {
             Backend::Local(dir) => dir.put_if_absent(key, &bytes),
             Backend::Remote(r) => match r.runtime.block_on(r.inner.put_opts(
@@ -261,7 +285,7 @@ impl Store {
     /// Reads the object under `key`.
     pub fn get(&self, key: &str) -> Result<Bytes> {
         self.count(|c| &c.get, 1);
-        match &*self.backend {
+        let got = match &*self.backend {
             Backend::Local(dir) => dir.get(key),
             Backend::Remote(r) => {
                 let path = r.path(key);
@@ -269,7 +293,51 @@ impl Store {
                     .block_on(async { r.inner.get(&path).await?.bytes().await })
                     .map_err(|e| wrap(key, e))
             }
-        }
+        };
+        self.simulate(1, got.as_ref().map_or(0, |b| b.len() as u64));
+        got
+    }
+
+    /// Reads parts of the object under `key` (each range non-empty), one ranged GET per range (a caller wanting fewer
+    /// requests merges nearby ranges first): from a remote store up to 32 at once.
+    pub fn get_ranges(&self, key: &str, ranges: &[std::ops::Range<u64>]) -> Result<Vec<Bytes>> {
+        use futures::StreamExt;
+        self.count(|c| &c.get_range, ranges.len() as u64);
+        let got = match &*self.backend {
+            Backend::Local(dir) => dir.get_ranges(key, ranges),
+            Backend::Remote(r) => {
+                let path = r.path(key);
+                let results: Vec<object_store::Result<Bytes>> = r.runtime.block_on(
+                    futures::stream::iter(ranges.iter().map(|range| {
+                        let path = &path;
+                        async move { r.inner.get_range(path, range.clone()).await }
+                    }))
+                    .buffered(32)
+                    .collect(),
+                );
+                // A range past the end comes back short from HTTP stores: an error, as locally.
+                results
+                    .into_iter()
+                    .zip(ranges)
+                    .map(|(res, range)| match res {
+                        Ok(b) if b.len() as u64 == range.end - range.start => Ok(b),
+                        Ok(b) => Err(Error::Store {
+                            key: key.to_string(),
+                            message: format!(
+                                "range {}..{} returned {} bytes: the object is shorter",
+                                range.start,
+                                range.end,
+                                b.len()
+                            ),
+                        }),
+                        Err(e) => Err(wrap(key, e)),
+                    })
+                    .collect()
+            }
+        };
+        let bytes = ranges.iter().map(|r| r.end - r.start).sum();
+        self.simulate(ranges.len() as u64, bytes);
+        got
     }
 
     /// Reads many objects: from a remote store up to 32 requests in flight at once (what
@@ -279,7 +347,14 @@ impl Store {
         use futures::StreamExt;
         self.count(|c| &c.get, keys.len() as u64);
         let r = match &*self.backend {
-            Backend::Local(dir) => return keys.iter().map(|k| dir.get(k)).collect(),
+            Backend::Local(dir) => {
+                let got: Result<Vec<Bytes>> = keys.iter().map(|k| dir.get(k)).collect();
+                let bytes = got
+                    .as_ref()
+                    .map_or(0, |all| all.iter().map(|b| b.len() as u64).sum());
+                self.simulate(keys.len() as u64, bytes);
+                return got;
+            }
             Backend::Remote(r) => r,
         };
         let results: Vec<object_store::Result<Bytes>> = r.runtime.block_on(
@@ -290,6 +365,8 @@ impl Store {
             .buffered(32)
             .collect(),
         );
+        let bytes = results.iter().flatten().map(|b| b.len() as u64).sum();
+        self.simulate(keys.len() as u64, bytes);
         results
             .into_iter()
             .zip(keys)
@@ -309,6 +386,7 @@ impl Store {
     /// Every object under `prefix` (recursively), sorted by key.
     pub fn list(&self, prefix: &str) -> Result<Vec<Entry>> {
         self.count(|c| &c.list, 1);
+        self.simulate(1, 0);
         let mut entries = match &*self.backend {
             Backend::Local(dir) => dir.list(prefix)?,
             Backend::Remote(r) => {
@@ -332,6 +410,7 @@ impl Store {
     /// Deletes the object under `key` (no error if it is absent).
     pub fn delete(&self, key: &str) -> Result<()> {
         self.count(|c| &c.delete, 1);
+        self.simulate(1, 0);
         match &*self.backend {
             Backend::Local(dir) => dir.delete(key),
             Backend::Remote(r) => match r.runtime.block_on(r.inner.delete(&r.path(key))) {
@@ -408,7 +487,7 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert_eq!(names.len(), 2, "{names:?}");
+        assert_eq!(names.len(), 3, "{names:?}");
         // A key cannot leave the folder.
         assert!(store.put("a/../../escape", b"x".to_vec()).is_err());
         assert!(store.get("..").is_err());
@@ -522,6 +601,15 @@ mod tests {
         assert!(matches!(
             store.get_many(&["a/nope".to_string()]),
             Err(Error::NotFound(k)) if k == "a/nope"
+        ));
+        store.put("a/ranged", b"0123456789".to_vec()).unwrap();
+        let parts = store.get_ranges("a/ranged", &[2..5, 0..1, 9..10]).unwrap();
+        let parts: Vec<&[u8]> = parts.iter().map(|b| &b[..]).collect();
+        assert_eq!(parts, [&b"234"[..], b"0", b"9"]);
+        assert!(store.get_ranges("a/ranged", &[8..12]).is_err());
+        assert!(matches!(
+            store.get_ranges("a/nope", &[0..1]),
+            Err(Error::NotFound(_))
         ));
     }
 }

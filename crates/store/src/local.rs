@@ -121,6 +121,34 @@ impl LocalDir {
         }
     }
 
+    pub(crate) fn get_ranges(
+        &self,
+        key: &str,
+        ranges: &[std::ops::Range<u64>],
+    ) -> Result<Vec<Bytes>> {
+        use std::os::unix::fs::FileExt;
+        let file = fs::File::open(self.file(key)?).map_err(|e| io_error(key, &e))?;
+        let size = file.metadata().map_err(|e| io_error(key, &e))?.len();
+        ranges
+            .iter()
+            .map(|r| {
+                if r.start > r.end || r.end > size {
+                    return Err(Error::Store {
+                        key: key.to_string(),
+                        message: format!(
+                            "range {}..{} is outside its {size} bytes",
+                            r.start, r.end
+                        ),
+                    });
+                }
+                let mut buf = vec![0; (r.end - r.start) as usize];
+                file.read_exact_at(&mut buf, r.start)
+                    .map_err(|e| io_error(key, &e))?;
+                Ok(Bytes::from(buf))
+            })
+            .collect()
+    }
+
     /// Every file under the folder of `prefix`, with keys relative to the root.
     pub(crate) fn list(&self, prefix: &str) -> Result<Vec<Entry>> {
         let dir = self.file(prefix)?;

@@ -85,6 +85,9 @@ pub struct ModelRef {
     /// Reading columns that feed the model, in its feature order.
     #[serde(default = "crate::registry::default_features")]
     pub features: Vec<String>,
+    /// Where its bytes are in a model pack, if they are in one (else: its own file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack: Option<crate::registry::PackSlot>,
 }
 
 /// One shard task: the device buckets whose readings it reads, and the models it scores.
@@ -96,6 +99,10 @@ pub struct TaskSpec {
     pub buckets: Vec<u32>,
     /// Models it scores.
     pub models: Vec<ModelRef>,
+    /// The readings and windows files of its buckets in the window, as listed when the run was
+    /// planned, so the task need not list them again (`None`: list them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<String>>,
 }
 
 /// A task a worker holds.
@@ -170,8 +177,11 @@ impl FailureKind {
 /// Requests made to the store, by kind (see [`fleetscore_store::Requests`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreRequests {
-    /// Objects read (a ranged read counts as one).
+    /// Objects read whole.
     pub get: u64,
+    /// Ranged reads (part of an object each).
+    #[serde(default)]
+    pub get_range: u64,
     /// Objects written.
     pub put: u64,
     /// Listings.
@@ -184,6 +194,7 @@ impl StoreRequests {
     /// Adds `other`'s.
     pub fn add(&mut self, other: &StoreRequests) {
         self.get += other.get;
+        self.get_range += other.get_range;
         self.put += other.put;
         self.list += other.list;
         self.delete += other.delete;
@@ -191,7 +202,7 @@ impl StoreRequests {
 
     /// Every request.
     pub fn total(&self) -> u64 {
-        self.get + self.put + self.list + self.delete
+        self.get + self.get_range + self.put + self.list + self.delete
     }
 }
 
@@ -199,6 +210,7 @@ impl From<fleetscore_store::Requests> for StoreRequests {
     fn from(r: fleetscore_store::Requests) -> StoreRequests {
         StoreRequests {
             get: r.get,
+            get_range: r.get_range,
             put: r.put,
             list: r.list,
             delete: r.delete,
@@ -210,8 +222,8 @@ impl std::fmt::Display for StoreRequests {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} GET, {} PUT, {} LIST, {} DELETE",
-            self.get, self.put, self.list, self.delete
+            "{} GET, {} ranged GET, {} PUT, {} LIST, {} DELETE",
+            self.get, self.get_range, self.put, self.list, self.delete
         )
     }
 }
@@ -455,9 +467,11 @@ pub(crate) mod contract {
         };
         let tasks: Vec<TaskSpec> = (0..n)
             .map(|shard| TaskSpec {
+                files: None,
                 shard,
                 buckets: vec![shard],
                 models: vec![ModelRef {
+                    pack: None,
                     device: format!("d{shard}"),
                     tag: "t".into(),
                     version: "v".into(),
@@ -565,6 +579,7 @@ pub(crate) mod contract {
     /// finished run's.
     pub(crate) fn any_run_claims_go_oldest_first(c: &dyn Coordinator) {
         let task = |shard| TaskSpec {
+            files: None,
             shard,
             buckets: vec![],
             models: vec![],

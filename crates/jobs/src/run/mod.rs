@@ -8,6 +8,7 @@
 //! never duplicates it.
 
 mod cache;
+mod fetch;
 mod plan;
 mod record;
 mod summary;

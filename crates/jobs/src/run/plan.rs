@@ -21,6 +21,10 @@ pub struct Plan {
 /// Plans a window: the current version of every model, grouped by device bucket, the buckets
 /// with readings in the window split over tasks of at most `max_models_per_task` models (and at
 /// least `min_tasks` tasks when there are enough buckets).
+///
+/// A task's buckets are consecutive, so that its models lie together in a model pack (packs
+/// are sorted by bucket) and one ranged read fetches them; it carries the readings and windows
+/// files of its buckets as listed here, so it need not list them again.
 pub fn plan(
     store: &Store,
     from_ms: i64,
@@ -38,22 +42,25 @@ pub fn plan(
                 tag: meta.tag,
                 version: meta.version,
                 features: meta.features,
+                pack: meta.pack,
             });
     }
-    // Which buckets have readings or closed windows in the window: two listings per hour.
-    let mut with_data = BTreeSet::new();
+    // Which buckets have readings or closed windows in the window, and their files: two
+    // listings per hour.
+    let mut files: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     for hour in hours_between(from_ms, to_ms) {
         for entry in store.list(&layout::readings_hour(&hour))? {
             if let Some((_, b)) = layout::parse_readings_key(&entry.key) {
-                with_data.insert(b);
+                files.entry(b).or_default().push(entry.key);
             }
         }
         for entry in store.list(&layout::features_hour(&hour))? {
             if let Some((_, b)) = layout::parse_features_key(&entry.key) {
-                with_data.insert(b);
+                files.entry(b).or_default().push(entry.key);
             }
         }
     }
+    let with_data: BTreeSet<u32> = files.keys().copied().collect();
     let mut models_without_data = Vec::new();
     let mut buckets: Vec<(u32, Vec<ModelRef>)> = Vec::new();
     for (b, models) in by_bucket {
@@ -69,28 +76,38 @@ pub fn plan(
         .max(min_tasks)
         .min(buckets.len())
         .max(1);
-    // Largest buckets first, each to the task with the fewest models so far.
-    buckets.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
-    let mut groups: Vec<(Vec<u32>, Vec<ModelRef>)> = vec![(Vec::new(), Vec::new()); want];
-    for (b, models) in buckets {
-        let g = groups
-            .iter_mut()
-            .min_by_key(|g| g.1.len())
-            .expect("at least one group");
+    // Consecutive buckets per task, cut where the running count of models passes each task's
+    // even share.
+    let mut groups: Vec<(Vec<u32>, Vec<ModelRef>)> = Vec::with_capacity(want);
+    let mut seen = 0usize;
+    let remaining_buckets = buckets.len();
+    for (i, (b, models)) in buckets.into_iter().enumerate() {
+        let share = (groups.len() * total).div_ceil(want);
+        // A new task when this one has its share, or when the buckets left are only enough
+        // for the tasks still to come.
+        let must = want - groups.len() >= remaining_buckets - i && !groups.is_empty();
+        if groups.is_empty() || (groups.len() < want && (seen >= share || must)) {
+            groups.push((Vec::new(), Vec::new()));
+        }
+        seen += models.len();
+        let g = groups.last_mut().expect("at least one group");
         g.0.push(b);
         g.1.extend(models);
     }
-    let mut groups: Vec<_> = groups.into_iter().filter(|g| !g.0.is_empty()).collect();
     for g in &mut groups {
-        g.0.sort_unstable();
         g.1.sort_by(|a, b| (&a.device, &a.tag).cmp(&(&b.device, &b.tag)));
     }
-    groups.sort_by(|a, b| a.0.cmp(&b.0));
     let tasks = groups
         .into_iter()
         .enumerate()
         .map(|(i, (buckets, models))| TaskSpec {
             shard: i as u32,
+            files: Some(
+                buckets
+                    .iter()
+                    .flat_map(|b| files.get(b).into_iter().flatten().cloned())
+                    .collect(),
+            ),
             buckets,
             models,
         })

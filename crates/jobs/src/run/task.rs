@@ -16,6 +16,7 @@ use crate::readings::{self, hours_between};
 use crate::registry::{self, FeatureSource};
 
 use super::cache::ModelCache;
+use super::fetch;
 use super::summary::{SUMMARY_FORMAT, Scored, TaskSummary, Unscored};
 
 /// One attempt at a task: where it runs and under which limits.
@@ -79,16 +80,26 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
     let slice = if raw.is_empty() {
         BTreeMap::new()
     } else {
-        readings::read_slice(store, &task.buckets, spec.from_ms, spec.to_ms, &|d, t| {
-            raw.contains(&(d, t))
-        })?
+        readings::read_slice(
+            store,
+            &task.buckets,
+            task.files.as_deref(),
+            spec.from_ms,
+            spec.to_ms,
+            &|d, t| raw.contains(&(d, t)),
+        )?
     };
     let windows = if windowed.is_empty() {
         HashMap::new()
     } else {
-        read_windows(store, &task.buckets, spec.from_ms, spec.to_ms, &|d, t| {
-            windowed.contains(&(d, t))
-        })?
+        read_windows(
+            store,
+            &task.buckets,
+            task.files.as_deref(),
+            spec.from_ms,
+            spec.to_ms,
+            &|d, t| windowed.contains(&(d, t)),
+        )?
     };
     let mut result = TaskResult {
         read_seconds: started.elapsed().as_secs_f64(),
@@ -111,9 +122,9 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
         }
     };
     // The models that have data: those the cache holds, and the others' files, fetched
-    // together.
+    // together (from packs where they are in one).
     let mut cached: HashMap<String, Arc<Model>> = HashMap::new();
-    let mut keys: Vec<String> = Vec::new();
+    let mut to_fetch: Vec<&ModelRef> = Vec::new();
     for m in task
         .models
         .iter()
@@ -124,7 +135,7 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
             Some(model) => {
                 cached.insert(key, model);
             }
-            None => keys.push(key),
+            None => to_fetch.push(m),
         }
     }
     if let Some(c) = cache {
@@ -135,23 +146,14 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
             s.models,
             s.bytes >> 20,
             s.capacity >> 20,
-            keys.len()
+            to_fetch.len()
         ));
     }
-    let mut files: HashMap<String, Result<Vec<u8>>> = match store.get_many(&keys) {
-        Ok(all) => keys
-            .into_iter()
-            .zip(all.into_iter().map(|b| Ok(b.to_vec())))
-            .collect(),
-        // One missing file must not hide the others: fall back to one request each.
-        Err(_) => keys
-            .into_iter()
-            .map(|k| {
-                let r = store.get(&k).map(|b| b.to_vec()).map_err(Error::from);
-                (k, r)
-            })
-            .collect(),
-    };
+    let fetched = fetch::fetch(store, &to_fetch);
+    for note in &fetched.notes {
+        line(note.clone());
+    }
+    let mut files = fetched.files;
     let mut summary = TaskSummary {
         format: SUMMARY_FORMAT,
         run_id: spec.id.clone(),
@@ -367,23 +369,39 @@ impl Rows<'_> {
 fn read_windows(
     store: &Store,
     buckets: &[u32],
+    planned: Option<&[String]>,
     from_ms: i64,
     to_ms: i64,
     wanted: &dyn Fn(&str, &str) -> bool,
 ) -> Result<HashMap<(String, String), Windows>> {
-    let mut keys = Vec::new();
-    for hour in hours_between(from_ms, to_ms) {
-        for &bucket in buckets {
-            keys.extend(
-                store
-                    .list(&layout::features_dir(&hour, bucket))?
-                    .into_iter()
-                    .map(|e| e.key),
-            );
+    let list = |planned: Option<&[String]>| -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        for hour in hours_between(from_ms, to_ms) {
+            for &bucket in buckets {
+                let dir = layout::features_dir(&hour, bucket);
+                match planned {
+                    Some(files) => keys.extend(
+                        files
+                            .iter()
+                            .filter(|k| k.strip_prefix(&dir).is_some_and(|r| r.starts_with('/')))
+                            .cloned(),
+                    ),
+                    None => keys.extend(store.list(&dir)?.into_iter().map(|e| e.key)),
+                }
+            }
         }
-    }
-    let files: Vec<(String, bytes::Bytes)> =
-        keys.iter().cloned().zip(store.get_many(&keys)?).collect();
+        Ok(keys)
+    };
+    let mut keys = list(planned)?;
+    let got = match store.get_many(&keys) {
+        // A planned file merged away since: list the folders as they are now.
+        Err(fleetscore_store::Error::NotFound(_)) if planned.is_some() => {
+            keys = list(None)?;
+            store.get_many(&keys)?
+        }
+        other => other?,
+    };
+    let files: Vec<(String, bytes::Bytes)> = keys.into_iter().zip(got).collect();
     windows::read(&files, from_ms, to_ms, wanted).map_err(|e| Error::Corrupt {
         what: "features".into(),
         message: e.to_string(),
