@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod rng;
 
 pub use error::{Error, Result};
 
