@@ -1,5 +1,6 @@
 //! Integration tests of the fits, compiled as one binary.
 
+mod iforest;
 mod random_state;
 
 use std::path::PathBuf;
