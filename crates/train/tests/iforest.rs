@@ -549,3 +549,48 @@ fn scikit_learn_loads_the_pickles_as_its_own_fits() {
     );
     assert_eq!(stdout.trim(), format!("ok {}", cases.len()));
 }
+
+#[test]
+fn odd_shapes_fit_without_panicking() {
+    // Tiny and tied data under every sampling path: scores stay in [-1, 0) and finite.
+    let mut checked = 0;
+    for rows in 1..=7usize {
+        for d in 1..=3usize {
+            let x: Vec<f64> = (0..rows * d).map(|i| ((i * 7) % 3) as f64 * 0.5).collect();
+            for (max_samples, bootstrap, max_features) in [
+                (MaxSamples::Auto, false, MaxFeatures::Fraction(1.0)),
+                (MaxSamples::Count(1), false, MaxFeatures::Count(1)),
+                (
+                    MaxSamples::Count(rows + 3),
+                    true,
+                    MaxFeatures::Fraction(0.5),
+                ),
+                (
+                    MaxSamples::Fraction(1.0),
+                    true,
+                    MaxFeatures::Count(d as i64),
+                ),
+            ] {
+                let p = IforestParams {
+                    n_estimators: 4,
+                    max_samples,
+                    bootstrap,
+                    max_features,
+                    contamination: Contamination::Fraction(0.5),
+                    random_state: Some(rows as u32 * 31 + d as u32),
+                };
+                let forest = IsolationForest::fit(&x, d, &p).unwrap();
+                let scores = forest.score_samples(&x).unwrap();
+                assert!(
+                    scores
+                        .iter()
+                        .all(|s| s.is_finite() && (-1.0..0.0).contains(s)),
+                    "{rows}x{d} {p:?}: {scores:?}"
+                );
+                assert!(Model::from_bytes(&forest.to_pickle()).is_ok());
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 84);
+}
