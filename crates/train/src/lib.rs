@@ -5,8 +5,12 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod iforest;
+pub mod rng;
+pub mod tree;
 
 pub use error::{Error, Result};
+pub use iforest::{Contamination, IforestParams, MaxFeatures, MaxSamples, fit_iforest};
 
 /// A fitted model, as scikit-learn would have pickled it, and what the fit measured.
 #[derive(Debug, Clone)]
