@@ -5,8 +5,13 @@
 #![warn(missing_docs)]
 
 mod error;
+mod numeric;
+mod ocsvm;
+pub mod scale;
+mod svm;
 
 pub use error::{Error, Result};
+pub use ocsvm::{FittedOcsvm, Gamma, Kernel, OcsvmParams, OneClassSvm, ScalerSpec, fit};
 
 /// A fitted model, as scikit-learn would have pickled it, and what the fit measured.
 #[derive(Debug, Clone)]
