@@ -156,11 +156,12 @@ impl OneClassSvm {
     pub fn decision_function(&self, x: &[f64]) -> Vec<f64> {
         let d = self.n_features;
         let kernel = self.kernel_fn();
+        let mut scratch = Vec::with_capacity(d);
         x.chunks_exact(d)
             .map(|row| {
                 let mut sum = 0.0;
                 for (sv, c) in self.support_vectors.chunks_exact(d).zip(&self.dual_coef) {
-                    sum += c * kernel.value(row, sv);
+                    sum += c * kernel.value(row, sv, &mut scratch);
                 }
                 sum - self.rho()
             })

@@ -56,12 +56,14 @@ impl KernelFn {
     }
 
     /// `k(x, sv)` as libsvm's prediction computes it (`k_function`): the RBF kernel from the
-    /// squared norm of the difference, not from precomputed norms as in training.
-    pub(crate) fn value(&self, x: &[f64], sv: &[f64]) -> f64 {
+    /// squared norm of the difference, not from precomputed norms as in training. `scratch`
+    /// holds that difference (any length; it is resized).
+    pub(crate) fn value(&self, x: &[f64], sv: &[f64], scratch: &mut Vec<f64>) -> f64 {
         match *self {
             KernelFn::Rbf { gamma } => {
-                let diff: Vec<f64> = x.iter().zip(sv).map(|(a, b)| a - b).collect();
-                (-gamma * dot(&diff, &diff)).exp()
+                scratch.clear();
+                scratch.extend(x.iter().zip(sv).map(|(a, b)| a - b));
+                (-gamma * dot(scratch, scratch)).exp()
             }
             _ => self.of_dot(dot(x, sv)),
         }
@@ -357,48 +359,41 @@ impl Solver<'_> {
                 gmax_idx = Some(t);
             }
         }
+        // Every variable at its upper bound: nothing can grow, and libsvm's stopping test sees
+        // −∞ (its scan for the second index finds no candidate either).
+        let i = gmax_idx?;
         let mut gmax2 = f64::NEG_INFINITY;
         let mut gmin_idx = None;
         let mut obj_diff_min = f64::INFINITY;
-        if let Some(i) = gmax_idx {
-            self.q.fetch(i, active);
-            let qi = self.q.col(i);
-            let qd = &self.q.diag;
-            for j in 0..active {
-                if self.status[j] == Bound::Lower {
-                    continue;
-                }
-                let g = self.grad[j];
-                let grad_diff = gmax + g;
-                if g >= gmax2 {
-                    gmax2 = g;
-                }
-                if grad_diff > 0.0 {
-                    let quad_coef = qd[i] + qd[j] - 2.0 * f64::from(qi[j]);
-                    let obj_diff = if quad_coef > 0.0 {
-                        -(grad_diff * grad_diff) / quad_coef
-                    } else {
-                        -(grad_diff * grad_diff) / TAU
-                    };
-                    if obj_diff <= obj_diff_min {
-                        gmin_idx = Some(j);
-                        obj_diff_min = obj_diff;
-                    }
-                }
+        self.q.fetch(i, active);
+        let qi = self.q.col(i);
+        let qd = &self.q.diag;
+        for j in 0..active {
+            if self.status[j] == Bound::Lower {
+                continue;
             }
-        } else {
-            // Every variable is at its upper bound: nothing can grow. libsvm still scans for
-            // the largest gradient (its stopping test then sees −∞).
-            for j in 0..active {
-                if self.status[j] != Bound::Lower && self.grad[j] >= gmax2 {
-                    gmax2 = self.grad[j];
+            let g = self.grad[j];
+            let grad_diff = gmax + g;
+            if g >= gmax2 {
+                gmax2 = g;
+            }
+            if grad_diff > 0.0 {
+                let quad_coef = qd[i] + qd[j] - 2.0 * f64::from(qi[j]);
+                let obj_diff = if quad_coef > 0.0 {
+                    -(grad_diff * grad_diff) / quad_coef
+                } else {
+                    -(grad_diff * grad_diff) / TAU
+                };
+                if obj_diff <= obj_diff_min {
+                    gmin_idx = Some(j);
+                    obj_diff_min = obj_diff;
                 }
             }
         }
         if gmax + gmax2 < self.tol {
             return None;
         }
-        Some((gmax_idx?, gmin_idx?))
+        Some((i, gmin_idx?))
     }
 
     fn be_shrunk(&self, i: usize, gmax1: f64, gmax2: f64) -> bool {
@@ -454,8 +449,9 @@ impl Solver<'_> {
         for i in 0..self.active {
             let g = self.grad[i];
             match self.status[i] {
-                Bound::Upper => lb = lb.max(g),
-                Bound::Lower => ub = ub.min(g),
+                // C's `max`/`min` templates: a NaN gradient propagates, as in libsvm.
+                Bound::Upper => lb = if lb > g { lb } else { g },
+                Bound::Lower => ub = if ub < g { ub } else { g },
                 Bound::Free => {
                     nr_free += 1;
                     sum_free += g;
