@@ -140,6 +140,29 @@ mod tests {
         assert_eq!(dot(&[], &[]), 0.0);
     }
 
+    /// scipy's `ddot` (OpenBLAS 0.3.30, SkylakeX kernel) on rational test vectors: neither a
+    /// plain nor a fused sequential sum gives these bits from 16 elements on.
+    #[test]
+    fn dot_products_have_openblas_bits() {
+        let expected: [(usize, u64); 6] = [
+            (15, 0x40180e4b06143949),
+            (20, 0xc0169a32f1ea1d93),
+            (37, 0x400cea80481e20e9),
+            (50, 0x40399fa028cdad84),
+            (64, 0xc0344fb94e4188e0),
+            (100, 0x404585cc1b29a9d1),
+        ];
+        for (n, bits) in expected {
+            let x: Vec<f64> = (0..n)
+                .map(|i| ((i * 7919) % 1013) as f64 / 97.0 - 5.0)
+                .collect();
+            let y: Vec<f64> = (0..n)
+                .map(|i| ((i * 104_729) % 991) as f64 / 89.0 - 5.5)
+                .collect();
+            assert_eq!(dot(&x, &y).to_bits(), bits, "n = {n}");
+        }
+    }
+
     #[test]
     fn long_dot_products_agree_with_a_plain_sum() {
         for n in [16, 17, 31, 32, 33, 48, 70] {

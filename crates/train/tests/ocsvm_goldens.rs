@@ -228,7 +228,7 @@ fn check_fit(errors: &mut Vec<String>, worst: &mut Worst, case: &Case, fitted: &
         "dual_coef_",
         &svm.dual_coef,
         &floats(&want["dual_coef"]),
-        1e-9,
+        1e-12,
         |_| 0.0,
     );
     compare(
@@ -238,7 +238,7 @@ fn check_fit(errors: &mut Vec<String>, worst: &mut Worst, case: &Case, fitted: &
         "rho",
         &[svm.rho()],
         &[rho],
-        1e-9,
+        1e-12,
         |_| 0.0,
     );
     let n_iter = want["n_iter"].as_u64().unwrap();
