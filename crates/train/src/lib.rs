@@ -23,7 +23,7 @@ pub mod scale;
 mod svm;
 
 pub use error::{Error, Result};
-pub use ocsvm::{FittedOcsvm, Gamma, Kernel, OcsvmParams, OneClassSvm, ScalerSpec, fit};
+pub use ocsvm::{FittedOcsvm, Gamma, Kernel, OcsvmParams, OneClassSvm, ScalerSpec};
 
 /// A fitted model, as scikit-learn would have pickled it, and what the fit measured.
 #[derive(Debug, Clone)]
@@ -53,7 +53,7 @@ pub fn fit_ocsvm(
     scaler: ScalerSpec,
     params: &OcsvmParams,
 ) -> Result<Trained> {
-    let fitted = fit(x, n_features, scaler, params)?;
+    let fitted = FittedOcsvm::fit(x, n_features, scaler, params)?;
     Ok(Trained {
         pickle: fitted.to_pickle(),
         metrics: fitted.metrics(),

@@ -338,98 +338,100 @@ fn check_rows(x: &[f64], n_features: usize, stage: &str) -> Result<usize> {
     Ok(rows)
 }
 
-/// Fits the scaler (if any) and a `OneClassSVM` on `x` (row-major, `n_features` per row), as
-/// `make_pipeline(scaler, OneClassSVM(**params)).fit(x)` does.
-pub fn fit(
-    x: &[f64],
-    n_features: usize,
-    scaler: ScalerSpec,
-    params: &OcsvmParams,
-) -> Result<FittedOcsvm> {
-    params.validate()?;
-    scaler.validate()?;
-    let rows = check_rows(x, n_features, "the training data")?;
-    let fitted_scaler = match scaler {
-        ScalerSpec::None => None,
-        ScalerSpec::Standard {
-            with_mean,
-            with_std,
-        } => Some(FittedScaler::Standard(StandardScaler::fit(
-            x, n_features, with_mean, with_std,
-        ))),
-        ScalerSpec::MinMax { min, max } => Some(FittedScaler::MinMax(MinMaxScaler::fit(
-            x,
-            n_features,
-            (min, max),
-        ))),
-    };
-    let mut scaled = x.to_vec();
-    if let Some(s) = &fitted_scaler {
-        s.transform(&mut scaled);
-        check_rows(&scaled, n_features, "the scaled training data")?;
-    }
-
-    let (gamma, gamma_from_variance) = match params.gamma {
-        Gamma::Scale => {
-            let var = variance_all(&scaled);
-            if var != 0.0 {
-                (1.0 / (n_features as f64 * var), true)
-            } else {
-                (1.0, false)
-            }
+impl FittedOcsvm {
+    /// Fits the scaler (if any) and a `OneClassSVM` on `x` (row-major, `n_features` per row), as
+    /// `make_pipeline(scaler, OneClassSVM(**params)).fit(x)` does.
+    pub fn fit(
+        x: &[f64],
+        n_features: usize,
+        scaler: ScalerSpec,
+        params: &OcsvmParams,
+    ) -> Result<FittedOcsvm> {
+        params.validate()?;
+        scaler.validate()?;
+        let rows = check_rows(x, n_features, "the training data")?;
+        let fitted_scaler = match scaler {
+            ScalerSpec::None => None,
+            ScalerSpec::Standard {
+                with_mean,
+                with_std,
+            } => Some(FittedScaler::Standard(StandardScaler::fit(
+                x, n_features, with_mean, with_std,
+            ))),
+            ScalerSpec::MinMax { min, max } => Some(FittedScaler::MinMax(MinMaxScaler::fit(
+                x,
+                n_features,
+                (min, max),
+            ))),
+        };
+        let mut scaled = x.to_vec();
+        if let Some(s) = &fitted_scaler {
+            s.transform(&mut scaled);
+            check_rows(&scaled, n_features, "the scaled training data")?;
         }
-        Gamma::Auto => (1.0 / n_features as f64, false),
-        Gamma::Value(g) => (g, false),
-    };
-    let kernel = kernel_fn(params, gamma);
-    let settings = SolverSettings {
-        tol: params.tol,
-        shrinking: params.shrinking,
-        max_iter: u64::try_from(params.max_iter).ok(),
-        cache_bytes: params.cache_size * 1_048_576.0,
-    };
-    let upper = vec![1.0; rows];
-    let solution = solve_one_class(&scaled, n_features, kernel, &upper, params.nu, &settings);
 
-    let support: Vec<usize> = (0..rows)
-        .filter(|&i| solution.alpha[i].abs() > 0.0)
-        .collect();
-    let support_vectors: Vec<f64> = support
-        .iter()
-        .flat_map(|&i| scaled[i * n_features..(i + 1) * n_features].iter().copied())
-        .collect();
-    let dual_coef: Vec<f64> = support.iter().map(|&i| solution.alpha[i]).collect();
-    let intercept = -solution.rho;
-    if !intercept.is_finite() || dual_coef.iter().any(|c| !c.is_finite()) {
-        return Err(Error::Data(format!(
-            "the dual coefficients or intercept are not finite (ρ = {}): with nu = 1 every \
+        let (gamma, gamma_from_variance) = match params.gamma {
+            Gamma::Scale => {
+                let var = variance_all(&scaled);
+                if var != 0.0 {
+                    (1.0 / (n_features as f64 * var), true)
+                } else {
+                    (1.0, false)
+                }
+            }
+            Gamma::Auto => (1.0 / n_features as f64, false),
+            Gamma::Value(g) => (g, false),
+        };
+        let kernel = kernel_fn(params, gamma);
+        let settings = SolverSettings {
+            tol: params.tol,
+            shrinking: params.shrinking,
+            max_iter: u64::try_from(params.max_iter).ok(),
+            cache_bytes: params.cache_size * 1_048_576.0,
+        };
+        let upper = vec![1.0; rows];
+        let solution = solve_one_class(&scaled, n_features, kernel, &upper, params.nu, &settings);
+
+        let support: Vec<usize> = (0..rows)
+            .filter(|&i| solution.alpha[i].abs() > 0.0)
+            .collect();
+        let support_vectors: Vec<f64> = support
+            .iter()
+            .flat_map(|&i| scaled[i * n_features..(i + 1) * n_features].iter().copied())
+            .collect();
+        let dual_coef: Vec<f64> = support.iter().map(|&i| solution.alpha[i]).collect();
+        let intercept = -solution.rho;
+        if !intercept.is_finite() || dual_coef.iter().any(|c| !c.is_finite()) {
+            return Err(Error::Data(format!(
+                "the dual coefficients or intercept are not finite (ρ = {}): with nu = 1 every \
              sample sits at its bound, and very large values need scaling first",
-            solution.rho
-        )));
+                solution.rho
+            )));
+        }
+        let svm = OneClassSvm {
+            params: params.clone(),
+            gamma,
+            gamma_from_variance,
+            n_features,
+            n_samples: rows,
+            support,
+            support_vectors,
+            dual_coef,
+            intercept,
+            fit_status: i32::from(solution.timed_out),
+            n_iter: solution.iterations,
+            objective: solution.objective,
+        };
+        let outliers = svm
+            .decision_function(&scaled)
+            .iter()
+            // libsvm's `predict`: an inlier only when the decision is positive (0 and NaN are not).
+            .filter(|&&d| d.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater))
+            .count();
+        Ok(FittedOcsvm {
+            scaler: fitted_scaler,
+            svm,
+            train_outlier_fraction: outliers as f64 / rows as f64,
+        })
     }
-    let svm = OneClassSvm {
-        params: params.clone(),
-        gamma,
-        gamma_from_variance,
-        n_features,
-        n_samples: rows,
-        support,
-        support_vectors,
-        dual_coef,
-        intercept,
-        fit_status: i32::from(solution.timed_out),
-        n_iter: solution.iterations,
-        objective: solution.objective,
-    };
-    let outliers = svm
-        .decision_function(&scaled)
-        .iter()
-        // libsvm's `predict`: an inlier only when the decision is positive (0 and NaN are not).
-        .filter(|&&d| d.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater))
-        .count();
-    Ok(FittedOcsvm {
-        scaler: fitted_scaler,
-        svm,
-        train_outlier_fraction: outliers as f64 / rows as f64,
-    })
 }

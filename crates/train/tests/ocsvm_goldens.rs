@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use fleetscore_models::Model;
 use fleetscore_train::scale::FittedScaler;
-use fleetscore_train::{Error, FittedOcsvm, Gamma, Kernel, OcsvmParams, ScalerSpec, fit};
+use fleetscore_train::{Error, FittedOcsvm, Gamma, Kernel, OcsvmParams, ScalerSpec};
 use serde_json::Value as Json;
 
 use crate::data;
@@ -348,7 +348,7 @@ fn one_class_svm_fits_as_scikit_learn_fits() {
     let mut worst = Worst::default();
     let mut refused = 0;
     for case in &cases {
-        let result = fit(&case.x, case.n_features, case.scaler, &case.params);
+        let result = FittedOcsvm::fit(&case.x, case.n_features, case.scaler, &case.params);
         if let Some(message) = case.json["error"].as_str() {
             refused += 1;
             match result {
@@ -417,7 +417,7 @@ fn scikit_learn_loads_the_written_pickles_and_scores_as_its_own_fit() {
         if case.json.get("error").is_some() {
             continue;
         }
-        let fitted = fit(&case.x, case.n_features, case.scaler, &case.params)
+        let fitted = FittedOcsvm::fit(&case.x, case.n_features, case.scaler, &case.params)
             .unwrap_or_else(|e| panic!("{}: {e}", case.name));
         std::fs::write(dir.join(format!("{}.pkl", case.name)), fitted.to_pickle()).unwrap();
         written += 1;

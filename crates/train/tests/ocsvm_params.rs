@@ -1,12 +1,12 @@
 //! Parameters and data scikit-learn refuses are refused here too, with the parameter named;
 //! defaults are scikit-learn's; degenerate data fits without panicking.
 
-use fleetscore_train::{Error, Gamma, Kernel, OcsvmParams, ScalerSpec, fit, fit_ocsvm};
+use fleetscore_train::{Error, FittedOcsvm, Gamma, Kernel, OcsvmParams, ScalerSpec, fit_ocsvm};
 
 const X: [f64; 8] = [0.0, 1.0, 0.5, 1.5, 1.0, 0.2, 0.3, 0.9];
 
 fn param_error(params: OcsvmParams) -> &'static str {
-    match fit(&X, 2, ScalerSpec::None, &params) {
+    match FittedOcsvm::fit(&X, 2, ScalerSpec::None, &params) {
         Err(Error::Param { name, .. }) => name,
         other => panic!("{params:?} gave {other:?}"),
     }
@@ -66,7 +66,7 @@ fn out_of_range_parameters_name_themselves() {
         }),
         "max_iter"
     );
-    let bad_range = fit(
+    let bad_range = FittedOcsvm::fit(
         &X,
         2,
         ScalerSpec::MinMax { min: 1.0, max: 1.0 },
@@ -85,20 +85,20 @@ fn out_of_range_parameters_name_themselves() {
 fn bad_data_is_a_data_error_naming_the_value() {
     let p = OcsvmParams::default();
     assert!(matches!(
-        fit(&[], 2, ScalerSpec::None, &p),
+        FittedOcsvm::fit(&[], 2, ScalerSpec::None, &p),
         Err(Error::Data(_))
     ));
     assert!(matches!(
-        fit(&X, 0, ScalerSpec::None, &p),
+        FittedOcsvm::fit(&X, 0, ScalerSpec::None, &p),
         Err(Error::Data(_))
     ));
     assert!(matches!(
-        fit(&X, 3, ScalerSpec::None, &p),
+        FittedOcsvm::fit(&X, 3, ScalerSpec::None, &p),
         Err(Error::Data(_))
     ));
     let mut x = X;
     x[5] = f64::NAN;
-    match fit(&x, 2, ScalerSpec::None, &p) {
+    match FittedOcsvm::fit(&x, 2, ScalerSpec::None, &p) {
         Err(Error::Data(m)) => assert!(m.contains("row 2, feature 1"), "{m}"),
         other => panic!("{other:?}"),
     }
@@ -109,7 +109,7 @@ fn bad_data_is_a_data_error_naming_the_value() {
         with_mean: true,
         with_std: false,
     };
-    match fit(&huge, 1, centre, &p) {
+    match FittedOcsvm::fit(&huge, 1, centre, &p) {
         Err(Error::Data(m)) => assert!(m.contains("scaled"), "{m}"),
         other => panic!("{other:?}"),
     }
@@ -121,7 +121,7 @@ fn nu_one_is_refused_after_the_fit_as_scikit_learn_refuses_it() {
         nu: 1.0,
         ..OcsvmParams::default()
     };
-    match fit(&X, 2, ScalerSpec::None, &p) {
+    match FittedOcsvm::fit(&X, 2, ScalerSpec::None, &p) {
         Err(Error::Data(m)) => assert!(m.contains("not finite"), "{m}"),
         other => panic!("{other:?}"),
     }
