@@ -1,6 +1,8 @@
-//! Integration tests of the fits, compiled as one binary.
+//! Integration tests of fleetscore-train, compiled as one binary.
 
 mod iforest;
+mod ocsvm_goldens;
+mod ocsvm_params;
 mod random_state;
 
 use std::path::PathBuf;
