@@ -102,6 +102,18 @@ pub enum RegistryCommand {
         /// `DEVICE/TAG`.
         key: String,
     },
+    /// Write a model's file, byte for byte as stored (a pickle scikit-learn loads), to open it
+    /// in Python: `models export DEVICE/TAG --output model.pkl`.
+    Export {
+        /// `DEVICE/TAG`.
+        key: String,
+        /// The version (default: the current one).
+        #[arg(long)]
+        version: Option<String>,
+        /// The file to write.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
 }
 
 /// `fleetscore data import`.
@@ -268,7 +280,7 @@ pub enum PredictionsCommand {
 
 /// The last whole window `length` long that ends at or before `now_ms`, on multiples of
 /// `length` since the epoch: `[from, to)` in epoch milliseconds.
-fn last_window(length: Duration, now_ms: i64) -> Result<(i64, i64)> {
+pub(crate) fn last_window(length: Duration, now_ms: i64) -> Result<(i64, i64)> {
     let len = i64::try_from(length.as_millis()).unwrap_or(i64::MAX);
     if len == 0 {
         bail!("--last must be longer than 0s");
@@ -277,7 +289,7 @@ fn last_window(length: Duration, now_ms: i64) -> Result<(i64, i64)> {
     Ok((to - len, to))
 }
 
-fn parse_time(s: &str, what: &str) -> Result<i64> {
+pub(crate) fn parse_time(s: &str, what: &str) -> Result<i64> {
     readings::parse_time(s).map_err(|e| anyhow::anyhow!("--{what} {e}"))
 }
 
@@ -393,6 +405,33 @@ pub fn registry(args: &StoreArgs, command: RegistryCommand) -> Result<ExitCode> 
             }
             Ok(ExitCode::SUCCESS)
         }
+        RegistryCommand::Export {
+            key,
+            version,
+            output,
+        } => {
+            let Some((device, tag)) = key.split_once('/') else {
+                bail!("expected DEVICE/TAG, got {key:?}");
+            };
+            let version = match version {
+                Some(v) => v,
+                None => {
+                    registry::current(&store, device, tag)?
+                        .with_context(|| format!("no model for device {device:?} tag {tag:?}"))?
+                        .version
+                }
+            };
+            let bytes = registry::model_bytes(&store, device, tag, &version)
+                .with_context(|| format!("model {device}/{tag} version {version}"))?;
+            std::fs::write(&output, &bytes)
+                .with_context(|| format!("writing {}", output.display()))?;
+            println!(
+                "{device}/{tag} {version}: {} bytes written to {}",
+                bytes.len(),
+                output.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -439,7 +478,7 @@ pub(crate) fn faults_from_env() -> run::Faults {
 }
 
 /// A one-line progress display on a terminal.
-fn progress_printer() -> impl FnMut(&[TaskState]) {
+pub(crate) fn progress_printer() -> impl FnMut(&[TaskState]) {
     let tty = std::io::stderr().is_terminal();
     move |tasks: &[TaskState]| {
         if !tty {

@@ -9,6 +9,7 @@ mod models_cmd;
 mod schedule_cmd;
 mod serve_cmd;
 mod tls_args;
+mod train_cmd;
 mod up_cmd;
 
 use std::process::ExitCode;
@@ -46,6 +47,9 @@ enum Command {
     },
     /// Score every model against its readings in a window, on all cores.
     Run(fleet_cmd::RunArgs),
+    /// Fit new versions of the models on their sensors' history in a window, with
+    /// scikit-learn's numbers (OneClassSVM, IsolationForest), and make them current.
+    Train(Box<train_cmd::TrainArgs>),
     /// Execute the tasks of every run in a shared coordinator (PostgreSQL) and store: a
     /// stateless worker, one of many on many machines.
     Worker(fleet_cmd::WorkerArgs),
@@ -168,6 +172,7 @@ fn main() -> ExitCode {
             command: DataCommand::Import(args),
         } => fleet_cmd::data_import(&cli.store, args),
         Command::Run(args) => fleet_cmd::run(&cli.store, args),
+        Command::Train(args) => train_cmd::train(&cli.store, *args),
         Command::Worker(args) => fleet_cmd::worker(&cli.store, args),
         Command::Workers(args) => fleet_cmd::workers(&cli.store, args),
         Command::Autoscale(args) => autoscale::run(&cli.store, args),

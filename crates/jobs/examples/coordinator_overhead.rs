@@ -35,6 +35,7 @@ fn main() {
     };
     let specs: Vec<TaskSpec> = (0..tasks)
         .map(|shard| TaskSpec {
+            train: None,
             files: None,
             shard,
             buckets: vec![shard % 64],

@@ -10,6 +10,7 @@ pub mod registry;
 pub mod run;
 pub mod score_file;
 pub mod status;
+pub mod train;
 
 pub use error::{Error, Result, RetryHint};
 pub use status::{RunStatus, TaskStatus};

@@ -50,6 +50,26 @@ pub struct ModelMeta {
     /// (kept in catalogs only: the version's own metadata file has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pack: Option<PackSlot>,
+    /// How fleetscore fitted it, when `fleetscore train` did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<Training>,
+}
+
+/// How a model version was fitted by `fleetscore train`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Training {
+    /// The training run.
+    pub run: String,
+    /// The training window's start (RFC 3339).
+    pub from: String,
+    /// Its end (RFC 3339, exclusive).
+    pub to: String,
+    /// Rows it was fitted on.
+    pub rows: u64,
+    /// The estimator and its hyper-parameters, with scikit-learn's names.
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// What the fit measured (support vectors, iterations, outliers among the training rows, ...).
+    pub metrics: BTreeMap<String, f64>,
 }
 
 /// Where a model file's bytes are inside a model pack.
@@ -320,10 +340,25 @@ impl<'s> Importer<'s> {
         self.accept(staged)
     }
 
+    /// [`Importer::add`] for a model fleetscore fitted: `training` is kept in its metadata.
+    pub fn add_trained(&mut self, new: &NewModel<'_>, training: Training) -> Result<ImportedFile> {
+        let staged = self.store_file_with(new, Some(training))?;
+        self.accept(staged)
+    }
+
     /// The part of [`Importer::add`] that needs no catalog, and so can run on many files at
     /// once: validates the file and stores it and its metadata under its version, unless that
     /// version is already stored.
     fn store_file(&self, new: &NewModel<'_>) -> Result<StoredFile> {
+        self.store_file_with(new, None)
+    }
+
+    /// [`Importer::store_file`], with how fleetscore fitted the model if it did.
+    fn store_file_with(
+        &self,
+        new: &NewModel<'_>,
+        training: Option<Training>,
+    ) -> Result<StoredFile> {
         let NewModel {
             device,
             tag,
@@ -374,6 +409,7 @@ impl<'s> Importer<'s> {
             source: source.to_string(),
             imported_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             pack: None,
+            training,
         };
         // The file, then its metadata, then (at commit) the catalog: a reader that finds a
         // version in a catalog always finds its file.

@@ -209,6 +209,7 @@ fn main() {
         };
         let specs: Vec<TaskSpec> = (0..tasks as u32)
             .map(|shard| TaskSpec {
+                train: None,
                 files: None,
                 shard,
                 buckets: vec![shard % layout::BUCKETS],

@@ -405,13 +405,11 @@ impl<'a> Scheduler<'a> {
             }
         }
         let request = RunRequest {
-            from_ms: next.from_ms,
-            to_ms: next.to_ms,
             run_id: Some(next.run_id.clone()),
-            options: RunOptions {
+            ..RunRequest::window(next.from_ms, next.to_ms).with_options(RunOptions {
                 max_models_per_task: def.run.max_models_per_task,
                 ..self.options.run.clone()
-            },
+            })
         };
         next.attempts += 1;
         match run::start(self.store, self.coordinator, &request) {

@@ -606,9 +606,9 @@ mod tests {
         let parts = store.get_ranges("a/ranged", &[2..5, 0..1, 9..10]).unwrap();
         let parts: Vec<&[u8]> = parts.iter().map(|b| &b[..]).collect();
         assert_eq!(parts, [&b"234"[..], b"0", b"9"]);
-        assert!(store.get_ranges("a/ranged", &[8..12]).is_err());
+        assert!(store.get_ranges("a/ranged", &[8..12, 0..1]).is_err());
         assert!(matches!(
-            store.get_ranges("a/nope", &[0..1]),
+            store.get_ranges("a/nope", &[0..1, 1..2]),
             Err(Error::NotFound(_))
         ));
     }

@@ -103,6 +103,9 @@ pub struct TaskSpec {
     /// planned, so the task need not list them again (`None`: list them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<String>>,
+    /// Set in a training run: fit new versions of the models instead of scoring them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<crate::train::TrainTask>,
 }
 
 /// A task a worker holds.
@@ -467,6 +470,7 @@ pub(crate) mod contract {
         };
         let tasks: Vec<TaskSpec> = (0..n)
             .map(|shard| TaskSpec {
+                train: None,
                 files: None,
                 shard,
                 buckets: vec![shard],
@@ -579,6 +583,7 @@ pub(crate) mod contract {
     /// finished run's.
     pub(crate) fn any_run_claims_go_oldest_first(c: &dyn Coordinator) {
         let task = |shard| TaskSpec {
+            train: None,
             files: None,
             shard,
             buckets: vec![],

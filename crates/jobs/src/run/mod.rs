@@ -13,6 +13,7 @@ mod plan;
 mod record;
 mod summary;
 mod task;
+mod train_task;
 mod worker;
 
 use std::time::{Duration, Instant};
@@ -101,6 +102,14 @@ pub struct RunRequest {
     pub run_id: Option<String>,
     /// How to execute it.
     pub options: RunOptions,
+    /// Only these (device, tag) models (`None`: every model).
+    pub select: Option<std::collections::BTreeSet<(String, String)>>,
+    /// Set for a training run: fit new versions of the models over the window instead of
+    /// scoring them.
+    pub train: Option<crate::train::TrainTask>,
+    /// The reading columns to feed the models (training: the new versions' features), instead
+    /// of each model's own.
+    pub features: Option<Vec<String>>,
 }
 
 impl RunRequest {
@@ -111,6 +120,9 @@ impl RunRequest {
             to_ms,
             run_id: None,
             options: RunOptions::default(),
+            select: None,
+            train: None,
+            features: None,
         }
     }
 
@@ -184,13 +196,33 @@ pub fn start(
         from_ms,
         to_ms,
     };
-    let plan = plan(
+    let mut plan = plan(
         store,
         from_ms,
         to_ms,
         options.workers.max(1) * 4,
         options.max_models_per_task,
     )?;
+    if let Some(select) = &request.select {
+        let keep =
+            |m: &crate::coordinator::ModelRef| select.contains(&(m.device.clone(), m.tag.clone()));
+        plan.models_without_data.retain(keep);
+        for t in &mut plan.tasks {
+            t.models.retain(keep);
+        }
+        plan.tasks.retain(|t| !t.models.is_empty());
+        for (i, t) in plan.tasks.iter_mut().enumerate() {
+            t.shard = i as u32;
+        }
+    }
+    for t in &mut plan.tasks {
+        if let Some(features) = &request.features {
+            for m in &mut t.models {
+                m.features = features.clone();
+            }
+        }
+        t.train = request.train.clone();
+    }
     // Running a window again replaces its outputs: a task writes its predictions once per run
     // (see `execute_task`), so the earlier run's go first — exactly this run's: the files
     // directly in its folders (run ids are one path segment, so no other run's are below).

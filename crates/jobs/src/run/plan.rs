@@ -102,6 +102,7 @@ pub fn plan(
         .enumerate()
         .map(|(i, (buckets, models))| TaskSpec {
             shard: i as u32,
+            train: None,
             files: Some(
                 buckets
                     .iter()

@@ -65,42 +65,11 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
         task.models.len(),
         task.buckets
     ));
+    if let Some(train) = &task.train {
+        return super::train_task::execute(at, task, train, started, log);
+    }
     let source = |m: &ModelRef| FeatureSource::of(&m.features);
-    let wanted = |kind: FeatureSource| -> BTreeSet<(&str, &str)> {
-        task.models
-            .iter()
-            .filter(|m| source(m).ok() == Some(kind))
-            .map(|m| (m.device.as_str(), m.tag.as_str()))
-            .collect()
-    };
-    let (raw, windowed) = (
-        wanted(FeatureSource::Readings),
-        wanted(FeatureSource::Windows),
-    );
-    let slice = if raw.is_empty() {
-        BTreeMap::new()
-    } else {
-        readings::read_slice(
-            store,
-            &task.buckets,
-            task.files.as_deref(),
-            spec.from_ms,
-            spec.to_ms,
-            &|d, t| raw.contains(&(d, t)),
-        )?
-    };
-    let windows = if windowed.is_empty() {
-        HashMap::new()
-    } else {
-        read_windows(
-            store,
-            &task.buckets,
-            task.files.as_deref(),
-            spec.from_ms,
-            spec.to_ms,
-            &|d, t| windowed.contains(&(d, t)),
-        )?
-    };
+    let (slice, windows) = read_rows(store, spec, task)?;
     let mut result = TaskResult {
         read_seconds: started.elapsed().as_secs_f64(),
         ..TaskResult::default()
@@ -325,15 +294,63 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
     Ok(result)
 }
 
+/// The rows of a task's models over its run's window: raw readings by sensor, and closed
+/// windows by sensor, each read once for all of them.
+pub(super) type TaskRows = (
+    BTreeMap<(String, String), readings::Series>,
+    HashMap<(String, String), Windows>,
+);
+
+/// Reads [`TaskRows`] for `task`.
+pub(super) fn read_rows(store: &Store, spec: &RunSpec, task: &TaskSpec) -> Result<TaskRows> {
+    let source = |m: &ModelRef| FeatureSource::of(&m.features);
+    let wanted = |kind: FeatureSource| -> BTreeSet<(&str, &str)> {
+        task.models
+            .iter()
+            .filter(|m| source(m).ok() == Some(kind))
+            .map(|m| (m.device.as_str(), m.tag.as_str()))
+            .collect()
+    };
+    let (raw, windowed) = (
+        wanted(FeatureSource::Readings),
+        wanted(FeatureSource::Windows),
+    );
+    let slice = if raw.is_empty() {
+        BTreeMap::new()
+    } else {
+        readings::read_slice(
+            store,
+            &task.buckets,
+            task.files.as_deref(),
+            spec.from_ms,
+            spec.to_ms,
+            &|d, t| raw.contains(&(d, t)),
+        )?
+    };
+    let windows = if windowed.is_empty() {
+        HashMap::new()
+    } else {
+        read_windows(
+            store,
+            &task.buckets,
+            task.files.as_deref(),
+            spec.from_ms,
+            spec.to_ms,
+            &|d, t| windowed.contains(&(d, t)),
+        )?
+    };
+    Ok((slice, windows))
+}
+
 /// The rows a model scores: raw readings, or closed windows.
 #[derive(Clone, Copy)]
-enum Rows<'a> {
+pub(super) enum Rows<'a> {
     Readings(&'a readings::Series),
     Windows(&'a Windows),
 }
 
 impl Rows<'_> {
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         match self {
             Rows::Readings(s) => s.len(),
             Rows::Windows(w) => w.len(),
@@ -341,7 +358,7 @@ impl Rows<'_> {
     }
 
     /// The row-major matrix of the named features into `x`.
-    fn matrix(&self, names: &[String], x: &mut Vec<f64>) -> Result<()> {
+    pub(super) fn matrix(&self, names: &[String], x: &mut Vec<f64>) -> Result<()> {
         x.clear();
         match self {
             // Raw readings have one column (checked by `FeatureSource::of`).
