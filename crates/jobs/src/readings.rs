@@ -345,6 +345,9 @@ pub fn import_buffered(
     let schema = reader.schema();
     for c in [&columns.time, &columns.device, &columns.tag, &columns.value] {
         if schema.column_with_name(c).is_none() {
+            // The reader holds only the columns asked for: name the file's own.
+            let all = fleetscore_table::open(path, 1).map(|r| r.schema());
+            let schema = all.as_ref().unwrap_or(&schema);
             let has: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
             return Err(Error::Invalid(format!(
                 "{}: no column `{c}` (the file has {})",
