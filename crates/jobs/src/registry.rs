@@ -295,8 +295,8 @@ pub struct Importer<'s> {
     known: BTreeMap<u32, Catalog>,
     /// Changes not yet committed, per bucket.
     staged: BTreeMap<u32, Vec<ModelMeta>>,
-    /// The staged versions' files, for the pack the commit writes: (bucket, device, tag, bytes).
-    pending: Vec<(u32, String, String, Vec<u8>)>,
+    /// The staged versions' files, for the pack the commit writes.
+    pending: Vec<Pending>,
     /// Whether this import wrote a pack (so that finishing it collects unreferenced ones).
     packed: bool,
 }
@@ -460,8 +460,13 @@ impl<'s> Importer<'s> {
         };
         self.catalog(bucket)?.upsert(meta.clone());
         self.staged.entry(bucket).or_default().push(meta.clone());
-        self.pending
-            .push((bucket, meta.device.clone(), meta.tag.clone(), bytes));
+        self.pending.push(Pending {
+            bucket,
+            device: meta.device.clone(),
+            tag: meta.tag.clone(),
+            version: meta.version.clone(),
+            bytes,
+        });
         Ok((meta, outcome))
     }
 
@@ -502,22 +507,32 @@ impl<'s> Importer<'s> {
         if pending.len() < MIN_PACK_MODELS {
             return Ok(());
         }
-        pending.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));
-        let total = pending.iter().map(|p| p.3.len()).sum();
+        pending.sort_by(|a, b| {
+            (a.bucket, &a.device, &a.tag, &a.version)
+                .cmp(&(b.bucket, &b.device, &b.tag, &b.version))
+        });
+        pending.dedup_by(|a, b| (&a.device, &a.tag, &a.version) == (&b.device, &b.tag, &b.version));
+        let total = pending.iter().map(|p| p.bytes.len()).sum();
         let mut pack = Vec::with_capacity(total);
         let mut offsets = std::collections::HashMap::with_capacity(pending.len());
-        for (_, device, tag, bytes) in &pending {
+        for p in &pending {
+            let slot = (pack.len() as u64, p.bytes.len() as u64);
             offsets.insert(
-                (device.as_str(), tag.as_str()),
-                (pack.len() as u64, bytes.len() as u64),
+                (p.device.as_str(), p.tag.as_str(), p.version.as_str()),
+                slot,
             );
-            pack.extend_from_slice(bytes);
+            pack.extend_from_slice(&p.bytes);
         }
         let key = layout::pack(&version_of(&pack));
         // Named by its content: an identical pack already there is this one.
         self.store.put_if_absent(&key, pack)?;
         for meta in self.staged.values_mut().flatten() {
-            if let Some(&(offset, len)) = offsets.get(&(meta.device.as_str(), meta.tag.as_str())) {
+            let id = (
+                meta.device.as_str(),
+                meta.tag.as_str(),
+                meta.version.as_str(),
+            );
+            if let Some(&(offset, len)) = offsets.get(&id) {
                 meta.pack = Some(PackSlot {
                     key: key.clone(),
                     offset,
@@ -569,6 +584,15 @@ pub fn collect_packs(store: &Store, retention_ms: i64, now_ms: i64) -> Result<Ve
         )?;
     }
     Ok(deleted)
+}
+
+/// A staged version's file, held for the pack its commit writes.
+struct Pending {
+    bucket: u32,
+    device: String,
+    tag: String,
+    version: String,
+    bytes: Vec<u8>,
 }
 
 /// A model file validated and stored under its version, not yet made current.
