@@ -78,6 +78,10 @@ pub(crate) fn variance_all(x: &[f64]) -> f64 {
 pub(crate) fn dot(x: &[f64], y: &[f64]) -> f64 {
     debug_assert_eq!(x.len(), y.len());
     let n = x.len();
+    if n == 1 {
+        // fma(y, x, +0.0) without the call: the product rounded once, a -0.0 made +0.0.
+        return x[0] * y[0] + 0.0;
+    }
     let blocked = n & !15;
     let mut sum = 0.0f64;
     if blocked > 0 {
