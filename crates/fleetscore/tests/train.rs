@@ -61,6 +61,7 @@ const TO: &str = "2018-08-29 02:00:00";
 /// compares their decision functions on all of the sensor's readings.
 const COMPARE: &str = r#"
 import json, pickle, sys, warnings
+import joblib
 import numpy as np, pandas as pd
 from sklearn.ensemble import IsolationForest
 from sklearn.pipeline import make_pipeline
@@ -79,8 +80,11 @@ for c in cases:
         want = make_pipeline(StandardScaler(), OneClassSVM(nu=c["nu"])).fit(X)
     else:
         want = IsolationForest(random_state=c["seed"]).fit(X)
-    with open(c["file"], "rb") as f:
-        got = pickle.load(f)
+    if c.get("joblib"):
+        got = joblib.load(c["file"])
+    else:
+        with open(c["file"], "rb") as f:
+            got = pickle.load(f)
     assert type(got) is type(want), (type(got), type(want))
     all_rows = d[["Value"]].to_numpy()
     a, b = got.decision_function(all_rows), want.decision_function(all_rows)
@@ -113,6 +117,26 @@ fn train_refits_the_fleet_as_scikit_learn_fits_it() {
             "data",
             "import",
             reference("sensor_data.csv").to_str().unwrap(),
+        ],
+    ));
+    // Sensor 3/3's model saved with joblib's zlib compression: its successors keep it.
+    let zlib_dir = dir.join("zlib");
+    std::fs::create_dir_all(&zlib_dir).unwrap();
+    {
+        use std::io::Write;
+        let plain = std::fs::read(reference("models/model_3_3")).unwrap();
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(3));
+        z.write_all(&plain).unwrap();
+        std::fs::write(zlib_dir.join("model_3_3"), z.finish().unwrap()).unwrap();
+    }
+    ok(&fleet(
+        s,
+        &[
+            "models",
+            "import",
+            zlib_dir.to_str().unwrap(),
+            "--pattern",
+            "model_{device}_{tag}",
         ],
     ));
     let before = versions(s);
@@ -203,6 +227,29 @@ fn train_refits_the_fleet_as_scikit_learn_fits_it() {
     );
     let rows_1_1 = training["rows"].as_u64().unwrap();
     assert!(rows_1_1 > 100, "{meta}");
+
+    let zlib_file = dir.join("3_3.joblib");
+    ok(&fleet(
+        s,
+        &[
+            "models",
+            "export",
+            "3/3",
+            "--output",
+            zlib_file.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(
+        &std::fs::read(&zlib_file).unwrap()[..2],
+        b"\x78\x5e",
+        "zlib at level 3"
+    );
+    let inspected = ok(&bin()
+        .args(["models", "inspect"])
+        .arg(&zlib_file)
+        .output()
+        .unwrap());
+    assert!(inspected.contains("(zlib), protocol 4"), "{inspected}");
 
     // The trained models score in a run like any other.
     let run = ok(&fleet(s, &["run", "--from", FROM, "--to", TO]));
@@ -339,6 +386,7 @@ fn train_refits_the_fleet_as_scikit_learn_fits_it() {
     for (key, kind, nu) in [
         ("1/1", "ocsvm", 0.3),
         ("3/5", "ocsvm", 0.1),
+        ("3/3", "ocsvm", 0.1),
         ("2/2", "iforest", 0.0),
         ("2/4", "iforest", 0.0),
     ] {
@@ -354,7 +402,7 @@ fn train_refits_the_fleet_as_scikit_learn_fits_it() {
         cases.push(serde_json::json!({
             "device": device, "tag": tag, "kind": kind, "nu": nu, "seed": 7,
             "from": "2018-08-28 23:00:00", "to": "2018-08-29 02:00:00",
-            "rows": meta["training"]["rows"], "file": file,
+            "rows": meta["training"]["rows"], "file": file, "joblib": key == "3/3",
         }));
     }
     let out = std::process::Command::new(python)

@@ -29,7 +29,7 @@ mod value;
 pub mod write;
 
 pub use budget::{Budget, OverBudget};
-pub use container::{Compression, decompress, detect};
+pub use container::{Compression, compress, decompress, detect};
 pub use error::{Error, Result};
 pub use globals::AllowList;
 pub use numpy::{ArrayData, DType, DTypeKind, Field, NdArray};

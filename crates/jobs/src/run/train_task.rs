@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use fleetscore_models::Model;
+use fleetscore_pickle::Compression;
 use fleetscore_store::layout;
 
 use crate::coordinator::{FailureKind, ModelFailure, ModelRef, TaskResult, TaskSpec};
@@ -50,13 +51,10 @@ pub(super) fn execute(
         slice.len() + windows.len(),
         result.read_seconds
     ));
-    // `--like current` needs each current model's estimator and hyper-parameters.
-    let current = if train.estimator.is_none() {
-        let refs: Vec<&ModelRef> = task.models.iter().collect();
-        fetch::fetch(store, &refs).files
-    } else {
-        Default::default()
-    };
+    // The current models: `--like current` reads their estimators and hyper-parameters, and a
+    // new version is written as its predecessor was (a joblib compression kept).
+    let refs: Vec<&ModelRef> = task.models.iter().collect();
+    let current = fetch::fetch(store, &refs).files;
     let fit_started = Instant::now();
     let mut summary = TaskSummary {
         format: SUMMARY_FORMAT,
@@ -108,9 +106,25 @@ pub(super) fn execute(
             };
             rows.matrix(&m.features, &mut x)
                 .map_err(|e| (FailureKind::Features, e.to_string()))?;
-            let trained = estimator
+            let mut trained = estimator
                 .fit(&x, m.features.len(), train.seed)
                 .map_err(|e| (FailureKind::Score, format!("fitting failed: {e}")))?;
+            // A predecessor saved with joblib's compression: the same compression. (A skops
+            // file's successor is a pickle: there is no skops writer.)
+            let file = layout::model_file(&m.device, &m.tag, &m.version);
+            let codec = match current.get(&file) {
+                Some(Ok(bytes)) => fleetscore_pickle::detect(bytes).unwrap_or(Compression::None),
+                _ => Compression::None,
+            };
+            if codec != Compression::None {
+                trained.pickle =
+                    fleetscore_pickle::compress(&trained.pickle, codec).map_err(|e| {
+                        (
+                            FailureKind::Score,
+                            format!("compressing with {}: {e}", codec.name()),
+                        )
+                    })?;
+            }
             Ok((estimator, trained))
         })();
         let (estimator, trained) = match fitted {
