@@ -564,6 +564,12 @@ pub fn run(args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
         record.execute_seconds,
         record.rows_per_second
     );
+    Ok(report_failures(&record))
+}
+
+/// Prints what failed in a finished run (scoring or training) and gives its exit status: 2 when
+/// the run completed but something in it failed (see the record), else 0.
+pub(crate) fn report_failures(record: &run::RunRecord) -> ExitCode {
     for f in &record.failures {
         eprintln!(
             "failed: model {}/{} {}: {}",
@@ -576,12 +582,11 @@ pub fn run(args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
             f.shard, f.attempts, f.error
         );
     }
-    // Exit 2: the run completed, but something in it failed (see the record).
-    Ok(if record.has_failures() {
+    if record.has_failures() {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
-    })
+    }
 }
 
 /// `fleetscore workers`: the workers the coordinator has seen.

@@ -13,7 +13,7 @@ use fleetscore_jobs::run::{self, RunOptions, RunRequest};
 use fleetscore_jobs::train::{DEFAULT_MIN_ROWS, Estimator, Scaler, TrainTask};
 
 use crate::fleet_cmd::StoreArgs;
-use crate::fleet_cmd::{last_window, parse_time, progress_printer};
+use crate::fleet_cmd::{last_window, parse_time, progress_printer, report_failures};
 
 /// The estimators `train` fits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -318,20 +318,7 @@ pub fn train(args: &StoreArgs, a: TrainArgs) -> Result<ExitCode> {
         record.tasks_failed,
         record.execute_seconds,
     );
-    for f in &record.failures {
-        eprintln!("failed: model {}/{}: {}", f.device, f.tag, f.reason);
-    }
-    for f in &record.task_failures {
-        eprintln!(
-            "failed: task {} after {} attempts: {}",
-            f.shard, f.attempts, f.error
-        );
-    }
-    Ok(if record.has_failures() {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(report_failures(&record))
 }
 
 #[cfg(test)]

@@ -59,6 +59,16 @@ fn fleet_at(name: &str, url: Option<&str>) -> Fleet {
     }
 }
 
+/// Every task log of run `id`, one after the other.
+fn task_logs(f: &Fleet, id: &str) -> String {
+    f.store
+        .list(&layout::logs_dir(id))
+        .unwrap()
+        .iter()
+        .map(|e| String::from_utf8(f.store.get(&e.key).unwrap().to_vec()).unwrap())
+        .collect()
+}
+
 /// The reference fleet's 15 models imported together, as `models import` does: one commit, one
 /// model pack; and its readings.
 fn import_reference_packed(f: &Fleet) {
@@ -796,13 +806,7 @@ fn a_cached_model_is_scored_again_without_its_file() {
             .all(|m| m.kind == FailureKind::Missing),
         "{uncached:?}"
     );
-    let logs: String = f
-        .store
-        .list(&layout::logs_dir("uncached"))
-        .unwrap()
-        .iter()
-        .map(|e| String::from_utf8(f.store.get(&e.key).unwrap().to_vec()).unwrap())
-        .collect();
+    let logs = task_logs(&f, "uncached");
     assert!(
         logs.contains("could not be read") && logs.contains("read from their own files"),
         "{logs}"
@@ -1113,13 +1117,7 @@ fn model_packs_are_read_checked_and_collected() {
         r.get - packed.plan_store_requests.get + 15,
         "{damaged:?}"
     );
-    let logs: String = f
-        .store
-        .list(&layout::logs_dir("damaged"))
-        .unwrap()
-        .iter()
-        .map(|e| String::from_utf8(f.store.get(&e.key).unwrap().to_vec()).unwrap())
-        .collect();
+    let logs = task_logs(&f, "damaged");
     assert!(
         logs.contains("holds other bytes than its catalog says"),
         "{logs}"

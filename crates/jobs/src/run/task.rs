@@ -211,15 +211,7 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
                     "model {}/{} {}: FAILED: {e}",
                     m.device, m.tag, m.version
                 ));
-                let failure = ModelFailure {
-                    device: m.device.clone(),
-                    tag: m.tag.clone(),
-                    version: m.version.clone(),
-                    kind,
-                    reason: e.to_string(),
-                };
-                summary.failed.push(failure.clone());
-                result.failures.push(failure);
+                failed(&mut summary, &mut result, m, kind, e.to_string());
                 continue;
             }
         };
@@ -268,13 +260,7 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
     result.write_seconds = write_started.elapsed().as_secs_f64();
     // Every attempt counts the same from the same plan, so whichever attempt writes last
     // writes what the first did.
-    summary.read_seconds = result.read_seconds;
-    summary.score_seconds = result.score_seconds;
-    summary.write_seconds = result.write_seconds;
-    store.put(
-        &layout::task_summary(&spec.id, task.shard),
-        serde_json::to_vec(&summary).expect("serializable"),
-    )?;
+    write_summary(store, &mut summary, &result)?;
     line(format!(
         "done: {} models scored, {} without data, {} failed; {} rows, {} anomalies; read {:.3}s, score {:.3}s, write {:.3}s",
         result.models_scored,
@@ -292,6 +278,41 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
     )?;
     result.store_requests = requests.requests().into();
     Ok(result)
+}
+
+/// Records that model `m` failed, in the task's summary and result.
+pub(super) fn failed(
+    summary: &mut TaskSummary,
+    result: &mut TaskResult,
+    m: &ModelRef,
+    kind: FailureKind,
+    reason: String,
+) {
+    let failure = ModelFailure {
+        device: m.device.clone(),
+        tag: m.tag.clone(),
+        version: m.version.clone(),
+        kind,
+        reason,
+    };
+    summary.failed.push(failure.clone());
+    result.failures.push(failure);
+}
+
+/// Writes the task's per-model summary, with the result's timings.
+pub(super) fn write_summary(
+    store: &Store,
+    summary: &mut TaskSummary,
+    result: &TaskResult,
+) -> Result<()> {
+    summary.read_seconds = result.read_seconds;
+    summary.score_seconds = result.score_seconds;
+    summary.write_seconds = result.write_seconds;
+    store.put(
+        &layout::task_summary(&summary.run_id, summary.shard),
+        serde_json::to_vec(&summary).expect("serializable"),
+    )?;
+    Ok(())
 }
 
 /// The rows of a task's models over its run's window: raw readings by sensor, and closed

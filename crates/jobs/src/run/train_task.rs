@@ -8,14 +8,14 @@ use fleetscore_models::Model;
 use fleetscore_pickle::Compression;
 use fleetscore_store::layout;
 
-use crate::coordinator::{FailureKind, ModelFailure, ModelRef, TaskResult, TaskSpec};
+use crate::coordinator::{FailureKind, ModelRef, TaskResult, TaskSpec};
 use crate::error::{Error, Result};
 use crate::registry::{self, FeatureSource, NewModel, Training};
 use crate::train::TrainTask;
 
 use super::fetch;
 use super::summary::{SUMMARY_FORMAT, Scored, TaskSummary, Unscored};
-use super::task::{Attempt, Rows, read_rows};
+use super::task::{Attempt, Rows, failed, read_rows, write_summary};
 
 /// Executes a training task; `log` holds the task's first lines.
 pub(super) fn execute(
@@ -131,15 +131,7 @@ pub(super) fn execute(
             Ok(f) => f,
             Err((kind, reason)) => {
                 line(format!("model {}/{}: FAILED: {reason}", m.device, m.tag));
-                let failure = ModelFailure {
-                    device: m.device.clone(),
-                    tag: m.tag.clone(),
-                    version: m.version.clone(),
-                    kind,
-                    reason,
-                };
-                summary.failed.push(failure.clone());
-                result.failures.push(failure);
+                failed(&mut summary, &mut result, m, kind, reason);
                 continue;
             }
         };
@@ -178,15 +170,7 @@ pub(super) fn execute(
             Err(e) => {
                 let reason = format!("the fitted model was refused: {e}");
                 line(format!("model {}/{}: FAILED: {reason}", m.device, m.tag));
-                let failure = ModelFailure {
-                    device: m.device.clone(),
-                    tag: m.tag.clone(),
-                    version: m.version.clone(),
-                    kind: FailureKind::Load,
-                    reason,
-                };
-                summary.failed.push(failure.clone());
-                result.failures.push(failure);
+                failed(&mut summary, &mut result, m, FailureKind::Load, reason);
                 continue;
             }
         };
@@ -214,13 +198,7 @@ pub(super) fn execute(
     // Every fit of the task becomes current at once, packed together.
     importer.finish()?;
     result.write_seconds = write_started.elapsed().as_secs_f64();
-    summary.read_seconds = result.read_seconds;
-    summary.score_seconds = result.score_seconds;
-    summary.write_seconds = result.write_seconds;
-    store.put(
-        &layout::task_summary(&spec.id, task.shard),
-        serde_json::to_vec(&summary).expect("serializable"),
-    )?;
+    write_summary(store, &mut summary, &result)?;
     line(format!(
         "done: {} models trained, {} skipped, {} failed; {} rows; read {:.3}s, fit {:.3}s, import {:.3}s",
         result.models_scored,
