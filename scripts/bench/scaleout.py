@@ -336,10 +336,14 @@ def measure_requests(fs, store, kind, n_devices, mmpt):
     whole = req_dict(rec.get("store_requests"))
     in_tasks = req_sub(whole, plan)
     in_tasks["put"] -= 1  # the final record's write (the record says so), not a task's
+    traffic = run_traffic(store, run_id, kind)
+    written = sum(traffic[k]["files"] for k in ("predictions", "summaries", "logs"))
+    if written != in_tasks["put"]:
+        problems.append(f"the tasks wrote {written} objects but the record counts {in_tasks['put']} task PUTs")
     r = {"devices": n_devices, "models": n_models, "rows": n_rows, "kind": kind, "mmpt": mmpt, "run_id": run_id,
          "wall_seconds": wall, "loadavg_before": load, "tasks": rec.get("tasks"), "plan": plan, "whole": whole,
          "in_tasks": in_tasks, "record": rec, "task_seconds": task_stats(tasks), "tasks_detail": tasks,
-         "traffic": run_traffic(store, run_id, kind), "problems": problems}
+         "traffic": traffic, "problems": problems}
     log(f"  N={n_devices} {kind}, max models per task {mmpt or 'default'}: {rec.get('tasks')} tasks, "
         f"{req_total(whole):,} requests ({req_total(whole) / n_models * 100:.2f} per 100 models; plan {plan}, "
         f"tasks {in_tasks}), wall {f_secs(wall)}"
@@ -451,7 +455,9 @@ def projected_requests(models, mmpt, k, packs=True):
     each), from the parts measured: k holds the measured per-run and per-task counts."""
     tasks = plan_tasks(models, mmpt)
     n_packs = math.ceil(models / IMPORT_BATCH)
-    get = k["readings_gets"]
+    # The hour's readings files: one per bucket at least; `data import` writes a bucket's file each
+    # time its buffer fills, so large hours come in more files, in proportion to their rows.
+    get = max(BUCKETS, round(models * READINGS * k["readings_files_per_row"]))
     get_range = 0
     put = k["plan_put"] + k["puts_per_task"] * tasks + 1
     lst = k["plan_list"]
@@ -487,7 +493,7 @@ def projection(r):
     small = [x for x in req if x["kind"] == "packs"]
     k = {
         "plan_get": base["plan"]["get"], "plan_put": base["plan"]["put"], "plan_list": base["plan"]["list"],
-        "readings_gets": base["traffic"]["readings"]["files"],
+        "readings_files_per_row": base["traffic"]["readings"]["files"] / base["rows"],
         "puts_per_task": base["in_tasks"]["put"] / base["tasks"],
     }
     # Ranged GETs per (task, pack), over every packs run.
@@ -512,31 +518,32 @@ def projection(r):
             gets_pm = (q["get"] + q["get_range"] + q["list"]) / sensors
             puts_pm = q["put"] / sensors
             mpt = sensors / q["tasks"]
-            lim = [
-                ("requests", "an Azure account's request rate", f"{AZURE_ACCOUNT_RPS:,} requests/s",
+            lim = [  # (kind, where it applies, name, the limit, machines it allows)
+                ("requests", "azure", "an Azure account's request rate", f"{AZURE_ACCOUNT_RPS:,} requests/s",
                  AZURE_ACCOUNT_RPS / (machine_mps * per_model)),
-                ("requests", "an S3 prefix's GET rate", f"{S3_PREFIX_GET_RPS:,} GET/s (LIST counted as GET)",
-                 S3_PREFIX_GET_RPS / (machine_mps * gets_pm)),
-                ("requests", "an S3 prefix's PUT rate", f"{S3_PREFIX_PUT_RPS:,} PUT/s",
-                 S3_PREFIX_PUT_RPS / (machine_mps * puts_pm)),
-                ("bandwidth", "an Azure account's ingress (writes)", f"{AZURE_INGRESS_GBPS} Gbit/s",
+                ("bandwidth", "azure", "an Azure account's ingress (writes)", f"{AZURE_INGRESS_GBPS} Gbit/s",
                  AZURE_INGRESS_GBPS * 1e9 / 8 / (machine_mps * written_pm)),
-                ("bandwidth", "an Azure account's egress (reads)", f"{AZURE_EGRESS_GBPS} Gbit/s",
+                ("bandwidth", "azure", "an Azure account's egress (reads)", f"{AZURE_EGRESS_GBPS} Gbit/s",
                  AZURE_EGRESS_GBPS * 1e9 / 8 / (machine_mps * (read_pm + plan_read_pm))),
-                ("coordinator", "the PostgreSQL coordinator", f"{PG_TASKS_PER_S} tasks/s (measured, 4 connections)",
-                 PG_TASKS_PER_S / (machine_mps / mpt)),
-                ("plan", "tasks per run (one per device bucket at most)", f"{q['tasks']} tasks × 1 thread",
+                ("requests", "s3", "an S3 prefix's GET rate", f"{S3_PREFIX_GET_RPS:,} GET/s (LIST counted as GET)",
+                 S3_PREFIX_GET_RPS / (machine_mps * gets_pm)),
+                ("requests", "s3", "an S3 prefix's PUT rate", f"{S3_PREFIX_PUT_RPS:,} PUT/s",
+                 S3_PREFIX_PUT_RPS / (machine_mps * puts_pm)),
+                ("coordinator", "both", "the PostgreSQL coordinator",
+                 f"{PG_TASKS_PER_S} tasks/s (measured, 4 connections)", PG_TASKS_PER_S / (machine_mps / mpt)),
+                ("plan", "both", "one run's tasks (at most one per device bucket)", f"{q['tasks']} tasks × 1 thread",
                  q["tasks"] / 2),
             ]
             rows.append({
                 "sensors": sensors, "kind": kind, "requests": q, "total": total, "per_100": per_model * 100,
                 "models_per_task": mpt, "cost": cost(q),
-                "limits": sorted(({"kind": a, "name": b, "value": c, "machines": d} for a, b, c, d in lim),
-                                 key=lambda x: x["machines"]),
+                "limits": sorted(({"kind": a, "where": w, "name": b, "value": c, "machines": d}
+                                  for a, w, b, c, d in lim), key=lambda x: x["machines"]),
                 "machine_seconds": sensors / machine_mps,
                 "plan_read_bytes": plan_read_pm * sensors,
             })
     return {"machine_models_per_s": machine_mps, "machine_run": base["run_id"], "machine_devices": largest,
+            "prediction_bytes_per_row": tr["predictions"]["bytes"] / base["rows"],
             "parts": k, "checks": checks, "read_per_model": read_pm, "written_per_model": written_pm,
             "plan_read_per_model": plan_read_pm, "rows": rows}
 
@@ -622,7 +629,8 @@ def render(r):
     add(f"- CPU: {m['cpu']}, {c} cores available to the benchmark; memory {m['mem_gib']:.1f} GiB; Linux {m['kernel']}")
     if la is not None:
         add(f"- Load average when the run started: {la[0]:.2f} / {la[1]:.2f} / {la[2]:.2f} (1 / 5 / 15 min); "
-            "the load (1 min) before each measurement is in its table")
+            "the load (1 min) just before each measurement is in its table (it includes this benchmark's own "
+            "preceding steps)")
     add(f"- fleetscore: checkout at commit {v['fleetscore_commit']}, whose Rust code is that of commit "
         f"{v.get('code_commit', 'unknown')} (the last to change `crates/` or `Cargo.*`); the binary "
         f"`{v['fleetscore_binary']}` ({v['fleetscore_version']}) built from it")
@@ -687,7 +695,7 @@ def render(r):
         per100 = tot / x["models"] * 100
         target = ("yes" if per100 <= 2 else "**no**") if x["devices"] == 1000 else "—"
         add(f"| {x['devices']:,} | {KINDS[x['kind']]} | {x['mmpt'] or '1,000 (default)'} | {x['tasks']} "
-            f"| {f_req(x['plan'])} | {f_req(x['in_tasks'])} | **{tot:,}** | {req_total(x['in_tasks']) / x['tasks']:.1f} "
+            f"| {f_req(x['plan'])} | {f_req(x['in_tasks'])} | **{tot:,}** | {req_total(x['in_tasks']) / x['tasks']:,.1f} "
             f"| **{per100:.2f}** | {target} | {f_load(x['loadavg_before'])} |")
     add("")
     add(request_notes(r))
@@ -802,14 +810,22 @@ def request_notes(r):
             "version before packs also listed each task's bucket-hour folders (a LIST per bucket and hour: "
             f"{BUCKETS} more per run-hour), which this binary does not do even on the store without packs "
             "(the plan hands tasks their files), so its count here is a little under the previous version's.")
-    large = [x for x in r["requests"] if x["devices"] != n and x["kind"] == "packs"]
-    for x in large:
-        n_packs = r["stores"][str(x["devices"])]["packs"]["files"]
+    for big in sorted({x["devices"] for x in r["requests"] if x["devices"] != n}):
+        x, y = by(r, big, "packs", None), by(r, big, "packs", r["mmpt"])
+        if not x:
+            continue
+        n_packs = r["stores"][str(big)]["packs"]["files"]
         parts.append(
-            f"At N={x['devices']:,} the {x['models']:,} models are in {n_packs} packs (an import packs each batch of "
+            f"At N={big:,} the {x['models']:,} models are in {n_packs} packs (an import packs each batch of "
             f"{IMPORT_BATCH:,} models, and each batch holds devices of every bucket), so a task makes a ranged GET "
             f"per pack: {x['in_tasks']['get_range']:,} ranged GETs for {x['tasks']} tasks "
-            f"({x['in_tasks']['get_range'] / x['tasks']:.1f} per task).")
+            f"({x['in_tasks']['get_range'] / x['tasks']:.1f} per task). The hour's readings are "
+            f"{x['traffic']['readings']['files']} files, not {BUCKETS}: `data import` writes a bucket's file each "
+            "time its 4,000,000-row buffer fills, so a large hour comes in several files per bucket, each a GET."
+            + (f" With `--max-models-per-task {r['mmpt']}` the plan made {y['tasks']} tasks, not "
+               f"{math.ceil(y['models'] / r['mmpt'])}: a task is made of whole device buckets, so a run has at most "
+               f"{BUCKETS} tasks, whatever the setting." if y and y["tasks"] < math.ceil(y["models"] / r["mmpt"])
+               else ""))
     return "\n\n".join(parts)
 
 
@@ -855,14 +871,14 @@ def sim_notes(r):
             f"models/s with 1 process to {f_rate(r['devices'] * 5 / top['wall_seconds'])} with {top['processes']} "
             f"({f_ratio(b1['wall_seconds'] / top['wall_seconds'])}) and stops growing at **P = {p}** (within 10% of "
             "the best). "
-            + (f"There the run takes {f_secs(top['wall_seconds'])} against a store floor of {f_secs(floor)}: "
+            + (f"At its best the run takes {f_secs(top['wall_seconds'])} against a store floor of {f_secs(floor)}: "
                "the simulated store's "
                + ("request rate" if req_total(top['simulated_requests']) / r['sim_params']['rps']
                   >= (top['traffic']['task_read_bytes'] + top['traffic']['task_written_bytes'])
                   / r['sim_params']['bytes_per_s'] else "bandwidth")
                + " is what limits it, whatever the number of processes."
                if store_bound else
-               f"There the run takes {f_secs(top['wall_seconds'])} against a store floor of only {f_secs(floor)}: "
+               f"At its best the run takes {f_secs(top['wall_seconds'])} against a store floor of only {f_secs(floor)}: "
                f"the limit is this machine's {c} cores (processes beyond {c} only overlap the simulated latency "
                "with work), not the store."))
     pk, fl = r["best_sim"]["packs"], r["best_sim"]["files"]
@@ -897,8 +913,12 @@ def projection_section(r):
     add("")
     k = pj["parts"]
     add(f"Requests per hourly run of S models with packs, from the measured parts: planning {k['plan_get']} GET + "
-        f"{k['plan_list']} LIST + {k['plan_put']} PUT; the hour's readings, {k['readings_gets']} GETs (one per "
-        f"device bucket); per task, {k['puts_per_task']:.0f} PUTs and {k['ranges_per_task_pack']:.0f} ranged GET per "
+        f"{k['plan_list']} LIST + {k['plan_put']} PUT; a GET per readings file of the hour — at least {BUCKETS} (one "
+        "per device bucket), and as `data import` wrote them at the largest N, "
+        f"{k['readings_files_per_row'] * 1e6:.1f} files per million readings (it writes a bucket's file whenever its "
+        "4,000,000-row buffer fills; readings the aggregator writes are merged into one file per bucket and hour "
+        f"instead, which this run does not measure); per task, {k['puts_per_task']:.0f} PUTs and "
+        f"{k['ranges_per_task_pack']:.0f} ranged GET per "
         f"pack (a pack per import batch of {IMPORT_BATCH:,} models, each spanning every bucket); the final record's "
         f"PUT. Tasks: at most 1,000 models each, at least 8, and **at most {BUCKETS} — one per device bucket**. "
         "Without packs: a GET per model and the 64 catalogs, and the snapshot's PUT. The same formula against "
@@ -906,10 +926,14 @@ def projection_section(r):
             f"N={c['devices']:,} {c['kind']} {c['mmpt'] or 'default'}: {c['formula']:,} vs {c['measured']:,} measured"
             for c in pj["checks"]) + ".")
     add("")
+    big = max(PROJECT_SENSORS)
     add(f"Bytes per model (from N={pj['machine_devices']:,} with packs): the tasks read "
         f"{pj['read_per_model'] / 1e3:.1f} kB (readings and the model) and write {pj['written_per_model'] / 1e3:.1f} kB "
-        f"(predictions, summaries, logs); planning reads the catalog snapshot, {pj['plan_read_per_model']:.0f} B per "
-        "model, in one GET.")
+        f"(predictions, summaries, logs) — the predictions, {pj['prediction_bytes_per_row']:.1f} B per scored row, "
+        f"are most of a run's bytes. Planning reads the catalog snapshot in one GET: {pj['plan_read_per_model']:.0f} B "
+        f"per model, so **{f_bytes(pj['plan_read_per_model'] * big)} read and parsed by every plan at {big:,} "
+        "sensors** (each entry carries the model's import path, estimator, format and import time besides what a "
+        "plan needs).")
     add("")
     add("| sensors (models) | store | tasks per run | requests per run (GET / ranged / PUT / LIST / DELETE) | "
         "per 100 models | one machine's time per run | cost per run: Azure hot / S3 | per month of hourly runs: "
@@ -929,27 +953,29 @@ def projection_section(r):
         "once): the limit divided by one machine's demand on it. Limits: Azure's published defaults for a "
         f"general-purpose v2 account ({AZURE_ACCOUNT_RPS:,} requests/s, {AZURE_INGRESS_GBPS} Gbit/s ingress, "
         f"{AZURE_EGRESS_GBPS} Gbit/s egress; higher in some regions and on request), S3's per-prefix rates "
-        f"({S3_PREFIX_GET_RPS:,} GET/s, {S3_PREFIX_PUT_RPS:,} PUT/s; S3 splits busy prefixes over time), the "
+        f"({S3_PREFIX_GET_RPS:,} GET/s, {S3_PREFIX_PUT_RPS:,} PUT/s, taken for the whole bucket, as a new bucket "
+        "starts; S3 splits busy prefixes such as `readings/` and `models/packs/` apart over time), the "
         f"PostgreSQL coordinator as measured in \"Workers\" ({PG_TASKS_PER_S} claim + complete round trips/s), and "
         "the plan's task count (a run's tasks are whole device buckets, so one run uses at most "
         f"{BUCKETS} worker threads: {BUCKETS // 2} 2-core machines).")
     add("")
-    names = []
-    for row in pj["rows"]:
-        for lim in row["limits"]:
-            if lim["name"] not in names:
-                names.append(lim["name"])
-    add("| sensors | store | " + " | ".join(names) + " | first limit |")
-    add("|---|---|" + "---|" * len(names) + "---|")
+    names = [x["name"] for x in pj["rows"][0]["limits"]]  # in the order of the first row's limits
+    add("| sensors | store | " + " | ".join(names) + " | first on Azure | first on S3 |")
+    add("|---|---|" + "---|" * len(names) + "---|---|")
     for row in pj["rows"]:
         by_name = {x["name"]: x for x in row["limits"]}
-        first = row["limits"][0]
+        firsts = [first_limit(row, w) for w in ("azure", "s3")]
         add(f"| {row['sensors']:,} | {KINDS[row['kind']]} | "
-            + " | ".join(f_machines(by_name[n]["machines"]) for n in names)
-            + f" | {first['name']} (~{f_machines(first['machines'])}) |")
+            + " | ".join(f_machines(by_name[n]["machines"]) for n in names) + " | "
+            + " | ".join(f"{x['name']} (~{f_machines(x['machines'])})" for x in firsts) + " |")
     add("")
     add(verdict(r))
     return "\n".join(L)
+
+
+def first_limit(row, where):
+    """The limit of `row` that allows the fewest machines on that store (Azure or S3)."""
+    return next(x for x in row["limits"] if x["where"] in (where, "both"))
 
 
 def verdict(r):
@@ -959,19 +985,33 @@ def verdict(r):
     for sensors in PROJECT_SENSORS:
         pk = next(x for x in rows if x["sensors"] == sensors and x["kind"] == "packs")
         fl = next(x for x in rows if x["sensors"] == sensors and x["kind"] == "files")
-        store_lims = [x for x in pk["limits"] if x["kind"] in ("requests", "bandwidth")]
-        first_store = store_lims[0]
-        first = pk["limits"][0]
+        says = []
+        for where, label in (("azure", "On Azure Blob Storage"), ("s3", "On S3")):
+            first = first_limit(pk, where)
+            before = first_limit(fl, where)
+            store = first["kind"] in ("requests", "bandwidth")
+            says.append(
+                f"{label} the first limit is **{first['name']}** at ~{f_machines(first['machines'])} machines — "
+                + (("the store is still first, by its bandwidth (the predictions written), no longer by its request "
+                    "rate" if first["kind"] == "bandwidth" else "the store is still first, by its request rate")
+                   if store else "**not the store**")
+                + f" (without packs: {before['name']} at ~{f_machines(before['machines'])})")
         out.append(
-            f"**{sensors:,} sensors, with packs**: the first limit is {first['name']} at ~{f_machines(first['machines'])} "
-            f"machines; the first store limit is {first_store['name']} at ~{f_machines(first_store['machines'])}"
-            + (" — **the store is no longer the first limit**" if first["kind"] not in ("requests", "bandwidth")
-               else " — the store is still the first limit, but by its bandwidth (the predictions written), not its "
-                    "request rate" if first["kind"] == "bandwidth" else " — the store's request rate is still first")
-            + f". Without packs the first is {fl['limits'][0]['name']} at ~{f_machines(fl['limits'][0]['machines'])}. "
-            f"One machine scores the whole hour in {f_secs(pk['machine_seconds'])}, so hourly scoring needs "
-            f"{pk['machine_seconds'] / 3600:.2f} of a machine; the limits matter for how fast a run (or a backfill of "
-            "many hours at once) can finish, not for keeping up.")
+            f"**{sensors:,} sensors, with packs.** " + ". ".join(says) + ". "
+            f"One machine scores the whole hour in {f_secs(pk['machine_seconds'])} "
+            f"({pk['machine_seconds'] / 3600:.1%} of the hour), so hourly scoring needs no more than one machine "
+            "at this rate; these limits decide how fast one run, or a backfill of many hours at once, can finish.")
+    pk = next(x for x in rows if x["sensors"] == max(PROJECT_SENSORS) and x["kind"] == "packs")
+    q = pk["requests"]
+    gets = q["get"] + q["get_range"] + q["list"]
+    out.append(
+        f"What would move these limits (at {pk['sensors']:,} sensors, with packs): the bytes written — "
+        f"{pj['prediction_bytes_per_row']:.1f} B of predictions per scored row — decide the Azure ingress limit; "
+        f"of the {gets:,} GETs that decide S3's, {q['get_range']:,} ({q['get_range'] / gets:.0%}) are ranged GETs, one "
+        f"per task and pack ({q['packs']} packs of {IMPORT_BATCH:,} models, so repacking into fewer, larger packs "
+        f"divides them), and {q['get']:,} ({q['get'] / gets:.0%}) are mostly readings files (as `data import` writes "
+        f"them; an aggregator's merged hour is {BUCKETS}); and a run's {BUCKETS}-task cap stops one run at "
+        f"{BUCKETS // 2} machines whatever the store allows.")
     return "\n\n".join(out)
 
 
