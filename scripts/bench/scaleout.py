@@ -57,7 +57,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import div, f_rate, f_ratio, fleetscore_version, git_commit, loadavg, run_facts, write_section
+from common import f_rate, f_ratio, fleetscore_version, git_commit, loadavg, run_facts, write_section
 from fleet import READINGS, TAGS, WINDOW_FROM, WINDOW_TO, ensure_fleet, f_bytes, f_secs
 from workers import check_record, kill_group, read_record_file, runs_show, task_stats
 
