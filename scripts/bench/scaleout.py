@@ -593,7 +593,7 @@ def summarize(r):
                                for p in r["processes"]]
 
 
-def plateau(bests, n_models):
+def plateau(bests):
     """Where throughput stops growing: the first P whose best is within 10% of the best of all."""
     top = min(x["wall_seconds"] for x in bests)
     for x in bests:
@@ -863,7 +863,7 @@ def sim_notes(r):
         bests = r["best_sim"][kind]
         b1 = bests[0]
         top = min(bests, key=lambda x: x["wall_seconds"])
-        p = plateau(bests, r["devices"] * 5)
+        p = plateau(bests)
         floor = top["store_floor_seconds"]
         store_bound = top["wall_seconds"] <= floor * 1.25
         parts.append(
