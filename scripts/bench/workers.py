@@ -562,6 +562,11 @@ def render(r):
     e = r["estimate"]
     add("### What saturates first as machines are added")
     add("")
+    add("*The per-file estimate, from before model packs (issue 19): its request counts assume one GET per model "
+        "file per task, and its conclusion (the object store's request rate first) no longer holds. The measured "
+        "requests with packs, and the limits redone from them, are in \"Scale-out: store requests with model "
+        "packs\" (`scripts/bench/run-scaleout.sh`).*")
+    add("")
     add(f"**This machine has {c} cores, so more processes cannot add cores**: 2 processes × 1 thread and 4 processes "
         "× 1 thread do the same work on the same 2 cores as 1 process × 2 threads (4 processes even oversubscribe "
         "them, alongside PostgreSQL). The table above shows the cost of splitting one run over several processes — "
