@@ -673,8 +673,9 @@ pub fn model_files(path: &Path, pattern: &str) -> Result<(Vec<ModelFile>, Vec<Sk
 }
 
 /// Models staged before [`import_files`] commits them: one catalog write per device bucket and
-/// batch, and an interrupted import keeps what it committed.
-pub const IMPORT_BATCH: usize = 5_000;
+/// batch, one model pack per batch, and an interrupted import keeps what it committed. (A run's
+/// task reads one range of each pack holding its models: fewer, larger packs mean fewer reads.)
+pub const IMPORT_BATCH: usize = 50_000;
 
 /// The most bytes of model files an import batch holds (and packs) at once, beyond its first
 /// file.

@@ -307,8 +307,9 @@ pub fn finalize(
     record.failures.clear();
     record.task_failures.clear();
     record.store_requests = record.plan_store_requests;
-    // The final record's own write.
+    // The final record's own write, and the read of the record just above.
     record.store_requests.put += 1;
+    record.store_requests.get += 1;
     for t in &tasks {
         match &t.result {
             Some(r) if t.status == TaskStatus::Done => {
