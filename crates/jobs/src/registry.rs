@@ -487,15 +487,17 @@ impl<'s> Importer<'s> {
     }
 
     /// Commits, then deletes the packs no catalog has referred to for [`PACK_RETENTION_MS`]
-    /// (if this import wrote one: only then can one have stopped being referenced).
+    /// (if this import wrote one: only then can one have stopped being referenced). Collecting
+    /// is best effort, as cleaning up old catalog generations is: the import is committed
+    /// either way, and the next import tries again.
     pub fn finish(&mut self) -> Result<()> {
         self.commit()?;
         if std::mem::take(&mut self.packed) {
-            collect_packs(
+            let _ = collect_packs(
                 self.store,
                 PACK_RETENTION_MS,
                 chrono::Utc::now().timestamp_millis(),
-            )?;
+            );
         }
         Ok(())
     }
