@@ -478,7 +478,7 @@ pub(crate) fn faults_from_env() -> run::Faults {
 }
 
 /// A one-line progress display on a terminal.
-pub(crate) fn progress_printer() -> impl FnMut(&[TaskState]) {
+fn progress_printer() -> impl FnMut(&[TaskState]) {
     let tty = std::io::stderr().is_terminal();
     move |tasks: &[TaskState]| {
         if !tty {
@@ -536,20 +536,9 @@ pub fn run(args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
         run_id: a.run_id,
         ..RunRequest::window(from, to).with_options(options)
     };
-    if a.detach {
-        let (spec, record) = run::start(&store, coordinator.as_ref(), &request)?;
-        println!(
-            "run {}: planned {} models in {} tasks; workers sharing this coordinator and store execute it (`fleetscore runs show {}`)",
-            spec.id, record.models, record.tasks, spec.id
-        );
+    let Some(record) = plan_or_run(&store, coordinator.as_ref(), &request, a.detach, "run")? else {
         return Ok(ExitCode::SUCCESS);
-    }
-    let record = run::run(
-        &store,
-        coordinator.as_ref(),
-        &request,
-        &mut progress_printer(),
-    )?;
+    };
     println!(
         "run {}: {} — {} models scored, {} without data, {} failed; {} rows, {} anomalies; {} tasks ({} failed) in {:.2}s ({:.0} rows/s)",
         record.run_id,
@@ -565,6 +554,32 @@ pub fn run(args: &StoreArgs, a: RunArgs) -> Result<ExitCode> {
         record.rows_per_second
     );
     Ok(report_failures(&record))
+}
+
+/// Plans `request` and, with `detach`, leaves it to the workers sharing the coordinator and
+/// store, saying so (`None`); otherwise executes it here with a progress line and returns its
+/// final record. `what` names the run in the message (`run`, `training run`).
+pub(crate) fn plan_or_run(
+    store: &fleetscore_store::Store,
+    coordinator: &dyn fleetscore_jobs::coordinator::Coordinator,
+    request: &RunRequest,
+    detach: bool,
+    what: &str,
+) -> Result<Option<run::RunRecord>> {
+    if detach {
+        let (spec, record) = run::start(store, coordinator, request)?;
+        println!(
+            "{what} {}: planned {} models in {} tasks; workers sharing this coordinator and store execute it (`fleetscore runs show {}`)",
+            spec.id, record.models, record.tasks, spec.id
+        );
+        return Ok(None);
+    }
+    Ok(Some(run::run(
+        store,
+        coordinator,
+        request,
+        &mut progress_printer(),
+    )?))
 }
 
 /// Prints what failed in a finished run (scoring or training) and gives its exit status: 2 when

@@ -13,7 +13,7 @@ use fleetscore_jobs::run::{self, RunOptions, RunRequest};
 use fleetscore_jobs::train::{DEFAULT_MIN_ROWS, Estimator, Scaler, TrainTask};
 
 use crate::fleet_cmd::StoreArgs;
-use crate::fleet_cmd::{last_window, parse_time, progress_printer, report_failures};
+use crate::fleet_cmd::{last_window, parse_time, plan_or_run, report_failures};
 
 /// The estimators `train` fits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -292,20 +292,16 @@ pub fn train(args: &StoreArgs, a: TrainArgs) -> Result<ExitCode> {
         features: a.features.clone(),
         ..RunRequest::window(from, to).with_options(options)
     };
-    if a.detach {
-        let (spec, record) = run::start(&store, coordinator.as_ref(), &request)?;
-        println!(
-            "training run {}: planned {} models in {} tasks; workers sharing this coordinator and store execute it (`fleetscore runs show {}`)",
-            spec.id, record.models, record.tasks, spec.id
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    let record = run::run(
+    let Some(record) = plan_or_run(
         &store,
         coordinator.as_ref(),
         &request,
-        &mut progress_printer(),
-    )?;
+        a.detach,
+        "training run",
+    )?
+    else {
+        return Ok(ExitCode::SUCCESS);
+    };
     println!(
         "training run {}: {} — {} models fitted and made current, {} skipped (too few rows or no data), {} failed; {} training rows; {} tasks ({} failed) in {:.2}s",
         record.run_id,
