@@ -52,12 +52,7 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
     let store = &counted;
     let started = Instant::now();
     let mut log = String::new();
-    let mut line = |s: String| {
-        log.push_str(&format!(
-            "{} {s}\n",
-            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-        ));
-    };
+    let mut line = |s: String| push_line(&mut log, &s);
     line(format!(
         "run {} shard {} worker {worker}: {} models, buckets {:?}",
         spec.id,
@@ -66,7 +61,7 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
         task.buckets
     ));
     if let Some(train) = &task.train {
-        return super::train_task::execute(at, task, train, started, log);
+        return super::train_task::execute(at, task, train, store, &requests, started, log);
     }
     let source = |m: &ModelRef| FeatureSource::of(&m.features);
     let (slice, windows) = read_rows(store, spec, task)?;
@@ -278,6 +273,14 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
     )?;
     result.store_requests = requests.requests().into();
     Ok(result)
+}
+
+/// Appends a timestamped line to a task's log.
+pub(super) fn push_line(log: &mut String, s: &str) {
+    log.push_str(&format!(
+        "{} {s}\n",
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    ));
 }
 
 /// Records that model `m` failed, in the task's summary and result.

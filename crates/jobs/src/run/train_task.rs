@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use fleetscore_models::Model;
 use fleetscore_pickle::Compression;
-use fleetscore_store::layout;
+use fleetscore_store::{RequestCounter, Store, layout};
 
 use crate::coordinator::{FailureKind, ModelRef, TaskResult, TaskSpec};
 use crate::error::{Error, Result};
@@ -15,32 +15,27 @@ use crate::train::TrainTask;
 
 use super::fetch;
 use super::summary::{SUMMARY_FORMAT, Scored, TaskSummary, Unscored};
-use super::task::{Attempt, Rows, failed, read_rows, write_summary};
+use super::task::{Attempt, Rows, failed, push_line, read_rows, write_summary};
 
-/// Executes a training task; `log` holds the task's first lines.
+/// Executes a training task, continuing what [`super::execute_task`] began: `store` is its
+/// counting handle (`requests` its counter) and `log` holds the task's first lines.
 pub(super) fn execute(
     at: &Attempt<'_>,
     task: &TaskSpec,
     train: &TrainTask,
+    store: &Store,
+    requests: &RequestCounter,
     started: Instant,
     mut log: String,
 ) -> Result<TaskResult> {
     let Attempt {
-        store,
         spec,
         worker,
         attempt,
         model_limits,
         ..
     } = *at;
-    let (counted, requests) = store.counting();
-    let store = &counted;
-    let mut line = |s: String| {
-        log.push_str(&format!(
-            "{} {s}\n",
-            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-        ));
-    };
+    let mut line = |s: String| push_line(&mut log, &s);
     let (slice, windows) = read_rows(store, spec, task)?;
     let mut result = TaskResult {
         read_seconds: started.elapsed().as_secs_f64(),
