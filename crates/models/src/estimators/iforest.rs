@@ -10,6 +10,9 @@ use crate::error::{Error, Result};
 use crate::info::StepInfo;
 use crate::reader::Obj;
 
+mod simd;
+use simd::Levels;
+
 const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
 
 /// scikit-learn's `_average_path_length` for one node size.
@@ -45,6 +48,15 @@ fn round_down_f32(t: f64) -> f32 {
 /// Rows walked down a tree together: independent walks hide each other's memory latency.
 const BLOCK: usize = 32;
 
+/// A borrowed view of a flattened forest, for laying it out again.
+struct Flat<'a> {
+    n_features: usize,
+    nodes: &'a [Node],
+    leaf_value: &'a [f64],
+    /// Per tree: its root node and its depth in edges.
+    trees: &'a [(u32, u32)],
+}
+
 /// A fitted IsolationForest.
 #[derive(Debug, Clone)]
 pub struct IsolationForest {
@@ -55,6 +67,10 @@ pub struct IsolationForest {
     leaf_value: Vec<f64>,
     /// Per tree: its root node and its depth in edges (the steps a walk takes to any leaf).
     trees: Vec<(u32, u32)>,
+    /// The same trees laid out for the AVX-512 walk, when this CPU has it and the forest fits
+    /// its layout (trees at most [`simd::MAX_DEPTH`] deep, at most [`simd::MAX_FEATURES`]
+    /// columns).
+    levels: Option<Levels>,
     /// `n_trees · c(max_samples_)`.
     denominator: f64,
     offset: f64,
@@ -115,6 +131,19 @@ impl IsolationForest {
             )?;
             trees.push((root, depth));
         }
+        let flat = Flat {
+            n_features,
+            nodes: &nodes,
+            leaf_value: &leaf_value,
+            trees: &trees,
+        };
+        let levels = match Levels::size_of(&flat) {
+            Some(entries) if Levels::supported() => {
+                obj.charge("estimators_", entries)?;
+                Some(Levels::new(&flat))
+            }
+            _ => None,
+        };
         let denominator = estimators.len() as f64 * average_path_length(max_samples);
         let info = StepInfo::of(obj)
             .fitted("n_trees", estimators.len())
@@ -125,6 +154,7 @@ impl IsolationForest {
             nodes,
             leaf_value,
             trees,
+            levels,
             denominator,
             offset,
             info,
@@ -261,14 +291,7 @@ impl Detector for IsolationForest {
 
     fn score_samples(&self, x: &[f64], out: &mut [f64]) {
         let d = self.n_features;
-        let mut xf = vec![0.0f32; BLOCK * d];
-        for (rows, o) in x.chunks(BLOCK * d).zip(out.chunks_mut(BLOCK)) {
-            // scikit-learn casts X to float32 for its trees.
-            for (f, v) in xf.iter_mut().zip(rows) {
-                *f = *v as f32;
-            }
-            o.fill(0.0);
-            self.path_lengths(&xf, o);
+        let normalise = |o: &mut [f64]| {
             for v in o.iter_mut() {
                 let ratio = if self.denominator != 0.0 {
                     *v / self.denominator
@@ -277,6 +300,31 @@ impl Detector for IsolationForest {
                 };
                 *v = -(2.0f64.powf(-ratio));
             }
+        };
+        if let Some(levels) = &self.levels {
+            let mut cols = vec![0.0f32; simd::CHUNK * d];
+            for (rows, o) in x.chunks(simd::CHUNK * d).zip(out.chunks_mut(simd::CHUNK)) {
+                // scikit-learn casts X to float32 for its trees; feature-major for the walk.
+                for (r, row) in rows.chunks_exact(d).enumerate() {
+                    for (f, v) in row.iter().enumerate() {
+                        cols[f * simd::CHUNK + r] = *v as f32;
+                    }
+                }
+                o.fill(0.0);
+                levels.path_lengths(d, &cols, o);
+                normalise(o);
+            }
+            return;
+        }
+        let mut xf = vec![0.0f32; BLOCK * d];
+        for (rows, o) in x.chunks(BLOCK * d).zip(out.chunks_mut(BLOCK)) {
+            // scikit-learn casts X to float32 for its trees.
+            for (f, v) in xf.iter_mut().zip(rows) {
+                *f = *v as f32;
+            }
+            o.fill(0.0);
+            self.path_lengths(&xf, o);
+            normalise(o);
         }
     }
 
@@ -289,6 +337,7 @@ impl Detector for IsolationForest {
             + vec_bytes(&self.nodes)
             + vec_bytes(&self.leaf_value)
             + vec_bytes(&self.trees)
+            + self.levels.as_ref().map_or(0, Levels::heap_bytes)
     }
 
     fn info(&self) -> StepInfo {
@@ -324,6 +373,182 @@ mod tests {
             }
         }
         assert_eq!(round_down_f32(f64::INFINITY), f32::INFINITY);
+    }
+
+    /// A random forest in the flattened layout: `trees` trees of depth up to `max_depth` over
+    /// `d` features, thresholds drawn from `cuts` (so rows land exactly on them too), leaves
+    /// at any depth.
+    fn random_forest(seed: u64, d: usize, trees: usize, max_depth: u32) -> IsolationForest {
+        let mut state = seed;
+        let mut next = move || {
+            // SplitMix64.
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let cuts = [
+            -1e30f32,
+            -2.5,
+            -0.0,
+            0.0,
+            0.1,
+            1.0 / 3.0,
+            7.0,
+            1e30,
+            f32::INFINITY,
+        ];
+        let mut nodes = Vec::new();
+        let mut leaf_value = Vec::new();
+        let mut roots = Vec::new();
+        for _ in 0..trees {
+            let root = nodes.len() as u32;
+            let mut deepest = 0;
+            // Depth-first: (slot, depth); a slot is reserved before its subtree is filled.
+            let mut stack = vec![(root as usize, 0u32)];
+            nodes.push(Node {
+                feature: 0,
+                left: 0,
+                right: 0,
+                threshold: 0.0,
+            });
+            leaf_value.push(0.0);
+            while let Some((slot, depth)) = stack.pop() {
+                let leaf = depth == max_depth || (depth > 0 && next() % 10 == 0);
+                if leaf {
+                    deepest = deepest.max(depth);
+                    nodes[slot] = Node {
+                        feature: 0,
+                        left: slot as u32,
+                        right: slot as u32,
+                        threshold: 0.0,
+                    };
+                    leaf_value[slot] = f64::from(depth) + (next() % 1000) as f64 / 7.0;
+                    continue;
+                }
+                let (l, r) = (nodes.len(), nodes.len() + 1);
+                for _ in 0..2 {
+                    nodes.push(nodes[slot]);
+                    leaf_value.push(0.0);
+                }
+                nodes[slot] = Node {
+                    feature: (next() % d as u64) as u32,
+                    left: l as u32,
+                    right: r as u32,
+                    threshold: cuts[(next() % cuts.len() as u64) as usize],
+                };
+                stack.push((r, depth + 1));
+                stack.push((l, depth + 1));
+            }
+            roots.push((root, deepest));
+        }
+        let flat = Flat {
+            n_features: d,
+            nodes: &nodes,
+            leaf_value: &leaf_value,
+            trees: &roots,
+        };
+        let levels = Levels::size_of(&flat).map(|_| Levels::new(&flat));
+        IsolationForest {
+            n_features: d,
+            levels,
+            nodes,
+            leaf_value,
+            trees: roots,
+            denominator: 1.0,
+            offset: 0.0,
+            info: StepInfo {
+                name: "IsolationForest".into(),
+                class: "sklearn.ensemble._iforest.IsolationForest".into(),
+                params: Default::default(),
+                fitted: Default::default(),
+            },
+        }
+    }
+
+    #[test]
+    fn the_vector_walk_adds_the_same_leaves_as_the_scalar_walk() {
+        if !Levels::supported() {
+            eprintln!("skipped: this CPU has no AVX-512F");
+            return;
+        }
+        let values = [
+            -1e31f32,
+            -2.5,
+            -2.4999998,
+            -0.0,
+            0.0,
+            1e-45,
+            0.1,
+            1.0 / 3.0,
+            7.0,
+            7.000_001,
+            1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ];
+        let mut checked = 0;
+        for (seed, d) in (0..120u64).zip((1..=simd::MAX_FEATURES).cycle()) {
+            let depth = (seed % 9) as u32;
+            let mut pick = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
+            let forest = random_forest(seed, d, 1 + (seed as usize % 7), depth);
+            let levels = forest
+                .levels
+                .as_ref()
+                .expect("depth <= 8 and d <= 8 lay out");
+            for rows in [1, 17, simd::CHUNK] {
+                let mut cols = vec![0.0f32; simd::CHUNK * d];
+                let mut rowwise = vec![0.0f32; BLOCK.max(simd::CHUNK) * d];
+                for r in 0..rows {
+                    for f in 0..d {
+                        // A xorshift over the edge values.
+                        pick ^= pick << 13;
+                        pick ^= pick >> 7;
+                        pick ^= pick << 17;
+                        let v = values[(pick % values.len() as u64) as usize];
+                        cols[f * simd::CHUNK + r] = v;
+                        rowwise[r * d + f] = v;
+                    }
+                }
+                let mut vector = vec![0.0; rows];
+                levels.path_lengths(d, &cols, &mut vector);
+                let mut scalar = vec![0.0; rows];
+                for (xs, o) in rowwise.chunks(BLOCK * d).zip(scalar.chunks_mut(BLOCK)) {
+                    forest.path_lengths(xs, o);
+                }
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&vector),
+                    bits(&scalar),
+                    "seed {seed}, d {d}, rows {rows}"
+                );
+                checked += rows;
+            }
+        }
+        assert!(checked > 0);
+    }
+
+    #[test]
+    fn forests_too_deep_or_too_wide_keep_the_scalar_walk() {
+        let deep = random_forest(3, 2, 2, simd::MAX_DEPTH + 1);
+        let wide = random_forest(4, simd::MAX_FEATURES + 1, 2, 3);
+        for forest in [deep, wide] {
+            let flat = Flat {
+                n_features: forest.n_features,
+                nodes: &forest.nodes,
+                leaf_value: &forest.leaf_value,
+                trees: &forest.trees,
+            };
+            // The random trees reach their maximum depth somewhere only by chance; the
+            // width check alone must refuse the wide one.
+            if forest.n_features > simd::MAX_FEATURES
+                || forest.trees.iter().any(|t| t.1 > simd::MAX_DEPTH)
+            {
+                assert!(Levels::size_of(&flat).is_none());
+            }
+        }
     }
 
     #[test]
