@@ -1,12 +1,13 @@
 //! Scoring one table file with one model (`fleetscore models score`): the file streamed in
-//! batches — read → filter → feature matrix → score on every core → write — into a temporary
+//! batches — read → filter → feature matrix → score on every core → write, reading and writing
+//! on threads of their own so they overlap with scoring — into a temporary
 //! file beside the output, renamed into place only when complete, so a failed run never
 //! leaves a truncated table under the requested name.
 
 use std::path::{Path, PathBuf};
 
 use fleetscore_models::Model;
-use fleetscore_table::{RecordBatch, append_columns, feature_matrix, filter_equals};
+use fleetscore_table::{BatchWriter, RecordBatch, append_columns, feature_matrix, filter_equals};
 
 use crate::error::{Error, Result};
 
@@ -98,39 +99,73 @@ pub fn score_file(
     }
     let tmp = temp_path(output);
     let mut scored = Scored::default();
-    let result: Result<()> = (|| {
-        let mut writer = None;
-        let mut x = Vec::new();
-        loop {
-            let start = reader.next_position();
-            let Some(batch) = reader.next() else { break };
-            let batch = batch.map_err(|e| context("cannot read", &e))?;
-            let batch = filter_equals(&batch, request.conditions)?;
-            feature_matrix(&batch, request.columns, start, &mut x)
-                .map_err(|e| context("bad input in", &e))?;
-            let n = batch.num_rows();
-            let mut decision = vec![0.0; n];
-            let mut predicted = vec![0i8; n];
-            model
-                .score_parallel(&x, &mut decision, &mut predicted, request.threads.max(1))
-                .map_err(|e| context("cannot score", &e))?;
-            let anomaly: Vec<i8> = predicted.iter().map(|&p| i8::from(p == -1)).collect();
-            scored.anomalies += anomaly.iter().map(|&a| a as u64).sum::<u64>();
-            scored.rows += n as u64;
-            let out = append_columns(&batch, "score", decision, "anomaly", anomaly)?;
-            if writer.is_none() {
-                writer = Some(fleetscore_table::create(&tmp, out.schema()).map_err(|e| {
-                    Error::Invalid(format!("cannot create {}: {e}", output.display()))
-                })?);
+    // Three stages on their own threads, a batch or two apart: reading (and decoding) the next
+    // batch and encoding the last one overlap with scoring this one.
+    let result: Result<()> = std::thread::scope(|scope| {
+        let (batches, read) = std::sync::mpsc::sync_channel(1);
+        let reader_thread = scope.spawn(move || {
+            loop {
+                let start = reader.next_position();
+                let Some(batch) = reader.next() else { break };
+                let failed = batch.is_err();
+                if batches.send((start, batch)).is_err() || failed {
+                    break;
+                }
             }
-            writer.as_mut().expect("created above").write(&out)?;
-            progress(scored.rows);
-        }
-        let writer = match writer.take() {
+            reader.schema()
+        });
+        let (scored_batches, to_write) = std::sync::mpsc::sync_channel::<RecordBatch>(1);
+        let tmp = &tmp;
+        let writer_thread = scope.spawn(move || -> Result<Option<Box<dyn BatchWriter>>> {
+            let mut writer: Option<Box<dyn BatchWriter>> = None;
+            for out in to_write {
+                if writer.is_none() {
+                    writer = Some(fleetscore_table::create(tmp, out.schema()).map_err(|e| {
+                        Error::Invalid(format!("cannot create {}: {e}", output.display()))
+                    })?);
+                }
+                writer.as_mut().expect("created above").write(&out)?;
+            }
+            Ok(writer)
+        });
+        let scoring: Result<()> = (|| {
+            let mut x = Vec::new();
+            for (start, batch) in read {
+                let batch = batch.map_err(|e| context("cannot read", &e))?;
+                let batch = filter_equals(&batch, request.conditions)?;
+                feature_matrix(&batch, request.columns, start, &mut x)
+                    .map_err(|e| context("bad input in", &e))?;
+                let n = batch.num_rows();
+                let mut decision = vec![0.0; n];
+                let mut predicted = vec![0i8; n];
+                model
+                    .score_parallel(&x, &mut decision, &mut predicted, request.threads.max(1))
+                    .map_err(|e| context("cannot score", &e))?;
+                let anomaly: Vec<i8> = predicted.iter().map(|&p| i8::from(p == -1)).collect();
+                scored.anomalies += anomaly.iter().map(|&a| a as u64).sum::<u64>();
+                scored.rows += n as u64;
+                let out = append_columns(&batch, "score", decision, "anomaly", anomaly)?;
+                if scored_batches.send(out).is_err() {
+                    // The writer stopped on an error, which its join reports.
+                    break;
+                }
+                progress(scored.rows);
+            }
+            Ok(())
+        })();
+        drop(scored_batches);
+        let schema = reader_thread
+            .join()
+            .expect("the reader thread does not panic");
+        let writer = writer_thread
+            .join()
+            .expect("the writer thread does not panic");
+        scoring?;
+        let writer = match writer? {
             Some(w) => w,
             // No rows: still write a table with the output's columns.
             None => {
-                let empty = RecordBatch::new_empty(reader.schema());
+                let empty = RecordBatch::new_empty(schema);
                 let out = append_columns(&empty, "score", vec![], "anomaly", vec![])?;
                 let mut w = fleetscore_table::create(&tmp, out.schema())?;
                 w.write(&out)?;
@@ -138,13 +173,13 @@ pub fn score_file(
             }
         };
         writer.finish()?;
-        std::fs::rename(&tmp, output).map_err(|e| {
+        std::fs::rename(tmp, output).map_err(|e| {
             Error::Invalid(format!(
                 "cannot move the output into {}: {e}",
                 output.display()
             ))
         })
-    })();
+    });
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);

@@ -16,7 +16,7 @@ use crate::{BatchReader, BatchWriter, RowPosition};
 
 /// Reads a CSV file with a header line into batches of text columns.
 pub(crate) struct CsvReader {
-    reader: csv::Reader<BufReader<Box<dyn Read>>>,
+    reader: csv::Reader<BufReader<Box<dyn Read + Send>>>,
     path: String,
     schema: SchemaRef,
     /// The fields of a record that are read (all, or the projection asked for), in order.
@@ -32,7 +32,7 @@ impl CsvReader {
     /// A reader of every column, or (`projection`) of only the named ones that the header has:
     /// memory follows the columns read, not the header's width.
     pub(crate) fn new(
-        input: Box<dyn Read>,
+        input: Box<dyn Read + Send>,
         path: &Path,
         batch_rows: usize,
         projection: Option<&[&str]>,

@@ -95,7 +95,7 @@ impl CsvCompression {
 }
 
 /// A stream of record batches from a file.
-pub trait BatchReader: Iterator<Item = Result<RecordBatch>> {
+pub trait BatchReader: Iterator<Item = Result<RecordBatch>> + Send {
     /// The columns every batch has.
     fn schema(&self) -> SchemaRef;
     /// The file line (CSV, 1-based, header = 1) or row number (Parquet, 0-based) of the next
@@ -132,7 +132,7 @@ impl std::fmt::Display for RowPosition {
 }
 
 /// A sink for record batches.
-pub trait BatchWriter {
+pub trait BatchWriter: Send {
     /// Appends a batch.
     fn write(&mut self, batch: &RecordBatch) -> Result<()>;
     /// Flushes and closes the file (a Parquet file is only valid after this).
@@ -181,7 +181,7 @@ fn open_with(
     Ok(match Format::from_path(path)? {
         Format::Csv => {
             // Compressed CSV is read as a stream: memory holds a buffer, never the file.
-            let input: Box<dyn std::io::Read> = match CsvCompression::of(path) {
+            let input: Box<dyn std::io::Read + Send> = match CsvCompression::of(path) {
                 CsvCompression::None => Box::new(file),
                 CsvCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
                     std::io::BufReader::new(file),

@@ -103,6 +103,10 @@ impl BatchReader for ParquetReader {
     }
 }
 
+/// Rows per row group in the Parquet files fleetscore writes (`models score`, `aggregate
+/// file`): DuckDB's row group size.
+const FILE_ROW_GROUP_ROWS: usize = 122_880;
+
 pub(crate) struct ParquetWriter {
     inner: ArrowWriter<File>,
     path: String,
@@ -111,8 +115,11 @@ pub(crate) struct ParquetWriter {
 impl ParquetWriter {
     pub(crate) fn new(file: File, path: &Path, schema: SchemaRef) -> Result<ParquetWriter> {
         let path = path.display().to_string();
-        let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
+        // Row groups of DuckDB's size rather than the writer's default of a million rows: the
+        // writer holds a row group in memory until it is complete, so this bounds its memory
+        // by the row group, and a group is encoded and written while the next is scored.
+        let props = tall_table_properties(&schema, &[])
+            .set_max_row_group_row_count(Some(FILE_ROW_GROUP_ROWS))
             .build();
         let inner =
             ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| parquet_error(&path, e))?;
@@ -157,6 +164,28 @@ pub fn to_parquet_bytes(
     batches: &[RecordBatch],
     dictionary: &[&str],
 ) -> Result<Vec<u8>> {
+    let props = tall_table_properties(&schema, dictionary);
+    let options = ArrowWriterOptions::new()
+        .with_properties(props.build())
+        .with_skip_arrow_metadata(true);
+    // Encoded tables are smaller than in memory: reserving that much avoids copying the buffer
+    // as it grows (pages never written to are never touched).
+    let mut buf = Vec::with_capacity(batches.iter().map(|b| b.get_array_memory_size()).sum());
+    let mut w = ArrowWriter::try_new_with_options(&mut buf, schema, options)
+        .map_err(|e| parquet_error("(in memory)", e))?;
+    for b in batches {
+        w.write(b).map_err(|e| parquet_error("(in memory)", e))?;
+    }
+    w.close().map_err(|e| parquet_error("(in memory)", e))?;
+    Ok(buf)
+}
+
+/// The writer settings [`to_parquet_bytes`] describes, for the store's tables and for files
+/// (`models score`, `aggregate file`) alike.
+fn tall_table_properties(
+    schema: &arrow_schema::Schema,
+    dictionary: &[&str],
+) -> parquet::file::properties::WriterPropertiesBuilder {
     let mut props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_dictionary_enabled(false)
@@ -179,19 +208,7 @@ pub fn to_parquet_bytes(
     for name in dictionary {
         props = props.set_column_dictionary_enabled(ColumnPath::from(*name), true);
     }
-    let options = ArrowWriterOptions::new()
-        .with_properties(props.build())
-        .with_skip_arrow_metadata(true);
-    // Encoded tables are smaller than in memory: reserving that much avoids copying the buffer
-    // as it grows (pages never written to are never touched).
-    let mut buf = Vec::with_capacity(batches.iter().map(|b| b.get_array_memory_size()).sum());
-    let mut w = ArrowWriter::try_new_with_options(&mut buf, schema, options)
-        .map_err(|e| parquet_error("(in memory)", e))?;
-    for b in batches {
-        w.write(b).map_err(|e| parquet_error("(in memory)", e))?;
-    }
-    w.close().map_err(|e| parquet_error("(in memory)", e))?;
-    Ok(buf)
+    props
 }
 
 /// `schema` with its text (`Utf8`) columns as dictionaries (`Int32` keys): how to build, cheaply,
