@@ -167,7 +167,7 @@ pub fn score_file(
             None => {
                 let empty = RecordBatch::new_empty(schema);
                 let out = append_columns(&empty, "score", vec![], "anomaly", vec![])?;
-                let mut w = fleetscore_table::create(&tmp, out.schema())?;
+                let mut w = fleetscore_table::create(tmp, out.schema())?;
                 w.write(&out)?;
                 w
             }
