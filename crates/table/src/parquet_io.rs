@@ -8,10 +8,14 @@ use arrow_schema::{DataType, SchemaRef};
 use parquet::arrow::arrow_reader::{
     ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
 };
-use parquet::arrow::arrow_writer::ArrowWriterOptions;
+use parquet::arrow::arrow_writer::{
+    ArrowColumnWriter, ArrowLeafColumn, ArrowRowGroupWriterFactory, ArrowWriterOptions,
+    compute_leaves,
+};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, Encoding};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, Result};
@@ -104,38 +108,144 @@ impl BatchReader for ParquetReader {
 }
 
 /// Rows per row group in the Parquet files fleetscore writes (`models score`, `aggregate
-/// file`): DuckDB's row group size.
+/// file`): DuckDB's row group size, not the Arrow writer's default of a million rows.
 const FILE_ROW_GROUP_ROWS: usize = 122_880;
 
+/// Writes a Parquet file, encoding a batch's columns on two threads: the Arrow writer encodes
+/// one column after another, and encoding was most of the time of writing a table file.
 pub(crate) struct ParquetWriter {
-    inner: ArrowWriter<File>,
+    file: SerializedFileWriter<File>,
+    factory: ArrowRowGroupWriterFactory,
+    schema: SchemaRef,
+    /// The current row group's column writers, one per leaf column.
+    columns: Vec<ArrowColumnWriter>,
+    /// Its index, and the rows written into it so far.
+    row_group: usize,
+    rows: usize,
     path: String,
 }
 
 impl ParquetWriter {
     pub(crate) fn new(file: File, path: &Path, schema: SchemaRef) -> Result<ParquetWriter> {
         let path = path.display().to_string();
-        // Row groups of DuckDB's size rather than the writer's default of a million rows: the
-        // writer holds a row group in memory until it is complete, so this bounds its memory
-        // by the row group, and a group is encoded and written while the next is scored.
-        let props = tall_table_properties(&schema, &[])
-            .set_max_row_group_row_count(Some(FILE_ROW_GROUP_ROWS))
-            .build();
-        let inner =
-            ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| parquet_error(&path, e))?;
-        Ok(ParquetWriter { inner, path })
+        let props = tall_table_properties(&schema, &[]).build();
+        // The Arrow writer sets the file up (the Parquet schema, and the Arrow schema embedded
+        // in its metadata); its lower-level parts then write the columns.
+        let (file, factory) = ArrowWriter::try_new(file, schema.clone(), Some(props))
+            .and_then(ArrowWriter::into_serialized_writer)
+            .map_err(|e| parquet_error(&path, e))?;
+        let columns = factory
+            .create_column_writers(0)
+            .map_err(|e| parquet_error(&path, e))?;
+        Ok(ParquetWriter {
+            file,
+            factory,
+            schema,
+            columns,
+            row_group: 0,
+            rows: 0,
+            path,
+        })
+    }
+
+    /// Encodes `batch` into the current row group.
+    fn encode(&mut self, batch: &RecordBatch) -> Result<()> {
+        let mut leaves = Vec::with_capacity(self.columns.len());
+        for (field, array) in self.schema.fields().iter().zip(batch.columns()) {
+            leaves.extend(compute_leaves(field, array).map_err(|e| parquet_error(&self.path, e))?);
+        }
+        if leaves.len() != self.columns.len() {
+            return Err(parquet_error(
+                &self.path,
+                format!(
+                    "a batch of {} leaf columns for a file of {}",
+                    leaves.len(),
+                    self.columns.len()
+                ),
+            ));
+        }
+        let mut work: Vec<_> = self.columns.iter_mut().zip(&leaves).collect();
+        let encode = |part: &mut [(&mut ArrowColumnWriter, &ArrowLeafColumn)]| {
+            part.iter_mut().try_for_each(|(w, leaf)| w.write(leaf))
+        };
+        // Two halves of about equal bytes; a small batch is not worth a thread.
+        let total: usize = batch
+            .columns()
+            .iter()
+            .map(|c| c.get_buffer_memory_size())
+            .sum();
+        let result = if work.len() < 2 || batch.num_rows() < 4_096 {
+            encode(&mut work)
+        } else {
+            let mut half = 0;
+            let mut bytes = 0;
+            for (i, c) in batch.columns().iter().enumerate() {
+                if bytes * 2 >= total {
+                    break;
+                }
+                bytes += c.get_buffer_memory_size();
+                half = i + 1;
+            }
+            // Leaves follow the columns; with nested columns the split is by leaf count.
+            let half = half.min(work.len() - 1).max(1);
+            let (a, b) = work.split_at_mut(half);
+            std::thread::scope(|s| {
+                let other = s.spawn(|| encode(b));
+                let mine = encode(a);
+                mine.and(other.join().expect("a column encoder does not panic"))
+            })
+        };
+        result.map_err(|e| parquet_error(&self.path, e))
+    }
+
+    /// Closes the current row group, if it has rows, and starts the next.
+    fn flush(&mut self) -> Result<()> {
+        if self.rows == 0 {
+            return Ok(());
+        }
+        let next = self
+            .factory
+            .create_column_writers(self.row_group + 1)
+            .map_err(|e| parquet_error(&self.path, e))?;
+        let columns = std::mem::replace(&mut self.columns, next);
+        let mut group = self
+            .file
+            .next_row_group()
+            .map_err(|e| parquet_error(&self.path, e))?;
+        for column in columns {
+            column
+                .close()
+                .and_then(|chunk| chunk.append_to_row_group(&mut group))
+                .map_err(|e| parquet_error(&self.path, e))?;
+        }
+        group.close().map_err(|e| parquet_error(&self.path, e))?;
+        self.row_group += 1;
+        self.rows = 0;
+        Ok(())
     }
 }
 
 impl BatchWriter for ParquetWriter {
+    /// Row groups of [`FILE_ROW_GROUP_ROWS`] rows (a batch is split across two when it
+    /// straddles them): a row group is held in memory until it is complete, so this bounds
+    /// the writer's memory by the row group, not the file.
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.inner
-            .write(batch)
-            .map_err(|e| parquet_error(&self.path, e))
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let take = (FILE_ROW_GROUP_ROWS - self.rows).min(batch.num_rows() - offset);
+            self.encode(&batch.slice(offset, take))?;
+            self.rows += take;
+            offset += take;
+            if self.rows == FILE_ROW_GROUP_ROWS {
+                self.flush()?;
+            }
+        }
+        Ok(())
     }
 
-    fn finish(self: Box<Self>) -> Result<()> {
-        self.inner
+    fn finish(mut self: Box<Self>) -> Result<()> {
+        self.flush()?;
+        self.file
             .close()
             .map(|_| ())
             .map_err(|e| parquet_error(&self.path, e))
@@ -458,5 +568,54 @@ mod tests {
             .unwrap();
         let batches = from_parquet_bytes("t", bytes::Bytes::from(out)).unwrap();
         assert!(batches.iter().all(|b| b.num_rows() == 0));
+    }
+
+    #[test]
+    fn a_file_is_written_in_row_groups_with_every_row_in_order() {
+        // Batches of odd sizes, straddling the row group boundary, and an empty one.
+        let batches: Vec<RecordBatch> =
+            [(0, 100_000), (100_000, 0), (100_000, 50_001), (150_001, 3)]
+                .iter()
+                .flat_map(|&(first, rows)| {
+                    from_parquet_bytes("t", bytes::Bytes::from(direct(first, rows.max(1))))
+                        .unwrap()
+                        .into_iter()
+                        .map(move |b| b.slice(0, rows.min(b.num_rows())))
+                })
+                .collect();
+        let dir = std::env::temp_dir().join(format!("fleetscore-pq-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("out.parquet");
+        let mut w: Box<dyn BatchWriter> = Box::new(
+            ParquetWriter::new(File::create(&path).unwrap(), &path, batches[0].schema()).unwrap(),
+        );
+        for b in &batches {
+            w.write(b).unwrap();
+        }
+        w.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let meta = parquet::file::reader::FileReader::metadata(
+            &parquet::file::reader::SerializedFileReader::new(bytes::Bytes::from(bytes.clone()))
+                .unwrap(),
+        )
+        .clone();
+        let groups: Vec<i64> = meta.row_groups().iter().map(|g| g.num_rows()).collect();
+        assert_eq!(
+            groups,
+            [
+                FILE_ROW_GROUP_ROWS as i64,
+                150_004 - FILE_ROW_GROUP_ROWS as i64
+            ]
+        );
+        let want: Vec<_> = [
+            direct(0, 100_000),
+            direct(100_000, 50_001),
+            direct(150_001, 3),
+        ]
+        .into_iter()
+        .flat_map(rows_of)
+        .collect();
+        assert_eq!(rows_of(bytes), want);
     }
 }
