@@ -48,6 +48,10 @@ fn round_down_f32(t: f64) -> f32 {
 /// Rows walked down a tree together: independent walks hide each other's memory latency.
 const BLOCK: usize = 32;
 
+/// The fewest rows a call scores before the forest is laid out for the AVX-512 walk: laying
+/// out 100 trees costs about what the vector walk saves on 500 rows.
+const LAY_OUT_ROWS: usize = 512;
+
 /// A borrowed view of a flattened forest, for laying it out again.
 struct Flat<'a> {
     n_features: usize,
@@ -67,10 +71,14 @@ pub struct IsolationForest {
     leaf_value: Vec<f64>,
     /// Per tree: its root node and its depth in edges (the steps a walk takes to any leaf).
     trees: Vec<(u32, u32)>,
-    /// The same trees laid out for the AVX-512 walk, when this CPU has it and the forest fits
-    /// its layout (trees at most [`simd::MAX_DEPTH`] deep, at most [`simd::MAX_FEATURES`]
-    /// columns).
-    levels: Option<Levels>,
+    /// Whether the trees are laid out for the AVX-512 walk: when this CPU has it and the forest
+    /// fits its layout (trees at most [`simd::MAX_DEPTH`] deep, at most [`simd::MAX_FEATURES`]
+    /// columns). Its memory is charged when the model is loaded.
+    vector_walk: bool,
+    /// That layout, made when a call first scores [`LAY_OUT_ROWS`] rows or more: loading a
+    /// model (as `models import` does to validate it) and scoring a handful of rows do not pay
+    /// for it.
+    levels: std::sync::OnceLock<Levels>,
     /// `n_trees · c(max_samples_)`.
     denominator: f64,
     offset: f64,
@@ -137,12 +145,12 @@ impl IsolationForest {
             leaf_value: &leaf_value,
             trees: &trees,
         };
-        let levels = match Levels::size_of(&flat) {
+        let vector_walk = match Levels::size_of(&flat) {
             Some(entries) if Levels::supported() => {
                 obj.charge("estimators_", entries)?;
-                Some(Levels::new(&flat))
+                true
             }
-            _ => None,
+            _ => false,
         };
         let denominator = estimators.len() as f64 * average_path_length(max_samples);
         let info = StepInfo::of(obj)
@@ -154,11 +162,21 @@ impl IsolationForest {
             nodes,
             leaf_value,
             trees,
-            levels,
+            vector_walk,
+            levels: std::sync::OnceLock::new(),
             denominator,
             offset,
             info,
         })
+    }
+
+    fn flat(&self) -> Flat<'_> {
+        Flat {
+            n_features: self.n_features,
+            nodes: &self.nodes,
+            leaf_value: &self.leaf_value,
+            trees: &self.trees,
+        }
     }
 
     /// Adds each row's path-length contributions, tree by tree in order, into `depths`.
@@ -301,7 +319,12 @@ impl Detector for IsolationForest {
                 *v = -(2.0f64.powf(-ratio));
             }
         };
-        if let Some(levels) = &self.levels {
+        let levels = if self.vector_walk && (x.len() / d.max(1) >= LAY_OUT_ROWS) {
+            Some(self.levels.get_or_init(|| Levels::new(&self.flat())))
+        } else {
+            self.levels.get()
+        };
+        if let Some(levels) = levels {
             let mut cols = vec![0.0f32; simd::CHUNK * d];
             for (rows, o) in x.chunks(simd::CHUNK * d).zip(out.chunks_mut(simd::CHUNK)) {
                 // scikit-learn casts X to float32 for its trees; feature-major for the walk.
@@ -337,7 +360,7 @@ impl Detector for IsolationForest {
             + vec_bytes(&self.nodes)
             + vec_bytes(&self.leaf_value)
             + vec_bytes(&self.trees)
-            + self.levels.as_ref().map_or(0, Levels::heap_bytes)
+            + self.levels.get().map_or(0, Levels::heap_bytes)
     }
 
     fn info(&self) -> StepInfo {
@@ -449,9 +472,13 @@ mod tests {
             leaf_value: &leaf_value,
             trees: &roots,
         };
-        let levels = Levels::size_of(&flat).map(|_| Levels::new(&flat));
+        let levels = std::sync::OnceLock::new();
+        if Levels::size_of(&flat).is_some() {
+            let _ = levels.set(Levels::new(&flat));
+        }
         IsolationForest {
             n_features: d,
+            vector_walk: levels.get().is_some(),
             levels,
             nodes,
             leaf_value,
@@ -494,10 +521,7 @@ mod tests {
             let depth = (seed % 9) as u32;
             let mut pick = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
             let forest = random_forest(seed, d, 1 + (seed as usize % 7), depth);
-            let levels = forest
-                .levels
-                .as_ref()
-                .expect("depth <= 8 and d <= 8 lay out");
+            let levels = forest.levels.get().expect("depth <= 8 and d <= 8 lay out");
             for rows in [1, 17, simd::CHUNK] {
                 let mut cols = vec![0.0f32; simd::CHUNK * d];
                 let mut rowwise = vec![0.0f32; BLOCK.max(simd::CHUNK) * d];
