@@ -79,6 +79,10 @@ pub struct IsolationForest {
     /// model (as `models import` does to validate it) and scoring a handful of rows do not pay
     /// for it.
     levels: std::sync::OnceLock<Levels>,
+    /// What that layout takes once made ([`Levels::bytes_of`]), counted by
+    /// [`Detector::heap_bytes`] from the start so that a model cache's accounting does not
+    /// change under it.
+    layout_bytes: usize,
     /// `n_trees · c(max_samples_)`.
     denominator: f64,
     offset: f64,
@@ -152,6 +156,11 @@ impl IsolationForest {
             }
             _ => false,
         };
+        let layout_bytes = if vector_walk {
+            Levels::bytes_of(&flat)
+        } else {
+            0
+        };
         let denominator = estimators.len() as f64 * average_path_length(max_samples);
         let info = StepInfo::of(obj)
             .fitted("n_trees", estimators.len())
@@ -164,6 +173,7 @@ impl IsolationForest {
             trees,
             vector_walk,
             levels: std::sync::OnceLock::new(),
+            layout_bytes,
             denominator,
             offset,
             info,
@@ -360,7 +370,7 @@ impl Detector for IsolationForest {
             + vec_bytes(&self.nodes)
             + vec_bytes(&self.leaf_value)
             + vec_bytes(&self.trees)
-            + self.levels.get().map_or(0, Levels::heap_bytes)
+            + self.layout_bytes
     }
 
     fn info(&self) -> StepInfo {
@@ -479,6 +489,7 @@ mod tests {
         IsolationForest {
             n_features: d,
             vector_walk: levels.get().is_some(),
+            layout_bytes: levels.get().map_or(0, Levels::heap_bytes),
             levels,
             nodes,
             leaf_value,
@@ -522,6 +533,8 @@ mod tests {
             let mut pick = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
             let forest = random_forest(seed, d, 1 + (seed as usize % 7), depth);
             let levels = forest.levels.get().expect("depth <= 8 and d <= 8 lay out");
+            // What a model cache counts before the layout is made is what it takes after.
+            assert_eq!(levels.heap_bytes(), Levels::bytes_of(&forest.flat()));
             for rows in [1, 17, simd::CHUNK] {
                 let mut cols = vec![0.0f32; simd::CHUNK * d];
                 let mut rowwise = vec![0.0f32; BLOCK.max(simd::CHUNK) * d];

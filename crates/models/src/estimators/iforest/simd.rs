@@ -66,11 +66,14 @@ impl Levels {
 
     /// Lays `forest` out; call only when [`Levels::size_of`] is `Some`.
     pub(crate) fn new(forest: &Flat<'_>) -> Levels {
+        // Allocated once at their final sizes, which [`Levels::bytes_of`] counts.
+        let table: usize = forest.trees.iter().map(|t| level_offset(t.1)).sum();
+        let leaves: usize = forest.trees.iter().map(|t| 1usize << t.1).sum();
         let mut levels = Levels {
             trees: Vec::with_capacity(forest.trees.len()),
-            thresholds: Vec::new(),
-            features: Vec::new(),
-            leaves: Vec::new(),
+            thresholds: Vec::with_capacity(table),
+            features: Vec::with_capacity(table),
+            leaves: Vec::with_capacity(leaves),
         };
         for &(root, depth) in forest.trees {
             let table = levels.thresholds.len();
@@ -111,7 +114,18 @@ impl Levels {
         self.place(forest, n.right, level + 1, 2 * i + 1, table, leaf, depth);
     }
 
-    /// Bytes held.
+    /// Bytes the layout of `forest` takes once made (`size_of` must be `Some`): what a model
+    /// cache counts for it before the first large call makes it.
+    pub(crate) fn bytes_of(forest: &Flat<'_>) -> usize {
+        forest
+            .trees
+            .iter()
+            .map(|t| std::mem::size_of::<(u32, u32, u32)>() + 8 * level_offset(t.1) + (8 << t.1))
+            .sum()
+    }
+
+    /// Bytes held: what [`Levels::bytes_of`] says, as the tests check.
+    #[cfg(test)]
     pub(crate) fn heap_bytes(&self) -> usize {
         self.trees.capacity() * std::mem::size_of::<(u32, u32, u32)>()
             + self.thresholds.capacity() * 4
