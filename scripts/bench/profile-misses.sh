@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Where the time of issue 14's missed targets goes: the figures BENCHMARKS.md's "where they
+# stand" note quotes.
+#
+#   bash scripts/bench/profile-misses.sh
+#
+# Needs `perf`, the release binary, the model benchmark's files in target/bench (run
+# scripts/bench/run-models.sh first) and the fleet benchmark's N=1,000 fleet in
+# target/bench/fleet/fleet-1000 (scripts/bench/run-fleet.sh). Prints:
+# 1. mimalloc's committed memory of one `models score` of 200,000 rows with ocsvm20, for
+#    batch sizes from 8,192 to 65,536 rows (MIMALLOC_SHOW_STATS=1);
+# 2. the share of that process's CPU samples in the kernel zeroing fresh pages
+#    (clear_page_erms), over 10 runs;
+# 3. the wall time of `models import` of the N=1,000 fleet's 5,000 files into a new store, and
+#    the share of its samples under ext4's inode creation (__ext4_new_inode).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+fs="$root/target/release/fleetscore"
+bench="$root/target/bench"
+fleet="$bench/fleet/fleet-1000/models"
+for need in "$fs" "$bench/ocsvm20.pkl" "$bench/data-200000.parquet" "$fleet"; do
+  [[ -e "$need" ]] || { echo "profile-misses: $need is missing (see the header)" >&2; exit 1; }
+done
+command -v perf >/dev/null || { echo "profile-misses: needs perf" >&2; exit 1; }
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+score=("$fs" models score "$bench/ocsvm20.pkl" --input "$bench/data-200000.parquet"
+  --output "$work/out.parquet" --features f0,f1,f2,f3)
+
+echo "== 1. committed memory of one models score (200,000 rows, ocsvm20)"
+for rows in 8192 16384 32768 65536; do
+  committed="$(MIMALLOC_SHOW_STATS=1 "${score[@]}" --batch-rows "$rows" 2>&1 |
+    awk '$1 == "committed" {print $3, $4}')"
+  echo "batch $rows rows: $committed committed"
+done
+
+# The share of samples whose stack holds `symbol`, from a perf.data file.
+share() {
+  perf report -i "$1" --stdio --children --sort sym 2>/dev/null |
+    awk -v s="$2" '$0 ~ ("\\] " s "$") {print $1; exit}'
+}
+
+echo "== 2. the kernel zeroing fresh pages in models score (10 runs)"
+perf record -q -F 10000 -g -o "$work/score.data" -- \
+  bash -c 'for i in 1 2 3 4 5 6 7 8 9 10; do "$@" >/dev/null 2>&1; done' _ "${score[@]}" 2>/dev/null
+echo "clear_page_erms: $(share "$work/score.data" clear_page_erms) of the samples"
+
+echo "== 3. models import of 5,000 files into a new store"
+start=$(date +%s.%N)
+perf record -q -F 5000 -g -o "$work/import.data" -- \
+  "$fs" --store "$work/store" models import "$fleet" --pattern 'model_{device}_{tag}' \
+  >/dev/null 2>&1
+end=$(date +%s.%N)
+echo "wall (under perf): $(echo "$end - $start" | bc) s"
+echo "__ext4_new_inode: $(share "$work/import.data" __ext4_new_inode) of the samples"
