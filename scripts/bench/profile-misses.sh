@@ -12,14 +12,16 @@
 # 2. the share of that process's CPU samples in the kernel zeroing fresh pages
 #    (clear_page_erms), over 10 runs;
 # 3. the wall time of `models import` of the N=1,000 fleet's 5,000 files into a new store, and
-#    the share of its samples under ext4's inode creation (__ext4_new_inode).
+#    the share of its samples under ext4's inode creation (__ext4_new_inode);
+# 4. the share of the samples of one `run` of that fleet's hour in clear_page_erms.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 fs="$root/target/release/fleetscore"
 bench="$root/target/bench"
 fleet="$bench/fleet/fleet-1000/models"
-for need in "$fs" "$bench/ocsvm20.pkl" "$bench/data-200000.parquet" "$fleet"; do
+readings="$bench/fleet/fleet-1000/data.parquet"
+for need in "$fs" "$bench/ocsvm20.pkl" "$bench/data-200000.parquet" "$fleet" "$readings"; do
   [[ -e "$need" ]] || { echo "profile-misses: $need is missing (see the header)" >&2; exit 1; }
 done
 command -v perf >/dev/null || { echo "profile-misses: needs perf" >&2; exit 1; }
@@ -54,3 +56,11 @@ perf record -q -F 5000 -g -o "$work/import.data" -- \
 end=$(date +%s.%N)
 echo "wall (under perf): $(echo "$end - $start" | bc) s"
 echo "__ext4_new_inode: $(share "$work/import.data" __ext4_new_inode) of the samples"
+
+echo "== 4. the kernel zeroing fresh pages in one run of the fleet's hour"
+"$fs" --store "$work/store" data import "$readings" --time-column TS --device-column Device \
+  --tag-column Tag --value-column Value >/dev/null 2>&1
+perf record -q -F 10000 -g -o "$work/run.data" -- \
+  "$fs" --store "$work/store" run --from '2026-01-01 00:00:00' --to '2026-01-01 01:00:00' \
+  >/dev/null 2>&1
+echo "clear_page_erms: $(share "$work/run.data" clear_page_erms) of the samples"
