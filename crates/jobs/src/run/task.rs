@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fleetscore_models::{Limits, Model};
-use fleetscore_store::{Store, layout};
+use fleetscore_store::{RequestCounter, Store, layout};
 use fleetscore_table::predictions;
 use fleetscore_table::windows::{self, Windows};
 
@@ -253,10 +253,7 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
         line("predictions were already written by an earlier attempt: kept".into());
     }
     result.write_seconds = write_started.elapsed().as_secs_f64();
-    // Every attempt counts the same from the same plan, so whichever attempt writes last
-    // writes what the first did.
-    write_summary(store, &mut summary, &result)?;
-    line(format!(
+    let done = format!(
         "done: {} models scored, {} without data, {} failed; {} rows, {} anomalies; read {:.3}s, score {:.3}s, write {:.3}s",
         result.models_scored,
         result.models_without_data,
@@ -266,13 +263,8 @@ pub fn execute_task(at: &Attempt<'_>, task: &TaskSpec) -> Result<TaskResult> {
         result.read_seconds,
         result.score_seconds,
         result.write_seconds
-    ));
-    store.put(
-        &layout::task_log(&spec.id, task.shard, attempt),
-        log.into_bytes(),
-    )?;
-    result.store_requests = requests.requests().into();
-    Ok(result)
+    );
+    finish(store, summary, result, log, &done, attempt, &requests)
 }
 
 /// Appends a timestamped line to a task's log.
@@ -302,12 +294,19 @@ pub(super) fn failed(
     result.failures.push(failure);
 }
 
-/// Writes the task's per-model summary, with the result's timings.
-pub(super) fn write_summary(
+/// How a task ends, scoring or training: its per-model summary with the result's timings, the
+/// `done` line, its log, and the store requests it made (through `requests`) in the result.
+/// Every attempt counts the same from the same plan, so whichever attempt writes last writes
+/// what the first did.
+pub(super) fn finish(
     store: &Store,
-    summary: &mut TaskSummary,
-    result: &TaskResult,
-) -> Result<()> {
+    mut summary: TaskSummary,
+    mut result: TaskResult,
+    mut log: String,
+    done: &str,
+    attempt: u32,
+    requests: &RequestCounter,
+) -> Result<TaskResult> {
     summary.read_seconds = result.read_seconds;
     summary.score_seconds = result.score_seconds;
     summary.write_seconds = result.write_seconds;
@@ -315,7 +314,13 @@ pub(super) fn write_summary(
         &layout::task_summary(&summary.run_id, summary.shard),
         serde_json::to_vec(&summary).expect("serializable"),
     )?;
-    Ok(())
+    push_line(&mut log, done);
+    store.put(
+        &layout::task_log(&summary.run_id, summary.shard, attempt),
+        log.into_bytes(),
+    )?;
+    result.store_requests = requests.requests().into();
+    Ok(result)
 }
 
 /// The rows of a task's models over its run's window: raw readings by sensor, and closed

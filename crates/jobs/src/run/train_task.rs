@@ -15,7 +15,7 @@ use crate::train::TrainTask;
 
 use super::fetch;
 use super::summary::{SUMMARY_FORMAT, Scored, TaskSummary, Unscored};
-use super::task::{Attempt, Rows, failed, push_line, read_rows, write_summary};
+use super::task::{Attempt, Rows, failed, finish, push_line, read_rows};
 
 /// Executes a training task, continuing what [`super::execute_task`] began: `store` is its
 /// counting handle (`requests` its counter) and `log` holds the task's first lines.
@@ -193,8 +193,7 @@ pub(super) fn execute(
     // Every fit of the task becomes current at once, packed together.
     importer.finish()?;
     result.write_seconds = write_started.elapsed().as_secs_f64();
-    write_summary(store, &mut summary, &result)?;
-    line(format!(
+    let done = format!(
         "done: {} models trained, {} skipped, {} failed; {} rows; read {:.3}s, fit {:.3}s, import {:.3}s",
         result.models_scored,
         result.models_without_data,
@@ -203,11 +202,6 @@ pub(super) fn execute(
         result.read_seconds,
         result.score_seconds,
         result.write_seconds
-    ));
-    store.put(
-        &layout::task_log(&spec.id, task.shard, attempt),
-        log.into_bytes(),
-    )?;
-    result.store_requests = requests.requests().into();
-    Ok(result)
+    );
+    finish(store, summary, result, log, &done, attempt, requests)
 }
