@@ -287,12 +287,17 @@ fn same_as_models_score(dir: &Path, end: i64, export: &Path) {
             m["tag"].as_str().unwrap(),
             m["version"].as_str().unwrap(),
         );
-        let model = dir
-            .join("store/models")
-            .join(device)
-            .join(tag)
-            .join("versions")
-            .join(format!("{version}.model"));
+        // The stored version, as `models export` gives it back.
+        let model = export.join(format!("model_{device}_{tag}"));
+        let o = bin()
+            .arg("--store")
+            .arg(dir.join("store"))
+            .args(["models", "export", &format!("{device}/{tag}")])
+            .args(["--version", version, "--output"])
+            .arg(&model)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let scored = export.join(format!("scored_{device}_{tag}.csv"));
         let o = bin()
             .args(["models", "score"])

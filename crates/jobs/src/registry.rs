@@ -46,8 +46,9 @@ pub struct ModelMeta {
     pub source: String,
     /// When it was imported (RFC 3339).
     pub imported_at: String,
-    /// Where its bytes also are in a model pack, if the import that made it current wrote one
-    /// (kept in catalogs only: the version's own metadata file has none).
+    /// Where its bytes are in a model pack, if the import that stored it wrote one (the only
+    /// copy of them); `None`: in the version's own file. (In stores written before packs held
+    /// the only copy, catalogs name a pack holding a copy and version metadata names none.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pack: Option<PackSlot>,
     /// How fleetscore fitted it, when `fleetscore train` did.
@@ -295,10 +296,11 @@ pub struct Importer<'s> {
     known: BTreeMap<u32, Catalog>,
     /// Changes not yet committed, per bucket.
     staged: BTreeMap<u32, Vec<ModelMeta>>,
-    /// The staged versions' files, for the pack the commit writes.
+    /// The new versions staged, stored by the commit.
     pending: Vec<Pending>,
-    /// Whether this import wrote a pack (so that finishing it collects unreferenced ones).
-    packed: bool,
+    /// Whether this import changed a catalog (so that finishing it collects the copy packs no
+    /// catalog refers to any more).
+    changed: bool,
 }
 
 impl<'s> Importer<'s> {
@@ -315,7 +317,7 @@ impl<'s> Importer<'s> {
             known: BTreeMap::new(),
             staged: BTreeMap::new(),
             pending: Vec::new(),
-            packed: false,
+            changed: false,
         }
     }
 
@@ -346,9 +348,9 @@ impl<'s> Importer<'s> {
         self.accept(staged)
     }
 
-    /// The part of [`Importer::add`] that needs no catalog, and so can run on many files at
-    /// once: validates the file and stores it and its metadata under its version, unless that
-    /// version is already stored.
+    /// The part of [`Importer::add`] that needs no catalog and writes nothing, and so can run
+    /// on many files at once: validates the file, and finds its version's metadata if the
+    /// version is stored.
     fn store_file(&self, new: &NewModel<'_>) -> Result<StoredFile> {
         self.store_file_with(new, None)
     }
@@ -382,15 +384,14 @@ impl<'s> Importer<'s> {
         }
         FeatureSource::of(&features)?;
         let version = version_of(bytes);
-        let meta_key = layout::model_meta(device, tag, &version);
-        if let Some(existing) = self.store.get_opt(&meta_key)? {
+        if let Some((meta_key, existing)) = stored_meta(self.store, device, tag, &version)? {
             let mut meta = parse_meta(&meta_key, &existing)?;
             let refeatured = meta.features != features;
             meta.features = features;
             return Ok(StoredFile {
                 meta,
-                bytes: bytes.to_vec(),
-                existed: true,
+                bytes: None,
+                meta_key,
                 refeatured,
             });
         }
@@ -411,18 +412,10 @@ impl<'s> Importer<'s> {
             pack: None,
             training,
         };
-        // The file, then its metadata, then (at commit) the catalog: a reader that finds a
-        // version in a catalog always finds its file.
-        self.store
-            .put(&layout::model_file(device, tag, &version), bytes.to_vec())?;
-        self.store.put(
-            &meta_key,
-            serde_json::to_vec_pretty(&meta).expect("serializable"),
-        )?;
         Ok(StoredFile {
             meta,
-            bytes: bytes.to_vec(),
-            existed: false,
+            bytes: Some(bytes.to_vec()),
+            meta_key: layout::model_meta(device, tag, &version),
             refeatured: false,
         })
     }
@@ -431,13 +424,11 @@ impl<'s> Importer<'s> {
     /// version is new, restored or already current, staged for the next commit unless current.
     fn accept(&mut self, stored: StoredFile) -> Result<ImportedFile> {
         let StoredFile {
-            mut meta,
+            meta,
             bytes,
-            existed,
+            meta_key,
             refeatured,
         } = stored;
-        // Metadata read back from the version's file has no pack: the commit gives it one.
-        meta.pack = None;
         let bucket = layout::bucket(&meta.device);
         let catalog = self.catalog(bucket)?;
         if let Ok(i) = catalog.find(&meta.device, &meta.tag) {
@@ -449,50 +440,51 @@ impl<'s> Importer<'s> {
         if refeatured {
             // A stored version fed other columns now: its metadata says so before it is current.
             self.store.put(
-                &layout::model_meta(&meta.device, &meta.tag, &meta.version),
+                &meta_key,
                 serde_json::to_vec_pretty(&meta).expect("serializable"),
             )?;
         }
-        let outcome = if existed {
-            Imported::Restored
-        } else {
-            Imported::New
-        };
         self.catalog(bucket)?.upsert(meta.clone());
         self.staged.entry(bucket).or_default().push(meta.clone());
-        self.pending.push(Pending {
-            bucket,
-            device: meta.device.clone(),
-            tag: meta.tag.clone(),
-            version: meta.version.clone(),
-            bytes,
-        });
+        let outcome = match bytes {
+            Some(bytes) => {
+                self.pending.push(Pending {
+                    bucket,
+                    meta: meta.clone(),
+                    bytes,
+                });
+                Imported::New
+            }
+            None => Imported::Restored,
+        };
         Ok((meta, outcome))
     }
 
-    /// Makes every version added so far current, one catalog update per device bucket. When
-    /// there are at least [`MIN_PACK_MODELS`] of them, their files are first written as one
-    /// model pack, which the catalogs point into.
+    /// Makes every version added so far current, one catalog update per device bucket. The
+    /// new versions are stored first: their files (as one model pack when there are at least
+    /// [`MIN_PACK_MODELS`] of them), then their metadata, so that a version a catalog or a
+    /// listing names always has its bytes.
     pub fn commit(&mut self) -> Result<()> {
-        self.write_pack()?;
+        self.store_new_versions()?;
         while let Some((bucket, changes)) = self.staged.pop_first() {
             if let Err(e) = commit_bucket(self.store, bucket, &changes) {
                 self.staged.insert(bucket, changes);
                 return Err(e);
             }
+            self.changed = true;
             // Other importers may have changed this bucket too: read it again when needed.
             self.known.remove(&bucket);
         }
         Ok(())
     }
 
-    /// Commits, then deletes the packs no catalog has referred to for [`PACK_RETENTION_MS`]
-    /// (if this import wrote one: only then can one have stopped being referenced). Collecting
-    /// is best effort, as cleaning up old catalog generations is: the import is committed
-    /// either way, and the next import tries again.
+    /// Commits, then deletes the copy packs (see [`collect_packs`]) no catalog has referred to
+    /// for [`PACK_RETENTION_MS`] (if this import changed a catalog: only then can one have
+    /// stopped being referenced). Collecting is best effort, as cleaning up old catalog
+    /// generations is: the import is committed either way, and the next import tries again.
     pub fn finish(&mut self) -> Result<()> {
         self.commit()?;
-        if std::mem::take(&mut self.packed) {
+        if std::mem::take(&mut self.changed) {
             let _ = collect_packs(
                 self.store,
                 PACK_RETENTION_MS,
@@ -502,60 +494,102 @@ impl<'s> Importer<'s> {
         Ok(())
     }
 
-    /// Writes the pending files as one pack, sorted by (bucket, device, tag) so that a task's
-    /// models lie together, and points the staged versions at it.
-    fn write_pack(&mut self) -> Result<()> {
+    /// Stores the new versions: their files as one pack, sorted by (bucket, device, tag) so
+    /// that a task's models lie together (or a lone version's file on its own), then each
+    /// one's metadata, saying where its bytes are; the staged catalog entries say so too.
+    fn store_new_versions(&mut self) -> Result<()> {
         let mut pending = std::mem::take(&mut self.pending);
-        if pending.len() < MIN_PACK_MODELS {
+        if pending.is_empty() {
             return Ok(());
         }
-        pending.sort_by(|a, b| {
-            (a.bucket, &a.device, &a.tag, &a.version)
-                .cmp(&(b.bucket, &b.device, &b.tag, &b.version))
-        });
-        pending.dedup_by(|a, b| (&a.device, &a.tag, &a.version) == (&b.device, &b.tag, &b.version));
-        let total = pending.iter().map(|p| p.bytes.len()).sum();
-        let mut pack = Vec::with_capacity(total);
-        let mut offsets = std::collections::HashMap::with_capacity(pending.len());
-        for p in &pending {
-            let slot = (pack.len() as u64, p.bytes.len() as u64);
-            offsets.insert(
-                (p.device.as_str(), p.tag.as_str(), p.version.as_str()),
-                slot,
-            );
-            pack.extend_from_slice(&p.bytes);
+        pending.sort_by(|a, b| Pending::order(a).cmp(&Pending::order(b)));
+        pending.dedup_by(|a, b| Pending::order(a) == Pending::order(b));
+        let id = |m: &ModelMeta| (m.device.clone(), m.tag.clone(), m.version.clone());
+        let stored = self.store_files_of(&mut pending);
+        if let Err(e) = stored {
+            // Staged again, so that a retried commit stores them.
+            self.pending = pending;
+            return Err(e);
         }
-        let key = layout::pack(&version_of(&pack));
-        // Named by its content: an identical pack already there is this one.
-        self.store.put_if_absent(&key, pack)?;
+        let slots: std::collections::HashMap<_, _> = pending
+            .iter()
+            .map(|p| (id(&p.meta), p.meta.pack.clone()))
+            .collect();
         for meta in self.staged.values_mut().flatten() {
-            let id = (
-                meta.device.as_str(),
-                meta.tag.as_str(),
-                meta.version.as_str(),
-            );
-            if let Some(&(offset, len)) = offsets.get(&id) {
-                meta.pack = Some(PackSlot {
+            if let Some(slot) = slots.get(&id(meta)) {
+                meta.pack.clone_from(slot);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the files of `pending` (a pack, which their metadata then names, or one file)
+    /// and then their metadata, on two threads.
+    fn store_files_of(&self, pending: &mut [Pending]) -> Result<()> {
+        if pending.len() >= MIN_PACK_MODELS {
+            let total = pending.iter().map(|p| p.bytes.len()).sum();
+            let mut pack = Vec::with_capacity(total);
+            let mut slots = Vec::with_capacity(pending.len());
+            for p in pending.iter() {
+                slots.push((pack.len() as u64, p.bytes.len() as u64));
+                pack.extend_from_slice(&p.bytes);
+            }
+            let key = layout::pack(&version_of(&pack));
+            // Named by its content: an identical pack already there is this one.
+            self.store.put_if_absent(&key, pack)?;
+            for (p, (offset, len)) in pending.iter_mut().zip(slots) {
+                p.meta.pack = Some(PackSlot {
                     key: key.clone(),
                     offset,
                     len,
                 });
             }
+        } else {
+            for p in pending.iter() {
+                let m = &p.meta;
+                self.store.put(
+                    &layout::model_file(&m.device, &m.tag, &m.version),
+                    p.bytes.clone(),
+                )?;
+            }
         }
-        self.packed = true;
-        Ok(())
+        // Each thread writes a contiguous half: the versions are sorted by device, so the two
+        // rarely create files in one folder at once (which they would take turns at).
+        let half = pending.len().div_ceil(2).max(1);
+        std::thread::scope(|s| {
+            let workers: Vec<_> = pending
+                .chunks(half)
+                .map(|part| {
+                    s.spawn(move || -> Result<()> {
+                        for p in part {
+                            let m = &p.meta;
+                            self.store.put(
+                                &layout::model_meta(&m.device, &m.tag, &m.version),
+                                serde_json::to_vec_pretty(m).expect("serializable"),
+                            )?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .try_for_each(|w| w.join().expect("metadata writer panicked"))
+        })
     }
 }
 
 /// The fewest staged versions a commit writes a pack for: a pack of one file saves nothing.
 pub const MIN_PACK_MODELS: usize = 2;
 
-/// How long a pack no catalog refers to is kept (a run planned before it was replaced may still
-/// be reading it): a day. A run that finds its pack gone reads the model files instead.
+/// How long a copy pack no catalog refers to is kept (a run planned before it was replaced may
+/// still be reading it): a day. A run that finds its pack gone reads the model files instead.
 pub const PACK_RETENTION_MS: i64 = 24 * 3_600_000;
 
-/// Deletes the packs that no catalog has referred to for `retention_ms` (as of `now_ms`), and
-/// remembers since when the others have been unreferenced. Returns the packs deleted.
+/// Deletes the copy packs — written before packs held the only copy of their files, so each of
+/// their files is also stored on its own — that no catalog has referred to for `retention_ms`
+/// (as of `now_ms`), and remembers since when the others have been unreferenced. Returns the
+/// packs deleted. (Packs holding the only copy are kept: every version is.)
 pub fn collect_packs(store: &Store, retention_ms: i64, now_ms: i64) -> Result<Vec<String>> {
     let referenced: std::collections::HashSet<String> = list(store)?
         .into_iter()
@@ -568,7 +602,7 @@ pub fn collect_packs(store: &Store, retention_ms: i64, now_ms: i64) -> Result<Ve
     let mut after = BTreeMap::new();
     let mut deleted = Vec::new();
     for entry in store.list(layout::PACKS)? {
-        if !layout::is_pack_key(&entry.key) || referenced.contains(&entry.key) {
+        if !layout::is_copy_pack_key(&entry.key) || referenced.contains(&entry.key) {
             continue;
         }
         let since = before.get(&entry.key).copied().unwrap_or(now_ms);
@@ -588,23 +622,32 @@ pub fn collect_packs(store: &Store, retention_ms: i64, now_ms: i64) -> Result<Ve
     Ok(deleted)
 }
 
-/// A staged version's file, held for the pack its commit writes.
+/// A new version staged for the next commit, which stores its file (in the commit's pack, or
+/// on its own) and then its metadata.
 struct Pending {
     bucket: u32,
-    device: String,
-    tag: String,
-    version: String,
+    meta: ModelMeta,
     bytes: Vec<u8>,
 }
 
-/// A model file validated and stored under its version, not yet made current.
+impl Pending {
+    /// The order of a pack's files: by (bucket, device, tag), so that a task's models lie
+    /// together; then by version.
+    fn order(&self) -> (u32, &str, &str, &str) {
+        let m = &self.meta;
+        (self.bucket, &m.device, &m.tag, &m.version)
+    }
+}
+
+/// A model file validated, with its metadata: a version stored before (found under
+/// `meta_key`), or a new one the commit stores.
 struct StoredFile {
     /// Its metadata, with the features this import feeds it.
     meta: ModelMeta,
-    /// The file, for the import's pack.
-    bytes: Vec<u8>,
-    /// Whether the version was stored before this import.
-    existed: bool,
+    /// The file, if the version is new (a stored version's bytes are where its metadata says).
+    bytes: Option<Vec<u8>>,
+    /// Where its metadata is (or, for a new version, will be).
+    meta_key: String,
     /// Whether it was stored before fed other columns (its metadata is rewritten if it becomes
     /// current).
     refeatured: bool,
@@ -683,9 +726,9 @@ pub const IMPORT_BATCH: usize = 50_000;
 /// file.
 pub const IMPORT_BATCH_BYTES: u64 = 256 << 20;
 
-/// Imports model files with `importer`: each read, validated and stored on its own (one bad
+/// Imports model files with `importer`: each read and validated on its own (one bad
 /// file fails alone, with its reason, and the others are imported), made current
-/// [`IMPORT_BATCH`] at a time. Files are read, validated and stored by two threads; outcomes
+/// [`IMPORT_BATCH`] at a time. Files are read and validated by two threads; outcomes
 /// are decided and reported in file order. `each` hears every file's outcome; a store failure
 /// while committing stops the import with that error.
 pub fn import_files(
@@ -837,12 +880,12 @@ pub fn list(store: &Store) -> Result<Vec<ModelMeta>> {
     )))
 }
 
-/// Every stored version of (device, tag), oldest import first.
+/// Every stored version of (device, tag), oldest import first: one listing of the device's
+/// models, one read per version.
 pub fn versions(store: &Store, device: &str, tag: &str) -> Result<Vec<ModelMeta>> {
-    let dir = format!("{}/versions", layout::model_dir(device, tag));
     let mut out = Vec::new();
-    for entry in store.list(&dir)? {
-        if entry.key.ends_with(".json") {
+    for entry in store.list(&layout::device_models(device))? {
+        if layout::parse_model_meta_key(device, &entry.key).is_some_and(|(t, _)| t == tag) {
             out.push(parse_meta(&entry.key, &store.get(&entry.key)?)?);
         }
     }
@@ -850,11 +893,70 @@ pub fn versions(store: &Store, device: &str, tag: &str) -> Result<Vec<ModelMeta>
     Ok(out)
 }
 
-/// The bytes of a model version.
+/// A stored version's metadata, and its key: this layout's, or the one before it.
+fn stored_meta(
+    store: &Store,
+    device: &str,
+    tag: &str,
+    version: &str,
+) -> Result<Option<(String, bytes::Bytes)>> {
+    for key in [
+        layout::model_meta(device, tag, version),
+        layout::legacy_model_meta(device, tag, version),
+    ] {
+        if let Some(bytes) = store.get_opt(&key)? {
+            return Ok(Some((key, bytes)));
+        }
+    }
+    Ok(None)
+}
+
+/// The bytes of a model version, from its pack (checked against the version, its content
+/// hash) or its own file.
 pub fn model_bytes(store: &Store, device: &str, tag: &str, version: &str) -> Result<Vec<u8>> {
-    Ok(store
-        .get(&layout::model_file(device, tag, version))?
-        .to_vec())
+    let Some((key, meta)) = stored_meta(store, device, tag, version)? else {
+        return Err(Error::Store(fleetscore_store::Error::NotFound(
+            layout::model_meta(device, tag, version),
+        )));
+    };
+    let meta = parse_meta(&key, &meta)?;
+    let Some(slot) = meta.pack else {
+        return own_file(store, device, tag, version);
+    };
+    let range = slot.offset..slot.offset + slot.len;
+    let bytes = store
+        .get_ranges(&slot.key, std::slice::from_ref(&range))?
+        .pop()
+        .expect("one range read");
+    if version_of(&bytes) != version {
+        return Err(Error::Corrupt {
+            what: slot.key,
+            message: format!(
+                "bytes {}..{} are not version {version} of {device}/{tag}",
+                slot.offset,
+                slot.offset + slot.len
+            ),
+        });
+    }
+    Ok(bytes.to_vec())
+}
+
+/// A model version's own file (a version imported alone, or stored before packs held the only
+/// copy), in this layout or the one before it.
+pub fn own_file(store: &Store, device: &str, tag: &str, version: &str) -> Result<Vec<u8>> {
+    match store.get(&layout::model_file(device, tag, version)) {
+        Err(fleetscore_store::Error::NotFound(_)) => Ok(store
+            .get(&layout::legacy_model_file(device, tag, version))
+            .map_err(|e| match e {
+                // The name of this layout, not the old one's.
+                fleetscore_store::Error::NotFound(_) => {
+                    fleetscore_store::Error::NotFound(layout::model_file(device, tag, version))
+                }
+                e => e,
+            })?
+            .to_vec()),
+        got => Ok(got?.to_vec()),
+    }
 }
 
 /// Expands a file-name pattern such as `model_{device}_{tag}` against a file name: returns

@@ -786,8 +786,8 @@ fn a_cached_model_is_scored_again_without_its_file() {
         out
     };
     assert_eq!(scores("first"), scores("second"));
-    // Without the cache, the same run fails every model for its missing file (the pack is gone
-    // too: the tasks fall back to the files, and say so in their logs).
+    // Without the cache, the same run fails every model for its missing bytes (their pack, the
+    // only copy, is gone: the tasks look for files of their own, and say so in their logs).
     let uncached = run::run(
         &f.store,
         f.coordinator.as_ref(),
@@ -803,7 +803,7 @@ fn a_cached_model_is_scored_again_without_its_file() {
         uncached
             .failures
             .iter()
-            .all(|m| m.kind == FailureKind::Missing),
+            .all(|m| m.kind == FailureKind::Missing && m.reason.contains("models/packs/v=")),
         "{uncached:?}"
     );
     let logs = task_logs(&f, "uncached");
@@ -1056,24 +1056,30 @@ fn a_slice_skips_files_outside_its_window_and_reads_each_reading_once() {
     );
 }
 
-/// An import writes its models as one pack that the catalogs point into; a run reads each
-/// task's models with one ranged read; a damaged pack falls back to the files and says so; a
-/// pack no catalog refers to any more is collected after the retention period, not before.
+/// An import writes its new versions' files as one pack, the only copy of them, that their
+/// metadata and the catalogs point into; a run reads each task's models with one ranged read;
+/// a damaged pack fails its models with the reason; older versions stay readable from their
+/// packs, which are kept.
 #[test]
-fn model_packs_are_read_checked_and_collected() {
+fn model_packs_are_read_checked_and_kept() {
     let f = fleet("packs");
     import_reference_packed(&f);
-    let packs = |store: &Store| -> Vec<String> {
-        store
-            .list(layout::PACKS)
+    let keys = |store: &Store, end: &str| -> Vec<String> {
+        let mut keys: Vec<String> = store
+            .list(layout::MODELS)
             .unwrap()
             .into_iter()
             .map(|e| e.key)
-            .filter(|k| layout::is_pack_key(k))
-            .collect()
+            .filter(|k| k.ends_with(end))
+            .collect();
+        keys.sort();
+        keys
     };
-    let first_pack = packs(&f.store);
+    let first_pack = keys(&f.store, ".pack");
     assert_eq!(first_pack.len(), 1, "{first_pack:?}");
+    assert!(layout::is_pack_key(&first_pack[0]), "{first_pack:?}");
+    // No model has a file of its own: the pack holds them.
+    assert_eq!(keys(&f.store, ".model"), Vec::<String>::new());
     let pack = f.store.get(&first_pack[0]).unwrap();
     let models = registry::list(&f.store).unwrap();
     assert_eq!(models.len(), 15);
@@ -1085,6 +1091,15 @@ fn model_packs_are_read_checked_and_collected() {
         assert_eq!(slot.key, first_pack[0]);
         let bytes = &pack[slot.offset as usize..(slot.offset + slot.len) as usize];
         assert_eq!(registry::version_of(bytes), m.version);
+        // The version's own metadata says the same.
+        assert_eq!(
+            registry::versions(&f.store, &m.device, &m.tag).unwrap(),
+            vec![m.clone()]
+        );
+        assert_eq!(
+            registry::model_bytes(&f.store, &m.device, &m.tag, &m.version).unwrap(),
+            bytes
+        );
     }
     let run = |id: &str| {
         run::run(
@@ -1103,25 +1118,34 @@ fn model_packs_are_read_checked_and_collected() {
     let r = packed.store_requests;
     assert_eq!(r.get_range, u64::from(packed.tasks), "{packed:?}");
 
-    // The same size, other bytes: every model's hash disagrees, so every model is read from
-    // its file and scored the same.
+    // The same size, other bytes: every model's hash disagrees and no model has another copy,
+    // so every model fails, saying why, and the run goes on.
     f.store.put(&first_pack[0], vec![b'x'; pack.len()]).unwrap();
     let damaged = run("damaged");
-    assert_eq!(damaged.status, RunStatus::Succeeded, "{damaged:?}");
     assert_eq!(
-        (damaged.models_scored, damaged.rows, damaged.anomalies),
-        (15, 17_768, packed.anomalies)
-    );
-    assert_eq!(
-        damaged.store_requests.get - damaged.plan_store_requests.get,
-        r.get - packed.plan_store_requests.get + 15,
+        damaged.status,
+        RunStatus::CompletedWithFailures,
         "{damaged:?}"
     );
+    assert_eq!((damaged.models_scored, damaged.models_failed), (0, 15));
+    for failure in &damaged.failures {
+        assert_eq!(failure.kind, FailureKind::Load, "{failure:?}");
+        assert!(
+            failure.reason.contains(&format!(
+                "pack {} does not hold its bytes, and the version has no file of its own",
+                first_pack[0]
+            )),
+            "{failure:?}"
+        );
+    }
     let logs = task_logs(&f, "damaged");
     assert!(
         logs.contains("holds other bytes than its catalog says"),
         "{logs}"
     );
+    let err = registry::model_bytes(&f.store, "1", "1", &models[0].version).unwrap_err();
+    assert!(err.to_string().contains("are not version"), "{err}");
+    f.store.put(&first_pack[0], pack.to_vec()).unwrap();
 
     // New versions of every model (each sensor given another one's file): a second pack, and
     // the listing shows the new versions at once.
@@ -1148,24 +1172,201 @@ fn model_packs_are_read_checked_and_collected() {
             .all(|m| m.pack.as_ref().unwrap().key != first_pack[0])
     );
     assert!(now.iter().zip(&models).all(|(a, b)| a.version != b.version));
-    // The old pack is unreferenced now, but kept for the retention period...
-    assert_eq!(packs(&f.store).len(), 2);
+    // The first pack holds the old versions' only copy: no catalog refers to it, and it is
+    // kept, however long after.
+    assert_eq!(keys(&f.store, ".pack").len(), 2);
+    let much_later = run::now_ms() + 10 * registry::PACK_RETENTION_MS;
+    assert!(
+        registry::collect_packs(&f.store, registry::PACK_RETENTION_MS, much_later)
+            .unwrap()
+            .is_empty()
+    );
+    for (old, new) in models.iter().zip(&now) {
+        let versions = registry::versions(&f.store, &old.device, &old.tag).unwrap();
+        assert_eq!(versions.len(), 2, "{versions:?}");
+        assert!(
+            versions.contains(old) && versions.contains(new),
+            "{versions:?}"
+        );
+        let bytes = registry::model_bytes(&f.store, &old.device, &old.tag, &old.version).unwrap();
+        assert_eq!(registry::version_of(&bytes), old.version);
+    }
+    let after = run("after");
+    assert_eq!((after.models_scored, after.rows), (15, 17_768));
+    assert_eq!(after.store_requests.get_range, u64::from(after.tasks));
+
+    // Making the old versions current again stores nothing: the catalogs point into the first
+    // pack again.
+    let mut importer = registry::Importer::new(&f.store);
+    for m in &models {
+        let bytes = registry::model_bytes(&f.store, &m.device, &m.tag, &m.version).unwrap();
+        let (_, outcome) = importer
+            .add(&NewModel {
+                device: &m.device,
+                tag: &m.tag,
+                bytes: &bytes,
+                source: "again",
+                features: None,
+            })
+            .unwrap();
+        assert_eq!(outcome, Imported::Restored);
+    }
+    importer.finish().unwrap();
+    assert_eq!(registry::list(&f.store).unwrap(), models);
+    assert_eq!(keys(&f.store, ".pack").len(), 2);
+}
+
+/// A store written before packs held the only copy of their files (each version's file and
+/// metadata under `models/{device}/{tag}/versions/`, catalogs pointing into a copy pack) is
+/// still read: runs, versions, exports and re-imports; and its copy packs are collected once
+/// no catalog has referred to them for the retention period, not before.
+#[test]
+fn a_store_of_the_layout_before_is_read_and_its_copy_packs_collected() {
+    let f = fleet("legacy");
+    import_reference_packed(&f);
+    // Rewrite the store as the version before wrote it.
+    let pack = f.store.list(layout::PACKS).unwrap().remove(0).key;
+    let copy_pack = pack.replace("/v=", "/p=");
+    f.store
+        .put(&copy_pack, f.store.get(&pack).unwrap().to_vec())
+        .unwrap();
+    f.store.delete(&pack).unwrap();
+    let models = registry::list(&f.store).unwrap();
+    for m in &models {
+        let bytes = registry::model_bytes(&f.store, &m.device, &m.tag, &m.version);
+        assert!(bytes.is_err(), "the pack is gone");
+        let mut meta = m.clone();
+        meta.pack = None;
+        let slot = m.pack.as_ref().unwrap();
+        let copy = f.store.get(&copy_pack).unwrap();
+        f.store
+            .put(
+                &layout::legacy_model_file(&m.device, &m.tag, &m.version),
+                copy[slot.offset as usize..(slot.offset + slot.len) as usize].to_vec(),
+            )
+            .unwrap();
+        f.store
+            .put(
+                &layout::legacy_model_meta(&m.device, &m.tag, &m.version),
+                serde_json::to_vec_pretty(&meta).unwrap(),
+            )
+            .unwrap();
+        f.store
+            .delete(&layout::model_meta(&m.device, &m.tag, &m.version))
+            .unwrap();
+    }
+    for e in f.store.list(layout::CATALOGS).unwrap() {
+        let text = String::from_utf8(f.store.get(&e.key).unwrap().to_vec()).unwrap();
+        if layout::parse_catalog_key(&e.key).is_some() {
+            f.store
+                .put(&e.key, text.replace("/v=", "/p=").into_bytes())
+                .unwrap();
+        } else {
+            f.store.delete(&e.key).unwrap();
+        }
+    }
+    let legacy = registry::list(&f.store).unwrap();
+    assert!(
+        legacy
+            .iter()
+            .all(|m| m.pack.as_ref().unwrap().key == copy_pack)
+    );
+
+    let run = |id: &str| {
+        run::run(
+            &f.store,
+            f.coordinator.as_ref(),
+            &RunRequest {
+                run_id: Some(id.into()),
+                ..RunRequest::window(FROM, TO).with_options(options(2))
+            },
+            &mut |_| {},
+        )
+        .unwrap()
+    };
+    let from_copy = run("from-copy");
+    assert_eq!((from_copy.models_scored, from_copy.rows), (15, 17_768));
+    assert_eq!(
+        from_copy.store_requests.get_range,
+        u64::from(from_copy.tasks)
+    );
+    // Without the copy pack, each model is read from its own file.
+    let copy = f.store.get(&copy_pack).unwrap();
+    f.store.delete(&copy_pack).unwrap();
+    let from_files = run("from-files");
+    assert_eq!(from_files.status, RunStatus::Succeeded, "{from_files:?}");
+    assert_eq!(
+        (from_files.models_scored, from_files.anomalies),
+        (15, from_copy.anomalies)
+    );
+    f.store.put(&copy_pack, copy.to_vec()).unwrap();
+    for m in &models {
+        let mut meta = m.clone();
+        meta.pack = None;
+        assert_eq!(
+            registry::versions(&f.store, &m.device, &m.tag).unwrap(),
+            vec![meta]
+        );
+        let bytes = registry::model_bytes(&f.store, &m.device, &m.tag, &m.version).unwrap();
+        assert_eq!(registry::version_of(&bytes), m.version);
+        // The same file again changes nothing.
+        let (_, outcome) = registry::import(
+            &f.store,
+            &NewModel {
+                device: &m.device,
+                tag: &m.tag,
+                bytes: &bytes,
+                source: "again",
+                features: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(outcome, Imported::Unchanged);
+    }
+
+    // New versions: the copy pack is unreferenced now, kept for the retention period...
+    let mut importer = registry::Importer::new(&f.store);
+    for m in &models {
+        let other = format!(
+            "models/model_{}_{}",
+            m.device,
+            m.tag.parse::<u32>().unwrap() % 5 + 1
+        );
+        importer
+            .add(&NewModel {
+                device: &m.device,
+                tag: &m.tag,
+                bytes: &std::fs::read(reference(&other)).unwrap(),
+                source: "test",
+                features: None,
+            })
+            .unwrap();
+    }
+    importer.finish().unwrap();
     let later = run::now_ms() + registry::PACK_RETENTION_MS - 60_000;
     assert!(
         registry::collect_packs(&f.store, registry::PACK_RETENTION_MS, later)
             .unwrap()
             .is_empty()
     );
-    // ... and collected after it.
+    // ... and collected after it; the old versions are read from their own files.
     let deleted = registry::collect_packs(
         &f.store,
         registry::PACK_RETENTION_MS,
         run::now_ms() + registry::PACK_RETENTION_MS + 60_000,
     )
     .unwrap();
-    assert_eq!(deleted, first_pack);
-    assert_eq!(packs(&f.store).len(), 1);
+    assert_eq!(deleted, vec![copy_pack]);
+    for m in &models {
+        assert_eq!(
+            registry::versions(&f.store, &m.device, &m.tag)
+                .unwrap()
+                .len(),
+            2
+        );
+        let bytes = registry::model_bytes(&f.store, &m.device, &m.tag, &m.version).unwrap();
+        assert_eq!(registry::version_of(&bytes), m.version);
+    }
     let after = run("after");
     assert_eq!((after.models_scored, after.rows), (15, 17_768));
-    assert_eq!(after.store_requests.get_range, u64::from(after.tasks));
 }

@@ -2,17 +2,24 @@
 //! write lands on the same key and replaces, never duplicates.
 //!
 //! ```text
-//! models/{device}/{tag}/versions/{version}.model   the imported file, byte for byte
-//! models/{device}/{tag}/versions/{version}.json    its metadata (estimator, features, ...)
+//! models/{device}/{tag}@{version}.json             a version's metadata (estimator, features,
+//!                                                  ..., and where in a pack its file is)
+//! models/{device}/{tag}@{version}.model            the imported file, byte for byte, when no
+//!                                                  pack holds it (a version imported alone)
 //! models/catalog/bucket={BB}/{generation}.json      the current version of every model of
 //!                                                  the bucket's devices (the newest
 //!                                                  generation counts; see below)
 //! models/catalog/snapshot={fingerprint}.json        every bucket's catalog in one object, for
 //!                                                  the generations the fingerprint names
-//! models/packs/p={hash}.pack                       model files of one import, end to end,
-//!                                                  sorted by bucket: a run reads a task's
-//!                                                  models with one ranged GET
-//! models/packs/state=unreferenced.json             packs no catalog refers to, and since when
+//! models/packs/v={hash}.pack                       the files of one import's new versions,
+//!                                                  end to end, sorted by bucket: their only
+//!                                                  copy, kept; a run reads a task's models
+//!                                                  with one ranged GET
+//! models/packs/p={hash}.pack                       (stores written before packs held the only
+//!                                                  copy) an import's files, each also in
+//!                                                  `models/{device}/{tag}/versions/`
+//! models/packs/state=unreferenced.json             such packs no catalog refers to, and since
+//!                                                  when
 //! readings/hour={YYYY-MM-DDTHH}/bucket={BB}/{hash}.parquet
 //!                                                  readings (ts, device, tag, value) of one
 //!                                                  hour and device bucket, one file per import
@@ -102,19 +109,64 @@ pub fn unsegment(s: &str) -> Option<String> {
 /// Prefix of every model.
 pub const MODELS: &str = "models";
 
-/// Folder of one (device, tag)'s model.
-pub fn model_dir(device: &str, tag: &str) -> String {
-    format!("{MODELS}/{}/{}", segment(device), segment(tag))
+/// The folder of one device's models: every version of each of its tags, one or two objects
+/// per version and no folder per model (a folder is one more file system inode per model on a
+/// local store, and inodes are most of what importing thousands of models costs there).
+pub fn device_models(device: &str) -> String {
+    format!("{MODELS}/{}", segment(device))
 }
 
-/// A model version's file.
-pub fn model_file(device: &str, tag: &str, version: &str) -> String {
-    format!("{}/versions/{version}.model", model_dir(device, tag))
+/// What a model version's objects are named by: `{tag}@{version}` (a tag's segment never holds
+/// `@`, which [`segment`] escapes).
+fn model_version(device: &str, tag: &str, version: &str) -> String {
+    format!("{}/{}@{version}", device_models(device), segment(tag))
 }
 
-/// A model version's metadata.
+/// A model version's metadata, and where its bytes are.
 pub fn model_meta(device: &str, tag: &str, version: &str) -> String {
-    format!("{}/versions/{version}.json", model_dir(device, tag))
+    format!("{}.json", model_version(device, tag, version))
+}
+
+/// A model version's file when no pack holds it.
+pub fn model_file(device: &str, tag: &str, version: &str) -> String {
+    format!("{}.model", model_version(device, tag, version))
+}
+
+/// Parses a key among a device's models (see [`device_models`]) into (tag, version) if it is a
+/// version's metadata, of this layout or of the one before it
+/// (`{tag}/versions/{version}.json`).
+pub fn parse_model_meta_key(device: &str, key: &str) -> Option<(String, String)> {
+    let rest = key
+        .strip_prefix(&device_models(device))?
+        .strip_prefix('/')?;
+    let name = rest.strip_suffix(".json")?;
+    let (tag, version) = match name.split_once('/') {
+        None => name.rsplit_once('@')?,
+        Some((tag, v)) => (tag, v.strip_prefix("versions/")?),
+    };
+    if version.is_empty() || version.contains(['/', '@']) || tag.contains('@') {
+        return None;
+    }
+    Some((unsegment(tag)?, version.to_string()))
+}
+
+/// A model version's file in the layout before this one, which stored every version's file
+/// and metadata under `models/{device}/{tag}/versions/` (read, never written).
+pub fn legacy_model_file(device: &str, tag: &str, version: &str) -> String {
+    format!(
+        "{}/{}/versions/{version}.model",
+        device_models(device),
+        segment(tag)
+    )
+}
+
+/// A model version's metadata in the layout before this one (read, never written).
+pub fn legacy_model_meta(device: &str, tag: &str, version: &str) -> String {
+    format!(
+        "{}/{}/versions/{version}.json",
+        device_models(device),
+        segment(tag)
+    )
 }
 
 /// Prefix of the registry's catalogs. (No model folder can be mistaken for one: a catalog's
@@ -154,24 +206,36 @@ pub fn parse_catalog_snapshot_key(key: &str) -> Option<&str> {
         .strip_suffix(".json")
 }
 
-/// Prefix of the model packs. (A model folder's second segment, its tag, never holds the `=`
-/// that every name directly under it has.)
+/// Prefix of the model packs. (A name directly under a device's folder never holds the `=`
+/// that every name under this one has.)
 pub const PACKS: &str = "models/packs";
 
-/// A model pack, named by the hash of its content.
+/// A model pack, named by the hash of its content: the only copy of its versions' files, kept
+/// as long as they are.
 pub fn pack(hash: &str) -> String {
-    format!("{PACKS}/p={hash}.pack")
+    format!("{PACKS}/v={hash}.pack")
 }
 
 /// Whether `key` is a [`pack`].
 pub fn is_pack_key(key: &str) -> bool {
-    key.strip_prefix(PACKS)
-        .and_then(|r| r.strip_prefix("/p="))
-        .and_then(|r| r.strip_suffix(".pack"))
-        .is_some_and(|h| !h.is_empty() && !h.contains('/'))
+    pack_hash(key, "/v=").is_some()
 }
 
-/// The packs no catalog refers to, and since when (collected after a retention period).
+/// Whether `key` is a pack written before packs held the only copy of their files (each file
+/// is also stored on its own): such packs are collected once no catalog refers to them.
+pub fn is_copy_pack_key(key: &str) -> bool {
+    pack_hash(key, "/p=").is_some()
+}
+
+fn pack_hash<'k>(key: &'k str, kind: &str) -> Option<&'k str> {
+    key.strip_prefix(PACKS)
+        .and_then(|r| r.strip_prefix(kind))
+        .and_then(|r| r.strip_suffix(".pack"))
+        .filter(|h| !h.is_empty() && !h.contains('/'))
+}
+
+/// The copy packs (see [`is_copy_pack_key`]) no catalog refers to, and since when (collected
+/// after a retention period).
 pub const PACKS_UNREFERENCED: &str = "models/packs/state=unreferenced.json";
 
 /// Milliseconds in an hour: readings and features are kept by the hour.
@@ -431,8 +495,39 @@ mod tests {
         }
         assert_eq!(
             model_file("dev 1", "t/2", "abc"),
-            "models/dev%201/t%2F2/versions/abc.model"
+            "models/dev%201/t%2F2@abc.model"
         );
+        assert_eq!(
+            model_meta("dev 1", "t@2", "abc"),
+            "models/dev%201/t%402@abc.json"
+        );
+    }
+
+    #[test]
+    fn version_metadata_keys_parse_back_in_both_layouts() {
+        for (device, tag) in [("d", "t"), ("dev 1", "a@b/c"), ("catalog", "x.y")] {
+            for key in [
+                model_meta(device, tag, "0123abcd"),
+                legacy_model_meta(device, tag, "0123abcd"),
+            ] {
+                assert_eq!(
+                    parse_model_meta_key(device, &key),
+                    Some((tag.to_string(), "0123abcd".to_string())),
+                    "{key}"
+                );
+            }
+            for other in [
+                model_file(device, tag, "0123abcd"),
+                legacy_model_file(device, tag, "0123abcd"),
+                format!("{}/bucket=07/000000000001.json", device_models(device)),
+                model_meta(&format!("{device}x"), tag, "0123abcd"),
+            ] {
+                assert_eq!(parse_model_meta_key(device, &other), None, "{other}");
+            }
+        }
+        assert!(is_pack_key(&pack("ab12")) && !is_copy_pack_key(&pack("ab12")));
+        assert!(is_copy_pack_key("models/packs/p=ab12.pack"));
+        assert!(!is_pack_key("models/packs/state=unreferenced.json"));
     }
 
     #[test]
@@ -455,5 +550,6 @@ mod tests {
         assert_eq!(parse_catalog_key("models/catalog/bucket=07/x.json"), None);
         // A model whose device is `catalog` lives elsewhere: its tag cannot hold `=`.
         assert!(!model_file("catalog", "bucket=07", "v").starts_with(&catalog_dir(7)));
+        assert!(!model_meta("catalog", "bucket=07", "v").starts_with(&catalog_dir(7)));
     }
 }

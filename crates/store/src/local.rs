@@ -115,6 +115,7 @@ impl LocalDir {
         let path = self.file(key)?;
         match fs::read(&path) {
             Ok(b) => Ok(Bytes::from(b)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::NotFound(key.to_string())),
             // A folder is a key prefix, not an object.
             Err(_) if path.is_dir() => Err(Error::NotFound(key.to_string())),
             Err(e) => Err(io_error(key, &e)),

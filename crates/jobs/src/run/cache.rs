@@ -1,7 +1,7 @@
 //! Loaded models kept across tasks and runs by a long-lived process (`fleetscore worker`,
 //! `up`), least recently used first out, bounded by the bytes the models hold.
 //!
-//! A model is keyed by its file in the registry, `models/{device}/{tag}/versions/{version}`,
+//! A model is keyed by its file's key in the registry, `models/{device}/{tag}@{version}.model`,
 //! and a version is the hash of the file's content: a new version is a new key, so an entry is
 //! never stale. A worker that scores the same buckets every hour fetches and parses a model
 //! once, then only reads its sensors' data.

@@ -1,8 +1,9 @@
 //! Fetching a task's model files. A model in a pack is read with a ranged read of the pack, and
 //! files lying near each other in one pack share one read; a model in no pack is read from its
 //! own file. A pack that is gone, unreadable, or holds other bytes than the catalog says
-//! (checked against each version's content hash) is passed over for the model files, and the
-//! task's log says so.
+//! (checked against each version's content hash) is passed over for the models' own files,
+//! which versions stored before packs held the only copy have, and the task's log says so; a
+//! model with no file of its own then fails with the pack's trouble.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -40,12 +41,23 @@ pub(crate) fn merged_ranges(slots: &mut [(u64, u64)]) -> Vec<Range<u64>> {
     out
 }
 
+/// Why a pack did not give a model its bytes.
+#[derive(Debug, Clone)]
+enum Trouble<'p> {
+    /// The pack is not in the store.
+    Gone(&'p str),
+    /// It could not be read, or holds other bytes: the reason.
+    Unreadable(String),
+}
+
 /// Fetches the files of `models`.
 pub(crate) fn fetch(store: &Store, models: &[&ModelRef]) -> Fetched {
     let mut files = HashMap::with_capacity(models.len());
     let mut notes = Vec::new();
     let mut by_pack: BTreeMap<&str, Vec<&ModelRef>> = BTreeMap::new();
     let mut loose: Vec<&ModelRef> = Vec::new();
+    // Models whose pack failed them, and how.
+    let mut passed_over: Vec<(&ModelRef, Trouble<'_>)> = Vec::new();
     for &m in models {
         match &m.pack {
             Some(slot) => by_pack.entry(slot.key.as_str()).or_default().push(m),
@@ -62,10 +74,14 @@ pub(crate) fn fetch(store: &Store, models: &[&ModelRef]) -> Fetched {
             Ok(parts) => parts,
             Err(e) => {
                 notes.push(format!(
-                    "pack {pack} could not be read ({e}): {} models read from their own files",
+                    "pack {pack} could not be read ({e}): {} models read from their own files where they have one",
                     members.len()
                 ));
-                loose.extend(members);
+                let trouble = match e {
+                    fleetscore_store::Error::NotFound(_) => Trouble::Gone(pack),
+                    e => Trouble::Unreadable(format!("pack {pack} could not be read: {e}")),
+                };
+                passed_over.extend(members.into_iter().map(|m| (m, trouble.clone())));
                 continue;
             }
         };
@@ -86,13 +102,16 @@ pub(crate) fn fetch(store: &Store, models: &[&ModelRef]) -> Fetched {
                 }
                 _ => {
                     damaged += 1;
-                    loose.push(m);
+                    passed_over.push((
+                        m,
+                        Trouble::Unreadable(format!("pack {pack} does not hold its bytes")),
+                    ));
                 }
             }
         }
         if damaged > 0 {
             notes.push(format!(
-                "pack {pack} holds other bytes than its catalog says for {damaged} models: read from their own files"
+                "pack {pack} holds other bytes than its catalog says for {damaged} models: read from their own files where they have one"
             ));
         }
     }
@@ -105,11 +124,31 @@ pub(crate) fn fetch(store: &Store, models: &[&ModelRef]) -> Fetched {
             keys.into_iter()
                 .zip(all.into_iter().map(|b| Ok(b.to_vec()))),
         ),
-        // One missing file must not hide the others: fall back to one request each.
-        Err(_) => files.extend(keys.into_iter().map(|k| {
-            let r = store.get(&k).map(|b| b.to_vec()).map_err(Error::from);
-            (k, r)
-        })),
+        // One missing file must not hide the others: fall back to one request each (and to
+        // the layout before this one).
+        Err(_) => files.extend(
+            loose
+                .iter()
+                .zip(keys)
+                .map(|(m, k)| (k, registry::own_file(store, &m.device, &m.tag, &m.version))),
+        ),
+    }
+    for (m, trouble) in passed_over {
+        let key = layout::model_file(&m.device, &m.tag, &m.version);
+        let got = match registry::own_file(store, &m.device, &m.tag, &m.version) {
+            Err(Error::Store(fleetscore_store::Error::NotFound(_))) => Err(match trouble {
+                // Its only copy is gone: missing, named by the pack.
+                Trouble::Gone(pack) => {
+                    Error::Store(fleetscore_store::Error::NotFound(pack.to_string()))
+                }
+                Trouble::Unreadable(why) => Error::Corrupt {
+                    what: format!("{}/{} version {}", m.device, m.tag, m.version),
+                    message: format!("{why}, and the version has no file of its own"),
+                },
+            }),
+            got => got,
+        };
+        files.insert(key, got);
     }
     Fetched { files, notes }
 }
