@@ -228,14 +228,27 @@ fn latest_catalog(store: &Store, bucket: u32) -> Result<(Catalog, Vec<String>)> 
 }
 
 /// Makes `changes` current in `bucket`'s catalog: writes the next generation if no one else
-/// has, and otherwise starts again from the winner's.
+/// has, and otherwise starts again from the winner's. Each version the new generation stops
+/// holding is stored under its own metadata first (see [`keep_versions`]): on whichever
+/// generation the write wins against, no version leaves the registry.
 fn commit_bucket(store: &Store, bucket: u32, changes: &[ModelMeta]) -> Result<()> {
+    let mut kept = std::collections::HashSet::new();
     for _ in 0..CATALOG_ATTEMPTS {
         let (mut catalog, older) = latest_catalog(store, bucket)?;
         let previous = catalog.generation;
+        let mut replaced = Vec::new();
         for meta in changes {
+            if let Ok(i) = catalog.find(&meta.device, &meta.tag) {
+                let old = &catalog.models[i];
+                if old.version != meta.version
+                    && kept.insert((old.device.clone(), old.tag.clone(), old.version.clone()))
+                {
+                    replaced.push(old.clone());
+                }
+            }
             catalog.upsert(meta.clone());
         }
+        keep_versions(store, &replaced)?;
         catalog.generation += 1;
         let key = layout::catalog(bucket, catalog.generation);
         let bytes = serde_json::to_vec(&catalog).expect("serializable");
@@ -264,6 +277,47 @@ fn commit_bucket(store: &Store, bucket: u32, changes: &[ModelMeta]) -> Result<()
     Err(Error::Invalid(format!(
         "lost the race to update the catalog of bucket {bucket:02} {CATALOG_ATTEMPTS} times"
     )))
+}
+
+/// Stores the metadata of versions a catalog is about to stop holding, under their own keys
+/// (two threads, each a contiguous half: sorted by device, they rarely share a folder). A
+/// version current in a catalog has no metadata object of its own until then: its catalog
+/// entry is its metadata, so importing new models writes no object per model beyond the pack.
+/// Versions stored in the layout before this one keep their metadata there; a copy pack's slot
+/// is not kept (such packs are collected, and those versions have files of their own).
+fn keep_versions(store: &Store, versions: &[ModelMeta]) -> Result<()> {
+    let keep = |m: &ModelMeta| -> Result<()> {
+        if store
+            .get_opt(&layout::legacy_model_meta(&m.device, &m.tag, &m.version))?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let mut m = m.clone();
+        if m.pack
+            .as_ref()
+            .is_some_and(|p| layout::is_copy_pack_key(&p.key))
+        {
+            m.pack = None;
+        }
+        store.put(
+            &layout::model_meta(&m.device, &m.tag, &m.version),
+            serde_json::to_vec_pretty(&m).expect("serializable"),
+        )?;
+        Ok(())
+    };
+    if versions.len() < 64 {
+        return versions.iter().try_for_each(keep);
+    }
+    std::thread::scope(|s| {
+        let workers: Vec<_> = versions
+            .chunks(versions.len().div_ceil(2))
+            .map(|part| s.spawn(move || part.iter().try_for_each(keep)))
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().expect("metadata writer panicked"))
+    })
 }
 
 /// A model to import: its bytes, the (device, tag) it is for, where it came from, and what
@@ -431,10 +485,20 @@ impl<'s> Importer<'s> {
         } = stored;
         let bucket = layout::bucket(&meta.device);
         let catalog = self.catalog(bucket)?;
+        let (mut meta, mut bytes) = (meta, bytes);
         if let Ok(i) = catalog.find(&meta.device, &meta.tag) {
             let current = &catalog.models[i];
-            if current.version == meta.version && current.features == meta.features {
-                return Ok((current.clone(), Imported::Unchanged));
+            if current.version == meta.version {
+                if current.features == meta.features {
+                    return Ok((current.clone(), Imported::Unchanged));
+                }
+                // The current version, fed other columns: its catalog entry is its metadata.
+                let features = std::mem::take(&mut meta.features);
+                meta = ModelMeta {
+                    features,
+                    ..current.clone()
+                };
+                bytes = None;
             }
         }
         if refeatured {
@@ -461,9 +525,9 @@ impl<'s> Importer<'s> {
     }
 
     /// Makes every version added so far current, one catalog update per device bucket. The
-    /// new versions are stored first: their files (as one model pack when there are at least
-    /// [`MIN_PACK_MODELS`] of them), then their metadata, so that a version a catalog or a
-    /// listing names always has its bytes.
+    /// new versions' files are stored first (as one model pack when there are at least
+    /// [`MIN_PACK_MODELS`] of them), so that a version a catalog names always has its bytes;
+    /// each version a catalog stops holding gets its own metadata object first.
     pub fn commit(&mut self) -> Result<()> {
         self.store_new_versions()?;
         while let Some((bucket, changes)) = self.staged.pop_first() {
@@ -494,9 +558,9 @@ impl<'s> Importer<'s> {
         Ok(())
     }
 
-    /// Stores the new versions: their files as one pack, sorted by (bucket, device, tag) so
-    /// that a task's models lie together (or a lone version's file on its own), then each
-    /// one's metadata, saying where its bytes are; the staged catalog entries say so too.
+    /// Stores the new versions' files: as one pack, sorted by (bucket, device, tag) so that a
+    /// task's models lie together (or a lone version's file on its own); the staged catalog
+    /// entries, their metadata, say where.
     fn store_new_versions(&mut self) -> Result<()> {
         let mut pending = std::mem::take(&mut self.pending);
         if pending.is_empty() {
@@ -523,8 +587,7 @@ impl<'s> Importer<'s> {
         Ok(())
     }
 
-    /// Writes the files of `pending` (a pack, which their metadata then names, or one file)
-    /// and then their metadata, on two threads.
+    /// Writes the files of `pending`: a pack, which their metadata then names, or one file.
     fn store_files_of(&self, pending: &mut [Pending]) -> Result<()> {
         if pending.len() >= MIN_PACK_MODELS {
             let total = pending.iter().map(|p| p.bytes.len()).sum();
@@ -553,29 +616,7 @@ impl<'s> Importer<'s> {
                 )?;
             }
         }
-        // Each thread writes a contiguous half: the versions are sorted by device, so the two
-        // rarely create files in one folder at once (which they would take turns at).
-        let half = pending.len().div_ceil(2).max(1);
-        std::thread::scope(|s| {
-            let workers: Vec<_> = pending
-                .chunks(half)
-                .map(|part| {
-                    s.spawn(move || -> Result<()> {
-                        for p in part {
-                            let m = &p.meta;
-                            self.store.put(
-                                &layout::model_meta(&m.device, &m.tag, &m.version),
-                                serde_json::to_vec_pretty(m).expect("serializable"),
-                            )?;
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .try_for_each(|w| w.join().expect("metadata writer panicked"))
-        })
+        Ok(())
     }
 }
 
@@ -591,6 +632,19 @@ pub const PACK_RETENTION_MS: i64 = 24 * 3_600_000;
 /// (as of `now_ms`), and remembers since when the others have been unreferenced. Returns the
 /// packs deleted. (Packs holding the only copy are kept: every version is.)
 pub fn collect_packs(store: &Store, retention_ms: i64, now_ms: i64) -> Result<Vec<String>> {
+    let copies: Vec<String> = store
+        .list(layout::PACKS)?
+        .into_iter()
+        .map(|e| e.key)
+        .filter(|k| layout::is_copy_pack_key(k))
+        .collect();
+    if copies.is_empty() {
+        // Nothing to collect, as in every store of this layout: no catalog is read.
+        if store.get_opt(layout::PACKS_UNREFERENCED)?.is_some() {
+            store.delete(layout::PACKS_UNREFERENCED)?;
+        }
+        return Ok(Vec::new());
+    }
     let referenced: std::collections::HashSet<String> = list(store)?
         .into_iter()
         .filter_map(|m| m.pack.map(|p| p.key))
@@ -601,16 +655,16 @@ pub fn collect_packs(store: &Store, retention_ms: i64, now_ms: i64) -> Result<Ve
     };
     let mut after = BTreeMap::new();
     let mut deleted = Vec::new();
-    for entry in store.list(layout::PACKS)? {
-        if !layout::is_copy_pack_key(&entry.key) || referenced.contains(&entry.key) {
+    for key in copies {
+        if referenced.contains(&key) {
             continue;
         }
-        let since = before.get(&entry.key).copied().unwrap_or(now_ms);
+        let since = before.get(&key).copied().unwrap_or(now_ms);
         if now_ms - since >= retention_ms {
-            store.delete(&entry.key)?;
-            deleted.push(entry.key);
+            store.delete(&key)?;
+            deleted.push(key);
         } else {
-            after.insert(entry.key, since);
+            after.insert(key, since);
         }
     }
     if after != before {
@@ -623,7 +677,7 @@ pub fn collect_packs(store: &Store, retention_ms: i64, now_ms: i64) -> Result<Ve
 }
 
 /// A new version staged for the next commit, which stores its file (in the commit's pack, or
-/// on its own) and then its metadata.
+/// on its own) before the catalog entry naming it.
 struct Pending {
     bucket: u32,
     meta: ModelMeta,
@@ -639,14 +693,15 @@ impl Pending {
     }
 }
 
-/// A model file validated, with its metadata: a version stored before (found under
-/// `meta_key`), or a new one the commit stores.
+/// A model file validated, with its metadata: of a version with a metadata object of its own
+/// (found under `meta_key`), or else new — unless its catalog holds it as current, which
+/// [`Importer::accept`] finds.
 struct StoredFile {
     /// Its metadata, with the features this import feeds it.
     meta: ModelMeta,
     /// The file, if the version is new (a stored version's bytes are where its metadata says).
     bytes: Option<Vec<u8>>,
-    /// Where its metadata is (or, for a new version, will be).
+    /// Where its metadata object is (for a new version, would be).
     meta_key: String,
     /// Whether it was stored before fed other columns (its metadata is rewritten if it becomes
     /// current).
@@ -880,17 +935,36 @@ pub fn list(store: &Store) -> Result<Vec<ModelMeta>> {
     )))
 }
 
-/// Every stored version of (device, tag), oldest import first: one listing of the device's
-/// models, one read per version.
+/// Every stored version of (device, tag), oldest import first: the current one from its
+/// catalog, and the others from one listing of the device's models and one read each.
 pub fn versions(store: &Store, device: &str, tag: &str) -> Result<Vec<ModelMeta>> {
-    let mut out = Vec::new();
+    let current = current(store, device, tag)?;
+    let mut out: Vec<ModelMeta> = current.iter().cloned().collect();
     for entry in store.list(&layout::device_models(device))? {
-        if layout::parse_model_meta_key(device, &entry.key).is_some_and(|(t, _)| t == tag) {
+        if let Some((t, version)) = layout::parse_model_meta_key(device, &entry.key)
+            && t == tag
+            && current.as_ref().is_none_or(|c| c.version != version)
+        {
             out.push(parse_meta(&entry.key, &store.get(&entry.key)?)?);
         }
     }
     out.sort_by(|a, b| a.imported_at.cmp(&b.imported_at));
     Ok(out)
+}
+
+/// The metadata of version `version` of (device, tag): its own object, or its catalog entry
+/// while it is current.
+pub fn version_meta(store: &Store, device: &str, tag: &str, version: &str) -> Result<ModelMeta> {
+    if let Some((key, bytes)) = stored_meta(store, device, tag, version)? {
+        return parse_meta(&key, &bytes);
+    }
+    current(store, device, tag)?
+        .filter(|m| m.version == version)
+        .ok_or_else(|| {
+            Error::Store(fleetscore_store::Error::NotFound(layout::model_meta(
+                device, tag, version,
+            )))
+        })
 }
 
 /// A stored version's metadata, and its key: this layout's, or the one before it.
@@ -914,13 +988,8 @@ fn stored_meta(
 /// The bytes of a model version, from its pack (checked against the version, its content
 /// hash) or its own file.
 pub fn model_bytes(store: &Store, device: &str, tag: &str, version: &str) -> Result<Vec<u8>> {
-    let Some((key, meta)) = stored_meta(store, device, tag, version)? else {
-        return Err(Error::Store(fleetscore_store::Error::NotFound(
-            layout::model_meta(device, tag, version),
-        )));
-    };
-    let meta = parse_meta(&key, &meta)?;
-    let Some(slot) = meta.pack else {
+    let meta = version_meta(store, device, tag, version)?;
+    let Some(slot) = meta.pack.filter(|p| !layout::is_copy_pack_key(&p.key)) else {
         return own_file(store, device, tag, version);
     };
     let range = slot.offset..slot.offset + slot.len;

@@ -742,10 +742,10 @@ fn a_cached_model_is_scored_again_without_its_file() {
     let (a, b) = (tasks(&first), tasks(&second));
     assert_eq!(a, (a.0, u64::from(first.tasks), 0), "{first:?}");
     assert_eq!(b, (a.0, 0, 0), "{second:?}");
-    // Each plan read the catalogs' snapshot alone (the import left it).
-    for r in [&first, &second] {
-        assert_eq!(r.plan_store_requests.get, 1, "{r:?}");
-    }
+    // The first plan read the three catalogs holding models and left their snapshot, which
+    // the second plan read alone.
+    assert_eq!(first.plan_store_requests.get, 3, "{first:?}");
+    assert_eq!(second.plan_store_requests.get, 1, "{second:?}");
     for r in [&first, &second] {
         assert_eq!(
             r.store_requests.put,
@@ -1078,8 +1078,16 @@ fn model_packs_are_read_checked_and_kept() {
     let first_pack = keys(&f.store, ".pack");
     assert_eq!(first_pack.len(), 1, "{first_pack:?}");
     assert!(layout::is_pack_key(&first_pack[0]), "{first_pack:?}");
-    // No model has a file of its own: the pack holds them.
+    // No model has a file of its own: the pack holds them; nor a metadata object: while a
+    // version is current, its catalog entry is its metadata.
     assert_eq!(keys(&f.store, ".model"), Vec::<String>::new());
+    let own_metadata = |store: &Store| -> Vec<String> {
+        keys(store, ".json")
+            .into_iter()
+            .filter(|k| !k.starts_with(layout::CATALOGS))
+            .collect()
+    };
+    assert_eq!(own_metadata(&f.store), Vec::<String>::new());
     let pack = f.store.get(&first_pack[0]).unwrap();
     let models = registry::list(&f.store).unwrap();
     assert_eq!(models.len(), 15);
@@ -1172,6 +1180,13 @@ fn model_packs_are_read_checked_and_kept() {
             .all(|m| m.pack.as_ref().unwrap().key != first_pack[0])
     );
     assert!(now.iter().zip(&models).all(|(a, b)| a.version != b.version));
+    // The versions replaced got metadata objects of their own, naming their slots.
+    let mut replaced: Vec<String> = models
+        .iter()
+        .map(|m| layout::model_meta(&m.device, &m.tag, &m.version))
+        .collect();
+    replaced.sort();
+    assert_eq!(own_metadata(&f.store), replaced);
     // The first pack holds the old versions' only copy: no catalog refers to it, and it is
     // kept, however long after.
     assert_eq!(keys(&f.store, ".pack").len(), 2);
@@ -1214,6 +1229,64 @@ fn model_packs_are_read_checked_and_kept() {
     importer.finish().unwrap();
     assert_eq!(registry::list(&f.store).unwrap(), models);
     assert_eq!(keys(&f.store, ".pack").len(), 2);
+}
+
+/// A version leaves its catalog only after its metadata is stored on its own, whichever
+/// generation the commit lands on: an importer that read the catalog before another one
+/// replaced the model keeps the other's version too.
+#[test]
+fn every_version_a_commit_replaces_stays_in_the_registry_when_another_import_committed_first() {
+    let f = fleet("replaced");
+    let file = |t: u32| std::fs::read(reference(&format!("models/model_1_{t}"))).unwrap();
+    let new = |bytes: &[u8]| -> Vec<u8> { bytes.to_vec() };
+    let add = |importer: &mut registry::Importer<'_>, bytes: &[u8]| {
+        importer
+            .add(&NewModel {
+                device: "d",
+                tag: "t",
+                bytes,
+                source: "test",
+                features: None,
+            })
+            .unwrap()
+    };
+    let (v1, v2, v3) = (new(&file(1)), new(&file(2)), new(&file(3)));
+    let mut first = registry::Importer::new(&f.store);
+    add(&mut first, &v1);
+    first.finish().unwrap();
+    // `a` reads the catalog holding v1 and stages v2; `b` then makes v3 current; `a` commits
+    // last, over v3.
+    let mut a = registry::Importer::new(&f.store);
+    assert_eq!(add(&mut a, &v2).1, Imported::New);
+    let mut b = registry::Importer::new(&f.store);
+    assert_eq!(add(&mut b, &v3).1, Imported::New);
+    b.finish().unwrap();
+    a.finish().unwrap();
+    let current = registry::current(&f.store, "d", "t").unwrap().unwrap();
+    assert_eq!(current.version, registry::version_of(&v2));
+    let mut listed: Vec<String> = registry::versions(&f.store, "d", "t")
+        .unwrap()
+        .into_iter()
+        .map(|m| m.version)
+        .collect();
+    listed.sort();
+    let mut all: Vec<String> = [&v1, &v2, &v3]
+        .iter()
+        .map(|b| registry::version_of(b))
+        .collect();
+    all.sort();
+    assert_eq!(listed, all);
+    for (bytes, version) in [&v1, &v2, &v3].iter().map(|b| (b, registry::version_of(b))) {
+        assert_eq!(
+            &registry::model_bytes(&f.store, "d", "t", &version).unwrap(),
+            *bytes
+        );
+    }
+    // Importing v3 again restores it from its own metadata, storing no file.
+    let mut again = registry::Importer::new(&f.store);
+    assert_eq!(add(&mut again, &v3).1, Imported::Restored);
+    again.finish().unwrap();
+    assert_eq!(registry::versions(&f.store, "d", "t").unwrap().len(), 3);
 }
 
 /// A store written before packs held the only copy of their files (each version's file and
@@ -1300,12 +1373,11 @@ fn a_store_of_the_layout_before_is_read_and_its_copy_packs_collected() {
         (15, from_copy.anomalies)
     );
     f.store.put(&copy_pack, copy.to_vec()).unwrap();
-    for m in &models {
-        let mut meta = m.clone();
-        meta.pack = None;
+    for (m, current) in models.iter().zip(&legacy) {
+        // The current version as its catalog has it (pointing into the copy pack).
         assert_eq!(
             registry::versions(&f.store, &m.device, &m.tag).unwrap(),
-            vec![meta]
+            vec![current.clone()]
         );
         let bytes = registry::model_bytes(&f.store, &m.device, &m.tag, &m.version).unwrap();
         assert_eq!(registry::version_of(&bytes), m.version);

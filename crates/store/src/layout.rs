@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! models/{device}/{tag}@{version}.json             a version's metadata (estimator, features,
-//!                                                  ..., and where in a pack its file is)
+//!                                                  ..., and where in a pack its file is), once
+//!                                                  a catalog no longer holds it as current
 //! models/{device}/{tag}@{version}.model            the imported file, byte for byte, when no
 //!                                                  pack holds it (a version imported alone)
 //! models/catalog/bucket={BB}/{generation}.json      the current version of every model of
@@ -48,7 +49,8 @@
 //! the readings of its own devices.
 //!
 //! Which version of each model is current lives in one catalog per device bucket, so planning a
-//! run reads 64 objects however many models there are. A catalog is never rewritten: an import
+//! run reads 64 objects however many models there are. A current version's catalog entry is
+//! its metadata; the commit that replaces it writes it under its own key first. A catalog is never rewritten: an import
 //! writes generation n+1 only if no one else has (a conditional put), and on losing that race
 //! reads the winner's generation and applies its changes again.
 
@@ -122,7 +124,8 @@ fn model_version(device: &str, tag: &str, version: &str) -> String {
     format!("{}/{}@{version}", device_models(device), segment(tag))
 }
 
-/// A model version's metadata, and where its bytes are.
+/// A model version's metadata, and where its bytes are (written when a catalog stops holding
+/// the version as current).
 pub fn model_meta(device: &str, tag: &str, version: &str) -> String {
     format!("{}.json", model_version(device, tag, version))
 }
