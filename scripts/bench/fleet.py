@@ -627,10 +627,10 @@ def bench_n(n_devices, fs, out_dir, jobs, keep, repeat):
 
 
 # Folders to delete once every step is measured. On this machine's file system (ext4 without
-# a journal), creating files within about 30 s of deleting many others makes the kernel search
-# past the recently deleted inodes for free ones (`recently_deleted` in ext4's inode allocator):
-# one N's `models import` right after the previous N's work folder was deleted took twice as
-# long as the same import on a quiet file system. So nothing is deleted until the end.
+# a journal), creating files soon after deleting many others can make the kernel's inode
+# allocator search past the recently deleted inodes (`recently_deleted` in ext4): the
+# benchmark's own deletions would land in the time of the step after them. So nothing is
+# deleted until the end.
 _TRASH = []
 
 

@@ -7,12 +7,14 @@
 # Needs `perf`, the release binary, the model benchmark's files in target/bench (run
 # scripts/bench/run-models.sh first) and the fleet benchmark's N=1,000 fleet in
 # target/bench/fleet/fleet-1000 (scripts/bench/run-fleet.sh). Prints:
-# 1. mimalloc's committed memory of one `models score` of 200,000 rows with ocsvm20, for
-#    batch sizes from 8,192 to 65,536 rows (MIMALLOC_SHOW_STATS=1);
+# 1. mimalloc's committed and purged memory of one `models score` of 200,000 rows with
+#    ocsvm20, for batch sizes from 8,192 to 65,536 rows (MIMALLOC_SHOW_STATS=1), and the page
+#    faults of that process with transparent huge pages and without (MIMALLOC_ALLOW_THP=0);
 # 2. the share of that process's CPU samples in the kernel zeroing fresh pages
 #    (clear_page_erms), over 10 runs;
-# 3. the wall time of `models import` of the N=1,000 fleet's 5,000 files into a new store, and
-#    the share of its samples under ext4's inode creation (__ext4_new_inode);
+# 3. the wall time of `models import` of the N=1,000 fleet's 5,000 files into a new store, the
+#    share of its samples under ext4's inode creation (__ext4_new_inode), and the files and
+#    folders the store holds after it;
 # 4. the share of the samples of one `run` of that fleet's hour in clear_page_erms.
 set -euo pipefail
 
@@ -32,10 +34,15 @@ score=("$fs" models score "$bench/ocsvm20.pkl" --input "$bench/data-200000.parqu
 
 echo "== 1. committed memory of one models score (200,000 rows, ocsvm20)"
 for rows in 8192 16384 32768 65536; do
-  committed="$(MIMALLOC_SHOW_STATS=1 "${score[@]}" --batch-rows "$rows" 2>&1 |
-    awk '$1 == "committed" {print $3, $4}')"
-  echo "batch $rows rows: $committed committed"
+  stats="$(MIMALLOC_SHOW_STATS=1 "${score[@]}" --batch-rows "$rows" 2>&1)"
+  committed="$(awk '$1 == "committed" {print $3, $4}' <<<"$stats")"
+  purged="$(awk '$1 == "purged" {print $3, $4}' <<<"$stats")"
+  echo "batch $rows rows: $committed committed, $purged purged"
 done
+faults() {
+  perf stat -x, -e page-faults "${score[@]}" 2>&1 >/dev/null | awk -F, '/page-faults/ {print $1}'
+}
+echo "page faults: $(faults) with huge pages, $(MIMALLOC_ALLOW_THP=0 faults) without"
 
 # The share of samples whose stack holds `symbol`, from a perf.data file.
 share() {
@@ -56,6 +63,7 @@ perf record -q -F 5000 -g -o "$work/import.data" -- \
 end=$(date +%s.%N)
 echo "wall (under perf): $(echo "$end - $start" | bc) s"
 echo "__ext4_new_inode: $(share "$work/import.data" __ext4_new_inode) of the samples"
+echo "the store: $(find "$work/store" | wc -l) files and folders"
 
 echo "== 4. the kernel zeroing fresh pages in one run of the fleet's hour"
 "$fs" --store "$work/store" data import "$readings" --time-column TS --device-column Device \
