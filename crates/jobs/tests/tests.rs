@@ -72,10 +72,29 @@ fn task_logs(f: &Fleet, id: &str) -> String {
 /// The reference fleet's 15 models imported together, as `models import` does: one commit, one
 /// model pack; and its readings.
 fn import_reference_packed(f: &Fleet) {
+    import_packed(f, |d, t| format!("models/model_{d}_{t}"), Imported::New);
+    let summary =
+        readings::import(&f.store, &reference("sensor_data.csv"), &Columns::default()).unwrap();
+    assert_eq!(summary.rows, 17_768);
+}
+
+/// New versions of the reference fleet's 15 models, imported together: each sensor given the
+/// file of its device's next tag.
+fn import_reference_swapped(f: &Fleet) {
+    import_packed(
+        f,
+        |d, t| format!("models/model_{d}_{}", t % 5 + 1),
+        Imported::New,
+    );
+}
+
+/// Imports, in one commit, the reference file `file(device, tag)` for each of the reference
+/// fleet's 15 sensors, each with the outcome `expected`.
+fn import_packed(f: &Fleet, file: impl Fn(u32, u32) -> String, expected: Imported) {
     let mut importer = registry::Importer::new(&f.store);
     for d in 1..=3 {
         for t in 1..=5 {
-            let bytes = std::fs::read(reference(&format!("models/model_{d}_{t}"))).unwrap();
+            let bytes = std::fs::read(reference(&file(d, t))).unwrap();
             let (_, outcome) = importer
                 .add(&NewModel {
                     device: &d.to_string(),
@@ -85,13 +104,24 @@ fn import_reference_packed(f: &Fleet) {
                     features: None,
                 })
                 .unwrap();
-            assert_eq!(outcome, Imported::New);
+            assert_eq!(outcome, expected);
         }
     }
     importer.finish().unwrap();
-    let summary =
-        readings::import(&f.store, &reference("sensor_data.csv"), &Columns::default()).unwrap();
-    assert_eq!(summary.rows, 17_768);
+}
+
+/// A run of the reference fleet's window on two workers, as `id`.
+fn run_reference_window(f: &Fleet, id: &str) -> run::RunRecord {
+    run::run(
+        &f.store,
+        f.coordinator.as_ref(),
+        &RunRequest {
+            run_id: Some(id.into()),
+            ..RunRequest::window(FROM, TO).with_options(options(2))
+        },
+        &mut |_| {},
+    )
+    .unwrap()
 }
 
 /// The reference fleet's 15 models imported one at a time (no pack: each model is read from its
@@ -1109,18 +1139,7 @@ fn model_packs_are_read_checked_and_kept() {
             bytes
         );
     }
-    let run = |id: &str| {
-        run::run(
-            &f.store,
-            f.coordinator.as_ref(),
-            &RunRequest {
-                run_id: Some(id.into()),
-                ..RunRequest::window(FROM, TO).with_options(options(2))
-            },
-            &mut |_| {},
-        )
-        .unwrap()
-    };
+    let run = |id: &str| run_reference_window(&f, id);
     let packed = run("packed");
     assert_eq!((packed.models_scored, packed.rows), (15, 17_768));
     let r = packed.store_requests;
@@ -1155,25 +1174,9 @@ fn model_packs_are_read_checked_and_kept() {
     assert!(err.to_string().contains("are not version"), "{err}");
     f.store.put(&first_pack[0], pack.to_vec()).unwrap();
 
-    // New versions of every model (each sensor given another one's file): a second pack, and
-    // the listing shows the new versions at once.
-    let mut importer = registry::Importer::new(&f.store);
-    for d in 1..=3 {
-        for t in 1..=5 {
-            let other = format!("models/model_{d}_{}", t % 5 + 1);
-            let bytes = std::fs::read(reference(&other)).unwrap();
-            importer
-                .add(&NewModel {
-                    device: &d.to_string(),
-                    tag: &t.to_string(),
-                    bytes: &bytes,
-                    source: "test",
-                    features: None,
-                })
-                .unwrap();
-        }
-    }
-    importer.finish().unwrap();
+    // New versions of every model: a second pack, and the listing shows the new versions at
+    // once.
+    import_reference_swapped(&f);
     let now = registry::list(&f.store).unwrap();
     assert!(
         now.iter()
@@ -1212,21 +1215,11 @@ fn model_packs_are_read_checked_and_kept() {
 
     // Making the old versions current again stores nothing: the catalogs point into the first
     // pack again.
-    let mut importer = registry::Importer::new(&f.store);
-    for m in &models {
-        let bytes = registry::model_bytes(&f.store, &m.device, &m.tag, &m.version).unwrap();
-        let (_, outcome) = importer
-            .add(&NewModel {
-                device: &m.device,
-                tag: &m.tag,
-                bytes: &bytes,
-                source: "again",
-                features: None,
-            })
-            .unwrap();
-        assert_eq!(outcome, Imported::Restored);
-    }
-    importer.finish().unwrap();
+    import_packed(
+        &f,
+        |d, t| format!("models/model_{d}_{t}"),
+        Imported::Restored,
+    );
     assert_eq!(registry::list(&f.store).unwrap(), models);
     assert_eq!(keys(&f.store, ".pack").len(), 2);
 }
@@ -1345,18 +1338,7 @@ fn a_store_of_the_layout_before_is_read_and_its_copy_packs_collected() {
             .all(|m| m.pack.as_ref().unwrap().key == copy_pack)
     );
 
-    let run = |id: &str| {
-        run::run(
-            &f.store,
-            f.coordinator.as_ref(),
-            &RunRequest {
-                run_id: Some(id.into()),
-                ..RunRequest::window(FROM, TO).with_options(options(2))
-            },
-            &mut |_| {},
-        )
-        .unwrap()
-    };
+    let run = |id: &str| run_reference_window(&f, id);
     let from_copy = run("from-copy");
     assert_eq!((from_copy.models_scored, from_copy.rows), (15, 17_768));
     assert_eq!(
@@ -1397,24 +1379,7 @@ fn a_store_of_the_layout_before_is_read_and_its_copy_packs_collected() {
     }
 
     // New versions: the copy pack is unreferenced now, kept for the retention period...
-    let mut importer = registry::Importer::new(&f.store);
-    for m in &models {
-        let other = format!(
-            "models/model_{}_{}",
-            m.device,
-            m.tag.parse::<u32>().unwrap() % 5 + 1
-        );
-        importer
-            .add(&NewModel {
-                device: &m.device,
-                tag: &m.tag,
-                bytes: &std::fs::read(reference(&other)).unwrap(),
-                source: "test",
-                features: None,
-            })
-            .unwrap();
-    }
-    importer.finish().unwrap();
+    import_reference_swapped(&f);
     let later = run::now_ms() + registry::PACK_RETENTION_MS - 60_000;
     assert!(
         registry::collect_packs(&f.store, registry::PACK_RETENTION_MS, later)
