@@ -280,7 +280,7 @@ fn commit_bucket(store: &Store, bucket: u32, changes: &[ModelMeta]) -> Result<()
 }
 
 /// Stores the metadata of versions a catalog is about to stop holding, under their own keys
-/// (two threads, each a contiguous half: sorted by device, they rarely share a folder). A
+/// (on two threads when there are many, each a contiguous half of them). A
 /// version current in a catalog has no metadata object of its own until then: its catalog
 /// entry is its metadata, so importing new models writes no object per model beyond the pack.
 /// Versions stored in the layout before this one keep their metadata there; a copy pack's slot
@@ -478,14 +478,13 @@ impl<'s> Importer<'s> {
     /// version is new, restored or already current, staged for the next commit unless current.
     fn accept(&mut self, stored: StoredFile) -> Result<ImportedFile> {
         let StoredFile {
-            meta,
-            bytes,
+            mut meta,
+            mut bytes,
             meta_key,
             refeatured,
         } = stored;
         let bucket = layout::bucket(&meta.device);
         let catalog = self.catalog(bucket)?;
-        let (mut meta, mut bytes) = (meta, bytes);
         if let Ok(i) = catalog.find(&meta.device, &meta.tag) {
             let current = &catalog.models[i];
             if current.version == meta.version {
