@@ -15,7 +15,8 @@
 # 3. the wall time of `models import` of the N=1,000 fleet's 5,000 files into a new store, the
 #    share of its samples under ext4's inode creation (__ext4_new_inode), and the files and
 #    folders the store holds after it;
-# 4. the share of the samples of one `run` of that fleet's hour in clear_page_erms.
+# 4. the share of the samples of `data import` of that fleet's hour, and of one `run` of it, in
+#    clear_page_erms.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -65,10 +66,12 @@ echo "wall (under perf): $(echo "$end - $start" | bc) s"
 echo "__ext4_new_inode: $(share "$work/import.data" __ext4_new_inode) of the samples"
 echo "the store: $(find "$work/store" | wc -l) files and folders"
 
-echo "== 4. the kernel zeroing fresh pages in one run of the fleet's hour"
-"$fs" --store "$work/store" data import "$readings" --time-column TS --device-column Device \
+echo "== 4. the kernel zeroing fresh pages in data import and in one run of the fleet's hour"
+perf record -q -F 10000 -g -o "$work/data.data" -- \
+  "$fs" --store "$work/store" data import "$readings" --time-column TS --device-column Device \
   --tag-column Tag --value-column Value >/dev/null 2>&1
+echo "data import: clear_page_erms $(share "$work/data.data" clear_page_erms) of the samples"
 perf record -q -F 10000 -g -o "$work/run.data" -- \
   "$fs" --store "$work/store" run --from '2026-01-01 00:00:00' --to '2026-01-01 01:00:00' \
   >/dev/null 2>&1
-echo "clear_page_erms: $(share "$work/run.data" clear_page_erms) of the samples"
+echo "run: clear_page_erms $(share "$work/run.data" clear_page_erms) of the samples"
