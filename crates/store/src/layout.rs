@@ -49,10 +49,10 @@
 //! the readings of its own devices.
 //!
 //! Which version of each model is current lives in one catalog per device bucket, so planning a
-//! run reads 64 objects however many models there are. A current version's catalog entry is
-//! its metadata; the commit that replaces it writes it under its own key first. A catalog is never rewritten: an import
-//! writes generation n+1 only if no one else has (a conditional put), and on losing that race
-//! reads the winner's generation and applies its changes again.
+//! run reads 64 objects however many models there are. A current version's catalog entry is its
+//! metadata; the commit that replaces it writes it under its own key first. A catalog is never
+//! rewritten: an import writes generation n+1 only if no one else has (a conditional put), and
+//! on losing that race reads the winner's generation and applies its changes again.
 
 /// Number of device buckets readings are partitioned into.
 pub const BUCKETS: u32 = 64;
@@ -111,9 +111,10 @@ pub fn unsegment(s: &str) -> Option<String> {
 /// Prefix of every model.
 pub const MODELS: &str = "models";
 
-/// The folder of one device's models: every version of each of its tags, one or two objects
-/// per version and no folder per model (a folder is one more file system inode per model on a
-/// local store, and inodes are most of what importing thousands of models costs there).
+/// The folder of one device's models: the metadata of its versions no catalog holds as current
+/// any more, and the files of versions imported alone. No model has a folder of its own (on a
+/// local store a folder is one more inode, and creating inodes was most of what importing
+/// thousands of models cost).
 pub fn device_models(device: &str) -> String {
     format!("{MODELS}/{}", segment(device))
 }
