@@ -79,10 +79,6 @@ pub struct IsolationForest {
     /// model (as `models import` does to validate it) and scoring a handful of rows do not pay
     /// for it.
     levels: std::sync::OnceLock<Levels>,
-    /// What that layout takes once made ([`Levels::bytes_of`]), counted by
-    /// [`Detector::heap_bytes`] from the start so that a model cache's accounting does not
-    /// change under it.
-    layout_bytes: usize,
     /// `n_trees · c(max_samples_)`.
     denominator: f64,
     offset: f64,
@@ -156,11 +152,6 @@ impl IsolationForest {
             }
             _ => false,
         };
-        let layout_bytes = if vector_walk {
-            Levels::bytes_of(&flat)
-        } else {
-            0
-        };
         let denominator = estimators.len() as f64 * average_path_length(max_samples);
         let info = StepInfo::of(obj)
             .fitted("n_trees", estimators.len())
@@ -173,7 +164,6 @@ impl IsolationForest {
             trees,
             vector_walk,
             levels: std::sync::OnceLock::new(),
-            layout_bytes,
             denominator,
             offset,
             info,
@@ -370,7 +360,13 @@ impl Detector for IsolationForest {
             + vec_bytes(&self.nodes)
             + vec_bytes(&self.leaf_value)
             + vec_bytes(&self.trees)
-            + self.layout_bytes
+            // The layout once made, counted from the start so that a model cache's accounting
+            // does not change under it.
+            + if self.vector_walk {
+                Levels::bytes_of(&self.flat())
+            } else {
+                0
+            }
     }
 
     fn info(&self) -> StepInfo {
@@ -489,7 +485,6 @@ mod tests {
         IsolationForest {
             n_features: d,
             vector_walk: levels.get().is_some(),
-            layout_bytes: levels.get().map_or(0, Levels::heap_bytes),
             levels,
             nodes,
             leaf_value,
