@@ -1172,6 +1172,27 @@ fn model_packs_are_read_checked_and_kept() {
     );
     let err = registry::model_bytes(&f.store, "1", "1", &models[0].version).unwrap_err();
     assert!(err.to_string().contains("are not version"), "{err}");
+    // Cut short, the pack cannot give the ranges its catalog names: every model fails with
+    // the read's error.
+    f.store.put(&first_pack[0], pack[..10].to_vec()).unwrap();
+    let truncated = run("truncated");
+    assert_eq!(
+        (truncated.models_scored, truncated.models_failed),
+        (0, 15),
+        "{truncated:?}"
+    );
+    for failure in &truncated.failures {
+        assert_eq!(failure.kind, FailureKind::Load, "{failure:?}");
+        assert!(
+            failure
+                .reason
+                .contains(&format!("pack {} could not be read", first_pack[0]))
+                && failure
+                    .reason
+                    .contains("and the version has no file of its own"),
+            "{failure:?}"
+        );
+    }
     f.store.put(&first_pack[0], pack.to_vec()).unwrap();
 
     // New versions of every model: a second pack, and the listing shows the new versions at
