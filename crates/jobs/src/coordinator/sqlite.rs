@@ -82,6 +82,29 @@ CREATE TABLE IF NOT EXISTS watermarks (
 );
 ";
 
+/// How long a statement waits for another connection's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Puts a connection in WAL mode and creates or migrates the schema. The schema and its
+/// migration are one write transaction: connections opening a new database at once would
+/// otherwise each see the heartbeat column missing, and all but the first to add it would fail.
+fn setup(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(SCHEMA)?;
+    // Databases made before heartbeat times were kept gain the column.
+    let has_heartbeat: bool = tx.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('tasks') WHERE name = 'heartbeat_ms'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_heartbeat {
+        tx.execute_batch("ALTER TABLE tasks ADD COLUMN heartbeat_ms INTEGER")?;
+    }
+    tx.commit()
+}
+
 impl SqliteCoordinator {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<SqliteCoordinator> {
@@ -89,19 +112,22 @@ impl SqliteCoordinator {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::Invalid(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(30))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.execute_batch(SCHEMA)?;
-        // Databases made before heartbeat times were kept gain the column.
-        let has_heartbeat: bool = conn.query_row(
-            "SELECT COUNT(*) > 0 FROM pragma_table_info('tasks') WHERE name = 'heartbeat_ms'",
-            [],
-            |r| r.get(0),
-        )?;
-        if !has_heartbeat {
-            conn.execute_batch("ALTER TABLE tasks ADD COLUMN heartbeat_ms INTEGER")?;
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Processes opening a new database at once (`up` and a `schedule show` beside it) race
+        // to switch it to WAL, and SQLite refuses the loser at once, without waiting: the
+        // setup is tried again until the busy timeout.
+        let started = std::time::Instant::now();
+        loop {
+            match setup(&mut conn) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && started.elapsed() < BUSY_TIMEOUT =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other?,
+            }
         }
         Ok(SqliteCoordinator {
             conn: Mutex::new(conn),
@@ -732,6 +758,47 @@ mod tests {
     fn watermarks_only_move_forward() {
         let c = SqliteCoordinator::open(&path("watermarks")).unwrap();
         schedules::contract::watermarks_only_move_forward(&c);
+    }
+
+    /// Processes opening a new database at once each create or migrate its schema, and none
+    /// fails for another's doing it too.
+    #[test]
+    fn connections_opening_a_new_database_at_once_all_open_it() {
+        for round in 0..20 {
+            let p = path(&format!("open-{round}"));
+            let start = std::sync::Barrier::new(8);
+            std::thread::scope(|s| {
+                for _ in 0..8 {
+                    s.spawn(|| {
+                        start.wait();
+                        SqliteCoordinator::open(&p).unwrap()
+                    });
+                }
+            });
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+
+    /// A database made before heartbeat times were kept gains the column, once.
+    #[test]
+    fn a_database_without_heartbeats_gains_the_column() {
+        let p = path("old");
+        let old = Connection::open(&p).unwrap();
+        old.execute_batch(SCHEMA).unwrap();
+        drop(old);
+        SqliteCoordinator::open(&p).unwrap();
+        let c = SqliteCoordinator::open(&p).unwrap();
+        let columns: i64 = c
+            .with(|conn| {
+                Ok(conn.query_row(
+                    "SELECT COUNT(*) FROM pragma_table_info('tasks') WHERE name = 'heartbeat_ms'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(columns, 1);
+        contract::heartbeats_show_and_cancel_stops_claims(&c);
     }
 
     #[test]
