@@ -17,8 +17,8 @@ use arrow_array::types::{Float64Type, Int32Type, TimestampMillisecondType};
 use arrow_schema::DataType;
 use common::bin;
 
-/// `up --demo` at 1,200 times real time (an event hour every 3 s), on free ports; its output
-/// lines go to a file.
+/// `up --demo` at 1,200 times real time (an event hour every 3 s), on free ports; its standard
+/// output goes to `dir/{out}` and its standard error to `dir/{out}.err`.
 fn up(dir: &Path, out: &str) -> Child {
     bin()
         .args([
@@ -40,9 +40,28 @@ fn up(dir: &Path, out: &str) -> Child {
         ])
         .arg(dir)
         .stdout(std::fs::File::create(dir.join(out)).unwrap())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("{out}.err"))).unwrap())
         .spawn()
         .expect("start fleetscore up")
+}
+
+/// What `up` printed to `dir/{out}` and `dir/{out}.err` (their last 40 lines), and the
+/// schedule's ticks: what a failed wait shows.
+fn said(dir: &Path, out: &str) -> String {
+    let tail = |name: String| {
+        let text = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        format!(
+            "--- {name}\n{}\n",
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        )
+    };
+    format!(
+        "{}{}--- ticks\n{:?}",
+        tail(out.to_string()),
+        tail(format!("{out}.err")),
+        ticks(dir)
+    )
 }
 
 /// The demo schedule's ticks: (tick, state, attempts, run id).
@@ -76,10 +95,20 @@ fn succeeded(dir: &Path) -> usize {
     ticks(dir).iter().filter(|t| t.1 == "succeeded").count()
 }
 
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+/// Waits until `done`, failing after `limit` with `context()`.
+fn wait_for(
+    what: &str,
+    limit: Duration,
+    context: impl Fn() -> String,
+    mut done: impl FnMut() -> bool,
+) {
     let started = Instant::now();
     while !done() {
-        assert!(started.elapsed() < limit, "no {what} within {limit:?}");
+        assert!(
+            started.elapsed() < limit,
+            "no {what} within {limit:?}\n{}",
+            context()
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }
@@ -87,10 +116,14 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 #[test]
 fn up_demo_scores_windows_survives_sigkill_and_stops_on_sigterm() {
     let dir = tempdir("demo");
-    let mut first = up(&dir, "first.out");
-    wait_for("two scored windows", Duration::from_secs(90), || {
-        succeeded(&dir) >= 2
-    });
+    let mut first = KillOnDrop(up(&dir, "first.out"));
+    let first_said = || said(&dir, "first.out");
+    wait_for(
+        "two scored windows",
+        Duration::from_secs(90),
+        first_said,
+        || succeeded(&dir) >= 2,
+    );
     // The dashboard's API shows them too.
     let out = std::fs::read_to_string(dir.join("first.out")).unwrap();
     let dashboard = out
@@ -110,37 +143,46 @@ fn up_demo_scores_windows_survives_sigkill_and_stops_on_sigterm() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"demo\""), "{body}");
     // Ingest publishes what it took in by source, and the monitor shows it.
-    wait_for("ingest counters", Duration::from_secs(30), || {
-        let (_, body) = common::request(
-            dashboard.parse().unwrap(),
-            "GET",
-            "/api/v1/ingest",
-            &[],
-            b"",
-        )
-        .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        v["sources"][0]["source"] == "http"
-            && v["sources"][0]["counts"]["accepted"].as_u64() > Some(0)
-    });
+    wait_for(
+        "ingest counters",
+        Duration::from_secs(30),
+        first_said,
+        || {
+            let (_, body) = common::request(
+                dashboard.parse().unwrap(),
+                "GET",
+                "/api/v1/ingest",
+                &[],
+                b"",
+            )
+            .unwrap();
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            v["sources"][0]["source"] == "http"
+                && v["sources"][0]["counts"]["accepted"].as_u64() > Some(0)
+        },
+    );
 
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
     let before = succeeded(&dir);
 
-    let mut second = up(&dir, "second.out");
-    wait_for("two more scored windows", Duration::from_secs(120), || {
-        succeeded(&dir) >= before + 2
-    });
+    let mut second = KillOnDrop(up(&dir, "second.out"));
+    let second_said = || said(&dir, "second.out");
+    wait_for(
+        "two more scored windows",
+        Duration::from_secs(120),
+        second_said,
+        || succeeded(&dir) >= before + 2,
+    );
     // SIGTERM: everything stops gracefully, exit 0 within 10 s.
-    let pid = second.id().to_string();
+    let pid = second.0.id().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap();
     let stopping = Instant::now();
     let status = loop {
-        if let Some(s) = second.try_wait().unwrap() {
+        if let Some(s) = second.0.try_wait().unwrap() {
             break s;
         }
         assert!(
@@ -416,12 +458,13 @@ fn up_takes_readings_from_mqtt_too() {
             ])
             .arg(&dir)
             .stdout(std::fs::File::create(dir.join("up.out")).unwrap())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("up.out.err")).unwrap())
             .spawn()
             .unwrap(),
     );
+    let up_said = || said(&dir, "up.out");
     let mut dashboard = None;
-    wait_for("up's addresses", Duration::from_secs(30), || {
+    wait_for("up's addresses", Duration::from_secs(30), up_said, || {
         let out = std::fs::read_to_string(dir.join("up.out")).unwrap_or_default();
         dashboard = out
             .lines()
@@ -452,21 +495,26 @@ fn up_takes_readings_from_mqtt_too() {
     // The subscription may not be in place yet: publish probes (another device) until the
     // counters, published every 5 s, show some arrived.
     let mut probes: u64 = 0;
-    wait_for("readings from MQTT", Duration::from_secs(60), || {
-        if mqtt(&sources())["counts"]["accepted"].as_u64() >= Some(1) {
-            return true;
-        }
-        let probe = format!(r#"{{"ts":{},"value":0}}"#, 1_767_225_600_000u64 + probes);
-        assert!(common::publish(
-            &pub_bin,
-            port,
-            "sensors/probe/temp",
-            &[probe]
-        ));
-        probes += 1;
-        std::thread::sleep(Duration::from_millis(250));
-        false
-    });
+    wait_for(
+        "readings from MQTT",
+        Duration::from_secs(60),
+        up_said,
+        || {
+            if mqtt(&sources())["counts"]["accepted"].as_u64() >= Some(1) {
+                return true;
+            }
+            let probe = format!(r#"{{"ts":{},"value":0}}"#, 1_767_225_600_000u64 + probes);
+            assert!(common::publish(
+                &pub_bin,
+                port,
+                "sensors/probe/temp",
+                &[probe]
+            ));
+            probes += 1;
+            std::thread::sleep(Duration::from_millis(250));
+            false
+        },
+    );
     assert!(common::publish(&pub_bin, port, "sensors/d1/temp", &lines));
     assert!(common::publish(
         &pub_bin,
@@ -477,6 +525,7 @@ fn up_takes_readings_from_mqtt_too() {
     wait_for(
         "20 readings and one refusal",
         Duration::from_secs(30),
+        up_said,
         || {
             let m = mqtt(&sources());
             m["counts"]["accepted"].as_u64() >= Some(20 + 1) && m["counts"]["invalid"] == 1
