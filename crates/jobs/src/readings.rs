@@ -314,8 +314,58 @@ impl Interner {
 /// One buffered reading: time, device id, tag id, value.
 type Row = (i64, u32, u32, f64);
 
+/// Rows per buffer chunk (192 KiB).
+const CHUNK_ROWS: usize = 8_192;
+
+/// A partition's buffered rows: chunks of [`CHUNK_ROWS`] rows (the last may hold fewer), so a
+/// partition grows without copying what it holds, and memory follows the rows, not the next
+/// power of two.
+type Chunks = Vec<Vec<Row>>;
+
 /// The rows buffered for one hour, per device bucket.
-type HourRows = Vec<Vec<Row>>;
+type HourRows = Vec<Chunks>;
+
+/// Chunks the writers are done with, for the reader to fill again: an import touches as much
+/// fresh memory as it buffers, not that again per partition written.
+#[derive(Default)]
+struct ChunkPool(Mutex<Vec<Vec<Row>>>);
+
+impl ChunkPool {
+    /// An empty chunk: one given back, or a new one.
+    fn take(&self) -> Vec<Row> {
+        self.0
+            .lock()
+            .expect("chunk pool lock")
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(CHUNK_ROWS))
+    }
+
+    /// Gives chunks back, emptied.
+    fn give(&self, chunks: Chunks) {
+        let mut pool = self.0.lock().expect("chunk pool lock");
+        for mut chunk in chunks {
+            chunk.clear();
+            pool.push(chunk);
+        }
+    }
+}
+
+/// Appends `row` to `chunks`, starting a chunk from `pool` when the last is full.
+fn push_row(chunks: &mut Chunks, row: Row, pool: &ChunkPool) {
+    match chunks.last_mut() {
+        Some(last) if last.len() < CHUNK_ROWS => last.push(row),
+        _ => {
+            let mut chunk = pool.take();
+            chunk.push(row);
+            chunks.push(chunk);
+        }
+    }
+}
+
+/// The number of rows in `chunks`.
+fn rows_in(chunks: &Chunks) -> usize {
+    chunks.iter().map(Vec::len).sum()
+}
 
 /// Imports a CSV or Parquet file of readings into the store. Memory is bounded: when more than
 /// a few million rows are buffered, the largest (hour, bucket) partition is written as a file
@@ -368,6 +418,7 @@ pub fn import_buffered(
     let writers = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 2));
     let (send, receive) = std::sync::mpsc::sync_channel::<Partition>(writers);
     let receive = Mutex::new(receive);
+    let pool = ChunkPool::default();
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..writers)
             .map(|_| {
@@ -379,18 +430,23 @@ pub fn import_buffered(
                         let Ok(partition) = next else {
                             return Ok(written);
                         };
-                        writer.write(store, partition, &names, &mut written)?;
+                        writer.write(store, partition, &names, &pool, &mut written)?;
                     }
                 })
             })
             .collect();
-        let read = read_partitions(
-            reader.as_mut(),
-            columns,
-            buffer_rows,
-            (&mut devices, &mut tags),
-            &send,
-        );
+        // Two batches decoded ahead at most; their buffers come back to be filled again.
+        let (send_decoded, decoded) = std::sync::mpsc::sync_channel(2);
+        let (recycle, recycled) = std::sync::mpsc::channel();
+        let (reader, interners) = (reader.as_mut(), (&mut devices, &mut tags));
+        let decoder = s.spawn(move || {
+            decode(reader, columns, interners, &send_decoded, &recycled);
+        });
+        let read = partition(&decoded, &recycle, buffer_rows, &names.0, &pool, &send);
+        // A partitioning that stopped early leaves the decoder blocked on a full channel:
+        // dropping the receiver lets it see that and end.
+        drop(decoded);
+        decoder.join().expect("import decoder panicked");
         drop(send);
         let written: Vec<Result<ImportSummary>> = handles
             .into_iter()
@@ -414,16 +470,60 @@ pub fn import_buffered(
 
 /// One partition's rows, to be written as a file: (hour since the epoch, device bucket) and its
 /// readings.
-type Partition = ((i64, u32), Vec<Row>);
+type Partition = ((i64, u32), Chunks);
 
-/// Reads every batch and sends partitions to `send`: the largest whenever more than
-/// `buffer_rows` rows are buffered, and the rest at the end. Returns what was read; the files
-/// are counted by the writers.
-fn read_partitions(
+/// One batch's readings as columns: times, device ids, tag ids, values.
+#[derive(Default)]
+struct Decoded {
+    ts: Vec<i64>,
+    device_ids: Vec<u32>,
+    tag_ids: Vec<u32>,
+    values: Vec<f64>,
+}
+
+/// Decodes every batch of `reader` into columns of ids and numbers for [`partition`], on a
+/// thread of its own: decoding and partitioning each take about half of the reading, so they
+/// overlap. Column buffers come back through `recycled` to be filled again.
+fn decode(
     reader: &mut dyn fleetscore_table::BatchReader,
     columns: &Columns,
-    buffer_rows: usize,
     (devices, tags): (&mut Interner, &mut Interner),
+    send: &std::sync::mpsc::SyncSender<Result<Decoded>>,
+    recycled: &std::sync::mpsc::Receiver<Decoded>,
+) {
+    loop {
+        let start = reader.next_position();
+        let Some(batch) = reader.next() else { return };
+        let mut d = recycled.try_recv().unwrap_or_default();
+        let decoded = batch.map_err(Error::from).and_then(|batch| {
+            times_of(&batch, &columns.time, start, &mut d.ts)?;
+            devices.ids_of("device", &batch, &columns.device, start, &mut d.device_ids)?;
+            tags.ids_of("tag", &batch, &columns.tag, start, &mut d.tag_ids)?;
+            fleetscore_table::feature_matrix(
+                &batch,
+                std::slice::from_ref(&columns.value),
+                start,
+                &mut d.values,
+            )?;
+            Ok(d)
+        });
+        let failed = decoded.is_err();
+        // A closed channel: the partitioning stopped, and says why.
+        if send.send(decoded).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Sorts decoded batches into partitions and sends them to `send`: the largest whenever more
+/// than `buffer_rows` rows are buffered, and the rest at the end. Returns what was read; the
+/// files are counted by the writers.
+fn partition(
+    decoded: &std::sync::mpsc::Receiver<Result<Decoded>>,
+    recycle: &std::sync::mpsc::Sender<Decoded>,
+    buffer_rows: usize,
+    device_names: &Names,
+    pool: &ChunkPool,
     send: &std::sync::mpsc::SyncSender<Partition>,
 ) -> Result<ImportSummary> {
     let stopped = || Error::Invalid("the import's writers stopped".into());
@@ -434,23 +534,14 @@ fn read_partitions(
     // Per device id, a bit per tag id seen with it: counts sensors without a set lookup per row.
     let mut sensors: Vec<Vec<u64>> = Vec::new();
     let mut n_sensors = 0usize;
-    let (mut ts, mut device_ids, mut tag_ids, mut values) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    loop {
-        let start = reader.next_position();
-        let Some(batch) = reader.next() else { break };
-        let batch = batch?;
-        times_of(&batch, &columns.time, start, &mut ts)?;
-        devices.ids_of("device", &batch, &columns.device, start, &mut device_ids)?;
-        tags.ids_of("tag", &batch, &columns.tag, start, &mut tag_ids)?;
-        fleetscore_table::feature_matrix(
-            &batch,
-            std::slice::from_ref(&columns.value),
-            start,
-            &mut values,
-        )?;
-        if buckets.len() < devices.len {
-            let names = devices.names.read().expect("names lock");
+    for d in decoded {
+        let d = d?;
+        let (ts, device_ids, tag_ids, values) = (&d.ts, &d.device_ids, &d.tag_ids, &d.values);
+        // Ids are numbered in order of first sight: a batch's ids are below the names known
+        // once it is decoded.
+        let top = device_ids.iter().max().map_or(0, |&m| m as usize + 1);
+        if buckets.len() < top {
+            let names = device_names.read().expect("names lock");
             while buckets.len() < names.len() {
                 buckets.push(layout::bucket(&names[buckets.len()]));
                 sensors.push(Vec::new());
@@ -481,25 +572,32 @@ fn read_partitions(
                     seen[word] |= bit;
                     n_sensors += 1;
                 }
-                slots[buckets[d as usize] as usize].push((ts[i], d, g, values[i]));
+                push_row(
+                    &mut slots[buckets[d as usize] as usize],
+                    (ts[i], d, g, values[i]),
+                    pool,
+                );
                 i += 1;
             }
         }
         summary.rows += n as u64;
         buffered += n;
+        // The decoder may have stopped already: then the buffers are not needed.
+        let _ = recycle.send(d);
         while buffered > buffer_rows {
             // The largest partition, the earliest of equals.
             let mut largest: Option<((i64, u32), usize)> = None;
             for (&hour, slots) in &hours {
                 for (b, rows) in slots.iter().enumerate() {
-                    if rows.len() > largest.map_or(0, |(_, n)| n) {
-                        largest = Some(((hour, b as u32), rows.len()));
+                    let n = rows_in(rows);
+                    if n > largest.map_or(0, |(_, n)| n) {
+                        largest = Some(((hour, b as u32), n));
                     }
                 }
             }
-            let ((hour, bucket), _) = largest.expect("rows buffered");
+            let ((hour, bucket), n) = largest.expect("rows buffered");
             let rows = std::mem::take(&mut hours.get_mut(&hour).expect("present")[bucket as usize]);
-            buffered -= rows.len();
+            buffered -= n;
             send.send(((hour, bucket), rows)).map_err(|_| stopped())?;
         }
     }
@@ -522,6 +620,11 @@ struct PartitionWriter {
     device_rank: Vec<u32>,
     /// Per tag id: the same for tags.
     tag_rank: Vec<u32>,
+    /// The partition's rows, sorted.
+    sorted: Vec<Row>,
+    /// Its times and values, as columns.
+    ts: Vec<i64>,
+    value: Vec<f64>,
 }
 
 impl PartitionWriter {
@@ -530,15 +633,18 @@ impl PartitionWriter {
     fn write(
         &mut self,
         store: &Store,
-        ((hour, bucket), rows): Partition,
+        ((hour, bucket), chunks): Partition,
         (devices, tags): &(Names, Names),
+        pool: &ChunkPool,
         summary: &mut ImportSummary,
     ) -> Result<()> {
         let (devices, tags) = (
             devices.read().expect("names lock"),
             tags.read().expect("names lock"),
         );
-        let rows = self.sort(rows, &devices, &tags);
+        self.sort(&chunks, &devices, &tags);
+        pool.give(chunks);
+        let rows = &self.sorted;
         // Each text column's dictionary holds the names this partition uses, in order of first
         // use; rows are sorted by sensor, so a run of rows shares one name.
         let runs = |id: &dyn Fn(&Row) -> u32, names: &[String]| {
@@ -558,14 +664,15 @@ impl PartitionWriter {
         let device = runs(&|r| r.1, &devices);
         let tag = runs(&|r| r.2, &tags);
         drop((devices, tags));
-        let ts: Vec<i64> = rows.iter().map(|r| r.0).collect();
-        let value: Vec<f64> = rows.iter().map(|r| r.3).collect();
-        drop(rows);
+        self.ts.clear();
+        self.ts.extend(rows.iter().map(|r| r.0));
+        self.value.clear();
+        self.value.extend(rows.iter().map(|r| r.3));
         let bytes = parquet_direct::write_table(&[
-            Column::new("ts", Values::Timestamp(&ts)),
+            Column::new("ts", Values::Timestamp(&self.ts)),
             Column::new("device", Values::TextRuns(&device)),
             Column::new("tag", Values::TextRuns(&tag)),
-            Column::new("value", Values::Float64(&value)),
+            Column::new("value", Values::Float64(&self.value)),
         ])?;
         let hour_key = hour_key(hour * HOUR_MS);
         let name = crate::registry::version_of(&bytes);
@@ -579,15 +686,18 @@ impl PartitionWriter {
         Ok(())
     }
 
-    /// `rows` sorted by device name, tag name and time, rows equal in all three kept in input
-    /// order: a counting sort by sensor (names compared once per distinct device and tag, not
-    /// per row), then each sensor's rows by time, which they nearly always are already.
-    fn sort(&mut self, rows: Vec<Row>, devices: &[String], tags: &[String]) -> Vec<Row> {
+    /// The rows of `chunks` into `self.sorted`, sorted by device name, tag name and time, rows
+    /// equal in all three kept in input order: a counting sort by sensor (names compared once
+    /// per distinct device and tag, not per row), then each sensor's rows by time, which they
+    /// nearly always are already.
+    fn sort(&mut self, chunks: &Chunks, devices: &[String], tags: &[String]) {
+        let rows = || chunks.iter().flatten();
+        let n = rows_in(chunks);
         let ranks = |rank: &mut Vec<u32>, names: &[String], id: &dyn Fn(&Row) -> u32| {
             rank.clear();
             rank.resize(names.len(), u32::MAX);
             let mut present = Vec::new();
-            for r in &rows {
+            for r in rows() {
                 let i = id(r) as usize;
                 if rank[i] == u32::MAX {
                     rank[i] = 0;
@@ -606,22 +716,24 @@ impl PartitionWriter {
         let sensor =
             |r: &Row| device_rank[r.1 as usize] as usize * nt + tag_rank[r.2 as usize] as usize;
         let sensors = nd.saturating_mul(nt);
-        if sensors > rows.len().saturating_mul(4).max(1 << 16) {
+        let sorted = &mut self.sorted;
+        sorted.clear();
+        if sensors > n.saturating_mul(4).max(1 << 16) {
             // Few rows of many possible sensors: an ordinary stable sort.
-            let mut rows = rows;
-            rows.sort_by_key(|r| (sensor(r), r.0));
-            return rows;
+            sorted.extend(rows());
+            sorted.sort_by_key(|r| (sensor(r), r.0));
+            return;
         }
         let mut start = vec![0usize; sensors + 1];
-        for r in &rows {
+        for r in rows() {
             start[sensor(r) + 1] += 1;
         }
         for k in 0..sensors {
             start[k + 1] += start[k];
         }
-        let mut sorted = vec![(0i64, 0u32, 0u32, 0.0f64); rows.len()];
+        sorted.resize(n, (0, 0, 0, 0.0));
         let mut next = start.clone();
-        for r in &rows {
+        for r in rows() {
             let k = sensor(r);
             sorted[next[k]] = *r;
             next[k] += 1;
@@ -632,7 +744,6 @@ impl PartitionWriter {
                 run.sort_by_key(|r| r.0);
             }
         }
-        sorted
     }
 }
 

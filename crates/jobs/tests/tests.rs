@@ -396,6 +396,27 @@ fn an_import_larger_than_its_buffer_is_written_in_parts_and_scores_the_same() {
     assert_eq!(b.rows, 17_768);
 }
 
+/// A bad reading far into a file (past the first batches, while partitions are being written)
+/// fails the import with its line, whichever stage of the import is where.
+#[test]
+fn a_bad_reading_after_many_batches_fails_the_import_naming_its_line() {
+    let f = fleet("bad-later");
+    let mut csv = String::from("TS,Device,Tag,Value\n");
+    for i in 0..200_000 {
+        let ts = fleetscore_core::rfc3339(FROM + i * 1_000);
+        csv.push_str(&format!("{ts},d{},t,{i}\n", i % 50));
+    }
+    csv.push_str("yesterday,d1,t,1\n");
+    let path = f.dir.join("late-bad.csv");
+    std::fs::write(&path, csv).unwrap();
+    let e = readings::import_buffered(&f.store, &path, &Columns::default(), 10_000).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("line 200002, column `TS`: \"yesterday\" is not a time"),
+        "{e}"
+    );
+}
+
 #[test]
 fn parquet_readings_with_epoch_milliseconds_or_timestamps_import_alike() {
     use std::sync::Arc;
