@@ -11,7 +11,8 @@
 #    ocsvm20, for batch sizes from 8,192 to 65,536 rows (MIMALLOC_SHOW_STATS=1), and the page
 #    faults of that process with transparent huge pages and without (MIMALLOC_ALLOW_THP=0);
 # 2. the share of that process's CPU samples in the kernel zeroing fresh pages
-#    (clear_page_erms), over 10 runs;
+#    (clear_page_erms), over 10 runs, and how many of the 2 cores the process keeps busy on
+#    average (perf stat, 10 more runs);
 # 3. the wall time of `models import` of the N=1,000 fleet's 5,000 files into a new store, the
 #    share of its samples under ext4's inode creation (__ext4_new_inode), and the files and
 #    folders the store holds after it;
@@ -55,6 +56,9 @@ echo "== 2. the kernel zeroing fresh pages in models score (10 runs)"
 perf record -q -F 10000 -g -o "$work/score.data" -- \
   bash -c 'for i in 1 2 3 4 5 6 7 8 9 10; do "$@" >/dev/null 2>&1; done' _ "${score[@]}" 2>/dev/null
 echo "clear_page_erms: $(share "$work/score.data" clear_page_erms) of the samples"
+perf stat -r 10 -e task-clock "${score[@]}" 2>&1 >/dev/null |
+  awk '/task-clock/ {print "cores busy on average:", $5, "(task-clock", $1, "ms a run)"}
+       /elapsed/ {print "wall:", $1 * 1000, "ms a run (mean of 10)"}'
 
 echo "== 3. models import of 5,000 files into a new store"
 start=$(date +%s.%N)
