@@ -314,48 +314,53 @@ impl Interner {
 /// One buffered reading: time, device id, tag id, value.
 type Row = (i64, u32, u32, f64);
 
-/// Rows per buffer chunk (192 KiB).
+/// Rows per buffer chunk at most (192 KiB).
 const CHUNK_ROWS: usize = 8_192;
 
-/// A partition's buffered rows: chunks of [`CHUNK_ROWS`] rows (the last may hold fewer), so a
-/// partition grows without copying what it holds, and memory follows the rows, not the next
-/// power of two.
+/// Rows in a partition's first chunk: each next chunk is twice as large, up to [`CHUNK_ROWS`],
+/// so that a file of many sparse hours does not hold a large chunk per (hour, bucket).
+const FIRST_CHUNK_ROWS: usize = 128;
+
+/// A partition's buffered rows: chunks of 128, 256, ... and then [`CHUNK_ROWS`] rows each (the
+/// last may hold fewer), so a partition grows without copying what it holds, and memory follows
+/// the rows, not the next power of two.
 type Chunks = Vec<Vec<Row>>;
 
 /// The rows buffered for one hour, per device bucket.
 type HourRows = Vec<Chunks>;
 
-/// Chunks the writers are done with, for the reader to fill again: an import touches as much
-/// fresh memory as it buffers, not that again per partition written.
+/// Full-size chunks the writers are done with, for the reader to fill again: an import touches
+/// as much fresh memory as it buffers, not that again per partition written.
 #[derive(Default)]
 struct ChunkPool(Mutex<Vec<Vec<Row>>>);
 
 impl ChunkPool {
-    /// An empty chunk: one given back, or a new one.
-    fn take(&self) -> Vec<Row> {
-        self.0
-            .lock()
-            .expect("chunk pool lock")
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(CHUNK_ROWS))
+    /// An empty chunk of `rows` rows: a full-size one given back, or a new one.
+    fn take(&self, rows: usize) -> Vec<Row> {
+        let given = (rows == CHUNK_ROWS)
+            .then(|| self.0.lock().expect("chunk pool lock").pop())
+            .flatten();
+        given.unwrap_or_else(|| Vec::with_capacity(rows))
     }
 
-    /// Gives chunks back, emptied.
+    /// Gives chunks back, emptied; the smaller first chunks are freed.
     fn give(&self, chunks: Chunks) {
         let mut pool = self.0.lock().expect("chunk pool lock");
-        for mut chunk in chunks {
+        for mut chunk in chunks.into_iter().filter(|c| c.capacity() >= CHUNK_ROWS) {
             chunk.clear();
             pool.push(chunk);
         }
     }
 }
 
-/// Appends `row` to `chunks`, starting a chunk from `pool` when the last is full.
+/// Appends `row` to `chunks`, starting a chunk twice the size of the last (up to
+/// [`CHUNK_ROWS`]) when the last is full.
 fn push_row(chunks: &mut Chunks, row: Row, pool: &ChunkPool) {
     match chunks.last_mut() {
-        Some(last) if last.len() < CHUNK_ROWS => last.push(row),
-        _ => {
-            let mut chunk = pool.take();
+        Some(last) if last.len() < last.capacity() => last.push(row),
+        last => {
+            let rows = last.map_or(FIRST_CHUNK_ROWS, |l| (l.capacity() * 2).min(CHUNK_ROWS));
+            let mut chunk = pool.take(rows);
             chunk.push(row);
             chunks.push(chunk);
         }
@@ -933,5 +938,35 @@ mod tests {
         assert_eq!(format_time(want), "2018-08-28 23:00:05.000");
         assert_eq!(hours_between(want, want + 1), vec!["2018-08-28T23"]);
         assert_eq!(hours_between(want - 5_000, want + 3_600_000).len(), 2);
+    }
+
+    /// A partition's chunks start small and double up to the full size, so a file of many
+    /// sparse hours holds little per (hour, bucket); only full-size chunks are reused.
+    #[test]
+    fn partition_chunks_double_up_to_the_full_size_and_full_ones_are_reused() {
+        let pool = ChunkPool::default();
+        let mut chunks = Chunks::new();
+        let rows = 3 * CHUNK_ROWS;
+        for i in 0..rows {
+            push_row(&mut chunks, (i as i64, 0, 0, 0.0), &pool);
+        }
+        let sizes: Vec<usize> = chunks.iter().map(Vec::capacity).collect();
+        let mut want = vec![];
+        let mut size = FIRST_CHUNK_ROWS;
+        while want.iter().sum::<usize>() < rows {
+            want.push(size);
+            size = (size * 2).min(CHUNK_ROWS);
+        }
+        assert_eq!(sizes, want);
+        assert_eq!(rows_in(&chunks), rows);
+        let rows: Vec<i64> = chunks.iter().flatten().map(|r| r.0).collect();
+        assert!(rows.iter().enumerate().all(|(i, &t)| t == i as i64));
+        let full = sizes.iter().filter(|&&s| s == CHUNK_ROWS).count();
+        pool.give(chunks);
+        assert_eq!(pool.0.lock().unwrap().len(), full);
+        // A new partition starts small again; a full-size chunk comes from the pool.
+        assert_eq!(pool.take(FIRST_CHUNK_ROWS).capacity(), FIRST_CHUNK_ROWS);
+        assert_eq!(pool.take(CHUNK_ROWS).capacity(), CHUNK_ROWS);
+        assert_eq!(pool.0.lock().unwrap().len(), full - 1);
     }
 }
