@@ -638,20 +638,39 @@ fn post(url: &str, body: &str) -> std::result::Result<(), String> {
     stream
         .set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
-    write!(
-        stream,
+    // One buffer, one write: a server may answer and close as soon as it has read the head.
+    let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\nUser-Agent: fleetscore\r\n\r\n{body}",
         body.len()
-    )
-    .map_err(|e| e.to_string())?;
-    let mut head = [0u8; 64];
-    let n = stream.read(&mut head).map_err(|e| e.to_string())?;
-    let line = String::from_utf8_lossy(&head[..n]);
-    match line.split_whitespace().nth(1) {
-        Some(code) if code.starts_with('2') => Ok(()),
-        Some(code) => Err(format!("answered {code}")),
-        None => Err("no HTTP answer".into()),
+    );
+    let sent = stream.write_all(request.as_bytes());
+    // A server may answer before it has read the whole request (a 413, a 500) and close, which
+    // fails the rest of the write; its answer is still the reason to report, so read it anyway.
+    let status = status_line(&mut stream);
+    match (status, sent) {
+        (Some(code), _) if code.starts_with('2') => Ok(()),
+        (Some(code), _) => Err(format!("answered {code}")),
+        (None, Err(e)) => Err(format!("cannot send: {e}")),
+        (None, Ok(())) => Err("no HTTP answer".into()),
+    }
+}
+
+/// The status code of an HTTP answer's first line, if one arrives.
+fn status_line(stream: &mut std::net::TcpStream) -> Option<String> {
+    let mut head = Vec::with_capacity(64);
+    let mut buf = [0u8; 64];
+    while !head.contains(&b'\n') && head.len() < 1024 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
+    let mut words = line.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some(version), Some(code)) if version.starts_with("HTTP/") => Some(code.to_string()),
+        _ => None,
     }
 }
 
@@ -696,7 +715,8 @@ mod tests {
         );
         assert_eq!(body, r#"{"run_id":"r"}"#);
 
-        // A refusal is an error naming the status.
+        // A refusal is an error naming the status, also when the server answers as soon as it
+        // has read the head and closes with the body unread (the write then fails).
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
         let server = std::thread::spawn(move || {
@@ -708,6 +728,31 @@ mod tests {
                 .unwrap();
         });
         assert_eq!(post(&url, "{}").unwrap_err(), "answered 500");
+        server.join().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf);
+            stream
+                .write_all(b"HTTP/1.1 413 Content Too Large\r\n\r\n")
+                .unwrap();
+        });
+        // Larger than the loopback socket buffers, so the write cannot finish before the close.
+        let big = format!("\"{}\"", "x".repeat(64 << 20));
+        assert_eq!(post(&url, &big).unwrap_err(), "answered 413");
+        server.join().unwrap();
+
+        // No server answer at all names the failure.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || drop(listener.accept().unwrap()));
+        let err = post(&url, "{}").unwrap_err();
+        assert!(
+            err == "no HTTP answer" || err.starts_with("cannot send"),
+            "{err}"
+        );
         server.join().unwrap();
     }
 }
