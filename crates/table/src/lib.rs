@@ -208,6 +208,10 @@ pub fn create(path: &Path, schema: SchemaRef) -> Result<Box<dyn BatchWriter>> {
     let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
     Ok(match format {
         Format::Csv => Box::new(csv_io::CsvWriter::new(file, path, &schema)?),
+        // Tables of numbers and times are written directly; others by the Arrow writer.
+        Format::Parquet if parquet_direct::FileWriter::supports(&schema) => {
+            Box::new(parquet_direct::FileWriter::new(file, path, schema)?)
+        }
         Format::Parquet => Box::new(parquet_io::ParquetWriter::new(file, path, schema)?),
     })
 }

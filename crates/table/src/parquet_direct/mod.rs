@@ -25,12 +25,15 @@
 
 mod encoding;
 mod page;
+mod stream;
 mod thrift;
+
+pub use self::stream::{FileWriter, ROW_GROUP_ROWS};
 
 use std::collections::HashMap;
 
-use self::page::write_column;
-use self::thrift::file_metadata;
+use self::page::{Chunk, write_column};
+use self::thrift::{Leaf, Logical, RowGroup, file_metadata};
 use crate::error::{Error, Result};
 
 /// Rows per data page at most (1 MiB of doubles), so readers can decode a column in pieces.
@@ -207,12 +210,35 @@ pub fn write_table(columns: &[Column<'_>]) -> Result<Vec<u8>> {
     for c in columns {
         chunks.push(write_column(&mut out, c));
     }
+    let leaves: Vec<Leaf<'_>> = columns.iter().zip(&chunks).map(leaf).collect();
     let footer_start = out.len();
-    file_metadata(&mut out, columns, &chunks, rows);
+    let groups = [RowGroup { rows, chunks }];
+    file_metadata(&mut out, &leaves, &groups, &[]);
     let footer_len = (out.len() - footer_start) as u32;
     out.extend_from_slice(&footer_len.to_le_bytes());
     out.extend_from_slice(b"PAR1");
     Ok(out)
+}
+
+/// How a column of `write_table` is declared: required, and annotated by its kind.
+fn leaf<'a>((c, chunk): (&Column<'a>, &Chunk)) -> Leaf<'a> {
+    let logical = match c.values {
+        Values::Float64(_) | Values::Int64(_) => Logical::Plain,
+        Values::Int8(_) => Logical::Int {
+            bits: 8,
+            signed: true,
+        },
+        Values::Timestamp(_) | Values::TimestampRuns(_) => {
+            Logical::Timestamp { unit: 1, utc: true }
+        }
+        Values::TextRuns(_) => Logical::String,
+    };
+    Leaf {
+        name: c.name,
+        physical: chunk.physical,
+        optional: false,
+        logical,
+    }
 }
 
 fn check_runs<T>(name: &str, r: &Runs<T>) -> Result<()> {

@@ -6,13 +6,14 @@ use super::thrift::Thrift;
 use super::{Column, PAGE_ROWS, Runs, Values};
 
 // Parquet enum values (parquet.thrift).
-const TYPE_INT32: i32 = 1;
-const TYPE_INT64: i32 = 2;
-const TYPE_DOUBLE: i32 = 5;
-const TYPE_BYTE_ARRAY: i32 = 6;
-const ENCODING_PLAIN: i32 = 0;
-const ENCODING_RLE: i32 = 3;
-const ENCODING_DELTA_BINARY_PACKED: i32 = 5;
+pub(super) const TYPE_INT32: i32 = 1;
+pub(super) const TYPE_INT64: i32 = 2;
+pub(super) const TYPE_FLOAT: i32 = 4;
+pub(super) const TYPE_DOUBLE: i32 = 5;
+pub(super) const TYPE_BYTE_ARRAY: i32 = 6;
+pub(super) const ENCODING_PLAIN: i32 = 0;
+pub(super) const ENCODING_RLE: i32 = 3;
+pub(super) const ENCODING_DELTA_BINARY_PACKED: i32 = 5;
 const ENCODING_RLE_DICTIONARY: i32 = 8;
 const PAGE_DATA: i32 = 0;
 const PAGE_DICTIONARY: i32 = 2;
@@ -34,6 +35,10 @@ pub(super) struct Chunk {
     pub(super) min: Option<Vec<u8>>,
     pub(super) max: Option<Vec<u8>>,
     pub(super) nan_count: Option<i64>,
+    /// Its values, nulls included (the rows).
+    pub(super) values: i64,
+    /// Its nulls.
+    pub(super) nulls: i64,
 }
 
 pub(super) fn write_column(out: &mut Vec<u8>, c: &Column<'_>) -> Chunk {
@@ -60,6 +65,8 @@ pub(super) fn write_column(out: &mut Vec<u8>, c: &Column<'_>) -> Chunk {
                 min: min.map(|m| m.to_le_bytes().to_vec()),
                 max: max.map(|m| m.to_le_bytes().to_vec()),
                 nan_count: Some(nans),
+                values: v.len() as i64,
+                nulls: 0,
             }
         }
         Values::Int64(v) | Values::Timestamp(v) => {
@@ -77,6 +84,8 @@ pub(super) fn write_column(out: &mut Vec<u8>, c: &Column<'_>) -> Chunk {
                 min: v.iter().min().map(|m| m.to_le_bytes().to_vec()),
                 max: v.iter().max().map(|m| m.to_le_bytes().to_vec()),
                 nan_count: None,
+                values: v.len() as i64,
+                nulls: 0,
             }
         }
         Values::Int8(v) => {
@@ -118,6 +127,8 @@ pub(super) fn write_column(out: &mut Vec<u8>, c: &Column<'_>) -> Chunk {
                 min: dictionary.first().map(|m| m.to_le_bytes().to_vec()),
                 max: dictionary.last().map(|m| m.to_le_bytes().to_vec()),
                 nan_count: None,
+                values: v.len() as i64,
+                nulls: 0,
             }
         }
         Values::TextRuns(r) => {
@@ -130,6 +141,7 @@ pub(super) fn write_column(out: &mut Vec<u8>, c: &Column<'_>) -> Chunk {
             let bound = |s: Option<&String>| s.map(|s| s.as_bytes().to_vec());
             runs_chunk(
                 TYPE_BYTE_ARRAY,
+                r.rows,
                 start,
                 data_offset,
                 out.len(),
@@ -145,6 +157,7 @@ pub(super) fn write_column(out: &mut Vec<u8>, c: &Column<'_>) -> Chunk {
             let bound = |m: Option<&i64>| m.map(|m| m.to_le_bytes().to_vec());
             runs_chunk(
                 TYPE_INT64,
+                r.rows,
                 start,
                 data_offset,
                 out.len(),
@@ -160,6 +173,7 @@ pub(super) fn write_column(out: &mut Vec<u8>, c: &Column<'_>) -> Chunk {
 /// The chunk of a dictionary-and-runs column written from `start` to `end`, with its bounds.
 fn runs_chunk(
     physical: i32,
+    rows: usize,
     start: i64,
     data_offset: i64,
     end: usize,
@@ -174,6 +188,8 @@ fn runs_chunk(
         min,
         max,
         nan_count: None,
+        values: rows as i64,
+        nulls: 0,
     }
 }
 
@@ -238,7 +254,7 @@ fn data_page(out: &mut Vec<u8>, body: &[u8], values: usize, encoding: i32) {
 
 /// The header of a data page of `size` bytes (uncompressed, no levels: every column is
 /// required), which the caller writes next.
-fn data_page_header(out: &mut Vec<u8>, size: usize, values: usize, encoding: i32) {
+pub(super) fn data_page_header(out: &mut Vec<u8>, size: usize, values: usize, encoding: i32) {
     let mut t = Thrift::new(out);
     t.i32(1, PAGE_DATA);
     t.i32(2, size as i32);

@@ -1,125 +1,199 @@
 //! The Thrift compact protocol writer, and the file's metadata (`FileMetaData`: schema, the
-//! one row group's column chunks, column orders) written with it.
+//! row groups' column chunks, column orders) written with it.
 
 use super::encoding::{uleb, zigzag};
 use super::page::Chunk;
-use super::{Column, Values};
 
 // Parquet enum values (parquet.thrift).
 const CONVERTED_UTF8: i32 = 0;
+const CONVERTED_DATE: i32 = 6;
 const CONVERTED_TIMESTAMP_MILLIS: i32 = 9;
+const CONVERTED_TIMESTAMP_MICROS: i32 = 10;
 const CONVERTED_INT_8: i32 = 15;
 const REQUIRED: i32 = 0;
+const OPTIONAL: i32 = 1;
 const CODEC_UNCOMPRESSED: i32 = 0;
+
+/// A leaf column as the schema declares it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Leaf<'a> {
+    pub(super) name: &'a str,
+    /// Its physical type (`INT32`, `DOUBLE`, ...).
+    pub(super) physical: i32,
+    /// Whether it may hold nulls (and its pages carry definition levels).
+    pub(super) optional: bool,
+    pub(super) logical: Logical,
+}
+
+/// The logical type annotating a leaf's physical type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Logical {
+    /// None: the physical type says it all.
+    Plain,
+    /// An integer of `bits` bits.
+    Int { bits: i8, signed: bool },
+    /// A time since the epoch in `unit`s (1: milli-, 2: micro-, 3: nanoseconds), adjusted to
+    /// UTC or local.
+    Timestamp { unit: i16, utc: bool },
+    /// Days since the epoch.
+    Date,
+    /// UTF-8 text.
+    String,
+}
+
+/// A row group: its rows and one chunk per leaf, in schema order.
+pub(super) struct RowGroup {
+    pub(super) rows: usize,
+    pub(super) chunks: Vec<Chunk>,
+}
 
 pub(super) fn file_metadata(
     out: &mut Vec<u8>,
-    columns: &[Column<'_>],
-    chunks: &[Chunk],
-    rows: usize,
+    leaves: &[Leaf<'_>],
+    groups: &[RowGroup],
+    key_value: &[(&str, &str)],
 ) {
     let mut t = Thrift::new(out);
     t.i32(1, 1);
-    // The schema: a root group, then one required leaf per column.
-    t.list_begin(2, columns.len() + 1, T_STRUCT);
+    // The schema: a root group, then one leaf per column.
+    t.list_begin(2, leaves.len() + 1, T_STRUCT);
     t.struct_begin();
     t.binary(4, b"schema");
-    t.i32(5, columns.len() as i32);
+    t.i32(5, leaves.len() as i32);
     t.stop();
-    for (c, chunk) in columns.iter().zip(chunks) {
+    for leaf in leaves {
         t.struct_begin();
-        t.i32(1, chunk.physical);
-        t.i32(3, REQUIRED);
-        t.binary(4, c.name.as_bytes());
-        match c.values {
-            Values::Float64(_) | Values::Int64(_) => {}
-            Values::Int8(_) => {
-                t.i32(6, CONVERTED_INT_8);
-                t.begin(10);
-                t.begin(10);
-                t.i8(1, 8);
-                t.bool(2, true);
-                t.end();
-                t.end();
-            }
-            Values::Timestamp(_) | Values::TimestampRuns(_) => {
-                t.i32(6, CONVERTED_TIMESTAMP_MILLIS);
-                t.begin(10);
-                t.begin(8);
-                t.bool(1, true);
-                t.begin(2);
-                t.begin(1);
-                t.end();
-                t.end();
-                t.end();
-                t.end();
-            }
-            Values::TextRuns(_) => {
-                t.i32(6, CONVERTED_UTF8);
-                t.begin(10);
-                t.begin(1);
-                t.end();
-                t.end();
-            }
-        }
+        t.i32(1, leaf.physical);
+        t.i32(3, if leaf.optional { OPTIONAL } else { REQUIRED });
+        t.binary(4, leaf.name.as_bytes());
+        logical_type(&mut t, leaf.logical);
         t.stop();
     }
+    let rows: usize = groups.iter().map(|g| g.rows).sum();
     t.i64(3, rows as i64);
-    // One row group.
-    t.list_begin(4, 1, T_STRUCT);
-    t.struct_begin();
-    t.list_begin(1, columns.len(), T_STRUCT);
-    for (c, chunk) in columns.iter().zip(chunks) {
+    t.list_begin(4, groups.len(), T_STRUCT);
+    for (ordinal, group) in groups.iter().enumerate() {
         t.struct_begin();
-        t.i64(2, 0);
-        t.begin(3);
-        t.i32(1, chunk.physical);
-        t.list_begin(2, chunk.encodings.len(), T_I32);
-        for &e in &chunk.encodings {
-            t.list_i32(e);
+        t.list_begin(1, leaves.len(), T_STRUCT);
+        for (leaf, chunk) in leaves.iter().zip(&group.chunks) {
+            column_chunk(&mut t, leaf, chunk);
         }
-        t.list_begin(3, 1, T_BINARY);
-        t.list_binary(c.name.as_bytes());
-        t.i32(4, CODEC_UNCOMPRESSED);
-        t.i64(5, rows as i64);
-        t.i64(6, chunk.size);
-        t.i64(7, chunk.size);
-        t.i64(9, chunk.data_offset);
-        if let Some(d) = chunk.dictionary_offset {
-            t.i64(11, d);
-        }
-        t.begin(12);
-        t.i64(3, 0);
-        if let (Some(min), Some(max)) = (&chunk.min, &chunk.max) {
-            t.binary(5, max);
-            t.binary(6, min);
-        }
-        if let Some(n) = chunk.nan_count {
-            t.i64(9, n);
-        }
-        t.end();
-        t.end();
+        let total: i64 = group.chunks.iter().map(|c| c.size).sum();
+        t.i64(2, total);
+        t.i64(3, group.rows as i64);
+        let first = group.chunks.first();
+        t.i64(
+            5,
+            first.map_or(4, |c| c.dictionary_offset.unwrap_or(c.data_offset)),
+        );
+        t.i64(6, total);
+        t.i16(7, ordinal as i16);
         t.stop();
     }
-    let total: i64 = chunks.iter().map(|c| c.size).sum();
-    t.i64(2, total);
-    t.i64(3, rows as i64);
-    t.i64(5, 4);
-    t.i64(6, total);
-    t.i16(7, 0);
-    t.stop();
+    if !key_value.is_empty() {
+        t.list_begin(5, key_value.len(), T_STRUCT);
+        for (key, value) in key_value {
+            t.struct_begin();
+            t.binary(1, key.as_bytes());
+            t.binary(2, value.as_bytes());
+            t.stop();
+        }
+    }
     t.binary(
         6,
         concat!("fleetscore version ", env!("CARGO_PKG_VERSION")).as_bytes(),
     );
     // Min/max follow each type's own order.
-    t.list_begin(7, columns.len(), T_STRUCT);
-    for _ in columns {
+    t.list_begin(7, leaves.len(), T_STRUCT);
+    for _ in leaves {
         t.struct_begin();
         t.begin(1);
         t.end();
         t.stop();
     }
+    t.stop();
+}
+
+/// A schema element's converted type (the legacy annotation, where there is one) and logical
+/// type.
+fn logical_type(t: &mut Thrift<'_>, logical: Logical) {
+    match logical {
+        Logical::Plain => {}
+        Logical::Int { bits, signed } => {
+            if bits == 8 && signed {
+                t.i32(6, CONVERTED_INT_8);
+            }
+            t.begin(10);
+            t.begin(10);
+            t.i8(1, bits);
+            t.bool(2, signed);
+            t.end();
+            t.end();
+        }
+        Logical::Timestamp { unit, utc } => {
+            // The legacy annotations mean UTC-adjusted milli- or microseconds only.
+            match (unit, utc) {
+                (1, true) => t.i32(6, CONVERTED_TIMESTAMP_MILLIS),
+                (2, true) => t.i32(6, CONVERTED_TIMESTAMP_MICROS),
+                _ => {}
+            }
+            t.begin(10);
+            t.begin(8);
+            t.bool(1, utc);
+            t.begin(2);
+            t.begin(unit);
+            t.end();
+            t.end();
+            t.end();
+            t.end();
+        }
+        Logical::Date => {
+            t.i32(6, CONVERTED_DATE);
+            t.begin(10);
+            t.begin(6);
+            t.end();
+            t.end();
+        }
+        Logical::String => {
+            t.i32(6, CONVERTED_UTF8);
+            t.begin(10);
+            t.begin(1);
+            t.end();
+            t.end();
+        }
+    }
+}
+
+fn column_chunk(t: &mut Thrift<'_>, leaf: &Leaf<'_>, chunk: &Chunk) {
+    t.struct_begin();
+    t.i64(2, 0);
+    t.begin(3);
+    t.i32(1, leaf.physical);
+    t.list_begin(2, chunk.encodings.len(), T_I32);
+    for &e in &chunk.encodings {
+        t.list_i32(e);
+    }
+    t.list_begin(3, 1, T_BINARY);
+    t.list_binary(leaf.name.as_bytes());
+    t.i32(4, CODEC_UNCOMPRESSED);
+    t.i64(5, chunk.values);
+    t.i64(6, chunk.size);
+    t.i64(7, chunk.size);
+    t.i64(9, chunk.data_offset);
+    if let Some(d) = chunk.dictionary_offset {
+        t.i64(11, d);
+    }
+    t.begin(12);
+    t.i64(3, chunk.nulls);
+    if let (Some(min), Some(max)) = (&chunk.min, &chunk.max) {
+        t.binary(5, max);
+        t.binary(6, min);
+    }
+    if let Some(n) = chunk.nan_count {
+        t.i64(9, n);
+    }
+    t.end();
+    t.end();
     t.stop();
 }
 
