@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use fleetscore_models::Model;
-use fleetscore_table::{BatchWriter, RecordBatch, append_columns, feature_matrix, filter_equals};
+use fleetscore_table::{RecordBatch, append_columns, feature_matrix, filter_equals};
 
 use crate::error::{Error, Result};
 
@@ -97,6 +97,15 @@ pub fn score_file(
         std::fs::create_dir_all(parent)
             .map_err(|e| Error::Invalid(format!("cannot create {}: {e}", parent.display())))?;
     }
+    // The output's columns: the input's, then the two it gains.
+    let out_schema = append_columns(
+        &RecordBatch::new_empty(reader.schema()),
+        "score",
+        vec![],
+        "anomaly",
+        vec![],
+    )?
+    .schema();
     let tmp = temp_path(output);
     let mut scored = Scored::default();
     // Three stages on their own threads, a batch or two apart: reading (and decoding) the next
@@ -112,21 +121,19 @@ pub fn score_file(
                     break;
                 }
             }
-            reader.schema()
         });
         let (scored_batches, to_write) = std::sync::mpsc::sync_channel::<RecordBatch>(1);
         let tmp = &tmp;
-        let writer_thread = scope.spawn(move || -> Result<Option<Box<dyn BatchWriter>>> {
-            let mut writer: Option<Box<dyn BatchWriter>> = None;
+        // The output file is created at once, on the writer's thread, while the first batch is
+        // read. It is finished even when scoring fails; the caller then removes it.
+        let writer_thread = scope.spawn(move || -> Result<()> {
+            let mut writer = fleetscore_table::create(tmp, out_schema)
+                .map_err(|e| Error::Invalid(format!("cannot create {}: {e}", output.display())))?;
             for out in to_write {
-                if writer.is_none() {
-                    writer = Some(fleetscore_table::create(tmp, out.schema()).map_err(|e| {
-                        Error::Invalid(format!("cannot create {}: {e}", output.display()))
-                    })?);
-                }
-                writer.as_mut().expect("created above").write(&out)?;
+                writer.write(&out)?;
             }
-            Ok(writer)
+            writer.finish()?;
+            Ok(())
         });
         let scoring: Result<()> = (|| {
             let mut x = Vec::new();
@@ -154,25 +161,14 @@ pub fn score_file(
             Ok(())
         })();
         drop(scored_batches);
-        let schema = reader_thread
+        reader_thread
             .join()
             .expect("the reader thread does not panic");
-        let writer = writer_thread
+        let written = writer_thread
             .join()
             .expect("the writer thread does not panic");
         scoring?;
-        let writer = match writer? {
-            Some(w) => w,
-            // No rows: still write a table with the output's columns.
-            None => {
-                let empty = RecordBatch::new_empty(schema);
-                let out = append_columns(&empty, "score", vec![], "anomaly", vec![])?;
-                let mut w = fleetscore_table::create(tmp, out.schema())?;
-                w.write(&out)?;
-                w
-            }
-        };
-        writer.finish()?;
+        written?;
         std::fs::rename(tmp, output).map_err(|e| {
             Error::Invalid(format!(
                 "cannot move the output into {}: {e}",

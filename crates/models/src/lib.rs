@@ -223,20 +223,32 @@ impl Model {
             return self.score(x, decision, predicted);
         }
         self.check(x, rows)?;
-        let per = rows.div_ceil(threads);
+        // Rows are handed out in pieces as threads come for them, so a thread that shares its
+        // core with other work (a file's reader or writer) scores fewer pieces instead of
+        // holding the others up; the calling thread scores too.
+        let piece = rows.div_ceil(threads * 4).max(CHUNK_ROWS);
+        let pieces = std::sync::Mutex::new(
+            x.chunks(piece * d)
+                .zip(decision.chunks_mut(piece))
+                .zip(predicted.chunks_mut(piece)),
+        );
+        let work = || -> Result<()> {
+            loop {
+                let next = pieces.lock().expect("no thread panics holding it").next();
+                let Some(((xs, ds), ps)) = next else {
+                    return Ok(());
+                };
+                self.score(xs, ds, ps)?;
+            }
+        };
         std::thread::scope(|s| {
-            let handles: Vec<_> = x
-                .chunks(per * d)
-                .zip(decision.chunks_mut(per))
-                .zip(predicted.chunks_mut(per))
-                .map(|((xs, ds), ps)| s.spawn(move || self.score(xs, ds, ps)))
-                .collect();
-            handles
+            let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+            let mine = work();
+            helpers
                 .into_iter()
                 .map(|h| h.join().expect("scoring thread panicked"))
-                .collect::<Result<Vec<()>>>()
-        })?;
-        Ok(())
+                .fold(mine, Result::and)
+        })
     }
 
     fn check(&self, x: &[f64], rows: usize) -> Result<()> {

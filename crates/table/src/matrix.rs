@@ -84,15 +84,15 @@ pub fn feature_matrix(
             .as_any()
             .downcast_ref::<Float64Array>()
             .expect("cast to Float64 gives Float64Array");
-        for i in 0..rows {
-            if values.is_null(i) {
-                return Err(bad(i, "missing value".into()));
-            }
-            let v = values.value(i);
-            if !v.is_finite() {
-                return Err(bad(i, format!("{v} is not a finite number")));
-            }
-            out[i * d + j] = v;
+        if let Some(i) = (0..rows).find(|&i| values.is_null(i)) {
+            return Err(bad(i, "missing value".into()));
+        }
+        let values = values.values();
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(bad(i, format!("{} is not a finite number", values[i])));
+        }
+        for (to, &v) in out.iter_mut().skip(j).step_by(d).zip(values.iter()) {
+            *to = v;
         }
     }
     Ok(())
