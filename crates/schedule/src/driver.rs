@@ -679,6 +679,21 @@ mod tests {
     use super::*;
     use std::io::BufRead;
 
+    /// A server that answers `status` after its first read of the request and closes, with
+    /// the rest of the request unread; and its URL.
+    fn answering_early(status: &'static str) -> (String, std::thread::JoinHandle<()>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf);
+            let answer = format!("HTTP/1.1 {status}\r\n\r\n");
+            stream.write_all(answer.as_bytes()).unwrap();
+        });
+        (url, server)
+    }
+
     #[test]
     fn the_failure_webhook_is_posted_json() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -717,28 +732,10 @@ mod tests {
 
         // A refusal is an error naming the status, also when the server answers as soon as it
         // has read the head and closes with the body unread (the write then fails).
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/", listener.local_addr().unwrap());
-        let server = std::thread::spawn(move || {
-            let (mut stream, _) = listener.accept().unwrap();
-            let mut buf = [0u8; 1024];
-            let _ = stream.read(&mut buf);
-            stream
-                .write_all(b"HTTP/1.1 500 Internal Server Error\r\n\r\n")
-                .unwrap();
-        });
+        let (url, server) = answering_early("500 Internal Server Error");
         assert_eq!(post(&url, "{}").unwrap_err(), "answered 500");
         server.join().unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/", listener.local_addr().unwrap());
-        let server = std::thread::spawn(move || {
-            let (mut stream, _) = listener.accept().unwrap();
-            let mut buf = [0u8; 1024];
-            let _ = stream.read(&mut buf);
-            stream
-                .write_all(b"HTTP/1.1 413 Content Too Large\r\n\r\n")
-                .unwrap();
-        });
+        let (url, server) = answering_early("413 Content Too Large");
         // Larger than the loopback socket buffers, so the write cannot finish before the close.
         let big = format!("\"{}\"", "x".repeat(64 << 20));
         assert_eq!(post(&url, &big).unwrap_err(), "answered 413");

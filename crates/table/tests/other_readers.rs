@@ -22,6 +22,22 @@ fn tempdir(name: &str) -> PathBuf {
     d
 }
 
+/// Runs `script` with `args` in the test Python; its output is the failure message.
+fn run_python(python: &str, script: &str, args: &[&str]) {
+    let o = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 #[test]
 fn direct_parquet_reads_back_in_pyarrow_pandas_and_duckdb() {
     let Ok(python) = std::env::var("FLEETSCORE_TEST_PYTHON") else {
@@ -159,22 +175,15 @@ diff = con.execute(f"SELECT count(*) FROM (SELECT * FROM read_parquet('{direct}'
 assert diff == 0, diff
 print("ok")
 "#;
-    let o = Command::new(python)
-        .args([
-            "-c",
-            script,
+    run_python(
+        &python,
+        script,
+        &[
             direct.to_str().unwrap(),
             reference.to_str().unwrap(),
             &rows.to_string(),
             empty.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+        ],
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -330,20 +339,10 @@ diff = con.execute(f"SELECT count(*) FROM (SELECT * FROM read_parquet('{streamed
 assert diff == 0, diff
 print("ok")
 "#;
-    let o = Command::new(python)
-        .args([
-            "-c",
-            script,
-            streamed.to_str().unwrap(),
-            reference.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+    run_python(
+        &python,
+        script,
+        &[streamed.to_str().unwrap(), reference.to_str().unwrap()],
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
