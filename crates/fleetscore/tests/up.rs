@@ -353,12 +353,15 @@ fn same_as_models_score(dir: &Path, end: i64, export: &Path) {
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let ours = flags(
-            &export.join(format!("predictions_{device}_{tag}.csv")),
-            "Prediction",
-        );
+        // A model without readings in the hour has no predictions file, and `models score`
+        // finds no rows for it either.
+        let predictions = export.join(format!("predictions_{device}_{tag}.csv"));
+        let ours = if predictions.exists() {
+            flags(&predictions, "Prediction")
+        } else {
+            BTreeMap::new()
+        };
         let theirs = flags(&scored, "anomaly");
-        assert!(!ours.is_empty(), "{device}/{tag} has no predictions");
         assert_eq!(ours, theirs, "{device}/{tag} in the hour ending {end}");
         compared += ours.len();
     }
