@@ -27,7 +27,7 @@ use super::PAGE_ROWS;
 use super::encoding::{bit_packed_run, delta_binary_packed, uleb};
 use super::page::{
     Chunk, ENCODING_DELTA_BINARY_PACKED, ENCODING_PLAIN, ENCODING_RLE, TYPE_DOUBLE, TYPE_FLOAT,
-    TYPE_INT32, TYPE_INT64, data_page_header,
+    TYPE_INT32, TYPE_INT64, data_page_header, float_stats,
 };
 use super::thrift::{Leaf, Logical, RowGroup, file_metadata};
 use crate::error::{Error, Result};
@@ -476,31 +476,14 @@ impl Bounds {
         self.add_floats(lo, hi, count, nans);
     }
 
-    /// [`Bounds::floats`] of a slice, in eight lanes so that the loop is vectorised.
+    /// [`Bounds::floats`] of a slice (vectorised, by [`float_stats`]).
     fn doubles(&mut self, values: &[f64]) {
-        const LANES: usize = 8;
-        let mut lo = [f64::INFINITY; LANES];
-        let mut hi = [f64::NEG_INFINITY; LANES];
-        let mut nans = [0i64; LANES];
-        let mut chunks = values.chunks_exact(LANES);
-        for chunk in &mut chunks {
-            for j in 0..LANES {
-                nans[j] += i64::from(chunk[j].is_nan());
-                lo[j] = lo[j].min(chunk[j]);
-                hi[j] = hi[j].max(chunk[j]);
-            }
-        }
-        for (j, &x) in chunks.remainder().iter().enumerate() {
-            nans[j] += i64::from(x.is_nan());
-            lo[j] = lo[j].min(x);
-            hi[j] = hi[j].max(x);
-        }
-        let fold = |lanes: [f64; LANES], f: fn(f64, f64) -> f64| lanes.into_iter().reduce(f);
+        let (lo, hi, nans) = float_stats(values);
         self.add_floats(
-            fold(lo, f64::min).unwrap_or(f64::INFINITY),
-            fold(hi, f64::max).unwrap_or(f64::NEG_INFINITY),
+            lo.unwrap_or(f64::INFINITY),
+            hi.unwrap_or(f64::NEG_INFINITY),
             values.len() as i64,
-            nans.iter().sum(),
+            nans,
         );
     }
 
